@@ -1,0 +1,140 @@
+//! Configuration of one partition's state machine. Time is counted in ticks: the runtime decides
+//! how long a tick is (for example 50 ms), the simulator uses virtual ticks.
+
+use crate::error::ConfigError;
+use crate::ids::{NodeId, PartitionId};
+
+/// Settings of one partition replica.
+#[derive(Clone, Debug)]
+pub struct PartitionConfig {
+    /// This node.
+    pub node: NodeId,
+    /// The partition this state machine runs.
+    pub partition: PartitionId,
+    /// Voting members of the partition, including `node`.
+    pub voters: Vec<NodeId>,
+    /// A leader sends heartbeats every this many ticks.
+    pub heartbeat_ticks: u32,
+    /// Lower bound (inclusive) of the randomized election timeout, in ticks.
+    pub election_timeout_min_ticks: u32,
+    /// Upper bound (exclusive) of the randomized election timeout, in ticks.
+    pub election_timeout_max_ticks: u32,
+    /// Seed of the election-timeout randomness (mix in the node and partition ids for variety).
+    pub seed: u64,
+    /// Appends in flight per follower before the leader waits for acknowledgements.
+    pub max_inflight_appends: usize,
+    /// Entries per append message (and per catch-up read from the WAL).
+    pub max_entries_per_append: usize,
+    /// Uncommitted entries a leader accepts before proposals fail with backpressure.
+    pub max_uncommitted_entries: usize,
+    /// Applied entries kept in memory to serve lagging followers without a WAL read.
+    pub log_cache_entries: usize,
+    /// Planted bugs for proving the simulator's checkers can fail. Test-only.
+    #[cfg(feature = "canary-bugs")]
+    pub canary: CanaryBugs,
+}
+
+/// Known Raft bugs that can be switched on to prove the simulator catches them (feature
+/// `canary-bugs`, never for production).
+#[cfg(feature = "canary-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CanaryBugs {
+    /// Commit an entry of a previous term by counting its replicas (violates §5.4.2, Figure 8).
+    pub commit_previous_term_by_count: bool,
+    /// Grant a vote even when already voted for another candidate in the term (violates §5.2).
+    pub grant_two_votes_per_term: bool,
+    /// On a conflicting append, overwrite in place and keep the stale suffix (violates §5.3).
+    pub skip_conflict_truncation: bool,
+}
+
+impl PartitionConfig {
+    /// Defaults for `partition` on `node` with the given voters: heartbeat every tick, election
+    /// timeout 10–20 ticks (with a 50 ms tick: 50 ms heartbeats, 500–1000 ms elections).
+    pub fn new(node: NodeId, partition: PartitionId, voters: Vec<NodeId>) -> Self {
+        Self {
+            node,
+            partition,
+            voters,
+            heartbeat_ticks: 1,
+            election_timeout_min_ticks: 10,
+            election_timeout_max_ticks: 20,
+            seed: 0x6b6f_6d6d_616e_6465,
+            max_inflight_appends: 8,
+            max_entries_per_append: 256,
+            max_uncommitted_entries: 16 * 1024,
+            log_cache_entries: 1024,
+            #[cfg(feature = "canary-bugs")]
+            canary: CanaryBugs::default(),
+        }
+    }
+
+    /// Check the settings; every error names what is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_ticks == 0 {
+            return Err(ConfigError::Timing("heartbeat_ticks must be at least 1"));
+        }
+        if self.election_timeout_min_ticks <= self.heartbeat_ticks {
+            return Err(ConfigError::Timing("election_timeout_min_ticks must exceed heartbeat_ticks"));
+        }
+        if self.election_timeout_max_ticks <= self.election_timeout_min_ticks {
+            return Err(ConfigError::Timing(
+                "election_timeout_max_ticks must exceed election_timeout_min_ticks",
+            ));
+        }
+        if self.voters.is_empty() {
+            return Err(ConfigError::Membership("voters must not be empty"));
+        }
+        if !self.voters.contains(&self.node) {
+            return Err(ConfigError::Membership("voters must contain this node"));
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return Err(ConfigError::Membership("voters must not repeat a node"));
+        }
+        if self.max_inflight_appends == 0 {
+            return Err(ConfigError::Limit("max_inflight_appends must be at least 1"));
+        }
+        if self.max_entries_per_append == 0 {
+            return Err(ConfigError::Limit("max_entries_per_append must be at least 1"));
+        }
+        if self.max_uncommitted_entries == 0 {
+            return Err(ConfigError::Limit("max_uncommitted_entries must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> PartitionConfig {
+        PartitionConfig::new(NodeId(1), PartitionId(1), vec![NodeId(1), NodeId(2), NodeId(3)])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(base().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_settings_are_rejected_with_a_reason() {
+        let mut c = base();
+        c.election_timeout_max_ticks = c.election_timeout_min_ticks;
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        let mut c = base();
+        c.heartbeat_ticks = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        let mut c = base();
+        c.voters = vec![NodeId(2)];
+        assert!(matches!(c.validate(), Err(ConfigError::Membership(_))));
+        let mut c = base();
+        c.voters.push(NodeId(2));
+        assert!(matches!(c.validate(), Err(ConfigError::Membership(_))));
+        let mut c = base();
+        c.max_inflight_appends = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::Limit(_))));
+    }
+}

@@ -1,0 +1,34 @@
+//! `kommander-core`: the Raft protocol of one partition as a pure, deterministic state machine
+//! ([`raft::PartitionStateMachine`]), the types every layer shares, the contracts of the pluggable
+//! layers ([`wal::Wal`], [`transport::Transport`], [`discovery::Discovery`]), an in-memory WAL, and
+//! conformance suites that every adapter must pass.
+//!
+//! This crate performs no I/O, reads no clock and depends on no async runtime: the actix runtime in
+//! `kommander-actors` drives it, and the deterministic simulator (feature `sim`) drives it in tests.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod conformance;
+pub mod discovery;
+pub mod entry;
+pub mod error;
+pub mod hlc;
+pub mod ids;
+pub mod memory_wal;
+pub mod message;
+pub mod raft;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod transport;
+pub mod wal;
+
+pub use config::PartitionConfig;
+pub use entry::{EntryKind, LogEntry};
+pub use error::{ConfigError, FatalError, ProposeError, StepError, TicketOutcome};
+pub use hlc::{HlcTimestamp, HybridLogicalClock, Ticket};
+pub use ids::{LogIndex, NodeId, PartitionId, Term};
+pub use memory_wal::MemoryWal;
+pub use message::{AppendResult, Envelope, MessageBatch, RaftMessage};
+pub use raft::{PartitionStateMachine, Ready, Role};
+pub use wal::{HardState, PartitionWrite, Wal, WalBatch, WalError};

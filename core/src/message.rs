@@ -1,0 +1,126 @@
+//! Wire messages exchanged between the replicas of one partition, and the envelope and batch that
+//! carry them between nodes. Every transport moves [`MessageBatch`]es: one batch per destination
+//! node carries the messages of all partitions, never one request per message.
+
+use crate::entry::LogEntry;
+use crate::ids::{LogIndex, NodeId, PartitionId, Term};
+use serde::{Deserialize, Serialize};
+
+/// A message of the Raft protocol for one partition (Raft paper §5, thesis §9.6 for pre-vote).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftMessage {
+    /// Ask for a vote. With `pre_vote`, `term` is the term the candidate *would* use; receivers
+    /// answer without changing any state.
+    VoteRequest {
+        /// Candidate's term (or prospective term for a pre-vote).
+        term: Term,
+        /// Index of the candidate's last log entry.
+        last_log_index: LogIndex,
+        /// Term of the candidate's last log entry.
+        last_log_term: Term,
+        /// Pre-vote round (§9.6) rather than a real election.
+        pre_vote: bool,
+    },
+    /// Answer to a [`RaftMessage::VoteRequest`].
+    VoteResponse {
+        /// Responder's term; for a granted pre-vote, the term that was asked for.
+        term: Term,
+        /// Whether the vote (or pre-vote) is granted.
+        granted: bool,
+        /// Answers a pre-vote request.
+        pre_vote: bool,
+    },
+    /// Replicate entries (or a heartbeat when `entries` is empty), anchored on
+    /// (`prev_log_index`, `prev_log_term`).
+    AppendRequest {
+        /// Leader's term.
+        term: Term,
+        /// Index of the entry just before `entries`.
+        prev_log_index: LogIndex,
+        /// Term of that entry (0 when `prev_log_index` is 0).
+        prev_log_term: Term,
+        /// Entries to append, consecutive from `prev_log_index + 1`.
+        entries: Vec<LogEntry>,
+        /// Leader's commit index.
+        leader_commit: LogIndex,
+    },
+    /// Answer to an [`RaftMessage::AppendRequest`]. A success is sent only once the appended
+    /// entries are durable on the follower.
+    AppendResponse {
+        /// Responder's term.
+        term: Term,
+        /// Echo of the request's `prev_log_index` (lets the leader drop stale answers).
+        prev_log_index: LogIndex,
+        /// Outcome.
+        result: AppendResult,
+    },
+}
+
+/// Outcome of an append on a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's up to and including `match_index`, durably.
+    Success {
+        /// Highest index known to match the leader's log.
+        match_index: LogIndex,
+    },
+    /// The anchor did not match. The hint lets the leader skip a whole term at a time.
+    Conflict {
+        /// First index the leader should consider sending from.
+        hint_index: LogIndex,
+        /// Term of the follower's entry at `prev_log_index`, when it has one.
+        hint_term: Option<Term>,
+    },
+    /// The request came from a stale leader (its term is below the follower's).
+    StaleTerm,
+}
+
+impl RaftMessage {
+    /// The term the message carries.
+    pub fn term(&self) -> Term {
+        match self {
+            RaftMessage::VoteRequest { term, .. }
+            | RaftMessage::VoteResponse { term, .. }
+            | RaftMessage::AppendRequest { term, .. }
+            | RaftMessage::AppendResponse { term, .. } => *term,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RaftMessage::VoteRequest { pre_vote: true, .. } => "pre_vote_request",
+            RaftMessage::VoteRequest { .. } => "vote_request",
+            RaftMessage::VoteResponse { pre_vote: true, .. } => "pre_vote_response",
+            RaftMessage::VoteResponse { .. } => "vote_response",
+            RaftMessage::AppendRequest { .. } => "append_request",
+            RaftMessage::AppendResponse { .. } => "append_response",
+        }
+    }
+}
+
+/// A message addressed from one replica of a partition to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Partition the message belongs to.
+    pub partition: PartitionId,
+    /// Sending node.
+    pub from: NodeId,
+    /// Destination node.
+    pub to: NodeId,
+    /// The protocol message.
+    pub message: RaftMessage,
+}
+
+/// What a transport sends to one node in one go: messages of any number of partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBatch {
+    /// Cluster the sender belongs to; receivers drop batches of other clusters.
+    pub cluster_id: String,
+    /// Sending node.
+    pub from: NodeId,
+    /// Destination node.
+    pub to: NodeId,
+    /// The messages, in send order (per-peer FIFO is preserved by transports).
+    pub messages: Vec<Envelope>,
+}

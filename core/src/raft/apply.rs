@@ -1,0 +1,142 @@
+//! The application cursor: turns committed log entries into deliveries, in index order and
+//! exactly once, resolves two-phase proposals by their markers (the first marker for a ticket
+//! wins), and answers the clients waiting on indexes.
+
+use super::ready::{ClientReply, Delivery, ProposalCommitted};
+use crate::entry::{EntryKind, LogEntry};
+use crate::error::{ProposeError, TicketOutcome};
+use crate::hlc::Ticket;
+use crate::ids::{LogIndex, Term};
+use std::collections::{BTreeMap, HashMap};
+
+/// What a client waits for at an index.
+#[derive(Clone, Debug)]
+pub(crate) enum WaitFor {
+    /// A proposal whose last entry is at this index.
+    Proposal { first_index: LogIndex },
+    /// A commit or rollback marker at this index.
+    Resolution { requested: TicketOutcome },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Waiter {
+    pub(crate) ticket: Ticket,
+    pub(crate) term: Term,
+    pub(crate) wait: WaitFor,
+}
+
+/// Delivery state that survives across turns (rebuilt by replay on restore).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Applier {
+    /// Raft-committed two-phase entries awaiting their marker, by ticket.
+    pub(crate) held: BTreeMap<Ticket, Vec<LogEntry>>,
+    /// Tickets resolved by a committed marker.
+    pub(crate) resolved: HashMap<Ticket, TicketOutcome>,
+    /// Clients waiting for the entry at an index to be applied.
+    pub(crate) waiters: BTreeMap<LogIndex, Vec<Waiter>>,
+}
+
+impl Applier {
+    /// Apply one committed entry.
+    pub(crate) fn apply(
+        &mut self,
+        entry: &LogEntry,
+        restored: bool,
+        deliveries: &mut Vec<Delivery>,
+        replies: &mut Vec<ClientReply>,
+    ) {
+        match entry.kind {
+            EntryKind::Application { auto_commit: true } => deliveries.push(Delivery {
+                entry: entry.clone(),
+                released_at: entry.index,
+                restored,
+            }),
+            EntryKind::Application { auto_commit: false } => {
+                if !self.resolved.contains_key(&entry.ticket) {
+                    self.held.entry(entry.ticket).or_default().push(entry.clone());
+                }
+            }
+            EntryKind::Barrier => {}
+            EntryKind::CommitMarker | EntryKind::RollbackMarker => {
+                let outcome = if entry.kind == EntryKind::CommitMarker {
+                    TicketOutcome::Committed
+                } else {
+                    TicketOutcome::RolledBack
+                };
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.resolved.entry(entry.ticket) {
+                    slot.insert(outcome);
+                    let held = self.held.remove(&entry.ticket).unwrap_or_default();
+                    if outcome == TicketOutcome::Committed {
+                        deliveries.extend(held.into_iter().map(|held_entry| Delivery {
+                            entry: held_entry,
+                            released_at: entry.index,
+                            restored,
+                        }));
+                    }
+                }
+            }
+        }
+        self.answer_waiters(entry, replies);
+    }
+
+    fn answer_waiters(&mut self, entry: &LogEntry, replies: &mut Vec<ClientReply>) {
+        let Some(waiters) = self.waiters.remove(&entry.index) else { return };
+        for waiter in waiters {
+            let same = waiter.term == entry.term && waiter.ticket == entry.ticket;
+            replies.push(match waiter.wait {
+                WaitFor::Proposal { first_index } => ClientReply::Proposal {
+                    ticket: waiter.ticket,
+                    result: if same {
+                        Ok(ProposalCommitted { ticket: waiter.ticket, first_index, last_index: entry.index })
+                    } else {
+                        Err(ProposeError::Superseded { index: entry.index })
+                    },
+                },
+                WaitFor::Resolution { requested } => ClientReply::Resolution {
+                    ticket: waiter.ticket,
+                    requested,
+                    result: self.resolution_result(waiter.ticket, requested, same, entry.index),
+                },
+            });
+        }
+    }
+
+    fn resolution_result(
+        &self,
+        ticket: Ticket,
+        requested: TicketOutcome,
+        marker_applied: bool,
+        index: LogIndex,
+    ) -> Result<TicketOutcome, ProposeError> {
+        match self.resolved.get(&ticket) {
+            Some(&outcome) if outcome == requested => Ok(outcome),
+            Some(&outcome) => Err(ProposeError::AlreadyResolved { ticket, outcome }),
+            None if marker_applied => unreachable!("a marker applies its ticket's outcome"),
+            None => Err(ProposeError::Superseded { index }),
+        }
+    }
+
+    /// The log was truncated from `from`: waiters at or above it will never see their entry.
+    pub(crate) fn truncated(&mut self, from: LogIndex, replies: &mut Vec<ClientReply>) {
+        let doomed = self.waiters.split_off(&from);
+        for (index, waiters) in doomed {
+            for waiter in waiters {
+                replies.push(match waiter.wait {
+                    WaitFor::Proposal { .. } => ClientReply::Proposal {
+                        ticket: waiter.ticket,
+                        result: Err(ProposeError::Superseded { index }),
+                    },
+                    WaitFor::Resolution { requested } => ClientReply::Resolution {
+                        ticket: waiter.ticket,
+                        requested,
+                        result: Err(ProposeError::Superseded { index }),
+                    },
+                });
+            }
+        }
+    }
+
+    pub(crate) fn wait(&mut self, index: LogIndex, waiter: Waiter) {
+        self.waiters.entry(index).or_default().push(waiter);
+    }
+}

@@ -1,0 +1,186 @@
+//! Elections: timeouts, pre-vote (thesis §9.6), votes with the freshness check (§5.4.1), becoming
+//! leader with a barrier entry, and check-quorum (thesis §6.2).
+
+use super::{PartitionStateMachine, Progress, Role};
+use crate::entry::{EntryKind, LogEntry};
+use crate::hlc::HlcTimestamp;
+use crate::ids::{LogIndex, NodeId, Term};
+use crate::message::RaftMessage;
+
+impl PartitionStateMachine {
+    pub(super) fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_timeout {
+            self.start_pre_vote();
+        }
+    }
+
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.check_quorum_elapsed += 1;
+        if self.check_quorum_elapsed >= self.config.election_timeout_min_ticks {
+            self.check_quorum_elapsed = 0;
+            if !self.quorum_active() {
+                tracing::debug!(partition = %self.config.partition, node = %self.config.node, term = self.term,
+                    "leader lost contact with a quorum; stepping down");
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.heartbeat();
+        }
+    }
+
+    /// Check-quorum: did a quorum (counting this leader) talk to us since the last round?
+    fn quorum_active(&mut self) -> bool {
+        let mut active = 1;
+        for progress in self.progress.values_mut() {
+            if std::mem::replace(&mut progress.recent_active, false) {
+                active += 1;
+            }
+        }
+        active >= self.quorum()
+    }
+
+    /// Start a pre-vote round for `term + 1` without changing any durable state.
+    pub(super) fn start_pre_vote(&mut self) {
+        if self.config.voters.len() == 1 {
+            self.start_election();
+            return;
+        }
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.config.node, true);
+        self.reset_election_timer();
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let term = self.term + 1;
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: true });
+        }
+        self.publish_leader();
+    }
+
+    /// Become candidate in a new term, vote for ourselves and ask for votes once that is durable.
+    fn start_election(&mut self) {
+        let term = self.term + 1;
+        self.set_term(term);
+        self.voted_for = Some(self.config.node);
+        self.hard_state_dirty = true;
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.config.node, true);
+        self.reset_election_timer();
+        if self.votes_granted() >= self.quorum() {
+            self.become_leader();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send_after_persist(peer, RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false });
+        }
+    }
+
+    fn votes_granted(&self) -> usize {
+        self.votes.values().filter(|&&g| g).count()
+    }
+
+    fn votes_rejected(&self) -> usize {
+        self.votes.values().filter(|&&g| !g).count()
+    }
+
+    /// §5.4.1: the candidate's log is at least as up-to-date as ours.
+    fn candidate_is_fresh(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index())
+    }
+
+    pub(super) fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        pre_vote: bool,
+    ) {
+        let fresh = self.candidate_is_fresh(last_log_index, last_log_term);
+        if pre_vote {
+            // Grant only if we would vote in that term and we have not heard from a live leader
+            // within the minimum election timeout: a stable leader is never disturbed.
+            let leader_alive = self.role == Role::Leader
+                || (self.leader.is_some() && self.election_elapsed < self.config.election_timeout_min_ticks);
+            let granted = term > self.term && fresh && !leader_alive;
+            let reply_term = if granted { term } else { self.term };
+            self.send(from, RaftMessage::VoteResponse { term: reply_term, granted, pre_vote: true });
+            return;
+        }
+        // Real vote: `step` already adopted a higher term.
+        let can_vote = self.voted_for.is_none_or(|v| v == from) || self.canary_double_vote();
+        let granted = term == self.term && can_vote && fresh && self.role != Role::Leader;
+        if granted {
+            self.voted_for = Some(from);
+            self.hard_state_dirty = true;
+            self.reset_election_timer();
+        }
+        self.send_after_persist(from, RaftMessage::VoteResponse { term: self.term, granted, pre_vote: false });
+    }
+
+    #[cfg(feature = "canary-bugs")]
+    fn canary_double_vote(&self) -> bool {
+        self.config.canary.grant_two_votes_per_term
+    }
+
+    #[cfg(not(feature = "canary-bugs"))]
+    fn canary_double_vote(&self) -> bool {
+        false
+    }
+
+    pub(super) fn handle_vote_response(&mut self, from: NodeId, term: Term, granted: bool, pre_vote: bool) {
+        let expected_role = if pre_vote { Role::PreCandidate } else { Role::Candidate };
+        let expected_term = if pre_vote { self.term + 1 } else { self.term };
+        if self.role != expected_role || term != expected_term && granted || term < self.term {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        if self.votes_granted() >= self.quorum() {
+            if pre_vote {
+                self.start_election();
+            } else {
+                self.become_leader();
+            }
+        } else if self.votes_rejected() >= self.quorum() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// Win the election: set up follower progress and append the barrier (published once applied).
+    fn become_leader(&mut self) {
+        tracing::debug!(partition = %self.config.partition, node = %self.config.node, term = self.term, "elected leader");
+        self.role = Role::Leader;
+        self.leader = Some(self.config.node);
+        self.published = false;
+        self.heartbeat_elapsed = 0;
+        self.check_quorum_elapsed = 0;
+        self.votes.clear();
+        let next = self.log.last_index() + 1;
+        let peers: Vec<NodeId> = self.peers().collect();
+        self.progress = peers.into_iter().map(|p| (p, Progress::new(next))).collect();
+        let barrier = LogEntry {
+            index: next,
+            term: self.term,
+            kind: EntryKind::Barrier,
+            log_type: String::new(),
+            payload: Vec::new(),
+            ticket: HlcTimestamp::ZERO,
+        };
+        self.log.push(barrier);
+        self.barrier_index = next;
+        self.needs_broadcast = true;
+        self.publish_leader();
+        self.maybe_commit();
+    }
+}

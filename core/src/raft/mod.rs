@@ -1,0 +1,479 @@
+//! The Raft protocol of one partition as a pure state machine ([`PartitionStateMachine`]).
+//!
+//! Inputs are method calls: [`PartitionStateMachine::tick`], [`PartitionStateMachine::step`] (an
+//! incoming message), [`PartitionStateMachine::propose`], [`PartitionStateMachine::commit`] /
+//! [`PartitionStateMachine::rollback`] (two-phase proposals),
+//! [`PartitionStateMachine::on_write_complete`] and [`PartitionStateMachine::on_read_complete`].
+//! Outputs accumulate until the driver takes them with [`PartitionStateMachine::ready`]; see
+//! [`ready`] for the ordering contract. Nothing here reads a clock, performs I/O or spawns work, so
+//! the same inputs always produce the same outputs.
+//!
+//! The protocol follows the Raft paper (Ongaro & Ousterhout, 2014) and the thesis's pre-vote
+//! (§9.6) and check-quorum (§6.2). Section references are in the tests.
+
+mod apply;
+mod election;
+mod log;
+mod progress;
+mod proposals;
+pub mod ready;
+mod replication;
+pub(crate) mod rng;
+
+pub use progress::{Progress, ProgressState};
+pub use proposals::{Proposal, ProposalAccepted};
+pub use ready::{ClientReply, Delivery, LeaderChange, ProposalCommitted, ReadRequest, Ready, WriteRequest};
+
+use crate::config::PartitionConfig;
+use crate::entry::LogEntry;
+use crate::error::{ConfigError, FatalError, StepError};
+use crate::hlc::HybridLogicalClock;
+use crate::ids::{LogIndex, NodeId, PartitionId, Term};
+use crate::message::{Envelope, RaftMessage};
+use crate::wal::{HardState, PartitionWrite};
+use apply::Applier;
+use log::RaftLog;
+use rng::SplitMix64;
+use std::collections::{BTreeMap, HashMap};
+
+/// Role of a replica in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Runs a pre-vote round; has not changed its term.
+    PreCandidate,
+    /// Runs an election in its current term.
+    Candidate,
+    /// Leads the current term.
+    Leader,
+}
+
+/// What a partition's WAL held at startup.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreState {
+    /// Last stored hard state.
+    pub hard_state: Option<HardState>,
+    /// Every stored entry, consecutive from index 1.
+    pub entries: Vec<LogEntry>,
+}
+
+/// A message waiting for the write it depends on to become durable.
+#[derive(Clone, Debug)]
+struct HeldMessage {
+    after_write: u64,
+    envelope: Envelope,
+}
+
+/// One replica of one partition. See the module docs.
+#[derive(Debug)]
+pub struct PartitionStateMachine {
+    config: PartitionConfig,
+    role: Role,
+    term: Term,
+    voted_for: Option<NodeId>,
+    /// Leader known for `term` (for this node: set when elected, published after the barrier).
+    leader: Option<NodeId>,
+    /// Leadership published to the application (barrier committed and applied).
+    published: bool,
+    /// Index of this leader's barrier entry.
+    barrier_index: LogIndex,
+    log: RaftLog,
+    applier: Applier,
+    progress: BTreeMap<NodeId, Progress>,
+    votes: HashMap<NodeId, bool>,
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    check_quorum_elapsed: u32,
+    randomized_election_timeout: u32,
+    rng: SplitMix64,
+    clock: HybridLogicalClock,
+    hard_state_dirty: bool,
+    next_write_id: u64,
+    completed_write_id: u64,
+    held_messages: Vec<HeldMessage>,
+    next_read_id: u64,
+    pending_reads: HashMap<u64, (NodeId, Term, ReadRequest)>,
+    needs_broadcast: bool,
+    out: Ready,
+    last_published_leader: Option<(Term, Option<NodeId>)>,
+    halted: Option<FatalError>,
+}
+
+impl PartitionStateMachine {
+    /// A fresh replica with an empty log.
+    pub fn new(config: PartitionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let seed = config.seed
+            ^ config.node.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ u64::from(config.partition.0).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        let clock = HybridLogicalClock::new(config.node);
+        let mut sm = PartitionStateMachine {
+            role: Role::Follower,
+            term: 0,
+            voted_for: None,
+            leader: None,
+            published: false,
+            barrier_index: 0,
+            log: RaftLog::default(),
+            applier: Applier::default(),
+            progress: BTreeMap::new(),
+            votes: HashMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            check_quorum_elapsed: 0,
+            randomized_election_timeout: config.election_timeout_min_ticks,
+            rng: SplitMix64::new(seed),
+            clock,
+            hard_state_dirty: false,
+            next_write_id: 1,
+            completed_write_id: 0,
+            held_messages: Vec::new(),
+            next_read_id: 1,
+            pending_reads: HashMap::new(),
+            needs_broadcast: false,
+            out: Ready::default(),
+            last_published_leader: None,
+            halted: None,
+            config,
+        };
+        sm.reset_election_timer();
+        Ok(sm)
+    }
+
+    /// A replica restored from its WAL. Committed application entries are queued as `restored`
+    /// deliveries in the first [`Ready`]; proposed-only and rolled-back entries are not delivered.
+    pub fn restore(config: PartitionConfig, state: RestoreState) -> Result<Self, RestoreError> {
+        let mut sm = Self::new(config).map_err(RestoreError::Config)?;
+        let hard_state = state.hard_state.unwrap_or_default();
+        let mut expected = 1;
+        let mut prev_term = 0;
+        for entry in &state.entries {
+            if entry.index != expected {
+                return Err(RestoreError::Fatal(FatalError::CorruptRestore(format!(
+                    "entry index {} where {expected} was expected",
+                    entry.index
+                ))));
+            }
+            if entry.term < prev_term || entry.term > hard_state.term {
+                return Err(RestoreError::Fatal(FatalError::CorruptRestore(format!(
+                    "entry {} has term {} (previous {prev_term}, hard state term {})",
+                    entry.index, entry.term, hard_state.term
+                ))));
+            }
+            expected += 1;
+            prev_term = entry.term;
+        }
+        sm.term = hard_state.term;
+        sm.voted_for = hard_state.voted_for;
+        sm.log = RaftLog::restored(state.entries, hard_state.commit);
+        if let Some(last) = sm.log.get(sm.log.last_index()) {
+            sm.clock.observe(last.ticket, 0);
+        }
+        sm.apply_committed(true);
+        Ok(sm)
+    }
+
+    // ----- accessors -------------------------------------------------------------------------
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+    /// This partition.
+    pub fn partition(&self) -> PartitionId {
+        self.config.partition
+    }
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// Vote cast in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    /// Leader known for the current term (this node once elected, even before publication).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// True when this replica leads and its leadership has been published (barrier applied).
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader && self.published
+    }
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.commit
+    }
+    /// Highest index applied (delivered or skipped) by the cursor.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+    /// Highest durable index matching the in-memory log.
+    pub fn stable_index(&self) -> LogIndex {
+        self.log.stable
+    }
+    /// Last log index.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    /// Term of the last log entry.
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+    /// Term of the entry at `index`, if still in memory.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+    /// Entry at `index`, if still in memory.
+    pub fn entry(&self, index: LogIndex) -> Option<&LogEntry> {
+        self.log.get(index)
+    }
+    /// The leader's view of `peer` (leaders only).
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+    /// The hard state as it is now (possibly not yet durable).
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, voted_for: self.voted_for, commit: self.log.commit }
+    }
+    /// The fatal condition that halted this replica, if any.
+    pub fn halted(&self) -> Option<&FatalError> {
+        self.halted.as_ref()
+    }
+    /// Voting members.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.config.voters
+    }
+    /// Number of two-phase tickets held (Raft-committed, awaiting commit/rollback).
+    pub fn held_tickets(&self) -> usize {
+        self.applier.held.len()
+    }
+
+    // ----- inputs ----------------------------------------------------------------------------
+
+    /// Advance logical time by one tick.
+    pub fn tick(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Process a message from another replica. Errors leave the state unchanged.
+    pub fn step(&mut self, envelope: Envelope) -> Result<(), StepError> {
+        if let Some(fatal) = &self.halted {
+            return Err(StepError::Halted(fatal.clone()));
+        }
+        if envelope.partition != self.config.partition {
+            return Err(StepError::WrongPartition { expected: self.config.partition, got: envelope.partition });
+        }
+        let from = envelope.from;
+        if from == self.config.node || !self.config.voters.contains(&from) {
+            return Err(StepError::UnknownSender(from));
+        }
+        if let RaftMessage::AppendRequest { term, prev_log_index, entries, .. } = &envelope.message {
+            validate_append(*term, *prev_log_index, entries)?;
+        }
+        let message = envelope.message;
+        // §5.1: any higher term seen makes this replica adopt it and step down. A granted
+        // pre-vote answer carries the prospective term and must not.
+        let granted_pre_vote = matches!(message, RaftMessage::VoteResponse { pre_vote: true, granted: true, .. });
+        let pre_vote_request = matches!(message, RaftMessage::VoteRequest { pre_vote: true, .. });
+        if message.term() > self.term && !granted_pre_vote && !pre_vote_request {
+            let leader = matches!(message, RaftMessage::AppendRequest { .. }).then_some(from);
+            self.become_follower(message.term(), leader);
+        }
+        match message {
+            RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote } => {
+                self.handle_vote_request(from, term, last_log_index, last_log_term, pre_vote)
+            }
+            RaftMessage::VoteResponse { term, granted, pre_vote } => {
+                self.handle_vote_response(from, term, granted, pre_vote)
+            }
+            RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit } => {
+                self.handle_append_request(from, term, prev_log_index, prev_log_term, entries, leader_commit)
+            }
+            RaftMessage::AppendResponse { term, prev_log_index, result } => {
+                self.handle_append_response(from, term, prev_log_index, result)
+            }
+        }
+        Ok(())
+    }
+
+    /// The WAL made write `id` (and every earlier one) durable.
+    pub fn on_write_complete(&mut self, id: u64) {
+        if id <= self.completed_write_id || self.halted.is_some() {
+            return;
+        }
+        self.completed_write_id = id;
+        self.log.write_completed(id);
+        let (ready, held): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.held_messages).into_iter().partition(|m| m.after_write <= id);
+        self.held_messages = held;
+        self.out.messages.extend(ready.into_iter().map(|m| m.envelope));
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.apply_committed(false);
+    }
+
+    /// Take everything produced since the last call. Call after each batch of inputs.
+    pub fn ready(&mut self) -> Ready {
+        if self.halted.is_none() {
+            if self.needs_broadcast && self.role == Role::Leader {
+                self.needs_broadcast = false;
+                self.broadcast_append();
+            }
+            let forced = self.held_messages.iter().any(|m| m.after_write >= self.next_write_id);
+            if self.hard_state_dirty || self.log.has_unpersisted() || forced {
+                let id = self.next_write_id;
+                self.next_write_id += 1;
+                let mut write = PartitionWrite { partition: self.config.partition, ..Default::default() };
+                self.log.take_unpersisted(id, &mut write);
+                if std::mem::take(&mut self.hard_state_dirty) {
+                    write.hard_state = Some(self.hard_state());
+                }
+                self.out.write = Some(crate::raft::WriteRequest { id, write });
+            }
+            self.log.evict(self.config.log_cache_entries);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- shared internals ------------------------------------------------------------------
+
+    fn quorum(&self) -> usize {
+        self.config.voters.len() / 2 + 1
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.config.node;
+        self.config.voters.iter().copied().filter(move |&n| n != me)
+    }
+
+    fn envelope(&self, to: NodeId, message: RaftMessage) -> Envelope {
+        Envelope { partition: self.config.partition, from: self.config.node, to, message }
+    }
+
+    fn send(&mut self, to: NodeId, message: RaftMessage) {
+        let envelope = self.envelope(to, message);
+        self.out.messages.push(envelope);
+    }
+
+    /// Send once everything this replica has decided so far is durable.
+    fn send_after_persist(&mut self, to: NodeId, message: RaftMessage) {
+        let envelope = self.envelope(to, message);
+        let after_write = if self.hard_state_dirty || self.log.has_unpersisted() {
+            self.next_write_id
+        } else {
+            self.next_write_id - 1
+        };
+        if after_write <= self.completed_write_id {
+            self.out.messages.push(envelope);
+        } else {
+            self.held_messages.push(HeldMessage { after_write, envelope });
+        }
+    }
+
+    fn set_term(&mut self, term: Term) {
+        if term != self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.hard_state_dirty = true;
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.randomized_election_timeout = self
+            .rng
+            .in_range(self.config.election_timeout_min_ticks, self.config.election_timeout_max_ticks);
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.set_term(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.published = false;
+        self.progress.clear();
+        self.votes.clear();
+        self.pending_reads.clear();
+        self.reset_election_timer();
+        self.publish_leader();
+    }
+
+    /// Emit a leader change when the (term, leader) pair visible to the application changed.
+    fn publish_leader(&mut self) {
+        let visible = if self.role == Role::Leader && !self.published { None } else { self.leader };
+        let current = Some((self.term, visible));
+        let changed = match self.last_published_leader {
+            Some((_, prev)) => prev != visible,
+            None => visible.is_some(),
+        };
+        if changed {
+            self.out.leader_change = Some(LeaderChange { term: self.term, leader: visible });
+        }
+        self.last_published_leader = current;
+    }
+
+    fn halt(&mut self, fatal: FatalError) {
+        tracing::error!(partition = %self.config.partition, node = %self.config.node, %fatal, "partition halted");
+        self.out.fatal = Some(fatal.clone());
+        self.halted = Some(fatal);
+    }
+
+    /// Deliver committed entries up to min(commit, stable), in order.
+    fn apply_committed(&mut self, restored: bool) {
+        let target = self.log.commit.min(self.log.stable);
+        while self.log.applied < target {
+            let index = self.log.applied + 1;
+            let Some(entry) = self.log.get(index) else { break };
+            let entry = entry.clone();
+            self.applier.apply(&entry, restored, &mut self.out.deliveries, &mut self.out.replies);
+            self.log.applied = index;
+            if self.role == Role::Leader && !self.published && index >= self.barrier_index {
+                self.published = true;
+                self.publish_leader();
+            }
+        }
+    }
+}
+
+/// Why a restore failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// Inconsistent WAL contents.
+    #[error(transparent)]
+    Fatal(FatalError),
+}
+
+fn validate_append(term: Term, prev_log_index: LogIndex, entries: &[LogEntry]) -> Result<(), StepError> {
+    let mut expected = prev_log_index
+        .checked_add(1)
+        .ok_or(StepError::MalformedAppend("prev_log_index overflows"))?;
+    let mut prev_term = 0;
+    for entry in entries {
+        if entry.index != expected {
+            return Err(StepError::MalformedAppend("entries are not consecutive from prev_log_index + 1"));
+        }
+        if entry.term > term {
+            return Err(StepError::MalformedAppend("entry term above the leader's term"));
+        }
+        if entry.term < prev_term {
+            return Err(StepError::MalformedAppend("entry terms decrease"));
+        }
+        prev_term = entry.term;
+        expected = expected.checked_add(1).ok_or(StepError::MalformedAppend("index overflows"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! What a leader knows about each follower's log: match and next index, probe/replicate state,
+//! and the bounded window of appends in flight (pipelining).
+
+use crate::ids::LogIndex;
+use std::collections::VecDeque;
+
+/// Replication state of one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The leader is searching for the last matching index: one append at a time.
+    Probe,
+    /// The follower matches; appends are pipelined up to the in-flight window.
+    Replicate,
+}
+
+/// A leader's view of one follower.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to match the leader's log.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    /// Probe or replicate.
+    pub state: ProgressState,
+    /// Last indexes of the appends in flight (replicate state).
+    pub(crate) inflight: VecDeque<LogIndex>,
+    /// In probe state: an append is outstanding, wait for its answer or the next heartbeat.
+    pub(crate) probe_sent: bool,
+    /// Any message from the follower since the last check-quorum round.
+    pub(crate) recent_active: bool,
+    /// Any acknowledgement since the last heartbeat (detects lost pipelined appends).
+    pub(crate) acked_since_heartbeat: bool,
+    /// A WAL read for catch-up is outstanding.
+    pub(crate) read_pending: bool,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex) -> Self {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            inflight: VecDeque::new(),
+            probe_sent: false,
+            recent_active: true,
+            acked_since_heartbeat: false,
+            read_pending: false,
+        }
+    }
+
+    /// Can another append be sent now?
+    pub(crate) fn can_send(&self, window: usize) -> bool {
+        if self.read_pending {
+            return false;
+        }
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() < window,
+        }
+    }
+
+    /// Record an append whose last entry is `last` (in replicate state, optimistically advance).
+    pub(crate) fn sent(&mut self, last: LogIndex) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                self.inflight.push_back(last);
+                self.next_index = last + 1;
+            }
+        }
+    }
+
+    /// A success acknowledgement up to `index`. Returns true when `match_index` advanced.
+    pub(crate) fn acknowledged(&mut self, index: LogIndex) -> bool {
+        self.recent_active = true;
+        self.acked_since_heartbeat = true;
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        let advanced = index > self.match_index;
+        if advanced {
+            self.match_index = index;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        if self.state == ProgressState::Probe {
+            self.state = ProgressState::Replicate;
+            self.probe_sent = false;
+            self.inflight.clear();
+        }
+        advanced
+    }
+
+    /// Fall back to probing from `next_index`.
+    pub(crate) fn probe_from(&mut self, next_index: LogIndex) {
+        self.state = ProgressState::Probe;
+        self.next_index = next_index.max(self.match_index + 1);
+        self.inflight.clear();
+        self.probe_sent = false;
+    }
+}

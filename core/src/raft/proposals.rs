@@ -1,0 +1,135 @@
+//! Client proposals on the leader: auto-commit and two-phase proposals, and their resolution by
+//! commit / rollback markers. Markers are new entries; nothing already in the log is rewritten.
+
+use super::apply::{WaitFor, Waiter};
+use super::{PartitionStateMachine, Role};
+use crate::entry::{EntryKind, LogEntry};
+use crate::error::{ProposeError, TicketOutcome};
+use crate::hlc::Ticket;
+use crate::ids::LogIndex;
+
+/// A client proposal: one or more payloads of one application log type, appended as consecutive
+/// entries under one ticket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    /// Application-defined type tag of the entries.
+    pub log_type: String,
+    /// One entry per payload.
+    pub payloads: Vec<Vec<u8>>,
+    /// Deliver on Raft commit (true) or hold until `commit(ticket)` (false).
+    pub auto_commit: bool,
+}
+
+/// A proposal accepted by the leader (not yet committed: the reply comes through
+/// [`super::Ready::replies`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProposalAccepted {
+    /// Ticket to commit or roll back with, and to match the reply.
+    pub ticket: Ticket,
+    /// Index of the first entry.
+    pub first_index: LogIndex,
+    /// Index of the last entry.
+    pub last_index: LogIndex,
+}
+
+impl PartitionStateMachine {
+    /// Append a proposal (leaders only). `now_ms` is the caller's physical time for the ticket.
+    pub fn propose(&mut self, proposal: Proposal, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
+        self.check_can_propose(proposal.payloads.len())?;
+        if proposal.payloads.is_empty() {
+            return Err(ProposeError::EmptyProposal);
+        }
+        let ticket = self.clock.now(now_ms);
+        let first_index = self.log.last_index() + 1;
+        let kind = EntryKind::Application { auto_commit: proposal.auto_commit };
+        for payload in proposal.payloads {
+            let index = self.log.last_index() + 1;
+            self.log.push(LogEntry { index, term: self.term, kind, log_type: proposal.log_type.clone(), payload, ticket });
+        }
+        let last_index = self.log.last_index();
+        self.applier.wait(last_index, Waiter { ticket, term: self.term, wait: WaitFor::Proposal { first_index } });
+        self.needs_broadcast = true;
+        self.maybe_commit();
+        Ok(ProposalAccepted { ticket, first_index, last_index })
+    }
+
+    /// Ask to deliver the held entries of a two-phase proposal. Idempotent: the first terminal
+    /// outcome recorded in the log wins. The reply comes through [`super::Ready::replies`]
+    /// (immediately when the ticket is already resolved).
+    pub fn commit(&mut self, ticket: Ticket) -> Result<(), ProposeError> {
+        self.resolve(ticket, TicketOutcome::Committed)
+    }
+
+    /// Ask to drop the held entries of a two-phase proposal. Idempotent like [`Self::commit`].
+    pub fn rollback(&mut self, ticket: Ticket) -> Result<(), ProposeError> {
+        self.resolve(ticket, TicketOutcome::RolledBack)
+    }
+
+    fn check_can_propose(&self, extra: usize) -> Result<(), ProposeError> {
+        if let Some(fatal) = &self.halted {
+            tracing::debug!(%fatal, "proposal to a halted partition");
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if !self.published {
+            return Err(ProposeError::LeadershipPending);
+        }
+        let in_flight = (self.log.last_index() - self.log.commit) as usize;
+        if in_flight + extra > self.config.max_uncommitted_entries {
+            return Err(ProposeError::Backpressure { in_flight });
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, ticket: Ticket, requested: TicketOutcome) -> Result<(), ProposeError> {
+        self.check_can_propose(1)?;
+        if ticket.is_zero() {
+            return Err(ProposeError::UnknownTicket(ticket));
+        }
+        if let Some(&outcome) = self.applier.resolved.get(&ticket) {
+            let result = if outcome == requested {
+                Ok(outcome)
+            } else {
+                Err(ProposeError::AlreadyResolved { ticket, outcome })
+            };
+            self.out.replies.push(super::ClientReply::Resolution { ticket, requested, result });
+            return Ok(());
+        }
+        // Look at the unapplied tail: an existing marker decides; otherwise the proposal must exist.
+        let mut proposal_found = self.applier.held.contains_key(&ticket);
+        let mut existing_marker = None;
+        for entry in self.log.iter_after(self.log.applied) {
+            if entry.ticket != ticket {
+                continue;
+            }
+            match entry.kind {
+                EntryKind::CommitMarker | EntryKind::RollbackMarker => {
+                    existing_marker = Some((entry.index, entry.term));
+                    break;
+                }
+                EntryKind::Application { auto_commit: false } => proposal_found = true,
+                EntryKind::Application { auto_commit: true } => return Err(ProposeError::NotTwoPhase(ticket)),
+                EntryKind::Barrier => {}
+            }
+        }
+        if let Some((index, term)) = existing_marker {
+            self.applier.wait(index, Waiter { ticket, term, wait: WaitFor::Resolution { requested } });
+            return Ok(());
+        }
+        if !proposal_found {
+            return Err(ProposeError::UnknownTicket(ticket));
+        }
+        let kind = match requested {
+            TicketOutcome::Committed => EntryKind::CommitMarker,
+            TicketOutcome::RolledBack => EntryKind::RollbackMarker,
+        };
+        let index = self.log.last_index() + 1;
+        self.log.push(LogEntry { index, term: self.term, kind, log_type: String::new(), payload: Vec::new(), ticket });
+        self.applier.wait(index, Waiter { ticket, term: self.term, wait: WaitFor::Resolution { requested } });
+        self.needs_broadcast = true;
+        self.maybe_commit();
+        Ok(())
+    }
+}

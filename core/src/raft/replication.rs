@@ -1,0 +1,324 @@
+//! Log replication (Raft §5.3): anchored appends, conflict truncation of the uncommitted suffix,
+//! fast back-off with a conflict hint, pipelining with a bounded window, catch-up from the WAL for
+//! followers behind the in-memory window, and commitment by counting current-term replicas (§5.4.2).
+
+use super::progress::ProgressState;
+use super::{PartitionStateMachine, ReadRequest, Role};
+use crate::entry::LogEntry;
+use crate::error::FatalError;
+use crate::ids::{LogIndex, NodeId, Term};
+use crate::message::{AppendResult, RaftMessage};
+use crate::wal::WalError;
+
+impl PartitionStateMachine {
+    /// Heartbeat round: refresh followers' commit index, resend lost appends.
+    pub(super) fn heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            let Some(pr) = self.progress.get_mut(&peer) else { continue };
+            match pr.state {
+                ProgressState::Probe => {
+                    // The outstanding probe (if any) is presumed lost.
+                    pr.probe_sent = false;
+                    self.send_append(peer, true);
+                }
+                ProgressState::Replicate => {
+                    if !pr.inflight.is_empty() && !pr.acked_since_heartbeat {
+                        // Pipelined appends were lost: fall back to probing from the match.
+                        let next = pr.match_index + 1;
+                        pr.probe_from(next);
+                        self.send_append(peer, true);
+                    } else {
+                        let anchor = pr.match_index;
+                        pr.acked_since_heartbeat = false;
+                        self.send_heartbeat(peer, anchor);
+                        self.send_append(peer, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_heartbeat(&mut self, peer: NodeId, anchor: LogIndex) {
+        // Anchor on the follower's known match so an empty append never disturbs the pipeline.
+        let (prev_log_index, prev_log_term) = match self.log.term_at(anchor) {
+            Some(term) => (anchor, term),
+            None => (0, 0),
+        };
+        let leader_commit = self.log.commit;
+        self.send(peer, RaftMessage::AppendRequest { term: self.term, prev_log_index, prev_log_term, entries: Vec::new(), leader_commit });
+    }
+
+    /// Send new entries to every follower with room in its window.
+    pub(super) fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send_append(peer, false);
+        }
+    }
+
+    /// Send the next append(s) to `peer`. With `allow_empty`, send even when there is nothing new
+    /// (a probe). Entries behind the in-memory window are fetched with a WAL read first.
+    fn send_append(&mut self, peer: NodeId, allow_empty: bool) {
+        let window = self.config.max_inflight_appends;
+        let max = self.config.max_entries_per_append;
+        loop {
+            let last = self.log.last_index();
+            let Some(pr) = self.progress.get(&peer) else { return };
+            if !pr.can_send(window) {
+                return;
+            }
+            let next = pr.next_index;
+            if next > last && !(allow_empty && pr.state == ProgressState::Probe) {
+                return;
+            }
+            let prev = next - 1;
+            if prev < self.log.offset() {
+                self.request_catch_up_read(peer, prev);
+                return;
+            }
+            let Some(prev_term) = self.log.term_at(prev) else { return };
+            let entries = self.log.slice(next, last, max);
+            let sent_to = prev + entries.len() as LogIndex;
+            let leader_commit = self.log.commit;
+            self.send(peer, RaftMessage::AppendRequest { term: self.term, prev_log_index: prev, prev_log_term: prev_term, entries, leader_commit });
+            let Some(pr) = self.progress.get_mut(&peer) else { return };
+            pr.sent(sent_to);
+            if pr.state == ProgressState::Probe || sent_to >= last {
+                return;
+            }
+        }
+    }
+
+    fn request_catch_up_read(&mut self, peer: NodeId, prev: LogIndex) {
+        let from = prev.max(1);
+        let to = (from + self.config.max_entries_per_append as LogIndex).min(self.log.offset());
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let request = ReadRequest { id, partition: self.config.partition, from, to };
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.read_pending = true;
+        }
+        self.pending_reads.insert(id, (peer, self.term, request.clone()));
+        self.out.reads.push(request);
+    }
+
+    /// A WAL read for catch-up finished. Stale or failed reads are dropped (the next heartbeat
+    /// retries); a failed read is also reported through the returned error.
+    pub fn on_read_complete(&mut self, id: u64, result: Result<Vec<LogEntry>, WalError>) -> Result<(), WalError> {
+        let Some((peer, term, request)) = self.pending_reads.remove(&id) else { return result.map(|_| ()) };
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.read_pending = false;
+        }
+        let entries = result?;
+        if self.role != Role::Leader || self.term != term || self.halted.is_some() {
+            return Ok(());
+        }
+        let Some(pr) = self.progress.get(&peer) else { return Ok(()) };
+        let prev = pr.next_index - 1;
+        if !pr.can_send(self.config.max_inflight_appends) || prev.max(1) != request.from {
+            return Ok(());
+        }
+        let consecutive = entries.iter().enumerate().all(|(i, e)| e.index == request.from + i as LogIndex);
+        if !consecutive || entries.is_empty() {
+            return Ok(());
+        }
+        let (prev_term, new_entries) = if prev == 0 {
+            (0, entries)
+        } else {
+            let mut entries = entries;
+            let prev_term = entries.remove(0).term;
+            (prev_term, entries)
+        };
+        let sent_to = prev + new_entries.len() as LogIndex;
+        let leader_commit = self.log.commit;
+        self.send(peer, RaftMessage::AppendRequest { term: self.term, prev_log_index: prev, prev_log_term: prev_term, entries: new_entries, leader_commit });
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.sent(sent_to);
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_append_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<LogEntry>,
+        leader_commit: LogIndex,
+    ) {
+        if term < self.term {
+            self.send(from, RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::StaleTerm });
+            return;
+        }
+        // term == self.term here (`step` adopted a higher one). A candidate learns it lost.
+        if self.role != Role::Follower {
+            self.become_follower(term, Some(from));
+        }
+        if self.leader != Some(from) {
+            self.leader = Some(from);
+            self.publish_leader();
+        }
+        self.election_elapsed = 0;
+
+        // Everything up to our commit index already matches the leader (Leader Completeness):
+        // re-anchor there and skip those entries, so committed entries are never touched.
+        let (mut prev, mut prev_term, mut entries) = (prev_log_index, prev_log_term, entries);
+        if prev < self.log.commit {
+            let skip = (self.log.commit - prev).min(entries.len() as LogIndex) as usize;
+            entries.drain(..skip);
+            prev += skip as LogIndex;
+            prev_term = match self.log.term_at(prev) {
+                Some(t) => t,
+                None => {
+                    // Anchor at or below our own commit but evicted: it matches by definition.
+                    self.reply_success(from, prev_log_index, self.log.commit.min(prev_log_index + skip as LogIndex), leader_commit);
+                    return;
+                }
+            };
+        }
+        if self.log.term_at(prev) != Some(prev_term) {
+            let last = self.log.last_index();
+            let (hint_index, hint_term) = if prev > last {
+                (last + 1, None)
+            } else {
+                let conflict_term = self.log.term_at(prev);
+                let first = self.log.first_index_of_term_run(prev, self.log.commit + 1);
+                (first, conflict_term)
+            };
+            self.send_after_persist(from, RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::Conflict { hint_index, hint_term } });
+            return;
+        }
+        let match_index = prev + entries.len() as LogIndex;
+        if let Err(fatal) = self.append_entries(entries) {
+            self.halt(fatal);
+            return;
+        }
+        self.reply_success(from, prev_log_index, match_index, leader_commit);
+    }
+
+    fn reply_success(&mut self, to: NodeId, prev_log_index: LogIndex, match_index: LogIndex, leader_commit: LogIndex) {
+        let new_commit = leader_commit.min(match_index);
+        if new_commit > self.log.commit {
+            self.log.commit = new_commit;
+            self.hard_state_dirty = true;
+            self.apply_committed(false);
+        }
+        self.send_after_persist(to, RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::Success { match_index } });
+    }
+
+    /// Append entries that follow a matching anchor: skip ones we already have, truncate at the
+    /// first conflict (never at or below the commit index), append the rest.
+    fn append_entries(&mut self, entries: Vec<LogEntry>) -> Result<(), FatalError> {
+        let mut iter = entries.into_iter().peekable();
+        while let Some(entry) = iter.peek() {
+            match self.log.term_at(entry.index) {
+                Some(t) if t == entry.term => {
+                    iter.next();
+                }
+                Some(local_term) => {
+                    if entry.index <= self.log.commit {
+                        return Err(FatalError::CommittedEntryConflict {
+                            index: entry.index,
+                            commit: self.log.commit,
+                            local_term,
+                            incoming_term: entry.term,
+                        });
+                    }
+                    #[cfg(feature = "canary-bugs")]
+                    if self.config.canary.skip_conflict_truncation {
+                        // Planted bug: overwrite in place and keep the stale suffix.
+                        for entry in iter.by_ref() {
+                            if entry.index <= self.log.last_index() {
+                                self.log.overwrite_in_place(entry);
+                            } else {
+                                self.log.push(entry);
+                            }
+                        }
+                        return Ok(());
+                    }
+                    let from = entry.index;
+                    self.log.truncate_from(from);
+                    let mut replies = Vec::new();
+                    self.applier.truncated(from, &mut replies);
+                    self.out.replies.extend(replies);
+                    break;
+                }
+                None => break,
+            }
+        }
+        for entry in iter {
+            self.log.push(entry);
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_append_response(&mut self, from: NodeId, term: Term, prev_log_index: LogIndex, result: AppendResult) {
+        if self.role != Role::Leader || term != self.term {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        match result {
+            AppendResult::Success { match_index } => {
+                if match_index > self.log.last_index() {
+                    return; // impossible from a correct follower; ignore
+                }
+                if pr.acknowledged(match_index) {
+                    self.maybe_commit();
+                }
+                self.send_append(from, false);
+            }
+            AppendResult::Conflict { hint_index, hint_term } => {
+                let stale = match pr.state {
+                    ProgressState::Replicate => prev_log_index <= pr.match_index,
+                    ProgressState::Probe => prev_log_index + 1 != pr.next_index,
+                };
+                if stale {
+                    return;
+                }
+                let mut next = hint_index;
+                if let Some(t) = hint_term {
+                    if let Some(i) = self.log.last_index_of_term(t, prev_log_index) {
+                        next = i + 1;
+                    }
+                }
+                let next = next.min(prev_log_index).max(1);
+                let Some(pr) = self.progress.get_mut(&from) else { return };
+                pr.probe_from(next);
+                self.send_append(from, true);
+            }
+            AppendResult::StaleTerm => {}
+        }
+    }
+
+    /// §5.3/§5.4.2: commit the highest index stored on a quorum, but only by counting replicas of
+    /// an entry of the current term (Figure 8).
+    pub(super) fn maybe_commit(&mut self) {
+        let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        matches.push(self.log.stable);
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[self.quorum() - 1];
+        if candidate <= self.log.commit {
+            return;
+        }
+        let current_term = self.log.term_at(candidate) == Some(self.term);
+        if current_term || self.canary_commit_previous_term() {
+            self.log.commit = candidate;
+            self.hard_state_dirty = true;
+            self.needs_broadcast = true;
+            self.apply_committed(false);
+        }
+    }
+
+    #[cfg(feature = "canary-bugs")]
+    fn canary_commit_previous_term(&self) -> bool {
+        self.config.canary.commit_previous_term_by_count
+    }
+
+    #[cfg(not(feature = "canary-bugs"))]
+    fn canary_commit_previous_term(&self) -> bool {
+        false
+    }
+}

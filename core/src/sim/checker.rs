@@ -1,0 +1,301 @@
+//! Safety invariants the simulator checks after every step (Raft paper Figure 3):
+//! election safety, log matching, leader completeness, state-machine safety, and that no
+//! acknowledged proposal is lost or a rolled-back one delivered.
+//!
+//! Logs are compared through *chain hashes*: the hash at index `i` covers every entry up to `i`, so
+//! two logs with the same (index, term) must have the same chain hash (log matching), and one
+//! comparison at the highest committed index checks a whole committed prefix.
+
+use crate::entry::{Fnv64, LogEntry};
+use crate::hlc::Ticket;
+use crate::ids::{LogIndex, NodeId, PartitionId, Term};
+use crate::raft::Delivery;
+use crate::wal::PartitionWrite;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+/// Which invariant broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ViolationKind {
+    /// Two leaders in one term of one partition (§5.2).
+    ElectionSafety,
+    /// Two logs hold the same (index, term) with different prefixes (§5.3).
+    LogMatching,
+    /// A leader lacks an entry committed before its term (§5.4).
+    LeaderCompleteness,
+    /// Two replicas committed or delivered different entries at one position (§5.4.3).
+    StateMachineSafety,
+    /// An acknowledged proposal is missing from the committed log or the deliveries.
+    LostAcknowledgedWrite,
+    /// An entry whose rollback was acknowledged was delivered (or the reverse).
+    TwoPhaseOutcome,
+    /// The cluster did not converge after faults healed.
+    Liveness,
+    /// A state machine halted with a fatal error.
+    Fatal,
+}
+
+/// A broken invariant, with enough detail to debug the seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant.
+    pub kind: ViolationKind,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.detail)
+    }
+}
+
+fn violation(kind: ViolationKind, detail: String) -> Violation {
+    Violation { kind, detail }
+}
+
+/// One entry of a shadow log: its term, its chain hash, its ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ShadowEntry {
+    term: Term,
+    chain: u64,
+    ticket: Ticket,
+}
+
+/// What the checker remembers of one replica.
+#[derive(Clone, Debug, Default)]
+struct ReplicaView {
+    /// Mirror of the replica's log, maintained from its write requests.
+    log: Vec<ShadowEntry>,
+    /// Deliveries seen since the replica's last (re)start.
+    delivered: usize,
+    /// Highest commit index already checked.
+    checked_commit: LogIndex,
+    /// Terms in which this replica was already seen as leader and checked.
+    led: HashSet<Term>,
+}
+
+impl ReplicaView {
+    fn chain_at(&self, index: LogIndex) -> Option<ShadowEntry> {
+        if index == 0 {
+            return None;
+        }
+        self.log.get(index as usize - 1).copied()
+    }
+}
+
+/// Invariant state of the whole simulated cluster.
+#[derive(Debug, Default)]
+pub struct Checker {
+    replicas: HashMap<(NodeId, PartitionId), ReplicaView>,
+    /// Chain hash of every (partition, index, term) ever written anywhere.
+    chains: HashMap<(PartitionId, LogIndex, Term), u64>,
+    /// Committed entries per partition: index → shadow entry.
+    committed: HashMap<PartitionId, BTreeMap<LogIndex, ShadowEntry>>,
+    /// Leader of each (partition, term).
+    leaders: HashMap<(PartitionId, Term), NodeId>,
+    /// The delivery sequence every replica must follow: (index, fingerprint, ticket).
+    deliveries: HashMap<PartitionId, Vec<(LogIndex, u64, Ticket)>>,
+    /// Acknowledged auto-commit proposals: (partition, ticket) → last index. Tickets are scoped to
+    /// their partition.
+    acked: HashMap<(PartitionId, Ticket), LogIndex>,
+    /// Two-phase tickets acknowledged as committed / rolled back.
+    acked_commits: HashSet<(PartitionId, Ticket)>,
+    acked_rollbacks: HashSet<(PartitionId, Ticket)>,
+    /// Tickets that were delivered at least once.
+    delivered_tickets: HashSet<(PartitionId, Ticket)>,
+}
+
+impl Checker {
+    /// A replica (re)started from `durable` entries: its view restarts from them.
+    pub fn restarted(&mut self, node: NodeId, partition: PartitionId, durable: &[LogEntry]) -> Result<(), Violation> {
+        let view = self.replicas.entry((node, partition)).or_default();
+        view.log.clear();
+        view.delivered = 0;
+        view.checked_commit = 0;
+        view.led.clear();
+        let write = PartitionWrite { partition, entries: durable.to_vec(), ..Default::default() };
+        self.written(node, &write)
+    }
+
+    /// The replica issued `write`; mirror it and check log matching for every new entry.
+    pub fn written(&mut self, node: NodeId, write: &PartitionWrite) -> Result<(), Violation> {
+        let partition = write.partition;
+        let view = self.replicas.entry((node, partition)).or_default();
+        if let Some(from) = write.truncate_from {
+            view.log.truncate(from.saturating_sub(1) as usize);
+        }
+        for entry in &write.entries {
+            let pos = entry.index as usize - 1;
+            if pos > view.log.len() {
+                return Err(violation(ViolationKind::LogMatching, format!(
+                    "{node} {partition}: write leaves a gap at {}", entry.index)));
+            }
+            view.log.truncate(pos);
+            let prev_chain = view.log.last().map_or(0, |e| e.chain);
+            let mut h = Fnv64::new();
+            h.write_u64(prev_chain);
+            h.write_u64(entry.fingerprint());
+            let shadow = ShadowEntry { term: entry.term, chain: h.finish(), ticket: entry.ticket };
+            view.log.push(shadow);
+            match self.chains.get(&(partition, entry.index, entry.term)) {
+                Some(&known) if known != shadow.chain => {
+                    return Err(violation(ViolationKind::LogMatching, format!(
+                        "{node} {partition}: entry {} of term {} has a different prefix than on another replica",
+                        entry.index, entry.term)));
+                }
+                Some(_) => {}
+                None => {
+                    self.chains.insert((partition, entry.index, entry.term), shadow.chain);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the replica's commit index; everything up to it is committed and must agree.
+    pub fn committed_to(&mut self, node: NodeId, partition: PartitionId, commit: LogIndex) -> Result<(), Violation> {
+        let view = self.replicas.entry((node, partition)).or_default();
+        if commit <= view.checked_commit {
+            return Ok(());
+        }
+        let committed = self.committed.entry(partition).or_default();
+        for index in view.checked_commit + 1..=commit {
+            let Some(shadow) = view.chain_at(index) else {
+                return Err(violation(ViolationKind::StateMachineSafety, format!(
+                    "{node} {partition}: commit index {commit} beyond its log ({})", view.log.len())));
+            };
+            match committed.get(&index) {
+                Some(known) if known.chain != shadow.chain => {
+                    return Err(violation(ViolationKind::StateMachineSafety, format!(
+                        "{node} {partition}: committed a different entry at {index} (term {} vs {})",
+                        shadow.term, known.term)));
+                }
+                Some(_) => {}
+                None => {
+                    committed.insert(index, shadow);
+                }
+            }
+        }
+        view.checked_commit = commit;
+        Ok(())
+    }
+
+    /// The replica is leader of `term`: at most one per term, and it must hold every committed entry.
+    pub fn leader_seen(&mut self, node: NodeId, partition: PartitionId, term: Term) -> Result<(), Violation> {
+        match self.leaders.get(&(partition, term)) {
+            Some(&other) if other != node => {
+                return Err(violation(ViolationKind::ElectionSafety, format!(
+                    "{partition}: both {other} and {node} lead term {term}")));
+            }
+            Some(_) => {}
+            None => {
+                self.leaders.insert((partition, term), node);
+            }
+        }
+        let view = self.replicas.entry((node, partition)).or_default();
+        if !view.led.insert(term) {
+            return Ok(());
+        }
+        if let Some((&index, known)) = self.committed.get(&partition).and_then(|c| c.last_key_value()) {
+            if view.chain_at(index).map(|e| e.chain) != Some(known.chain) {
+                return Err(violation(ViolationKind::LeaderCompleteness, format!(
+                    "{node} leads {partition} in term {term} without committed entry {index} (term {})",
+                    known.term)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The replica delivered `delivery` to its application.
+    pub fn delivered(&mut self, node: NodeId, partition: PartitionId, delivery: &Delivery) -> Result<(), Violation> {
+        let item = (delivery.entry.index, delivery.entry.fingerprint(), delivery.entry.ticket);
+        if self.acked_rollbacks.contains(&(partition, item.2)) {
+            return Err(violation(ViolationKind::TwoPhaseOutcome, format!(
+                "{node} {partition}: delivered entry {} of rolled-back ticket {}", item.0, item.2)));
+        }
+        let view = self.replicas.entry((node, partition)).or_default();
+        let sequence = self.deliveries.entry(partition).or_default();
+        let position = view.delivered;
+        view.delivered += 1;
+        match sequence.get(position) {
+            Some(known) if *known != item => Err(violation(ViolationKind::StateMachineSafety, format!(
+                "{node} {partition}: delivery #{position} is entry {} but other replicas delivered entry {}",
+                item.0, known.0))),
+            Some(_) => Ok(()),
+            None => {
+                sequence.push(item);
+                self.delivered_tickets.insert((partition, item.2));
+                Ok(())
+            }
+        }
+    }
+
+    /// A client got a success reply for a proposal ending at `last_index`.
+    pub fn proposal_acked(&mut self, partition: PartitionId, ticket: Ticket, last_index: LogIndex) -> Result<(), Violation> {
+        let entry = self.committed.get(&partition).and_then(|c| c.get(&last_index)).copied();
+        if entry.map(|e| e.ticket) != Some(ticket) {
+            return Err(violation(ViolationKind::LostAcknowledgedWrite, format!(
+                "{partition}: ticket {ticket} acknowledged at {last_index} but the committed entry there is {entry:?}")));
+        }
+        self.acked.insert((partition, ticket), last_index);
+        Ok(())
+    }
+
+    /// A client got a terminal answer for a two-phase ticket.
+    pub fn resolution_acked(&mut self, partition: PartitionId, ticket: Ticket, committed: bool) -> Result<(), Violation> {
+        let key = (partition, ticket);
+        let (mine, other) = if committed {
+            (&mut self.acked_commits, &self.acked_rollbacks)
+        } else {
+            (&mut self.acked_rollbacks, &self.acked_commits)
+        };
+        if other.contains(&key) {
+            return Err(violation(ViolationKind::TwoPhaseOutcome, format!(
+                "ticket {ticket} acknowledged as both committed and rolled back")));
+        }
+        mine.insert(key);
+        if !committed && self.delivered_tickets.contains(&key) {
+            return Err(violation(ViolationKind::TwoPhaseOutcome, format!(
+                "ticket {ticket} acknowledged as rolled back after being delivered")));
+        }
+        Ok(())
+    }
+
+    /// Final check once the cluster converged: every replica delivered the whole sequence, every
+    /// acknowledged proposal and commit is in it, and every acknowledged committed entry still is.
+    pub fn check_final(&self, replicas: &[(NodeId, PartitionId)]) -> Result<(), Violation> {
+        for &(node, partition) in replicas {
+            let expected = self.deliveries.get(&partition).map_or(0, Vec::len);
+            let got = self.replicas.get(&(node, partition)).map_or(0, |v| v.delivered);
+            if got != expected {
+                return Err(violation(ViolationKind::Liveness, format!(
+                    "{node} {partition}: delivered {got} entries, others {expected}")));
+            }
+        }
+        for ((partition, ticket), index) in &self.acked {
+            let known = self.committed.get(partition).and_then(|c| c.get(index));
+            if known.map(|e| e.ticket) != Some(*ticket) || !self.delivered_tickets.contains(&(*partition, *ticket)) {
+                return Err(violation(ViolationKind::LostAcknowledgedWrite, format!(
+                    "{partition}: acknowledged ticket {ticket} at {index} is not delivered")));
+            }
+        }
+        for (partition, ticket) in &self.acked_commits {
+            if !self.delivered_tickets.contains(&(*partition, *ticket)) {
+                return Err(violation(ViolationKind::LostAcknowledgedWrite, format!(
+                    "{partition}: two-phase ticket {ticket} acknowledged as committed but never delivered")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of acknowledged proposals.
+    pub fn acked_count(&self) -> usize {
+        self.acked.len()
+    }
+
+    /// Number of entries delivered per the global sequence, summed over partitions.
+    pub fn delivered_count(&self) -> usize {
+        self.deliveries.values().map(Vec::len).sum()
+    }
+}

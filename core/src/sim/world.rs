@@ -1,0 +1,499 @@
+//! The simulated cluster: nodes running one state machine per partition, a WAL per node whose
+//! unsynced writes are lost on crash, a network that drops, duplicates, delays (and so reorders)
+//! messages and can be partitioned, and clients. Everything is driven by one seeded event queue in
+//! virtual time, so a seed always replays the same run.
+
+use super::checker::{Checker, Violation, ViolationKind};
+use crate::config::PartitionConfig;
+use crate::error::TicketOutcome;
+use crate::hlc::Ticket;
+use crate::ids::{NodeId, PartitionId};
+use crate::memory_wal::MemoryWal;
+use crate::message::Envelope;
+use crate::raft::rng::SplitMix64;
+use crate::raft::{ClientReply, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
+use crate::wal::{Wal, WalBatch};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// Virtual time, in abstract units (a tick is [`NetworkFaults::tick_interval`] units).
+pub type SimTime = u64;
+
+/// Network and storage behaviour of a run.
+#[derive(Clone, Debug)]
+pub struct NetworkFaults {
+    /// Probability (0..=1000 per mille) that a message is dropped.
+    pub drop_per_mille: u32,
+    /// Probability (per mille) that a message is delivered twice.
+    pub duplicate_per_mille: u32,
+    /// Minimum message delay.
+    pub min_delay: SimTime,
+    /// Maximum message delay (a wide range reorders messages).
+    pub max_delay: SimTime,
+    /// Time units per tick.
+    pub tick_interval: SimTime,
+    /// Minimum WAL write latency.
+    pub min_wal_latency: SimTime,
+    /// Maximum WAL write latency.
+    pub max_wal_latency: SimTime,
+}
+
+impl Default for NetworkFaults {
+    fn default() -> Self {
+        NetworkFaults {
+            drop_per_mille: 0,
+            duplicate_per_mille: 0,
+            min_delay: 1,
+            max_delay: 3,
+            tick_interval: 10,
+            min_wal_latency: 1,
+            max_wal_latency: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Tick { node: NodeId, epoch: u64 },
+    Deliver { envelope: Envelope, epoch: u64 },
+    WriteDone { node: NodeId, epoch: u64, partition: PartitionId, request: WriteRequest },
+    ReadDone { node: NodeId, epoch: u64, partition: PartitionId, id: u64, from: u64, to: u64 },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    time: SimTime,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+/// One simulated node.
+struct SimNode {
+    alive: bool,
+    /// Bumped on every crash; events of older incarnations are ignored.
+    epoch: u64,
+    /// The durable WAL (survives crashes; only completed writes reach it).
+    wal: MemoryWal,
+    partitions: BTreeMap<PartitionId, PartitionStateMachine>,
+    /// Completion time of the last scheduled write (writes complete in order).
+    wal_busy_until: SimTime,
+}
+
+/// A two-phase ticket awaiting its commit/rollback decision.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingDecision {
+    pub(crate) partition: PartitionId,
+    pub(crate) ticket: Ticket,
+    pub(crate) outcome: TicketOutcome,
+}
+
+/// The simulated cluster. Manual control (for scenario tests) and the random driver share it.
+pub struct World {
+    now: SimTime,
+    seq: u64,
+    steps: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    configs: BTreeMap<(NodeId, PartitionId), PartitionConfig>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Network and storage behaviour (may be changed between steps).
+    pub faults: NetworkFaults,
+    rng: SplitMix64,
+    checker: Checker,
+    trace: u64,
+    /// Two-phase tickets acknowledged as held, waiting for the driver to decide them.
+    pub(crate) held_tickets: Vec<(PartitionId, Ticket)>,
+    /// Proposals acknowledged so far.
+    pub acked: u64,
+    /// Tickets of two-phase proposals.
+    two_phase: std::collections::HashSet<(PartitionId, Ticket)>,
+}
+
+impl World {
+    /// A cluster of `configs` (one per node × partition), all nodes up and empty.
+    pub fn new(seed: u64, configs: Vec<PartitionConfig>, faults: NetworkFaults) -> Result<World, Violation> {
+        let mut world = World {
+            now: 0,
+            seq: 0,
+            steps: 0,
+            queue: BinaryHeap::new(),
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            faults,
+            rng: SplitMix64::new(seed),
+            checker: Checker::default(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            held_tickets: Vec::new(),
+            acked: 0,
+            two_phase: Default::default(),
+        };
+        for config in configs {
+            world.nodes.entry(config.node).or_insert_with(|| SimNode {
+                alive: false,
+                epoch: 0,
+                wal: MemoryWal::new(),
+                partitions: BTreeMap::new(),
+                wal_busy_until: 0,
+            });
+            world.configs.insert((config.node, config.partition), config);
+        }
+        let nodes: Vec<NodeId> = world.nodes.keys().copied().collect();
+        for node in nodes {
+            world.start_node(node)?;
+        }
+        Ok(world)
+    }
+
+    // ----- observation -----------------------------------------------------------------------
+
+    /// Current virtual time.
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+    /// Events processed so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+    /// Hash of every event processed, in order (same seed ⇒ same hash).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+    /// The invariant checker.
+    pub fn checker(&self) -> &Checker {
+        &self.checker
+    }
+    /// All node ids.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+    /// All partition ids.
+    pub fn partition_ids(&self) -> Vec<PartitionId> {
+        let set: BTreeSet<PartitionId> = self.configs.keys().map(|&(_, p)| p).collect();
+        set.into_iter().collect()
+    }
+    /// Is the node running?
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.alive)
+    }
+    /// The state machine of a running replica.
+    pub fn replica(&self, node: NodeId, partition: PartitionId) -> Option<&PartitionStateMachine> {
+        self.nodes.get(&node).filter(|n| n.alive).and_then(|n| n.partitions.get(&partition))
+    }
+    /// The durable WAL of a node.
+    pub fn wal(&self, node: NodeId) -> &MemoryWal {
+        &self.nodes[&node].wal
+    }
+    /// A running replica that leads `partition` with published leadership (highest term wins).
+    pub fn leader(&self, partition: PartitionId) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.alive)
+            .filter_map(|(&id, n)| n.partitions.get(&partition).filter(|sm| sm.is_leader()).map(|sm| (sm.term(), id)))
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    // ----- faults ----------------------------------------------------------------------------
+
+    /// Cut both directions between `a` and `b`.
+    pub fn cut_link(&mut self, a: NodeId, b: NodeId) {
+        self.cut.insert((a, b));
+        self.cut.insert((b, a));
+    }
+    /// Cut every link of `node`.
+    pub fn isolate(&mut self, node: NodeId) {
+        for other in self.node_ids() {
+            if other != node {
+                self.cut_link(node, other);
+            }
+        }
+    }
+    /// Restore every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+    /// Crash `node`: in-memory state and unsynced writes are lost.
+    pub fn crash(&mut self, node: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.alive = false;
+            n.epoch += 1;
+            n.partitions.clear();
+        }
+    }
+    /// Restart a crashed node from its durable WAL.
+    pub fn restart(&mut self, node: NodeId) -> Result<(), Violation> {
+        if self.is_alive(node) {
+            return Ok(());
+        }
+        self.start_node(node)
+    }
+
+    fn start_node(&mut self, node: NodeId) -> Result<(), Violation> {
+        let configs: Vec<PartitionConfig> =
+            self.configs.iter().filter(|((n, _), _)| *n == node).map(|(_, c)| c.clone()).collect();
+        let wal = self.nodes[&node].wal.clone();
+        let mut machines = BTreeMap::new();
+        for config in configs {
+            let partition = config.partition;
+            let hard_state = wal.load_hard_state(partition).map_err(|e| fatal(node, e.to_string()))?;
+            let last = wal.last_index(partition).map_err(|e| fatal(node, e.to_string()))?;
+            let entries = wal.read_range(partition, 1, last).map_err(|e| fatal(node, e.to_string()))?;
+            self.checker.restarted(node, partition, &entries)?;
+            let sm = PartitionStateMachine::restore(config, RestoreState { hard_state, entries })
+                .map_err(|e| fatal(node, e.to_string()))?;
+            machines.insert(partition, sm);
+        }
+        let offset = self.rng.next_u64() % self.faults.tick_interval;
+        let n = self.nodes.get_mut(&node).expect("node exists");
+        n.alive = true;
+        n.partitions = machines;
+        n.wal_busy_until = self.now;
+        let epoch = n.epoch;
+        self.schedule(offset + 1, Event::Tick { node, epoch });
+        let partitions: Vec<PartitionId> = self.nodes[&node].partitions.keys().copied().collect();
+        for partition in partitions {
+            self.process_ready(node, partition)?;
+        }
+        Ok(())
+    }
+
+    // ----- clients ---------------------------------------------------------------------------
+
+    /// Propose through the published leader of `partition`, if any. Returns whether it was accepted.
+    pub fn propose(&mut self, partition: PartitionId, payload: Vec<u8>, auto_commit: bool) -> Result<bool, Violation> {
+        let Some(leader) = self.leader(partition) else { return Ok(false) };
+        let now = self.now;
+        let sm = self.sm_mut(leader, partition).expect("leader is alive");
+        let proposal = Proposal { log_type: "sim".into(), payloads: vec![payload], auto_commit };
+        let accepted = sm.propose(proposal, now);
+        if let (Ok(accepted), false) = (&accepted, auto_commit) {
+            self.two_phase.insert((partition, accepted.ticket));
+        }
+        self.process_ready(leader, partition)?;
+        Ok(accepted.is_ok())
+    }
+
+    /// Ask the published leader to commit or roll back `ticket`.
+    pub(crate) fn decide(&mut self, decision: PendingDecision) -> Result<bool, Violation> {
+        let Some(leader) = self.leader(decision.partition) else { return Ok(false) };
+        let sm = self.sm_mut(leader, decision.partition).expect("leader is alive");
+        let result = match decision.outcome {
+            TicketOutcome::Committed => sm.commit(decision.ticket),
+            TicketOutcome::RolledBack => sm.rollback(decision.ticket),
+        };
+        self.process_ready(leader, decision.partition)?;
+        Ok(result.is_ok())
+    }
+
+    /// Draw a random number in `[0, n)` from the world's generator.
+    pub fn random(&mut self, n: u64) -> u64 {
+        self.rng.next_u64() % n.max(1)
+    }
+
+    fn sm_mut(&mut self, node: NodeId, partition: PartitionId) -> Option<&mut PartitionStateMachine> {
+        self.nodes.get_mut(&node).filter(|n| n.alive).and_then(|n| n.partitions.get_mut(&partition))
+    }
+
+    // ----- event loop ------------------------------------------------------------------------
+
+    fn schedule(&mut self, delay: SimTime, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled { time: self.now + delay, seq: self.seq, event }));
+    }
+
+    fn schedule_at(&mut self, time: SimTime, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled { time: time.max(self.now), seq: self.seq, event }));
+    }
+
+    /// Process events until virtual time `until`.
+    pub fn run_until(&mut self, until: SimTime) -> Result<(), Violation> {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.time > until {
+                break;
+            }
+            let Reverse(Scheduled { time, event, .. }) = self.queue.pop().expect("peeked");
+            self.now = time;
+            self.steps += 1;
+            self.handle(event)?;
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// Run for `duration` more time units.
+    pub fn run_for(&mut self, duration: SimTime) -> Result<(), Violation> {
+        self.run_until(self.now + duration)
+    }
+
+    fn mix_trace(&mut self, a: u64, b: u64) {
+        for v in [self.now, a, b] {
+            self.trace ^= v;
+            self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Tick { node, epoch } => {
+                if !self.current(node, epoch) {
+                    return Ok(());
+                }
+                self.mix_trace(1, node.0);
+                let partitions: Vec<PartitionId> = self.nodes[&node].partitions.keys().copied().collect();
+                for partition in partitions {
+                    if let Some(sm) = self.sm_mut(node, partition) {
+                        sm.tick();
+                    }
+                    self.process_ready(node, partition)?;
+                }
+                let interval = self.faults.tick_interval;
+                self.schedule(interval, Event::Tick { node, epoch });
+            }
+            Event::Deliver { envelope, epoch } => {
+                let (to, partition) = (envelope.to, envelope.partition);
+                if !self.current(to, epoch) {
+                    return Ok(());
+                }
+                self.mix_trace(2, envelope.from.0 << 32 | to.0);
+                if let Some(sm) = self.sm_mut(to, partition) {
+                    // Errors (unknown sender, halted) leave the replica unchanged.
+                    let _ = sm.step(envelope);
+                }
+                self.process_ready(to, partition)?;
+            }
+            Event::WriteDone { node, epoch, partition, request } => {
+                if !self.current(node, epoch) {
+                    return Ok(());
+                }
+                self.mix_trace(3, request.id);
+                let batch = WalBatch { writes: vec![request.write] };
+                self.nodes[&node].wal.write(&batch).map_err(|e| fatal(node, e.to_string()))?;
+                if let Some(sm) = self.sm_mut(node, partition) {
+                    sm.on_write_complete(request.id);
+                }
+                self.process_ready(node, partition)?;
+            }
+            Event::ReadDone { node, epoch, partition, id, from, to } => {
+                if !self.current(node, epoch) {
+                    return Ok(());
+                }
+                self.mix_trace(4, id);
+                let result = self.nodes[&node].wal.read_range(partition, from, to);
+                if let Some(sm) = self.sm_mut(node, partition) {
+                    let _ = sm.on_read_complete(id, result);
+                }
+                self.process_ready(node, partition)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn current(&self, node: NodeId, epoch: u64) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.alive && n.epoch == epoch)
+    }
+
+    /// Take the replica's outputs, feed the checker, and turn them into future events.
+    fn process_ready(&mut self, node: NodeId, partition: PartitionId) -> Result<(), Violation> {
+        let Some(sm) = self.sm_mut(node, partition) else { return Ok(()) };
+        let ready: Ready = sm.ready();
+        let (role, term, commit) = (sm.role(), sm.term(), sm.commit_index());
+        let epoch = self.nodes[&node].epoch;
+        if let Some(fatal) = ready.fatal {
+            return Err(Violation { kind: ViolationKind::Fatal, detail: format!("{node} {partition}: {fatal}") });
+        }
+        if let Some(request) = ready.write {
+            self.checker.written(node, &request.write)?;
+            let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+            let n = self.nodes.get_mut(&node).expect("alive");
+            let done = n.wal_busy_until.max(self.now) + latency;
+            n.wal_busy_until = done;
+            self.schedule_at(done, Event::WriteDone { node, epoch, partition, request });
+        }
+        self.checker.committed_to(node, partition, commit)?;
+        if role == Role::Leader {
+            self.checker.leader_seen(node, partition, term)?;
+        }
+        for read in ready.reads {
+            let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+            self.schedule(latency, Event::ReadDone { node, epoch, partition, id: read.id, from: read.from, to: read.to });
+        }
+        for delivery in &ready.deliveries {
+            self.checker.delivered(node, partition, delivery)?;
+        }
+        for reply in ready.replies {
+            match reply {
+                ClientReply::Proposal { ticket, result: Ok(done) } => {
+                    self.acked += 1;
+                    if self.two_phase.contains(&(partition, ticket)) {
+                        self.held_tickets.push((partition, ticket));
+                    } else {
+                        self.checker.proposal_acked(partition, ticket, done.last_index)?;
+                    }
+                }
+                ClientReply::Resolution { ticket, result: Ok(outcome), .. } => {
+                    self.checker.resolution_acked(partition, ticket, outcome == TicketOutcome::Committed)?;
+                }
+                _ => {}
+            }
+        }
+        for envelope in ready.messages {
+            self.send(envelope);
+        }
+        Ok(())
+    }
+
+    fn between(&mut self, lo: SimTime, hi: SimTime) -> SimTime {
+        lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1)
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        if self.cut.contains(&(envelope.from, envelope.to)) {
+            return;
+        }
+        if (self.rng.next_u64() % 1000) < u64::from(self.faults.drop_per_mille) {
+            return;
+        }
+        let Some(epoch) = self.nodes.get(&envelope.to).filter(|n| n.alive).map(|n| n.epoch) else { return };
+        if (self.rng.next_u64() % 1000) < u64::from(self.faults.duplicate_per_mille) {
+            let delay = self.between(self.faults.min_delay, self.faults.max_delay);
+            self.schedule(delay, Event::Deliver { envelope: envelope.clone(), epoch });
+        }
+        let delay = self.between(self.faults.min_delay, self.faults.max_delay);
+        self.schedule(delay, Event::Deliver { envelope, epoch });
+    }
+
+    /// Check the end state after faults healed: one delivery sequence everywhere, nothing lost.
+    pub fn check_converged(&self) -> Result<(), Violation> {
+        let replicas: Vec<(NodeId, PartitionId)> = self.configs.keys().map(|&(n, p)| (n, p)).collect();
+        for partition in self.partition_ids() {
+            if self.leader(partition).is_none() {
+                return Err(Violation { kind: ViolationKind::Liveness, detail: format!("{partition}: no leader after healing") });
+            }
+        }
+        self.checker.check_final(&replicas)
+    }
+}
+
+fn fatal(node: NodeId, detail: String) -> Violation {
+    Violation { kind: ViolationKind::Fatal, detail: format!("{node}: {detail}") }
+}

@@ -1,0 +1,176 @@
+//! The write-ahead-log contract every storage adapter implements, and the data it stores.
+//!
+//! # Contract
+//!
+//! * **Durability.** When [`Wal::write`] returns `Ok`, every write in the batch is durable: it
+//!   survives a process crash and a power loss (the adapter has synced). When it returns `Err`,
+//!   the caller must assume any prefix of the batch may or may not be durable and must stop the
+//!   affected partitions (a failed sync is never retried as if nothing happened).
+//! * **One call, many partitions.** A [`WalBatch`] carries writes of any number of partitions so
+//!   that one storage transaction and one sync serve them all (group commit).
+//! * **Order.** Writes are applied in batch order. For each [`PartitionWrite`]: first the suffix
+//!   from `truncate_from` is removed (if set), then the suffix from the first new entry's index is
+//!   replaced by the new entries, then the hard state is stored (if set). A write whose entries are
+//!   not consecutive, or would leave a gap after the current last index, is rejected with
+//!   [`WalError::NonContiguous`] and the whole batch changes nothing.
+//! * **Reads see completed writes.** Reads may run concurrently with writes (the trait is
+//!   `Sync`); they observe every write whose call has returned.
+//! * **Index 0** is the empty prefix: `term_at(p, 0)` is `Some(0)`; real entries start at 1.
+//!
+//! Run [`crate::conformance::wal`] against every implementation.
+
+use crate::entry::LogEntry;
+use crate::ids::{LogIndex, NodeId, PartitionId, Term};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The state Raft must persist besides the log: current term, vote, and commit frontier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Latest term this replica has seen.
+    pub term: Term,
+    /// Candidate voted for in `term`, if any.
+    pub voted_for: Option<NodeId>,
+    /// Highest index known committed (may lag the true commit index; never ahead of the log).
+    pub commit: LogIndex,
+}
+
+/// Everything one partition needs written in one step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionWrite {
+    /// Partition written.
+    pub partition: PartitionId,
+    /// Remove every entry with index ≥ this, before appending.
+    pub truncate_from: Option<LogIndex>,
+    /// Entries to append, consecutive; replaces any stored suffix from the first one's index.
+    pub entries: Vec<LogEntry>,
+    /// Hard state to store after the entries.
+    pub hard_state: Option<HardState>,
+}
+
+impl PartitionWrite {
+    /// True when the write changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// A group-commit batch: writes of many partitions, made durable together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalBatch {
+    /// The writes, applied in order.
+    pub writes: Vec<PartitionWrite>,
+}
+
+impl WalBatch {
+    /// Total entries across all partitions.
+    pub fn entry_count(&self) -> usize {
+        self.writes.iter().map(|w| w.entries.len()).sum()
+    }
+}
+
+/// Errors of WAL implementations.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum WalError {
+    /// The storage layer failed (I/O, sync, database error). Treat as fatal for the partitions
+    /// involved.
+    #[error("wal i/o failure: {0}")]
+    Io(String),
+    /// A stored record failed its integrity check.
+    #[error("corrupt wal record in partition {partition} at index {index}: {reason}")]
+    Corrupt {
+        /// Partition of the record.
+        partition: PartitionId,
+        /// Index of the record (0 for hard state).
+        index: LogIndex,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A write would leave a gap or its entries are not consecutive.
+    #[error("non-contiguous write in partition {partition}: expected index ≤ {expected}, got {got}")]
+    NonContiguous {
+        /// Partition of the write.
+        partition: PartitionId,
+        /// Highest acceptable index for the entry.
+        expected: LogIndex,
+        /// Index found.
+        got: LogIndex,
+    },
+    /// The WAL was closed.
+    #[error("wal closed")]
+    Closed,
+}
+
+/// A durable (or, for tests, in-memory) log store shared by all partitions of a node.
+pub trait Wal: Send + Sync {
+    /// Apply the batch and make it durable before returning (see the module contract).
+    fn write(&self, batch: &WalBatch) -> Result<(), WalError>;
+
+    /// Remove every entry of `partition` with index ≥ `from` (no-op past the end), durably.
+    fn truncate_suffix(&self, partition: PartitionId, from: LogIndex) -> Result<(), WalError>;
+
+    /// Entries of `partition` with `from ≤ index ≤ to`, in index order (missing ones omitted).
+    fn read_range(
+        &self,
+        partition: PartitionId,
+        from: LogIndex,
+        to: LogIndex,
+    ) -> Result<Vec<LogEntry>, WalError>;
+
+    /// Term of the entry at `index` (`Some(0)` for index 0, `None` past the end).
+    fn term_at(&self, partition: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError>;
+
+    /// Index of the last stored entry of `partition` (0 when empty).
+    fn last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError>;
+
+    /// Store the hard state of `partition`, durably.
+    fn save_hard_state(&self, partition: PartitionId, state: &HardState) -> Result<(), WalError>;
+
+    /// The last stored hard state of `partition`, if any.
+    fn load_hard_state(&self, partition: PartitionId) -> Result<Option<HardState>, WalError>;
+
+    /// Every partition with stored entries or hard state, ascending.
+    fn partitions(&self) -> Result<Vec<PartitionId>, WalError>;
+}
+
+/// Validate that `write` can be applied on top of a log whose last index is `last_index`, and
+/// return the index from which the stored suffix must be replaced (if any). Shared by adapters so
+/// that they all reject the same inputs.
+pub fn plan_partition_write(
+    write: &PartitionWrite,
+    last_index: LogIndex,
+) -> Result<Option<LogIndex>, WalError> {
+    let mut effective_last = last_index;
+    let mut cut = None;
+    if let Some(from) = write.truncate_from {
+        if from == 0 {
+            return Err(WalError::NonContiguous { partition: write.partition, expected: 1, got: 0 });
+        }
+        if from <= effective_last {
+            effective_last = from - 1;
+            cut = Some(from);
+        }
+    }
+    if let Some(first) = write.entries.first() {
+        if first.index == 0 || first.index > effective_last + 1 {
+            return Err(WalError::NonContiguous {
+                partition: write.partition,
+                expected: effective_last + 1,
+                got: first.index,
+            });
+        }
+        for pair in write.entries.windows(2) {
+            if pair[1].index != pair[0].index + 1 {
+                return Err(WalError::NonContiguous {
+                    partition: write.partition,
+                    expected: pair[0].index + 1,
+                    got: pair[1].index,
+                });
+            }
+        }
+        if first.index <= effective_last {
+            cut = Some(cut.map_or(first.index, |c: LogIndex| c.min(first.index)));
+        }
+    }
+    Ok(cut)
+}
