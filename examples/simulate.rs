@@ -26,14 +26,22 @@ fn main() {
     }
     let started = Instant::now();
     let (mut steps, mut acked, mut delivered, mut crashes) = (0u64, 0u64, 0usize, 0u64);
-    println!("{:>8} {:>5} {:>10} {:>8} {:>8} {:>9} {:>7}", "seed", "nodes", "partitions", "steps", "acked", "delivered", "crashes");
+    println!(
+        "{:>8} {:>5} {:>10} {:>8} {:>8} {:>9} {:>7}",
+        "seed", "nodes", "partitions", "steps", "acked", "delivered", "crashes"
+    );
     for seed in first..first + seeds {
         match run_seed(seed, &options) {
             Ok(report) => {
                 if seed < first + 10 {
                     println!(
                         "{:>8} {:>5} {:>10} {:>8} {:>8} {:>9} {:>7}",
-                        report.seed, report.nodes, report.partitions, report.steps, report.acked, report.delivered,
+                        report.seed,
+                        report.nodes,
+                        report.partitions,
+                        report.steps,
+                        report.acked,
+                        report.delivered,
                         report.crashes
                     );
                 }

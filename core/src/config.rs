@@ -77,9 +77,7 @@ impl PartitionConfig {
             return Err(ConfigError::Timing("election_timeout_min_ticks must exceed heartbeat_ticks"));
         }
         if self.election_timeout_max_ticks <= self.election_timeout_min_ticks {
-            return Err(ConfigError::Timing(
-                "election_timeout_max_ticks must exceed election_timeout_min_ticks",
-            ));
+            return Err(ConfigError::Timing("election_timeout_max_ticks must exceed election_timeout_min_ticks"));
         }
         if self.voters.is_empty() {
             return Err(ConfigError::Membership("voters must not be empty"));

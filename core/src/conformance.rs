@@ -151,10 +151,7 @@ pub mod wal {
     pub fn run_case<F: WalFactory>(factory: &mut F, name: &str) {
         match cases::<F>().into_iter().find(|case| case.name == name) {
             Some(case) => run_one(factory, &case),
-            None => panic!(
-                "no wal conformance case named `{name}`; cases: {:?}",
-                case_names()
-            ),
+            None => panic!("no wal conformance case named `{name}`; cases: {:?}", case_names()),
         }
     }
 
@@ -191,11 +188,7 @@ pub mod wal {
             kind: EntryKind::Application { auto_commit: true },
             log_type: "t".into(),
             payload: format!("payload-{index}").into_bytes(),
-            ticket: HlcTimestamp {
-                physical_ms: index,
-                logical: 0,
-                node: 1,
-            },
+            ticket: HlcTimestamp { physical_ms: index, logical: 0, node: 1 },
         }
     }
 
@@ -232,32 +225,19 @@ pub mod wal {
     }
 
     fn append(partition: PartitionId, entries: Vec<LogEntry>) -> PartitionWrite {
-        PartitionWrite {
-            partition,
-            entries,
-            ..PartitionWrite::default()
-        }
+        PartitionWrite { partition, entries, ..PartitionWrite::default() }
     }
 
     fn hard_state_write(partition: PartitionId, state: HardState) -> PartitionWrite {
-        PartitionWrite {
-            partition,
-            hard_state: Some(state),
-            ..PartitionWrite::default()
-        }
+        PartitionWrite { partition, hard_state: Some(state), ..PartitionWrite::default() }
     }
 
     fn hs(term: Term, voted_for: Option<u64>, commit: LogIndex) -> HardState {
-        HardState {
-            term,
-            voted_for: voted_for.map(NodeId),
-            commit,
-        }
+        HardState { term, voted_for: voted_for.map(NodeId), commit }
     }
 
     fn write<W: Wal>(wal: &W, writes: Vec<PartitionWrite>, what: &str) -> CaseResult {
-        wal.write(&WalBatch { writes })
-            .ctx(&format!("{what}: write"))
+        wal.write(&WalBatch { writes }).ctx(&format!("{what}: write"))
     }
 
     fn describe(e: &LogEntry) -> String {
@@ -294,11 +274,7 @@ pub mod wal {
         }
         for (got, expected) in got.iter().zip(expected) {
             if got != expected {
-                return Err(format!(
-                    "{what}: entry differs: expected {}, got {}",
-                    describe(expected),
-                    describe(got)
-                ));
+                return Err(format!("{what}: entry differs: expected {}, got {}", describe(expected), describe(got)));
             }
         }
         Ok(())
@@ -306,29 +282,12 @@ pub mod wal {
 
     /// Check that `partition` holds exactly `expected` (which must be indexes `1..=n`), through
     /// every read method.
-    fn check_log<W: Wal>(
-        wal: &W,
-        partition: PartitionId,
-        expected: &[LogEntry],
-        what: &str,
-    ) -> CaseResult {
+    fn check_log<W: Wal>(wal: &W, partition: PartitionId, expected: &[LogEntry], what: &str) -> CaseResult {
         let last = expected.last().map_or(0, |e| e.index);
-        expect_eq(
-            wal.last_index(partition).ctx(what)?,
-            last,
-            &format!("{what}: last_index({partition})"),
-        )?;
+        expect_eq(wal.last_index(partition).ctx(what)?, last, &format!("{what}: last_index({partition})"))?;
         let all = wal.read_range(partition, 1, LogIndex::MAX).ctx(what)?;
-        expect_entries(
-            &all,
-            expected,
-            &format!("{what}: read_range({partition}, 1, MAX)"),
-        )?;
-        expect_eq(
-            wal.term_at(partition, 0).ctx(what)?,
-            Some(0),
-            &format!("{what}: term_at(0)"),
-        )?;
+        expect_entries(&all, expected, &format!("{what}: read_range({partition}, 1, MAX)"))?;
+        expect_eq(wal.term_at(partition, 0).ctx(what)?, Some(0), &format!("{what}: term_at(0)"))?;
         for e in expected {
             expect_eq(
                 wal.term_at(partition, e.index).ctx(what)?,
@@ -350,19 +309,11 @@ pub mod wal {
         got: LogIndex,
         what: &str,
     ) -> CaseResult {
-        let wanted = WalError::NonContiguous {
-            partition,
-            expected,
-            got,
-        };
+        let wanted = WalError::NonContiguous { partition, expected, got };
         match result {
             Err(error) if error == wanted => Ok(()),
-            Err(error) => Err(format!(
-                "{what}: expected Err({wanted:?}), got Err({error:?})"
-            )),
-            Ok(()) => Err(format!(
-                "{what}: expected Err({wanted:?}), but the write was accepted"
-            )),
+            Err(error) => Err(format!("{what}: expected Err({wanted:?}), got Err({error:?})")),
+            Ok(()) => Err(format!("{what}: expected Err({wanted:?}), but the write was accepted")),
         }
     }
 
@@ -379,15 +330,11 @@ pub mod wal {
             logs.push((
                 p,
                 wal.last_index(p).ctx("snapshot: last_index")?,
-                wal.read_range(p, 1, LogIndex::MAX)
-                    .ctx("snapshot: read_range")?,
+                wal.read_range(p, 1, LogIndex::MAX).ctx("snapshot: read_range")?,
                 wal.load_hard_state(p).ctx("snapshot: load_hard_state")?,
             ));
         }
-        Ok(Snapshot {
-            partitions: wal.partitions().ctx("snapshot: partitions")?,
-            logs,
-        })
+        Ok(Snapshot { partitions: wal.partitions().ctx("snapshot: partitions")?, logs })
     }
 
     fn expect_unchanged<W: Wal>(wal: &W, before: &Snapshot, what: &str) -> CaseResult {
@@ -396,19 +343,13 @@ pub mod wal {
         if after == *before {
             Ok(())
         } else {
-            Err(format!(
-                "{what}: the rejected batch changed the wal: before {before:?}, after {after:?}"
-            ))
+            Err(format!("{what}: the rejected batch changed the wal: before {before:?}, after {after:?}"))
         }
     }
 
     /// An entry of every kind, with unusual but valid field values.
     fn assorted_entries() -> Vec<LogEntry> {
-        let ticket = HlcTimestamp {
-            physical_ms: 1_700_000_000_123,
-            logical: 7,
-            node: 42,
-        };
+        let ticket = HlcTimestamp { physical_ms: 1_700_000_000_123, logical: 7, node: 42 };
         vec![
             LogEntry {
                 index: 1,
@@ -424,11 +365,7 @@ pub mod wal {
                 kind: EntryKind::Application { auto_commit: true },
                 log_type: "orders".into(),
                 payload: b"hello".to_vec(),
-                ticket: HlcTimestamp {
-                    physical_ms: 1_700_000_000_000,
-                    logical: 0,
-                    node: 1,
-                },
+                ticket: HlcTimestamp { physical_ms: 1_700_000_000_000, logical: 0, node: 1 },
             },
             LogEntry {
                 index: 3,
@@ -452,11 +389,7 @@ pub mod wal {
                 kind: EntryKind::Application { auto_commit: false },
                 log_type: "empty-payload".into(),
                 payload: Vec::new(),
-                ticket: HlcTimestamp {
-                    physical_ms: 1_700_000_000_124,
-                    logical: 0,
-                    node: 42,
-                },
+                ticket: HlcTimestamp { physical_ms: 1_700_000_000_124, logical: 0, node: 42 },
             },
             LogEntry {
                 index: 6,
@@ -464,11 +397,7 @@ pub mod wal {
                 kind: EntryKind::RollbackMarker,
                 log_type: String::new(),
                 payload: Vec::new(),
-                ticket: HlcTimestamp {
-                    physical_ms: 1_700_000_000_124,
-                    logical: 0,
-                    node: 42,
-                },
+                ticket: HlcTimestamp { physical_ms: 1_700_000_000_124, logical: 0, node: 42 },
             },
             LogEntry {
                 index: 7,
@@ -476,11 +405,7 @@ pub mod wal {
                 kind: EntryKind::Application { auto_commit: true },
                 log_type: String::new(),
                 payload: vec![0; 64],
-                ticket: HlcTimestamp {
-                    physical_ms: 0,
-                    logical: 1,
-                    node: 0,
-                },
+                ticket: HlcTimestamp { physical_ms: 0, logical: 1, node: 0 },
             },
             LogEntry {
                 index: 8,
@@ -488,11 +413,7 @@ pub mod wal {
                 kind: EntryKind::Application { auto_commit: true },
                 log_type: "max".into(),
                 payload: vec![0xff; 3],
-                ticket: HlcTimestamp {
-                    physical_ms: u64::MAX,
-                    logical: u32::MAX,
-                    node: u64::MAX,
-                },
+                ticket: HlcTimestamp { physical_ms: u64::MAX, logical: u32::MAX, node: u64::MAX },
             },
         ]
     }
@@ -513,41 +434,13 @@ pub mod wal {
     fn empty_wal<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
         for p in [PartitionId::SYSTEM, P, PartitionId(u32::MAX)] {
-            expect_eq(
-                wal.last_index(p).ctx("last_index")?,
-                0,
-                &format!("last_index({p})"),
-            )?;
-            expect_eq(
-                wal.load_hard_state(p).ctx("load_hard_state")?,
-                None,
-                "load_hard_state",
-            )?;
-            expect_entries(
-                &wal.read_range(p, 1, 100).ctx("read_range")?,
-                &[],
-                "read_range(1, 100)",
-            )?;
-            expect_entries(
-                &wal.read_range(p, 0, 0).ctx("read_range")?,
-                &[],
-                "read_range(0, 0)",
-            )?;
-            expect_entries(
-                &wal.read_range(p, 0, LogIndex::MAX).ctx("read_range")?,
-                &[],
-                "read_range(0, MAX)",
-            )?;
-            expect_eq(
-                wal.term_at(p, 0).ctx("term_at")?,
-                Some(0),
-                &format!("term_at({p}, 0)"),
-            )?;
-            expect_eq(
-                wal.term_at(p, 1).ctx("term_at")?,
-                None,
-                &format!("term_at({p}, 1)"),
-            )?;
+            expect_eq(wal.last_index(p).ctx("last_index")?, 0, &format!("last_index({p})"))?;
+            expect_eq(wal.load_hard_state(p).ctx("load_hard_state")?, None, "load_hard_state")?;
+            expect_entries(&wal.read_range(p, 1, 100).ctx("read_range")?, &[], "read_range(1, 100)")?;
+            expect_entries(&wal.read_range(p, 0, 0).ctx("read_range")?, &[], "read_range(0, 0)")?;
+            expect_entries(&wal.read_range(p, 0, LogIndex::MAX).ctx("read_range")?, &[], "read_range(0, MAX)")?;
+            expect_eq(wal.term_at(p, 0).ctx("term_at")?, Some(0), &format!("term_at({p}, 0)"))?;
+            expect_eq(wal.term_at(p, 1).ctx("term_at")?, None, &format!("term_at({p}, 1)"))?;
         }
         expect_eq(wal.partitions().ctx("partitions")?, vec![], "partitions()")
     }
@@ -555,19 +448,11 @@ pub mod wal {
     fn append_and_read_back_every_field<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
         let entries = assorted_entries();
-        write(
-            &wal,
-            vec![append(P, entries.clone())],
-            "append assorted entries",
-        )?;
+        write(&wal, vec![append(P, entries.clone())], "append assorted entries")?;
         check_log(&wal, P, &entries, "after append")?;
         for e in &entries {
             let one = wal.read_range(P, e.index, e.index).ctx("read one")?;
-            expect_entries(
-                &one,
-                std::slice::from_ref(e),
-                &format!("read_range({0}, {0})", e.index),
-            )?;
+            expect_entries(&one, std::slice::from_ref(e), &format!("read_range({0}, {0})", e.index))?;
         }
         Ok(())
     }
@@ -575,20 +460,10 @@ pub mod wal {
     fn large_payload_round_trip<F: WalFactory>(f: &mut F) -> CaseResult {
         let mut wal = f.create();
         let mut big = entry(2, 1);
-        big.payload = (0..(1usize << 20))
-            .map(|i| (i.wrapping_mul(31) + 7) as u8)
-            .collect();
+        big.payload = (0..(1usize << 20)).map(|i| (i.wrapping_mul(31) + 7) as u8).collect();
         let expected = vec![entry(1, 1), big, entry(3, 1)];
-        write(
-            &wal,
-            vec![append(P, expected[..2].to_vec())],
-            "append 1 MiB payload",
-        )?;
-        write(
-            &wal,
-            vec![append(P, expected[2..].to_vec())],
-            "append after it",
-        )?;
+        write(&wal, vec![append(P, expected[..2].to_vec())], "append 1 MiB payload")?;
+        write(&wal, vec![append(P, expected[2..].to_vec())], "append after it")?;
         check_log(&wal, P, &expected, "after append")?;
         wal = f.reopen(wal);
         check_log(&wal, P, &expected, "after reopen")
@@ -626,29 +501,13 @@ pub mod wal {
         expected.extend(run(4, 7, 2));
         expected.extend(run(8, 8, 5));
         expected.extend(run(9, 12, 6));
-        write(
-            &wal,
-            vec![append(P, expected.clone())],
-            "append terms 1, 2, 5, 6",
-        )?;
+        write(&wal, vec![append(P, expected.clone())], "append terms 1, 2, 5, 6")?;
         check_log(&wal, P, &expected, "after append")?;
         for index in [13, 1000, LogIndex::MAX] {
-            expect_eq(
-                wal.term_at(P, index).ctx("term_at")?,
-                None,
-                &format!("term_at({index})"),
-            )?;
+            expect_eq(wal.term_at(P, index).ctx("term_at")?, None, &format!("term_at({index})"))?;
         }
-        expect_eq(
-            wal.term_at(Q, 0).ctx("term_at")?,
-            Some(0),
-            "term_at of another partition, 0",
-        )?;
-        expect_eq(
-            wal.term_at(Q, 1).ctx("term_at")?,
-            None,
-            "term_at of another partition, 1",
-        )
+        expect_eq(wal.term_at(Q, 0).ctx("term_at")?, Some(0), "term_at of another partition, 0")?;
+        expect_eq(wal.term_at(Q, 1).ctx("term_at")?, None, "term_at of another partition, 1")
     }
 
     fn consecutive_batches<F: WalFactory>(f: &mut F) -> CaseResult {
@@ -689,26 +548,15 @@ pub mod wal {
         expected.extend(run(3, 5, 2));
         check_log(&wal, P, &expected, "P")?;
         check_log(&wal, Q, &run(1, 2, 1), "Q")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load_hard_state")?,
-            Some(state),
-            "hard state of P",
-        )?;
-        expect_eq(
-            wal.load_hard_state(Q).ctx("load_hard_state")?,
-            None,
-            "hard state of Q",
-        )
+        expect_eq(wal.load_hard_state(P).ctx("load_hard_state")?, Some(state), "hard state of P")?;
+        expect_eq(wal.load_hard_state(Q).ctx("load_hard_state")?, None, "hard state of Q")
     }
 
     fn many_partitions_in_one_batch<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
         let ids: Vec<PartitionId> = (0..50u32).map(|i| PartitionId(i * 7 + 1)).collect();
-        let first: Vec<PartitionWrite> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| append(p, run(1, i as LogIndex + 1, i as Term + 1)))
-            .collect();
+        let first: Vec<PartitionWrite> =
+            ids.iter().enumerate().map(|(i, &p)| append(p, run(1, i as LogIndex + 1, i as Term + 1))).collect();
         write(&wal, first, "batch for 50 partitions")?;
         let second: Vec<PartitionWrite> = ids
             .iter()
@@ -738,11 +586,7 @@ pub mod wal {
         let wal = f.create();
         write(
             &wal,
-            vec![
-                append(P, run(1, 10, 1)),
-                append(Q, run(1, 10, 1)),
-                append(R, run(1, 10, 1)),
-            ],
+            vec![append(P, run(1, 10, 1)), append(Q, run(1, 10, 1)), append(R, run(1, 10, 1))],
             "fill three partitions",
         )?;
         wal.truncate_suffix(Q, 4).ctx("truncate_suffix(Q, 4)")?;
@@ -770,16 +614,8 @@ pub mod wal {
         check_log(&wal, P, &run(1, 1, 1), "P after truncating P")?;
         check_log(&wal, Q, &run(1, 3, 1), "Q after truncating P")?;
         check_log(&wal, R, &r, "R after truncating P")?;
-        expect_eq(
-            wal.load_hard_state(Q).ctx("load_hard_state")?,
-            None,
-            "hard state of Q",
-        )?;
-        expect_eq(
-            wal.load_hard_state(R).ctx("load_hard_state")?,
-            None,
-            "hard state of R",
-        )
+        expect_eq(wal.load_hard_state(Q).ctx("load_hard_state")?, None, "hard state of Q")?;
+        expect_eq(wal.load_hard_state(R).ctx("load_hard_state")?, None, "hard state of R")
     }
 
     fn overwrite_replaces_longer_suffix<F: WalFactory>(f: &mut F) -> CaseResult {
@@ -791,11 +627,7 @@ pub mod wal {
         check_log(&wal, P, &expected, "after overwrite")?;
         let tail = wal.read_range(P, 7, 10).ctx("read_range")?;
         expect_entries(&tail, &[], "read_range(7, 10): the old suffix must be gone")?;
-        write(
-            &wal,
-            vec![append(P, run(7, 7, 2))],
-            "append after the overwrite",
-        )?;
+        write(&wal, vec![append(P, run(7, 7, 2))], "append after the overwrite")?;
         expected.push(entry(7, 2));
         check_log(&wal, P, &expected, "after appending 7")
     }
@@ -803,32 +635,15 @@ pub mod wal {
     fn overwrite_at_first_and_last_index<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
         write(&wal, vec![append(P, run(1, 5, 1))], "append 1..=5")?;
-        write(
-            &wal,
-            vec![append(P, run(5, 8, 2))],
-            "overwrite from the last index",
-        )?;
+        write(&wal, vec![append(P, run(5, 8, 2))], "overwrite from the last index")?;
         let mut expected = run(1, 4, 1);
         expected.extend(run(5, 8, 2));
         check_log(&wal, P, &expected, "after overwriting from the last index")?;
 
-        write(
-            &wal,
-            vec![append(P, expected[2..6].to_vec())],
-            "re-append identical entries",
-        )?;
-        check_log(
-            &wal,
-            P,
-            &expected[..6],
-            "after re-appending identical entries 3..=6",
-        )?;
+        write(&wal, vec![append(P, expected[2..6].to_vec())], "re-append identical entries")?;
+        check_log(&wal, P, &expected[..6], "after re-appending identical entries 3..=6")?;
 
-        write(
-            &wal,
-            vec![append(P, run(1, 3, 3))],
-            "overwrite from index 1",
-        )?;
+        write(&wal, vec![append(P, run(1, 3, 3))], "overwrite from index 1")?;
         check_log(&wal, P, &run(1, 3, 3), "after overwriting from index 1")
     }
 
@@ -837,12 +652,7 @@ pub mod wal {
         write(&wal, vec![append(P, run(1, 10, 1))], "append 1..=10")?;
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: P,
-                truncate_from: Some(4),
-                entries: run(4, 5, 2),
-                hard_state: None,
-            }],
+            vec![PartitionWrite { partition: P, truncate_from: Some(4), entries: run(4, 5, 2), hard_state: None }],
             "truncate from 4 and append 4..=5",
         )?;
         let mut expected = run(1, 3, 1);
@@ -852,12 +662,7 @@ pub mod wal {
         // Entries starting below the truncation point: the lower of the two wins.
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: P,
-                truncate_from: Some(3),
-                entries: run(2, 3, 3),
-                hard_state: None,
-            }],
+            vec![PartitionWrite { partition: P, truncate_from: Some(3), entries: run(2, 3, 3), hard_state: None }],
             "truncate from 3 and append 2..=3",
         )?;
         let mut expected = run(1, 1, 1);
@@ -867,12 +672,7 @@ pub mod wal {
         // A truncation point past the end is a no-op; the entries still append.
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: P,
-                truncate_from: Some(100),
-                entries: run(4, 4, 3),
-                hard_state: None,
-            }],
+            vec![PartitionWrite { partition: P, truncate_from: Some(100), entries: run(4, 4, 3), hard_state: None }],
             "truncate from 100 and append 4",
         )?;
         expected.push(entry(4, 3));
@@ -881,28 +681,15 @@ pub mod wal {
 
     fn truncate_from_without_entries<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
-        let truncate = |from| PartitionWrite {
-            partition: P,
-            truncate_from: Some(from),
-            ..PartitionWrite::default()
-        };
+        let truncate = |from| PartitionWrite { partition: P, truncate_from: Some(from), ..PartitionWrite::default() };
         write(&wal, vec![append(P, run(1, 10, 1))], "append 1..=10")?;
         write(&wal, vec![truncate(6)], "truncate from 6")?;
         check_log(&wal, P, &run(1, 5, 1), "after truncate from 6")?;
         write(&wal, vec![truncate(50)], "truncate from 50")?;
-        check_log(
-            &wal,
-            P,
-            &run(1, 5, 1),
-            "after truncate from 50 (past the end)",
-        )?;
+        check_log(&wal, P, &run(1, 5, 1), "after truncate from 50 (past the end)")?;
         write(&wal, vec![truncate(1)], "truncate from 1")?;
         check_log(&wal, P, &[], "after truncate from 1")?;
-        write(
-            &wal,
-            vec![append(P, run(1, 2, 4))],
-            "append 1..=2 after emptying",
-        )?;
+        write(&wal, vec![append(P, run(1, 2, 4))], "append 1..=2 after emptying")?;
         check_log(&wal, P, &run(1, 2, 4), "after appending to the emptied log")
     }
 
@@ -911,14 +698,11 @@ pub mod wal {
         write(&wal, vec![append(P, run(1, 5, 1))], "append 1..=5")?;
         wal.truncate_suffix(P, 6).ctx("truncate_suffix(P, 6)")?;
         check_log(&wal, P, &run(1, 5, 1), "after truncate_suffix(P, 6)")?;
-        wal.truncate_suffix(P, 1000)
-            .ctx("truncate_suffix(P, 1000)")?;
+        wal.truncate_suffix(P, 1000).ctx("truncate_suffix(P, 1000)")?;
         check_log(&wal, P, &run(1, 5, 1), "after truncate_suffix(P, 1000)")?;
-        wal.truncate_suffix(P, LogIndex::MAX)
-            .ctx("truncate_suffix(P, MAX)")?;
+        wal.truncate_suffix(P, LogIndex::MAX).ctx("truncate_suffix(P, MAX)")?;
         check_log(&wal, P, &run(1, 5, 1), "after truncate_suffix(P, MAX)")?;
-        wal.truncate_suffix(Q, 1)
-            .ctx("truncate_suffix of a partition without entries")?;
+        wal.truncate_suffix(Q, 1).ctx("truncate_suffix of a partition without entries")?;
         check_log(&wal, Q, &[], "Q after truncate_suffix(Q, 1)")?;
         expect_eq(wal.partitions().ctx("partitions")?, vec![P], "partitions()")
     }
@@ -928,12 +712,7 @@ pub mod wal {
         let state = hs(1, Some(1), 3);
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: P,
-                truncate_from: None,
-                entries: run(1, 5, 1),
-                hard_state: Some(state),
-            }],
+            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(state) }],
             "append 1..=5 with a hard state",
         )?;
         wal.truncate_suffix(P, 1).ctx("truncate_suffix(P, 1)")?;
@@ -943,15 +722,9 @@ pub mod wal {
             Some(state),
             "hard state after truncating every entry",
         )?;
-        let gap = wal.write(&WalBatch {
-            writes: vec![append(P, run(4, 4, 2))],
-        });
+        let gap = wal.write(&WalBatch { writes: vec![append(P, run(4, 4, 2))] });
         expect_non_contiguous(gap, P, 1, 4, "append at the old end after emptying")?;
-        write(
-            &wal,
-            vec![append(P, run(1, 3, 2))],
-            "append 1..=3 after emptying",
-        )?;
+        write(&wal, vec![append(P, run(1, 3, 2))], "append 1..=3 after emptying")?;
         check_log(&wal, P, &run(1, 3, 2), "after appending to the emptied log")
     }
 
@@ -960,9 +733,7 @@ pub mod wal {
         write(&wal, vec![append(P, run(1, 10, 1))], "append 1..=10")?;
         wal.truncate_suffix(P, 6).ctx("truncate_suffix(P, 6)")?;
         check_log(&wal, P, &run(1, 5, 1), "after truncate_suffix(P, 6)")?;
-        let gap = wal.write(&WalBatch {
-            writes: vec![append(P, run(8, 8, 2))],
-        });
+        let gap = wal.write(&WalBatch { writes: vec![append(P, run(8, 8, 2))] });
         expect_non_contiguous(gap, P, 6, 8, "append at 8 after truncating from 6")?;
         write(&wal, vec![append(P, run(6, 8, 2))], "append 6..=8")?;
         let mut expected = run(1, 5, 1);
@@ -1004,28 +775,18 @@ pub mod wal {
         expect_unchanged(&wal, &before, "after the rejected batch")?;
 
         // The order of writes matters: 7 before 6 is a gap even though 6 follows in the batch.
-        let result = wal.write(&WalBatch {
-            writes: vec![append(P, run(7, 7, 1)), append(P, run(6, 6, 1))],
-        });
+        let result = wal.write(&WalBatch { writes: vec![append(P, run(7, 7, 1)), append(P, run(6, 6, 1))] });
         expect_non_contiguous(result, P, 6, 7, "7 written before 6 in one batch")?;
         expect_unchanged(&wal, &before, "after the second rejected batch")?;
 
         // The wal stays usable.
-        write(
-            &wal,
-            vec![append(P, run(6, 7, 2)), append(R, run(1, 1, 1))],
-            "valid batch",
-        )?;
+        write(&wal, vec![append(P, run(6, 7, 2)), append(R, run(1, 1, 1))], "valid batch")?;
         let mut expected = run(1, 5, 1);
         expected.extend(run(6, 7, 2));
         check_log(&wal, P, &expected, "P after the valid batch")?;
         check_log(&wal, Q, &run(1, 3, 1), "Q after the valid batch")?;
         check_log(&wal, R, &run(1, 1, 1), "R after the valid batch")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load_hard_state")?,
-            Some(hs(1, Some(1), 2)),
-            "hard state of P",
-        )
+        expect_eq(wal.load_hard_state(P).ctx("load_hard_state")?, Some(hs(1, Some(1), 2)), "hard state of P")
     }
 
     fn gap_after_earlier_write_in_batch_rejected<F: WalFactory>(f: &mut F) -> CaseResult {
@@ -1034,37 +795,22 @@ pub mod wal {
         let before = snapshot(&wal, &[P])?;
 
         // After the first write the log ends at 3, so 5 is a gap although the stored log ends at 5.
-        let result = wal.write(&WalBatch {
-            writes: vec![append(P, run(3, 3, 2)), append(P, run(5, 5, 2))],
-        });
+        let result = wal.write(&WalBatch { writes: vec![append(P, run(3, 3, 2)), append(P, run(5, 5, 2))] });
         expect_non_contiguous(result, P, 4, 5, "append at 5 after an overwrite at 3")?;
         expect_unchanged(&wal, &before, "after overwrite-then-gap")?;
 
-        let truncate = PartitionWrite {
-            partition: P,
-            truncate_from: Some(2),
-            ..PartitionWrite::default()
-        };
-        let result = wal.write(&WalBatch {
-            writes: vec![truncate, append(P, run(3, 3, 2))],
-        });
+        let truncate = PartitionWrite { partition: P, truncate_from: Some(2), ..PartitionWrite::default() };
+        let result = wal.write(&WalBatch { writes: vec![truncate, append(P, run(3, 3, 2))] });
         expect_non_contiguous(result, P, 2, 3, "append at 3 after truncating from 2")?;
         expect_unchanged(&wal, &before, "after truncate-then-gap")?;
 
-        let result = wal.write(&WalBatch {
-            writes: vec![append(P, run(6, 8, 1)), append(P, run(10, 10, 1))],
-        });
+        let result = wal.write(&WalBatch { writes: vec![append(P, run(6, 8, 1)), append(P, run(10, 10, 1))] });
         expect_non_contiguous(result, P, 9, 10, "append at 10 after appending 6..=8")?;
         expect_unchanged(&wal, &before, "after append-then-gap")?;
 
         let result = wal.write(&WalBatch {
             writes: vec![
-                PartitionWrite {
-                    partition: P,
-                    truncate_from: Some(3),
-                    entries: run(3, 3, 2),
-                    hard_state: None,
-                },
+                PartitionWrite { partition: P, truncate_from: Some(3), entries: run(3, 3, 2), hard_state: None },
                 append(P, run(4, 4, 2)),
             ],
         });
@@ -1078,23 +824,13 @@ pub mod wal {
         let wal = f.create();
         write(&wal, vec![append(P, run(1, 3, 1))], "append 1..=3")?;
         let before = snapshot(&wal, &[P, Q])?;
-        let bad: [(Vec<LogIndex>, LogIndex, LogIndex); 4] = [
-            (vec![4, 5, 7], 6, 7),
-            (vec![4, 4], 5, 4),
-            (vec![3, 2], 4, 2),
-            (vec![2, 3, 5], 4, 5),
-        ];
+        let bad: [(Vec<LogIndex>, LogIndex, LogIndex); 4] =
+            [(vec![4, 5, 7], 6, 7), (vec![4, 4], 5, 4), (vec![3, 2], 4, 2), (vec![2, 3, 5], 4, 5)];
         for (indexes, expected, got) in bad {
             let entries = indexes.iter().map(|&i| entry(i, 2)).collect();
-            let result = wal.write(&WalBatch {
-                writes: vec![append(Q, run(1, 2, 1)), append(P, entries)],
-            });
+            let result = wal.write(&WalBatch { writes: vec![append(Q, run(1, 2, 1)), append(P, entries)] });
             expect_non_contiguous(result, P, expected, got, &format!("entries {indexes:?}"))?;
-            expect_unchanged(
-                &wal,
-                &before,
-                &format!("after rejecting entries {indexes:?}"),
-            )?;
+            expect_unchanged(&wal, &before, &format!("after rejecting entries {indexes:?}"))?;
         }
         Ok(())
     }
@@ -1102,32 +838,20 @@ pub mod wal {
     fn index_zero_rejected<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
         let before = snapshot(&wal, &[P, Q])?;
-        let result = wal.write(&WalBatch {
-            writes: vec![append(Q, run(0, 1, 1))],
-        });
+        let result = wal.write(&WalBatch { writes: vec![append(Q, run(0, 1, 1))] });
         expect_non_contiguous(result, Q, 1, 0, "entries from 0 on an empty partition")?;
-        expect_unchanged(
-            &wal,
-            &before,
-            "after rejecting index 0 on an empty partition",
-        )?;
+        expect_unchanged(&wal, &before, "after rejecting index 0 on an empty partition")?;
 
         write(&wal, vec![append(P, run(1, 3, 1))], "append 1..=3")?;
         let before = snapshot(&wal, &[P, Q])?;
-        let result = wal.write(&WalBatch {
-            writes: vec![append(P, run(0, 2, 2))],
-        });
+        let result = wal.write(&WalBatch { writes: vec![append(P, run(0, 2, 2))] });
         expect_non_contiguous(result, P, 4, 0, "entries from 0")?;
         expect_unchanged(&wal, &before, "after rejecting entries from 0")?;
 
         let result = wal.write(&WalBatch {
             writes: vec![
                 append(Q, run(1, 1, 1)),
-                PartitionWrite {
-                    partition: P,
-                    truncate_from: Some(0),
-                    ..PartitionWrite::default()
-                },
+                PartitionWrite { partition: P, truncate_from: Some(0), ..PartitionWrite::default() },
             ],
         });
         expect_non_contiguous(result, P, 1, 0, "truncate_from 0")?;
@@ -1136,27 +860,16 @@ pub mod wal {
 
     fn empty_batch_and_empty_writes_change_nothing<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
-        wal.write(&WalBatch::default())
-            .ctx("empty batch on an empty wal")?;
-        expect_eq(
-            wal.partitions().ctx("partitions")?,
-            vec![],
-            "partitions() after an empty batch",
-        )?;
+        wal.write(&WalBatch::default()).ctx("empty batch on an empty wal")?;
+        expect_eq(wal.partitions().ctx("partitions")?, vec![], "partitions() after an empty batch")?;
         write(&wal, vec![append(P, run(1, 3, 1))], "append 1..=3")?;
         let before = snapshot(&wal, &[P, Q])?;
         wal.write(&WalBatch::default()).ctx("empty batch")?;
         write(
             &wal,
             vec![
-                PartitionWrite {
-                    partition: Q,
-                    ..PartitionWrite::default()
-                },
-                PartitionWrite {
-                    partition: P,
-                    ..PartitionWrite::default()
-                },
+                PartitionWrite { partition: Q, ..PartitionWrite::default() },
+                PartitionWrite { partition: P, ..PartitionWrite::default() },
             ],
             "empty partition writes",
         )?;
@@ -1167,81 +880,36 @@ pub mod wal {
         let mut wal = f.create();
         let first = hs(3, Some(2), 0);
         wal.save_hard_state(P, &first).ctx("save_hard_state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(first),
-            "after the first save",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(first), "after the first save")?;
         let second = hs(4, None, 0);
         wal.save_hard_state(P, &second).ctx("save_hard_state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(second),
-            "after a save clearing the vote",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(second), "after a save clearing the vote")?;
         let extreme = hs(u64::MAX, Some(u64::MAX), 0);
         wal.save_hard_state(P, &extreme).ctx("save_hard_state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(extreme),
-            "after saving extreme values",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(extreme), "after saving extreme values")?;
         let through_write = hs(5, Some(0), 0);
-        write(
-            &wal,
-            vec![hard_state_write(P, through_write)],
-            "hard state through write",
-        )?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(through_write),
-            "after write",
-        )?;
+        write(&wal, vec![hard_state_write(P, through_write)], "hard state through write")?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(through_write), "after write")?;
         let last = hs(6, Some(9), 0);
         wal.save_hard_state(P, &last).ctx("save_hard_state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(last),
-            "save after write",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(last), "save after write")?;
         wal = f.reopen(wal);
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(last),
-            "after reopen",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(last), "after reopen")?;
         check_log(&wal, P, &[], "a hard state adds no entries")
     }
 
     fn hard_state_per_partition<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
-        let states = [
-            (PartitionId::SYSTEM, hs(1, Some(1), 0)),
-            (P, hs(2, Some(2), 0)),
-            (Q, hs(3, None, 0)),
-        ];
+        let states = [(PartitionId::SYSTEM, hs(1, Some(1), 0)), (P, hs(2, Some(2), 0)), (Q, hs(3, None, 0))];
         for (p, state) in states {
             wal.save_hard_state(p, &state).ctx("save_hard_state")?;
         }
         for (p, state) in states {
-            expect_eq(
-                wal.load_hard_state(p).ctx("load")?,
-                Some(state),
-                &format!("hard state of {p}"),
-            )?;
+            expect_eq(wal.load_hard_state(p).ctx("load")?, Some(state), &format!("hard state of {p}"))?;
         }
-        expect_eq(
-            wal.load_hard_state(R).ctx("load")?,
-            None,
-            "hard state of a partition never saved",
-        )?;
-        wal.save_hard_state(P, &hs(7, Some(4), 0))
-            .ctx("save_hard_state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(hs(7, Some(4), 0)),
-            "P after overwrite",
-        )?;
+        expect_eq(wal.load_hard_state(R).ctx("load")?, None, "hard state of a partition never saved")?;
+        wal.save_hard_state(P, &hs(7, Some(4), 0)).ctx("save_hard_state")?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(hs(7, Some(4), 0)), "P after overwrite")?;
         for (p, state) in [states[0], states[2]] {
             expect_eq(
                 wal.load_hard_state(p).ctx("load")?,
@@ -1256,40 +924,15 @@ pub mod wal {
         let wal = f.create();
         write(&wal, vec![append(P, run(1, 4, 1))], "append 1..=4")?;
         let state = hs(1, Some(2), 3);
-        write(
-            &wal,
-            vec![hard_state_write(P, state)],
-            "hard-state-only write to P",
-        )?;
-        check_log(
-            &wal,
-            P,
-            &run(1, 4, 1),
-            "entries after a hard-state-only write",
-        )?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(state),
-            "hard state of P",
-        )?;
+        write(&wal, vec![hard_state_write(P, state)], "hard-state-only write to P")?;
+        check_log(&wal, P, &run(1, 4, 1), "entries after a hard-state-only write")?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(state), "hard state of P")?;
 
         let fresh = hs(2, None, 0);
-        write(
-            &wal,
-            vec![hard_state_write(Q, fresh)],
-            "hard-state-only write to a new partition",
-        )?;
+        write(&wal, vec![hard_state_write(Q, fresh)], "hard-state-only write to a new partition")?;
         check_log(&wal, Q, &[], "Q after a hard-state-only write")?;
-        expect_eq(
-            wal.load_hard_state(Q).ctx("load")?,
-            Some(fresh),
-            "hard state of Q",
-        )?;
-        expect_eq(
-            wal.partitions().ctx("partitions")?,
-            vec![P, Q],
-            "partitions()",
-        )
+        expect_eq(wal.load_hard_state(Q).ctx("load")?, Some(fresh), "hard state of Q")?;
+        expect_eq(wal.partitions().ctx("partitions")?, vec![P, Q], "partitions()")
     }
 
     fn hard_state_with_entries_in_one_write<F: WalFactory>(f: &mut F) -> CaseResult {
@@ -1297,20 +940,11 @@ pub mod wal {
         let first = hs(1, Some(1), 3);
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: P,
-                truncate_from: None,
-                entries: run(1, 5, 1),
-                hard_state: Some(first),
-            }],
+            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(first) }],
             "entries and hard state",
         )?;
         check_log(&wal, P, &run(1, 5, 1), "after entries + hard state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(first),
-            "hard state",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(first), "hard state")?;
 
         let second = hs(2, Some(3), 4);
         write(
@@ -1326,17 +960,9 @@ pub mod wal {
         let mut expected = run(1, 4, 1);
         expected.extend(run(5, 6, 2));
         check_log(&wal, P, &expected, "after truncate + entries + hard state")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(second),
-            "hard state after second",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(second), "hard state after second")?;
 
-        write(
-            &wal,
-            vec![append(P, run(7, 7, 2))],
-            "entries without a hard state",
-        )?;
+        write(&wal, vec![append(P, run(7, 7, 2))], "entries without a hard state")?;
         expected.push(entry(7, 2));
         check_log(&wal, P, &expected, "after entries without a hard state")?;
         expect_eq(
@@ -1345,27 +971,15 @@ pub mod wal {
             "a write without a hard state keeps the stored one",
         )?;
         wal.truncate_suffix(P, 3).ctx("truncate_suffix")?;
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(second),
-            "truncate_suffix keeps the hard state",
-        )
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(second), "truncate_suffix keeps the hard state")
     }
 
     fn reopen_preserves_entries<F: WalFactory>(f: &mut F) -> CaseResult {
         let mut wal = f.create();
         let assorted = assorted_entries();
-        write(
-            &wal,
-            vec![append(P, assorted.clone())],
-            "append assorted entries to P",
-        )?;
+        write(&wal, vec![append(P, assorted.clone())], "append assorted entries to P")?;
         for batch in 0..5u64 {
-            write(
-                &wal,
-                vec![append(Q, run(batch * 2 + 1, batch * 2 + 2, 1))],
-                &format!("append batch {batch} to Q"),
-            )?;
+            write(&wal, vec![append(Q, run(batch * 2 + 1, batch * 2 + 2, 1))], &format!("append batch {batch} to Q"))?;
         }
         wal = f.reopen(wal);
         check_log(&wal, P, &assorted, "P after reopen")?;
@@ -1377,18 +991,13 @@ pub mod wal {
         expected.extend(run(11, 12, 2));
         check_log(&wal, Q, &expected, "Q after the second reopen")?;
         check_log(&wal, P, &assorted, "P after the second reopen")?;
-        expect_eq(
-            wal.partitions().ctx("partitions")?,
-            vec![P, Q],
-            "partitions() after reopen",
-        )
+        expect_eq(wal.partitions().ctx("partitions")?, vec![P, Q], "partitions() after reopen")
     }
 
     fn reopen_preserves_hard_state<F: WalFactory>(f: &mut F) -> CaseResult {
         let mut wal = f.create();
         wal.save_hard_state(P, &hs(1, Some(1), 0)).ctx("save P")?;
-        wal.save_hard_state(P, &hs(2, None, 0))
-            .ctx("save P again")?;
+        wal.save_hard_state(P, &hs(2, None, 0)).ctx("save P again")?;
         write(
             &wal,
             vec![PartitionWrite {
@@ -1399,64 +1008,31 @@ pub mod wal {
             }],
             "entries + hard state for Q",
         )?;
-        write(
-            &wal,
-            vec![hard_state_write(R, hs(9, Some(9), 0))],
-            "hard state only for R",
-        )?;
+        write(&wal, vec![hard_state_write(R, hs(9, Some(9), 0))], "hard state only for R")?;
         wal = f.reopen(wal);
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(hs(2, None, 0)),
-            "P after reopen",
-        )?;
-        expect_eq(
-            wal.load_hard_state(Q).ctx("load")?,
-            Some(hs(4, Some(2), 2)),
-            "Q after reopen",
-        )?;
-        expect_eq(
-            wal.load_hard_state(R).ctx("load")?,
-            Some(hs(9, Some(9), 0)),
-            "R after reopen",
-        )?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(hs(2, None, 0)), "P after reopen")?;
+        expect_eq(wal.load_hard_state(Q).ctx("load")?, Some(hs(4, Some(2), 2)), "Q after reopen")?;
+        expect_eq(wal.load_hard_state(R).ctx("load")?, Some(hs(9, Some(9), 0)), "R after reopen")?;
         check_log(&wal, Q, &run(1, 2, 4), "Q entries after reopen")?;
-        expect_eq(
-            wal.partitions().ctx("partitions")?,
-            vec![P, Q, R],
-            "partitions() after reopen",
-        )?;
+        expect_eq(wal.partitions().ctx("partitions")?, vec![P, Q, R], "partitions() after reopen")?;
 
-        wal.save_hard_state(P, &hs(3, Some(3), 0))
-            .ctx("save after reopen")?;
+        wal.save_hard_state(P, &hs(3, Some(3), 0)).ctx("save after reopen")?;
         wal = f.reopen(wal);
-        expect_eq(
-            wal.load_hard_state(P).ctx("load")?,
-            Some(hs(3, Some(3), 0)),
-            "P after the second reopen",
-        )
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(hs(3, Some(3), 0)), "P after the second reopen")
     }
 
     fn reopen_preserves_truncations<F: WalFactory>(f: &mut F) -> CaseResult {
         let mut wal = f.create();
         write(
             &wal,
-            vec![
-                append(P, run(1, 10, 1)),
-                append(Q, run(1, 5, 1)),
-                append(R, run(1, 3, 1)),
-            ],
+            vec![append(P, run(1, 10, 1)), append(Q, run(1, 5, 1)), append(R, run(1, 3, 1))],
             "fill three partitions",
         )?;
         wal.truncate_suffix(P, 8).ctx("truncate_suffix(P, 8)")?;
         write(&wal, vec![append(P, run(5, 6, 2))], "overwrite P from 5")?;
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: Q,
-                truncate_from: Some(3),
-                ..PartitionWrite::default()
-            }],
+            vec![PartitionWrite { partition: Q, truncate_from: Some(3), ..PartitionWrite::default() }],
             "truncate Q from 3 in a write",
         )?;
         wal.truncate_suffix(R, 1).ctx("truncate_suffix(R, 1)")?;
@@ -1467,21 +1043,11 @@ pub mod wal {
         check_log(&wal, P, &p, "P after reopen")?;
         check_log(&wal, Q, &run(1, 2, 1), "Q after reopen")?;
         check_log(&wal, R, &[], "R after reopen")?;
-        expect_eq(
-            wal.partitions().ctx("partitions")?,
-            vec![P, Q],
-            "partitions() after reopen",
-        )?;
+        expect_eq(wal.partitions().ctx("partitions")?, vec![P, Q], "partitions() after reopen")?;
 
-        let gap = wal.write(&WalBatch {
-            writes: vec![append(P, run(8, 8, 2))],
-        });
+        let gap = wal.write(&WalBatch { writes: vec![append(P, run(8, 8, 2))] });
         expect_non_contiguous(gap, P, 7, 8, "append past the truncated end after reopen")?;
-        write(
-            &wal,
-            vec![append(P, run(7, 7, 2))],
-            "append at the truncated end after reopen",
-        )?;
+        write(&wal, vec![append(P, run(7, 7, 2))], "append at the truncated end after reopen")?;
         p.push(entry(7, 2));
         wal = f.reopen(wal);
         check_log(&wal, P, &p, "P after the second reopen")
@@ -1491,28 +1057,13 @@ pub mod wal {
         let wal = f.create();
         let order = [65_536, 7, 256, 1, u32::MAX, 255, 2];
         for (i, &id) in order.iter().enumerate() {
-            write(
-                &wal,
-                vec![append(PartitionId(id), run(1, i as LogIndex + 1, 1))],
-                &format!("append to p{id}"),
-            )?;
+            write(&wal, vec![append(PartitionId(id), run(1, i as LogIndex + 1, 1))], &format!("append to p{id}"))?;
         }
-        write(
-            &wal,
-            vec![hard_state_write(PartitionId::SYSTEM, hs(1, None, 0))],
-            "system hs",
-        )?;
-        wal.save_hard_state(PartitionId(300), &hs(1, None, 0))
-            .ctx("save p300")?;
-        let expected: Vec<PartitionId> = [0, 1, 2, 7, 255, 256, 300, 65_536, u32::MAX]
-            .into_iter()
-            .map(PartitionId)
-            .collect();
-        expect_eq(
-            wal.partitions().ctx("partitions")?,
-            expected,
-            "partitions()",
-        )
+        write(&wal, vec![hard_state_write(PartitionId::SYSTEM, hs(1, None, 0))], "system hs")?;
+        wal.save_hard_state(PartitionId(300), &hs(1, None, 0)).ctx("save p300")?;
+        let expected: Vec<PartitionId> =
+            [0, 1, 2, 7, 255, 256, 300, 65_536, u32::MAX].into_iter().map(PartitionId).collect();
+        expect_eq(wal.partitions().ctx("partitions")?, expected, "partitions()")
     }
 
     fn partitions_omit_emptied<F: WalFactory>(f: &mut F) -> CaseResult {
@@ -1535,11 +1086,7 @@ pub mod wal {
         wal.truncate_suffix(Q, 1).ctx("truncate_suffix(Q, 1)")?;
         write(
             &wal,
-            vec![PartitionWrite {
-                partition: R,
-                truncate_from: Some(1),
-                ..PartitionWrite::default()
-            }],
+            vec![PartitionWrite { partition: R, truncate_from: Some(1), ..PartitionWrite::default() }],
             "truncate R from 1 in a write",
         )?;
         expect_eq(
@@ -1568,12 +1115,7 @@ pub mod wal {
                 write(
                     wal,
                     vec![
-                        PartitionWrite {
-                            partition: P,
-                            truncate_from: None,
-                            entries: entries.clone(),
-                            hard_state,
-                        },
+                        PartitionWrite { partition: P, truncate_from: None, entries: entries.clone(), hard_state },
                         append(Q, entries),
                     ],
                     &format!("writer batch {batch}"),
@@ -1591,9 +1133,7 @@ pub mod wal {
                 let state = wal.load_hard_state(P).ctx("reader: load_hard_state")?;
                 let last = wal.last_index(P).ctx("reader: last_index")?;
                 if last < previous_last {
-                    return Err(format!(
-                        "last_index went back from {previous_last} to {last}"
-                    ));
+                    return Err(format!("last_index went back from {previous_last} to {last}"));
                 }
                 if let Some(state) = state {
                     if state.commit > last {
@@ -1610,9 +1150,7 @@ pub mod wal {
                         &format!("reader: term_at({last})"),
                     )?;
                 }
-                let entries = wal
-                    .read_range(P, 1, LogIndex::MAX)
-                    .ctx("reader: read_range")?;
+                let entries = wal.read_range(P, 1, LogIndex::MAX).ctx("reader: read_range")?;
                 if (entries.len() as u64) < last {
                     return Err(format!(
                         "read_range returned {} entries after last_index returned {last}",
@@ -1657,9 +1195,7 @@ pub mod wal {
             let reader_results: Vec<Result<u64, String>> = readers
                 .into_iter()
                 .map(|handle| {
-                    handle.join().unwrap_or_else(|payload| {
-                        Err(format!("panicked: {}", panic_message(&*payload)))
-                    })
+                    handle.join().unwrap_or_else(|payload| Err(format!("panicked: {}", panic_message(&*payload))))
                 })
                 .collect();
             (writer_result, reader_results)
@@ -1679,14 +1215,8 @@ pub mod wal {
         let term_of = |index: LogIndex| index / 1_000 + 1;
         let mut wal = f.create();
         for start in (1..=TOTAL).step_by(BATCH as usize) {
-            let entries = (start..start + BATCH)
-                .map(|i| entry(i, term_of(i)))
-                .collect();
-            write(
-                &wal,
-                vec![append(P, entries)],
-                &format!("batch starting at {start}"),
-            )?;
+            let entries = (start..start + BATCH).map(|i| entry(i, term_of(i))).collect();
+            write(&wal, vec![append(P, entries)], &format!("batch starting at {start}"))?;
         }
         let expected: Vec<LogEntry> = (1..=TOTAL).map(|i| entry(i, term_of(i))).collect();
         expect_eq(wal.last_index(P).ctx("last_index")?, TOTAL, "last_index")?;
@@ -1698,26 +1228,12 @@ pub mod wal {
             expect_entries(&page, want, &format!("read_range({from}, {})", from + 999))?;
         }
         for index in (1..=TOTAL).step_by(97).chain([999, 1_000, 1_001, TOTAL]) {
-            expect_eq(
-                wal.term_at(P, index).ctx("term_at")?,
-                Some(term_of(index)),
-                &format!("term_at({index})"),
-            )?;
+            expect_eq(wal.term_at(P, index).ctx("term_at")?, Some(term_of(index)), &format!("term_at({index})"))?;
         }
-        expect_eq(
-            wal.term_at(P, TOTAL + 1).ctx("term_at")?,
-            None,
-            "term_at past the end",
-        )?;
+        expect_eq(wal.term_at(P, TOTAL + 1).ctx("term_at")?, None, "term_at past the end")?;
         wal = f.reopen(wal);
-        expect_eq(
-            wal.last_index(P).ctx("last_index")?,
-            TOTAL,
-            "last_index after reopen",
-        )?;
-        let all = wal
-            .read_range(P, 0, LogIndex::MAX)
-            .ctx("read_range after reopen")?;
+        expect_eq(wal.last_index(P).ctx("last_index")?, TOTAL, "last_index after reopen")?;
+        let all = wal.read_range(P, 0, LogIndex::MAX).ctx("read_range after reopen")?;
         expect_entries(&all, &expected, "read_range(0, MAX) after reopen")
     }
 }

@@ -83,7 +83,9 @@ pub enum StepError {
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum FatalError {
     /// A leader tried to replace an entry at or below the commit index: the log would be rewritten.
-    #[error("conflict at committed index {index} (commit {commit}, local term {local_term}, incoming term {incoming_term})")]
+    #[error(
+        "conflict at committed index {index} (commit {commit}, local term {local_term}, incoming term {incoming_term})"
+    )]
     CommittedEntryConflict {
         /// Conflicting index.
         index: LogIndex,

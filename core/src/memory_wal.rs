@@ -77,10 +77,7 @@ impl MemoryWal {
     /// Lock the shared map. A panic while the lock was held cannot have left a half-applied batch
     /// (batches are validated before they are applied), so a poisoned lock is simply reused.
     fn lock(&self) -> MutexGuard<'_, BTreeMap<PartitionId, PartitionLog>> {
-        self.shared
-            .partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.partitions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -92,11 +89,9 @@ impl Wal for MemoryWal {
         // earlier writes of the batch are applied. Nothing is changed yet.
         let mut last_indexes: BTreeMap<PartitionId, LogIndex> = BTreeMap::new();
         for write in &batch.writes {
-            let current = *last_indexes.entry(write.partition).or_insert_with(|| {
-                partitions
-                    .get(&write.partition)
-                    .map_or(0, PartitionLog::last_index)
-            });
+            let current = *last_indexes
+                .entry(write.partition)
+                .or_insert_with(|| partitions.get(&write.partition).map_or(0, PartitionLog::last_index));
             plan_partition_write(write, current)?;
             let next = match (write.entries.last(), write.truncate_from) {
                 (Some(last), _) => last.index,
@@ -128,9 +123,7 @@ impl Wal for MemoryWal {
         }
 
         self.shared.writes.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .entries_written
-            .fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
+        self.shared.entries_written.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -145,12 +138,7 @@ impl Wal for MemoryWal {
         Ok(())
     }
 
-    fn read_range(
-        &self,
-        partition: PartitionId,
-        from: LogIndex,
-        to: LogIndex,
-    ) -> Result<Vec<LogEntry>, WalError> {
+    fn read_range(&self, partition: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
         let partitions = self.lock();
         let Some(log) = partitions.get(&partition) else {
             return Ok(Vec::new());
@@ -178,10 +166,7 @@ impl Wal for MemoryWal {
     }
 
     fn last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
-        Ok(self
-            .lock()
-            .get(&partition)
-            .map_or(0, PartitionLog::last_index))
+        Ok(self.lock().get(&partition).map_or(0, PartitionLog::last_index))
     }
 
     fn save_hard_state(&self, partition: PartitionId, state: &HardState) -> Result<(), WalError> {
@@ -217,11 +202,7 @@ mod tests {
             kind: EntryKind::Application { auto_commit: true },
             log_type: "t".into(),
             payload: index.to_le_bytes().to_vec(),
-            ticket: HlcTimestamp {
-                physical_ms: index,
-                logical: 0,
-                node: 1,
-            },
+            ticket: HlcTimestamp { physical_ms: index, logical: 0, node: 1 },
         }
     }
 
@@ -242,11 +223,7 @@ mod tests {
         let wal = MemoryWal::new();
         let other = wal.clone();
         wal.write(&batch(vec![append(P, 1, 3, 1)])).unwrap();
-        let state = HardState {
-            term: 1,
-            voted_for: Some(NodeId(4)),
-            commit: 2,
-        };
+        let state = HardState { term: 1, voted_for: Some(NodeId(4)), commit: 2 };
         other.save_hard_state(P, &state).unwrap();
         assert_eq!(other.last_index(P).unwrap(), 3);
         assert_eq!(wal.load_hard_state(P).unwrap(), Some(state));
@@ -270,8 +247,7 @@ mod tests {
     fn counters_count_only_successful_writes() {
         let wal = MemoryWal::new();
         assert_eq!((wal.writes(), wal.entries_written()), (0, 0));
-        wal.write(&batch(vec![append(P, 1, 3, 1), append(Q, 1, 2, 1)]))
-            .unwrap();
+        wal.write(&batch(vec![append(P, 1, 3, 1), append(Q, 1, 2, 1)])).unwrap();
         wal.write(&batch(vec![append(P, 3, 4, 2)])).unwrap();
         assert_eq!((wal.writes(), wal.entries_written()), (2, 7));
 
@@ -291,53 +267,26 @@ mod tests {
         // of the same batch shortened the log to 3.
         let result = wal.write(&batch(vec![
             append(Q, 1, 1, 1),
-            PartitionWrite {
-                partition: P,
-                truncate_from: Some(4),
-                ..PartitionWrite::default()
-            },
+            PartitionWrite { partition: P, truncate_from: Some(4), ..PartitionWrite::default() },
             append(P, 5, 5, 2),
         ]));
-        assert_eq!(
-            result,
-            Err(WalError::NonContiguous {
-                partition: P,
-                expected: 4,
-                got: 5
-            })
-        );
-        assert_eq!(
-            wal.read_range(P, 1, 10).unwrap(),
-            (1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>()
-        );
+        assert_eq!(result, Err(WalError::NonContiguous { partition: P, expected: 4, got: 5 }));
+        assert_eq!(wal.read_range(P, 1, 10).unwrap(), (1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
         assert_eq!(wal.partitions().unwrap(), vec![P]);
     }
 
     #[test]
     fn emptied_partitions_are_forgotten_unless_they_keep_a_hard_state() {
         let wal = MemoryWal::new();
-        wal.write(&batch(vec![append(P, 1, 2, 1), append(Q, 1, 2, 1)]))
-            .unwrap();
-        wal.save_hard_state(
-            Q,
-            &HardState {
-                term: 1,
-                voted_for: None,
-                commit: 0,
-            },
-        )
-        .unwrap();
+        wal.write(&batch(vec![append(P, 1, 2, 1), append(Q, 1, 2, 1)])).unwrap();
+        wal.save_hard_state(Q, &HardState { term: 1, voted_for: None, commit: 0 }).unwrap();
         wal.truncate_suffix(P, 1).unwrap();
         wal.truncate_suffix(Q, 0).unwrap();
         assert_eq!(wal.partitions().unwrap(), vec![Q]);
         assert_eq!(wal.last_index(Q).unwrap(), 0);
 
         // Empty writes and truncations of unknown partitions create nothing.
-        wal.write(&batch(vec![PartitionWrite {
-            partition: P,
-            ..PartitionWrite::default()
-        }]))
-        .unwrap();
+        wal.write(&batch(vec![PartitionWrite { partition: P, ..PartitionWrite::default() }])).unwrap();
         wal.truncate_suffix(PartitionId(9), 1).unwrap();
         assert_eq!(wal.partitions().unwrap(), vec![Q]);
     }
@@ -347,10 +296,7 @@ mod tests {
         let wal = MemoryWal::new();
         wal.write(&batch(vec![append(P, 1, 3, 1)])).unwrap();
         assert_eq!(wal.read_range(P, 0, LogIndex::MAX).unwrap().len(), 3);
-        assert!(wal
-            .read_range(P, LogIndex::MAX, LogIndex::MAX)
-            .unwrap()
-            .is_empty());
+        assert!(wal.read_range(P, LogIndex::MAX, LogIndex::MAX).unwrap().is_empty());
         assert!(wal.read_range(P, 3, 2).unwrap().is_empty());
         assert_eq!(wal.term_at(P, LogIndex::MAX).unwrap(), None);
     }

@@ -110,12 +110,7 @@ pub trait Wal: Send + Sync {
     fn truncate_suffix(&self, partition: PartitionId, from: LogIndex) -> Result<(), WalError>;
 
     /// Entries of `partition` with `from ≤ index ≤ to`, in index order (missing ones omitted).
-    fn read_range(
-        &self,
-        partition: PartitionId,
-        from: LogIndex,
-        to: LogIndex,
-    ) -> Result<Vec<LogEntry>, WalError>;
+    fn read_range(&self, partition: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError>;
 
     /// Term of the entry at `index` (`Some(0)` for index 0, `None` past the end).
     fn term_at(&self, partition: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError>;
@@ -136,10 +131,7 @@ pub trait Wal: Send + Sync {
 /// Validate that `write` can be applied on top of a log whose last index is `last_index`, and
 /// return the index from which the stored suffix must be replaced (if any). Shared by adapters so
 /// that they all reject the same inputs.
-pub fn plan_partition_write(
-    write: &PartitionWrite,
-    last_index: LogIndex,
-) -> Result<Option<LogIndex>, WalError> {
+pub fn plan_partition_write(write: &PartitionWrite, last_index: LogIndex) -> Result<Option<LogIndex>, WalError> {
     let mut effective_last = last_index;
     let mut cut = None;
     if let Some(from) = write.truncate_from {

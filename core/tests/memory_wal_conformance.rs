@@ -3,8 +3,7 @@
 
 use kommander_core::conformance::wal::{self, WalFactory};
 use kommander_core::{
-    HardState, LogEntry, LogIndex, MemoryWal, PartitionId, PartitionWrite, Term, Wal, WalBatch,
-    WalError,
+    HardState, LogEntry, LogIndex, MemoryWal, PartitionId, PartitionWrite, Term, Wal, WalBatch, WalError,
 };
 use std::collections::HashSet;
 
@@ -35,15 +34,8 @@ fn suite_has_at_least_twenty_uniquely_named_cases() {
     let names = wal::case_names();
     assert!(names.len() >= 20, "only {} cases", names.len());
     let unique: HashSet<_> = names.iter().collect();
-    assert_eq!(
-        unique.len(),
-        names.len(),
-        "duplicate case names in {names:?}"
-    );
-    let case_names: Vec<_> = wal::cases::<MemoryFactory>()
-        .iter()
-        .map(|c| c.name)
-        .collect();
+    assert_eq!(unique.len(), names.len(), "duplicate case names in {names:?}");
+    let case_names: Vec<_> = wal::cases::<MemoryFactory>().iter().map(|c| c.name).collect();
     assert_eq!(case_names, names);
 }
 
@@ -79,9 +71,7 @@ impl Wal for BrokenWal {
     fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
         if self.bug == Bug::NonAtomicBatch {
             for write in &batch.writes {
-                self.inner.write(&WalBatch {
-                    writes: vec![write.clone()],
-                })?;
+                self.inner.write(&WalBatch { writes: vec![write.clone()] })?;
             }
             Ok(())
         } else {
@@ -93,12 +83,7 @@ impl Wal for BrokenWal {
         self.inner.truncate_suffix(partition, from)
     }
 
-    fn read_range(
-        &self,
-        partition: PartitionId,
-        from: LogIndex,
-        to: LogIndex,
-    ) -> Result<Vec<LogEntry>, WalError> {
+    fn read_range(&self, partition: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
         self.inner.read_range(partition, from, to)
     }
 
@@ -133,10 +118,7 @@ impl WalFactory for BrokenFactory {
     type Wal = BrokenWal;
 
     fn create(&mut self) -> BrokenWal {
-        BrokenWal {
-            inner: MemoryWal::new(),
-            bug: self.0,
-        }
+        BrokenWal { inner: MemoryWal::new(), bug: self.0 }
     }
 
     fn reopen(&mut self, wal: BrokenWal) -> BrokenWal {
@@ -146,22 +128,11 @@ impl WalFactory for BrokenFactory {
             for partition in wal.inner.partitions().unwrap() {
                 let entries = wal.inner.read_range(partition, 1, LogIndex::MAX).unwrap();
                 if !entries.is_empty() {
-                    let write = PartitionWrite {
-                        partition,
-                        entries,
-                        ..Default::default()
-                    };
-                    fresh
-                        .write(&WalBatch {
-                            writes: vec![write],
-                        })
-                        .unwrap();
+                    let write = PartitionWrite { partition, entries, ..Default::default() };
+                    fresh.write(&WalBatch { writes: vec![write] }).unwrap();
                 }
             }
-            BrokenWal {
-                inner: fresh,
-                bug: self.0,
-            }
+            BrokenWal { inner: fresh, bug: self.0 }
         } else {
             wal
         }
@@ -182,32 +153,20 @@ fn failing_cases(bug: Bug) -> Vec<&'static str> {
 fn suite_catches_non_atomic_batches() {
     let failing = failing_cases(Bug::NonAtomicBatch);
     assert!(failing.contains(&"gap_rejects_whole_batch"), "{failing:?}");
-    assert!(
-        failing.contains(&"gap_after_earlier_write_in_batch_rejected"),
-        "{failing:?}"
-    );
+    assert!(failing.contains(&"gap_after_earlier_write_in_batch_rejected"), "{failing:?}");
 }
 
 #[test]
 fn suite_catches_unsorted_partitions() {
     let failing = failing_cases(Bug::UnsortedPartitions);
-    assert!(
-        failing.contains(&"partitions_listed_ascending"),
-        "{failing:?}"
-    );
+    assert!(failing.contains(&"partitions_listed_ascending"), "{failing:?}");
 }
 
 #[test]
 fn suite_catches_hard_state_lost_on_reopen() {
     let failing = failing_cases(Bug::HardStateNotDurable);
-    assert!(
-        failing.contains(&"reopen_preserves_hard_state"),
-        "{failing:?}"
-    );
-    assert!(
-        failing.contains(&"hard_state_save_load_last_wins"),
-        "{failing:?}"
-    );
+    assert!(failing.contains(&"reopen_preserves_hard_state"), "{failing:?}");
+    assert!(failing.contains(&"hard_state_save_load_last_wins"), "{failing:?}");
 }
 
 #[test]
@@ -219,8 +178,5 @@ fn run_all_names_the_failing_case() {
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_default();
-    assert!(
-        message.starts_with("wal conformance case `") && message.contains("` failed: "),
-        "{message}"
-    );
+    assert!(message.starts_with("wal conformance case `") && message.contains("` failed: "), "{message}");
 }

@@ -46,11 +46,9 @@ impl Applier {
         replies: &mut Vec<ClientReply>,
     ) {
         match entry.kind {
-            EntryKind::Application { auto_commit: true } => deliveries.push(Delivery {
-                entry: entry.clone(),
-                released_at: entry.index,
-                restored,
-            }),
+            EntryKind::Application { auto_commit: true } => {
+                deliveries.push(Delivery { entry: entry.clone(), released_at: entry.index, restored })
+            }
             EntryKind::Application { auto_commit: false } => {
                 if !self.resolved.contains_key(&entry.ticket) {
                     self.held.entry(entry.ticket).or_default().push(entry.clone());
@@ -122,10 +120,9 @@ impl Applier {
         for (index, waiters) in doomed {
             for waiter in waiters {
                 replies.push(match waiter.wait {
-                    WaitFor::Proposal { .. } => ClientReply::Proposal {
-                        ticket: waiter.ticket,
-                        result: Err(ProposeError::Superseded { index }),
-                    },
+                    WaitFor::Proposal { .. } => {
+                        ClientReply::Proposal { ticket: waiter.ticket, result: Err(ProposeError::Superseded { index }) }
+                    }
                     WaitFor::Resolution { requested } => ClientReply::Resolution {
                         ticket: waiter.ticket,
                         requested,

@@ -82,7 +82,10 @@ impl PartitionStateMachine {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let peers: Vec<NodeId> = self.peers().collect();
         for peer in peers {
-            self.send_after_persist(peer, RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false });
+            self.send_after_persist(
+                peer,
+                RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false },
+            );
         }
     }
 

@@ -88,7 +88,11 @@ pub struct PartitionStateMachine {
     randomized_election_timeout: u32,
     rng: SplitMix64,
     clock: HybridLogicalClock,
+    /// Term or vote changed: must be written before dependent messages go out.
     hard_state_dirty: bool,
+    /// Only the commit index changed: rides along with the next write, never forces one (a
+    /// lagging persisted commit index only means fewer entries are replayed as "restored").
+    commit_dirty: bool,
     next_write_id: u64,
     completed_write_id: u64,
     held_messages: Vec<HeldMessage>,
@@ -126,6 +130,7 @@ impl PartitionStateMachine {
             rng: SplitMix64::new(seed),
             clock,
             hard_state_dirty: false,
+            commit_dirty: false,
             next_write_id: 1,
             completed_write_id: 0,
             held_messages: Vec::new(),
@@ -337,7 +342,8 @@ impl PartitionStateMachine {
                 self.next_write_id += 1;
                 let mut write = PartitionWrite { partition: self.config.partition, ..Default::default() };
                 self.log.take_unpersisted(id, &mut write);
-                if std::mem::take(&mut self.hard_state_dirty) {
+                let commit_dirty = std::mem::take(&mut self.commit_dirty);
+                if std::mem::take(&mut self.hard_state_dirty) || commit_dirty {
                     write.hard_state = Some(self.hard_state());
                 }
                 self.out.write = Some(crate::raft::WriteRequest { id, write });
@@ -392,9 +398,8 @@ impl PartitionStateMachine {
 
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        self.randomized_election_timeout = self
-            .rng
-            .in_range(self.config.election_timeout_min_ticks, self.config.election_timeout_max_ticks);
+        self.randomized_election_timeout =
+            self.rng.in_range(self.config.election_timeout_min_ticks, self.config.election_timeout_max_ticks);
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -458,9 +463,7 @@ pub enum RestoreError {
 }
 
 fn validate_append(term: Term, prev_log_index: LogIndex, entries: &[LogEntry]) -> Result<(), StepError> {
-    let mut expected = prev_log_index
-        .checked_add(1)
-        .ok_or(StepError::MalformedAppend("prev_log_index overflows"))?;
+    let mut expected = prev_log_index.checked_add(1).ok_or(StepError::MalformedAppend("prev_log_index overflows"))?;
     let mut prev_term = 0;
     for entry in entries {
         if entry.index != expected {

@@ -28,7 +28,7 @@ pub struct Progress {
     pub(crate) probe_sent: bool,
     /// Any message from the follower since the last check-quorum round.
     pub(crate) recent_active: bool,
-    /// Any acknowledgement since the last heartbeat (detects lost pipelined appends).
+    /// `match_index` advanced since the last heartbeat (detects lost pipelined appends).
     pub(crate) acked_since_heartbeat: bool,
     /// A WAL read for catch-up is outstanding.
     pub(crate) read_pending: bool,
@@ -73,13 +73,14 @@ impl Progress {
     /// A success acknowledgement up to `index`. Returns true when `match_index` advanced.
     pub(crate) fn acknowledged(&mut self, index: LogIndex) -> bool {
         self.recent_active = true;
-        self.acked_since_heartbeat = true;
         while self.inflight.front().is_some_and(|&last| last <= index) {
             self.inflight.pop_front();
         }
         let advanced = index > self.match_index;
         if advanced {
             self.match_index = index;
+            // Only progress counts: a heartbeat answer must not hide lost pipelined appends.
+            self.acked_since_heartbeat = true;
         }
         self.next_index = self.next_index.max(index + 1);
         if self.state == ProgressState::Probe {

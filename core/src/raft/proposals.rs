@@ -44,7 +44,14 @@ impl PartitionStateMachine {
         let kind = EntryKind::Application { auto_commit: proposal.auto_commit };
         for payload in proposal.payloads {
             let index = self.log.last_index() + 1;
-            self.log.push(LogEntry { index, term: self.term, kind, log_type: proposal.log_type.clone(), payload, ticket });
+            self.log.push(LogEntry {
+                index,
+                term: self.term,
+                kind,
+                log_type: proposal.log_type.clone(),
+                payload,
+                ticket,
+            });
         }
         let last_index = self.log.last_index();
         self.applier.wait(last_index, Waiter { ticket, term: self.term, wait: WaitFor::Proposal { first_index } });
@@ -89,11 +96,8 @@ impl PartitionStateMachine {
             return Err(ProposeError::UnknownTicket(ticket));
         }
         if let Some(&outcome) = self.applier.resolved.get(&ticket) {
-            let result = if outcome == requested {
-                Ok(outcome)
-            } else {
-                Err(ProposeError::AlreadyResolved { ticket, outcome })
-            };
+            let result =
+                if outcome == requested { Ok(outcome) } else { Err(ProposeError::AlreadyResolved { ticket, outcome }) };
             self.out.replies.push(super::ClientReply::Resolution { ticket, requested, result });
             return Ok(());
         }

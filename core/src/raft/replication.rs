@@ -46,7 +46,16 @@ impl PartitionStateMachine {
             None => (0, 0),
         };
         let leader_commit = self.log.commit;
-        self.send(peer, RaftMessage::AppendRequest { term: self.term, prev_log_index, prev_log_term, entries: Vec::new(), leader_commit });
+        self.send(
+            peer,
+            RaftMessage::AppendRequest {
+                term: self.term,
+                prev_log_index,
+                prev_log_term,
+                entries: Vec::new(),
+                leader_commit,
+            },
+        );
     }
 
     /// Send new entries to every follower with room in its window.
@@ -81,7 +90,16 @@ impl PartitionStateMachine {
             let entries = self.log.slice(next, last, max);
             let sent_to = prev + entries.len() as LogIndex;
             let leader_commit = self.log.commit;
-            self.send(peer, RaftMessage::AppendRequest { term: self.term, prev_log_index: prev, prev_log_term: prev_term, entries, leader_commit });
+            self.send(
+                peer,
+                RaftMessage::AppendRequest {
+                    term: self.term,
+                    prev_log_index: prev,
+                    prev_log_term: prev_term,
+                    entries,
+                    leader_commit,
+                },
+            );
             let Some(pr) = self.progress.get_mut(&peer) else { return };
             pr.sent(sent_to);
             if pr.state == ProgressState::Probe || sent_to >= last {
@@ -132,7 +150,16 @@ impl PartitionStateMachine {
         };
         let sent_to = prev + new_entries.len() as LogIndex;
         let leader_commit = self.log.commit;
-        self.send(peer, RaftMessage::AppendRequest { term: self.term, prev_log_index: prev, prev_log_term: prev_term, entries: new_entries, leader_commit });
+        self.send(
+            peer,
+            RaftMessage::AppendRequest {
+                term: self.term,
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: new_entries,
+                leader_commit,
+            },
+        );
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.sent(sent_to);
         }
@@ -149,7 +176,10 @@ impl PartitionStateMachine {
         leader_commit: LogIndex,
     ) {
         if term < self.term {
-            self.send(from, RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::StaleTerm });
+            self.send(
+                from,
+                RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::StaleTerm },
+            );
             return;
         }
         // term == self.term here (`step` adopted a higher one). A candidate learns it lost.
@@ -173,7 +203,12 @@ impl PartitionStateMachine {
                 Some(t) => t,
                 None => {
                     // Anchor at or below our own commit but evicted: it matches by definition.
-                    self.reply_success(from, prev_log_index, self.log.commit.min(prev_log_index + skip as LogIndex), leader_commit);
+                    self.reply_success(
+                        from,
+                        prev_log_index,
+                        self.log.commit.min(prev_log_index + skip as LogIndex),
+                        leader_commit,
+                    );
                     return;
                 }
             };
@@ -187,7 +222,14 @@ impl PartitionStateMachine {
                 let first = self.log.first_index_of_term_run(prev, self.log.commit + 1);
                 (first, conflict_term)
             };
-            self.send_after_persist(from, RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::Conflict { hint_index, hint_term } });
+            self.send_after_persist(
+                from,
+                RaftMessage::AppendResponse {
+                    term: self.term,
+                    prev_log_index,
+                    result: AppendResult::Conflict { hint_index, hint_term },
+                },
+            );
             return;
         }
         let match_index = prev + entries.len() as LogIndex;
@@ -202,10 +244,17 @@ impl PartitionStateMachine {
         let new_commit = leader_commit.min(match_index);
         if new_commit > self.log.commit {
             self.log.commit = new_commit;
-            self.hard_state_dirty = true;
+            self.commit_dirty = true;
             self.apply_committed(false);
         }
-        self.send_after_persist(to, RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::Success { match_index } });
+        self.send_after_persist(
+            to,
+            RaftMessage::AppendResponse {
+                term: self.term,
+                prev_log_index,
+                result: AppendResult::Success { match_index },
+            },
+        );
     }
 
     /// Append entries that follow a matching anchor: skip ones we already have, truncate at the
@@ -254,7 +303,13 @@ impl PartitionStateMachine {
         Ok(())
     }
 
-    pub(super) fn handle_append_response(&mut self, from: NodeId, term: Term, prev_log_index: LogIndex, result: AppendResult) {
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev_log_index: LogIndex,
+        result: AppendResult,
+    ) {
         if self.role != Role::Leader || term != self.term {
             return;
         }
@@ -306,7 +361,7 @@ impl PartitionStateMachine {
         let current_term = self.log.term_at(candidate) == Some(self.term);
         if current_term || self.canary_commit_previous_term() {
             self.log.commit = candidate;
-            self.hard_state_dirty = true;
+            self.commit_dirty = true;
             self.needs_broadcast = true;
             self.apply_committed(false);
         }

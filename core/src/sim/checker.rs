@@ -128,8 +128,10 @@ impl Checker {
         for entry in &write.entries {
             let pos = entry.index as usize - 1;
             if pos > view.log.len() {
-                return Err(violation(ViolationKind::LogMatching, format!(
-                    "{node} {partition}: write leaves a gap at {}", entry.index)));
+                return Err(violation(
+                    ViolationKind::LogMatching,
+                    format!("{node} {partition}: write leaves a gap at {}", entry.index),
+                ));
             }
             view.log.truncate(pos);
             let prev_chain = view.log.last().map_or(0, |e| e.chain);
@@ -140,9 +142,13 @@ impl Checker {
             view.log.push(shadow);
             match self.chains.get(&(partition, entry.index, entry.term)) {
                 Some(&known) if known != shadow.chain => {
-                    return Err(violation(ViolationKind::LogMatching, format!(
-                        "{node} {partition}: entry {} of term {} has a different prefix than on another replica",
-                        entry.index, entry.term)));
+                    return Err(violation(
+                        ViolationKind::LogMatching,
+                        format!(
+                            "{node} {partition}: entry {} of term {} has a different prefix than on another replica",
+                            entry.index, entry.term
+                        ),
+                    ));
                 }
                 Some(_) => {}
                 None => {
@@ -162,14 +168,20 @@ impl Checker {
         let committed = self.committed.entry(partition).or_default();
         for index in view.checked_commit + 1..=commit {
             let Some(shadow) = view.chain_at(index) else {
-                return Err(violation(ViolationKind::StateMachineSafety, format!(
-                    "{node} {partition}: commit index {commit} beyond its log ({})", view.log.len())));
+                return Err(violation(
+                    ViolationKind::StateMachineSafety,
+                    format!("{node} {partition}: commit index {commit} beyond its log ({})", view.log.len()),
+                ));
             };
             match committed.get(&index) {
                 Some(known) if known.chain != shadow.chain => {
-                    return Err(violation(ViolationKind::StateMachineSafety, format!(
-                        "{node} {partition}: committed a different entry at {index} (term {} vs {})",
-                        shadow.term, known.term)));
+                    return Err(violation(
+                        ViolationKind::StateMachineSafety,
+                        format!(
+                            "{node} {partition}: committed a different entry at {index} (term {} vs {})",
+                            shadow.term, known.term
+                        ),
+                    ));
                 }
                 Some(_) => {}
                 None => {
@@ -185,8 +197,10 @@ impl Checker {
     pub fn leader_seen(&mut self, node: NodeId, partition: PartitionId, term: Term) -> Result<(), Violation> {
         match self.leaders.get(&(partition, term)) {
             Some(&other) if other != node => {
-                return Err(violation(ViolationKind::ElectionSafety, format!(
-                    "{partition}: both {other} and {node} lead term {term}")));
+                return Err(violation(
+                    ViolationKind::ElectionSafety,
+                    format!("{partition}: both {other} and {node} lead term {term}"),
+                ));
             }
             Some(_) => {}
             None => {
@@ -199,9 +213,13 @@ impl Checker {
         }
         if let Some((&index, known)) = self.committed.get(&partition).and_then(|c| c.last_key_value()) {
             if view.chain_at(index).map(|e| e.chain) != Some(known.chain) {
-                return Err(violation(ViolationKind::LeaderCompleteness, format!(
-                    "{node} leads {partition} in term {term} without committed entry {index} (term {})",
-                    known.term)));
+                return Err(violation(
+                    ViolationKind::LeaderCompleteness,
+                    format!(
+                        "{node} leads {partition} in term {term} without committed entry {index} (term {})",
+                        known.term
+                    ),
+                ));
             }
         }
         Ok(())
@@ -211,17 +229,23 @@ impl Checker {
     pub fn delivered(&mut self, node: NodeId, partition: PartitionId, delivery: &Delivery) -> Result<(), Violation> {
         let item = (delivery.entry.index, delivery.entry.fingerprint(), delivery.entry.ticket);
         if self.acked_rollbacks.contains(&(partition, item.2)) {
-            return Err(violation(ViolationKind::TwoPhaseOutcome, format!(
-                "{node} {partition}: delivered entry {} of rolled-back ticket {}", item.0, item.2)));
+            return Err(violation(
+                ViolationKind::TwoPhaseOutcome,
+                format!("{node} {partition}: delivered entry {} of rolled-back ticket {}", item.0, item.2),
+            ));
         }
         let view = self.replicas.entry((node, partition)).or_default();
         let sequence = self.deliveries.entry(partition).or_default();
         let position = view.delivered;
         view.delivered += 1;
         match sequence.get(position) {
-            Some(known) if *known != item => Err(violation(ViolationKind::StateMachineSafety, format!(
-                "{node} {partition}: delivery #{position} is entry {} but other replicas delivered entry {}",
-                item.0, known.0))),
+            Some(known) if *known != item => Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "{node} {partition}: delivery #{position} is entry {} but other replicas delivered entry {}",
+                    item.0, known.0
+                ),
+            )),
             Some(_) => Ok(()),
             None => {
                 sequence.push(item);
@@ -232,18 +256,31 @@ impl Checker {
     }
 
     /// A client got a success reply for a proposal ending at `last_index`.
-    pub fn proposal_acked(&mut self, partition: PartitionId, ticket: Ticket, last_index: LogIndex) -> Result<(), Violation> {
+    pub fn proposal_acked(
+        &mut self,
+        partition: PartitionId,
+        ticket: Ticket,
+        last_index: LogIndex,
+    ) -> Result<(), Violation> {
         let entry = self.committed.get(&partition).and_then(|c| c.get(&last_index)).copied();
         if entry.map(|e| e.ticket) != Some(ticket) {
-            return Err(violation(ViolationKind::LostAcknowledgedWrite, format!(
-                "{partition}: ticket {ticket} acknowledged at {last_index} but the committed entry there is {entry:?}")));
+            return Err(violation(
+                ViolationKind::LostAcknowledgedWrite,
+                format!(
+                "{partition}: ticket {ticket} acknowledged at {last_index} but the committed entry there is {entry:?}"),
+            ));
         }
         self.acked.insert((partition, ticket), last_index);
         Ok(())
     }
 
     /// A client got a terminal answer for a two-phase ticket.
-    pub fn resolution_acked(&mut self, partition: PartitionId, ticket: Ticket, committed: bool) -> Result<(), Violation> {
+    pub fn resolution_acked(
+        &mut self,
+        partition: PartitionId,
+        ticket: Ticket,
+        committed: bool,
+    ) -> Result<(), Violation> {
         let key = (partition, ticket);
         let (mine, other) = if committed {
             (&mut self.acked_commits, &self.acked_rollbacks)
@@ -251,13 +288,17 @@ impl Checker {
             (&mut self.acked_rollbacks, &self.acked_commits)
         };
         if other.contains(&key) {
-            return Err(violation(ViolationKind::TwoPhaseOutcome, format!(
-                "ticket {ticket} acknowledged as both committed and rolled back")));
+            return Err(violation(
+                ViolationKind::TwoPhaseOutcome,
+                format!("ticket {ticket} acknowledged as both committed and rolled back"),
+            ));
         }
         mine.insert(key);
         if !committed && self.delivered_tickets.contains(&key) {
-            return Err(violation(ViolationKind::TwoPhaseOutcome, format!(
-                "ticket {ticket} acknowledged as rolled back after being delivered")));
+            return Err(violation(
+                ViolationKind::TwoPhaseOutcome,
+                format!("ticket {ticket} acknowledged as rolled back after being delivered"),
+            ));
         }
         Ok(())
     }
@@ -269,21 +310,27 @@ impl Checker {
             let expected = self.deliveries.get(&partition).map_or(0, Vec::len);
             let got = self.replicas.get(&(node, partition)).map_or(0, |v| v.delivered);
             if got != expected {
-                return Err(violation(ViolationKind::Liveness, format!(
-                    "{node} {partition}: delivered {got} entries, others {expected}")));
+                return Err(violation(
+                    ViolationKind::Liveness,
+                    format!("{node} {partition}: delivered {got} entries, others {expected}"),
+                ));
             }
         }
         for ((partition, ticket), index) in &self.acked {
             let known = self.committed.get(partition).and_then(|c| c.get(index));
             if known.map(|e| e.ticket) != Some(*ticket) || !self.delivered_tickets.contains(&(*partition, *ticket)) {
-                return Err(violation(ViolationKind::LostAcknowledgedWrite, format!(
-                    "{partition}: acknowledged ticket {ticket} at {index} is not delivered")));
+                return Err(violation(
+                    ViolationKind::LostAcknowledgedWrite,
+                    format!("{partition}: acknowledged ticket {ticket} at {index} is not delivered"),
+                ));
             }
         }
         for (partition, ticket) in &self.acked_commits {
             if !self.delivered_tickets.contains(&(*partition, *ticket)) {
-                return Err(violation(ViolationKind::LostAcknowledgedWrite, format!(
-                    "{partition}: two-phase ticket {ticket} acknowledged as committed but never delivered")));
+                return Err(violation(
+                    ViolationKind::LostAcknowledgedWrite,
+                    format!("{partition}: two-phase ticket {ticket} acknowledged as committed but never delivered"),
+                ));
             }
         }
         Ok(())

@@ -29,6 +29,12 @@ pub struct SimOptions {
     pub active_ticks: u64,
     /// Length of the healing phase after faults stop, in ticks.
     pub heal_ticks: u64,
+    /// Mean ticks between injected faults.
+    pub fault_every_ticks: u64,
+    /// Force the number of nodes (otherwise drawn from {1, 3, 5}).
+    pub nodes: Option<usize>,
+    /// Force the entries per append (otherwise drawn from 1..=6).
+    pub max_entries_per_append: Option<usize>,
     /// Planted bugs (feature `canary-bugs`).
     #[cfg(feature = "canary-bugs")]
     pub canary: crate::config::CanaryBugs,
@@ -40,6 +46,9 @@ impl Default for SimOptions {
             faults: true,
             active_ticks: 400,
             heal_ticks: 300,
+            fault_every_ticks: 40,
+            nodes: None,
+            max_entries_per_append: None,
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
         }
@@ -86,7 +95,12 @@ impl std::fmt::Display for SimFailure {
 }
 
 /// Per-partition configs for a cluster shape.
-pub fn cluster_configs(nodes: usize, partitions: usize, seed: u64, tune: impl Fn(&mut PartitionConfig)) -> Vec<PartitionConfig> {
+pub fn cluster_configs(
+    nodes: usize,
+    partitions: usize,
+    seed: u64,
+    tune: impl Fn(&mut PartitionConfig),
+) -> Vec<PartitionConfig> {
     let voters: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
     let mut configs = Vec::new();
     for &node in &voters {
@@ -104,9 +118,10 @@ pub fn cluster_configs(nodes: usize, partitions: usize, seed: u64, tune: impl Fn
 pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
     let mut rng = SplitMix64::new(seed ^ 0x5eed_5eed_5eed_5eed);
     let nodes = [1usize, 3, 3, 3, 5, 5][(rng.next_u64() % 6) as usize];
+    let nodes = options.nodes.unwrap_or(nodes);
     let partitions = 1 + (rng.next_u64() % 3) as usize;
     let cache = (rng.next_u64() % 6) as usize;
-    let max_entries = 1 + (rng.next_u64() % 6) as usize;
+    let max_entries = options.max_entries_per_append.unwrap_or(1 + (rng.next_u64() % 6) as usize);
     let window = 1 + (rng.next_u64() % 4) as usize;
     #[cfg(feature = "canary-bugs")]
     let canary = options.canary;
@@ -153,7 +168,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
             let at = world.now() + world.random(20 * tick);
             decisions.push((at, PendingDecision { partition, ticket, outcome }));
             if world.random(6) == 0 {
-                let other = if outcome == TicketOutcome::Committed { TicketOutcome::RolledBack } else { TicketOutcome::Committed };
+                let other = if outcome == TicketOutcome::Committed {
+                    TicketOutcome::RolledBack
+                } else {
+                    TicketOutcome::Committed
+                };
                 decisions.push((at + world.random(3 * tick), PendingDecision { partition, ticket, outcome: other }));
             }
         }
@@ -165,7 +184,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
                 decisions.push((now + 5 * tick, decision)); // no leader right now: retry later
             }
         }
-        if options.faults && world.random(40 * tick) < step {
+        if options.faults && world.random(options.fault_every_ticks * tick) < step {
             inject_fault(&mut world, &node_ids, &mut crashes).map_err(|v| fail(&world, v))?;
         }
     }
@@ -187,7 +206,10 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
             }
         }
     }
-    world.check_converged().map_err(|v| fail(&world, v))?;
+    if let Err(v) = world.check_converged() {
+        let violation = Violation { kind: v.kind, detail: format!("{}\n{}", v.detail, world.describe()) };
+        return Err(fail(&world, violation));
+    }
     Ok(SimReport {
         seed,
         nodes,

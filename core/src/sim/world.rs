@@ -54,10 +54,28 @@ impl Default for NetworkFaults {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Tick { node: NodeId, epoch: u64 },
-    Deliver { envelope: Envelope, epoch: u64 },
-    WriteDone { node: NodeId, epoch: u64, partition: PartitionId, request: WriteRequest },
-    ReadDone { node: NodeId, epoch: u64, partition: PartitionId, id: u64, from: u64, to: u64 },
+    Tick {
+        node: NodeId,
+        epoch: u64,
+    },
+    Deliver {
+        envelope: Envelope,
+        epoch: u64,
+    },
+    /// A group-commit flush finished: every write in it is durable.
+    FlushDone {
+        node: NodeId,
+        epoch: u64,
+        writes: Vec<(PartitionId, WriteRequest)>,
+    },
+    ReadDone {
+        node: NodeId,
+        epoch: u64,
+        partition: PartitionId,
+        id: u64,
+        from: u64,
+        to: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -92,8 +110,10 @@ struct SimNode {
     /// The durable WAL (survives crashes; only completed writes reach it).
     wal: MemoryWal,
     partitions: BTreeMap<PartitionId, PartitionStateMachine>,
-    /// Completion time of the last scheduled write (writes complete in order).
-    wal_busy_until: SimTime,
+    /// Writes waiting for the next flush (group commit, like the runtime's WAL scheduler).
+    wal_queue: Vec<(PartitionId, WriteRequest)>,
+    /// A flush is in progress.
+    flushing: bool,
 }
 
 /// A two-phase ticket awaiting its commit/rollback decision.
@@ -152,7 +172,8 @@ impl World {
                 epoch: 0,
                 wal: MemoryWal::new(),
                 partitions: BTreeMap::new(),
-                wal_busy_until: 0,
+                wal_queue: Vec::new(),
+                flushing: false,
             });
             world.configs.insert((config.node, config.partition), config);
         }
@@ -219,6 +240,11 @@ impl World {
         self.cut.insert((a, b));
         self.cut.insert((b, a));
     }
+    /// Restore both directions between `a` and `b`.
+    pub fn restore_link(&mut self, a: NodeId, b: NodeId) {
+        self.cut.remove(&(a, b));
+        self.cut.remove(&(b, a));
+    }
     /// Cut every link of `node`.
     pub fn isolate(&mut self, node: NodeId) {
         for other in self.node_ids() {
@@ -237,6 +263,8 @@ impl World {
             n.alive = false;
             n.epoch += 1;
             n.partitions.clear();
+            n.wal_queue.clear();
+            n.flushing = false;
         }
     }
     /// Restart a crashed node from its durable WAL.
@@ -266,7 +294,6 @@ impl World {
         let n = self.nodes.get_mut(&node).expect("node exists");
         n.alive = true;
         n.partitions = machines;
-        n.wal_busy_until = self.now;
         let epoch = n.epoch;
         self.schedule(offset + 1, Event::Tick { node, epoch });
         let partitions: Vec<PartitionId> = self.nodes[&node].partitions.keys().copied().collect();
@@ -320,24 +347,38 @@ impl World {
         self.queue.push(Reverse(Scheduled { time: self.now + delay, seq: self.seq, event }));
     }
 
-    fn schedule_at(&mut self, time: SimTime, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled { time: time.max(self.now), seq: self.seq, event }));
-    }
-
     /// Process events until virtual time `until`.
     pub fn run_until(&mut self, until: SimTime) -> Result<(), Violation> {
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.time > until {
-                break;
-            }
-            let Reverse(Scheduled { time, event, .. }) = self.queue.pop().expect("peeked");
-            self.now = time;
-            self.steps += 1;
-            self.handle(event)?;
+        while self.queue.peek().is_some_and(|Reverse(next)| next.time <= until) {
+            self.step()?;
         }
         self.now = self.now.max(until);
         Ok(())
+    }
+
+    /// Process the next event, if any. Returns whether one was processed.
+    pub fn step(&mut self) -> Result<bool, Violation> {
+        let Some(Reverse(Scheduled { time, event, .. })) = self.queue.pop() else { return Ok(false) };
+        self.now = time;
+        self.steps += 1;
+        self.handle(event)?;
+        Ok(true)
+    }
+
+    /// Step until `condition` holds or `limit` time units pass. Returns whether it held.
+    pub fn run_until_condition(
+        &mut self,
+        limit: SimTime,
+        mut condition: impl FnMut(&World) -> bool,
+    ) -> Result<bool, Violation> {
+        let deadline = self.now + limit;
+        while !condition(self) {
+            if self.queue.peek().is_none_or(|Reverse(next)| next.time > deadline) {
+                return Ok(false);
+            }
+            self.step()?;
+        }
+        Ok(true)
     }
 
     /// Run for `duration` more time units.
@@ -371,7 +412,8 @@ impl World {
             }
             Event::Deliver { envelope, epoch } => {
                 let (to, partition) = (envelope.to, envelope.partition);
-                if !self.current(to, epoch) {
+                // A link cut while the message was in flight loses it too.
+                if !self.current(to, epoch) || self.cut.contains(&(envelope.from, to)) {
                     return Ok(());
                 }
                 self.mix_trace(2, envelope.from.0 << 32 | to.0);
@@ -381,17 +423,22 @@ impl World {
                 }
                 self.process_ready(to, partition)?;
             }
-            Event::WriteDone { node, epoch, partition, request } => {
+            Event::FlushDone { node, epoch, writes } => {
                 if !self.current(node, epoch) {
                     return Ok(());
                 }
-                self.mix_trace(3, request.id);
-                let batch = WalBatch { writes: vec![request.write] };
+                self.mix_trace(3, writes.len() as u64);
+                let ids: Vec<(PartitionId, u64)> = writes.iter().map(|(p, r)| (*p, r.id)).collect();
+                let batch = WalBatch { writes: writes.into_iter().map(|(_, r)| r.write).collect() };
                 self.nodes[&node].wal.write(&batch).map_err(|e| fatal(node, e.to_string()))?;
-                if let Some(sm) = self.sm_mut(node, partition) {
-                    sm.on_write_complete(request.id);
+                self.nodes.get_mut(&node).expect("alive").flushing = false;
+                for (partition, id) in ids {
+                    if let Some(sm) = self.sm_mut(node, partition) {
+                        sm.on_write_complete(id);
+                    }
+                    self.process_ready(node, partition)?;
                 }
-                self.process_ready(node, partition)?;
+                self.start_flush(node);
             }
             Event::ReadDone { node, epoch, partition, id, from, to } => {
                 if !self.current(node, epoch) {
@@ -423,11 +470,8 @@ impl World {
         }
         if let Some(request) = ready.write {
             self.checker.written(node, &request.write)?;
-            let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
-            let n = self.nodes.get_mut(&node).expect("alive");
-            let done = n.wal_busy_until.max(self.now) + latency;
-            n.wal_busy_until = done;
-            self.schedule_at(done, Event::WriteDone { node, epoch, partition, request });
+            self.nodes.get_mut(&node).expect("alive").wal_queue.push((partition, request));
+            self.start_flush(node);
         }
         self.checker.committed_to(node, partition, commit)?;
         if role == Role::Leader {
@@ -435,7 +479,10 @@ impl World {
         }
         for read in ready.reads {
             let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
-            self.schedule(latency, Event::ReadDone { node, epoch, partition, id: read.id, from: read.from, to: read.to });
+            self.schedule(
+                latency,
+                Event::ReadDone { node, epoch, partition, id: read.id, from: read.from, to: read.to },
+            );
         }
         for delivery in &ready.deliveries {
             self.checker.delivered(node, partition, delivery)?;
@@ -462,6 +509,20 @@ impl World {
         Ok(())
     }
 
+    /// Start a flush of everything queued, unless one is running (it starts the next when done).
+    fn start_flush(&mut self, node: NodeId) {
+        let n = &self.nodes[&node];
+        if n.flushing || n.wal_queue.is_empty() || !n.alive {
+            return;
+        }
+        let epoch = n.epoch;
+        let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+        let n = self.nodes.get_mut(&node).expect("alive");
+        n.flushing = true;
+        let writes = std::mem::take(&mut n.wal_queue);
+        self.schedule(latency, Event::FlushDone { node, epoch, writes });
+    }
+
     fn between(&mut self, lo: SimTime, hi: SimTime) -> SimTime {
         lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1)
     }
@@ -482,12 +543,48 @@ impl World {
         self.schedule(delay, Event::Deliver { envelope, epoch });
     }
 
+    /// One line per replica: role, term, commit/applied/stable/last indexes, follower progress.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (&node, n) in &self.nodes {
+            if !n.alive {
+                out.push_str(&format!("{node}: down\n"));
+                continue;
+            }
+            for (partition, sm) in &n.partitions {
+                out.push_str(&format!(
+                    "{node} {partition}: {:?} term {} leader {:?} commit {} applied {} stable {} last {}",
+                    sm.role(),
+                    sm.term(),
+                    sm.leader(),
+                    sm.commit_index(),
+                    sm.applied_index(),
+                    sm.stable_index(),
+                    sm.last_index()
+                ));
+                for peer in sm.voters() {
+                    if let Some(pr) = sm.progress(*peer) {
+                        out.push_str(&format!(
+                            " | {peer}: {:?} match {} next {}",
+                            pr.state, pr.match_index, pr.next_index
+                        ));
+                    }
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Check the end state after faults healed: one delivery sequence everywhere, nothing lost.
     pub fn check_converged(&self) -> Result<(), Violation> {
         let replicas: Vec<(NodeId, PartitionId)> = self.configs.keys().map(|&(n, p)| (n, p)).collect();
         for partition in self.partition_ids() {
             if self.leader(partition).is_none() {
-                return Err(Violation { kind: ViolationKind::Liveness, detail: format!("{partition}: no leader after healing") });
+                return Err(Violation {
+                    kind: ViolationKind::Liveness,
+                    detail: format!("{partition}: no leader after healing"),
+                });
             }
         }
         self.checker.check_final(&replicas)
