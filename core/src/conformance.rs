@@ -17,34 +17,28 @@ pub mod wal {
     //! Each case calls [`WalFactory::create`] once for fresh storage, so cases do not see each
     //! other's data; the factory must hand out storages that do not share state.
     //!
-    //! ```ignore
+    //! ```
     //! use kommander_core::conformance::wal::{self, WalFactory};
+    //! use kommander_core::MemoryWal;
     //!
-    //! struct SqliteFactory {
-    //!     dir: tempfile::TempDir,
-    //!     next: u32,
-    //! }
+    //! // A durable adapter opens a new file in `create` and closes + reopens it in `reopen`.
+    //! struct MemoryFactory;
     //!
-    //! impl WalFactory for SqliteFactory {
-    //!     type Wal = SqliteWal;
+    //! impl WalFactory for MemoryFactory {
+    //!     type Wal = MemoryWal;
     //!
-    //!     fn create(&mut self) -> SqliteWal {
-    //!         self.next += 1;
-    //!         SqliteWal::open(self.dir.path().join(format!("wal-{}.db", self.next))).unwrap()
+    //!     fn create(&mut self) -> MemoryWal {
+    //!         MemoryWal::new()
     //!     }
     //!
-    //!     fn reopen(&mut self, wal: SqliteWal) -> SqliteWal {
-    //!         let path = wal.path().to_owned();
-    //!         drop(wal); // close connections and release locks first
-    //!         SqliteWal::open(path).unwrap()
+    //!     fn reopen(&mut self, wal: MemoryWal) -> MemoryWal {
+    //!         let same_storage = wal.clone();
+    //!         drop(wal);
+    //!         same_storage
     //!     }
     //! }
     //!
-    //! #[test]
-    //! fn sqlite_wal_conforms() {
-    //!     let mut factory = SqliteFactory { dir: tempfile::tempdir().unwrap(), next: 0 };
-    //!     wal::run_all(&mut factory);
-    //! }
+    //! wal::run_all(&mut MemoryFactory);
     //! ```
     //!
     //! Entries built by the suite come from [`entry`] unless a case needs specific field values;

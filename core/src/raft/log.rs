@@ -17,7 +17,7 @@ struct InFlightWrite {
     last_term: Term,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct RaftLog {
     /// Entries `offset + 1 ..= offset + entries.len()`.
     entries: VecDeque<LogEntry>,
@@ -36,6 +36,12 @@ pub(crate) struct RaftLog {
     /// Pending explicit truncation for the next write.
     truncate_from: Option<LogIndex>,
     in_flight: VecDeque<InFlightWrite>,
+}
+
+impl Default for RaftLog {
+    fn default() -> Self {
+        RaftLog::restored(Vec::new(), 0)
+    }
 }
 
 impl RaftLog {

@@ -151,9 +151,8 @@ impl PartitionStateMachine {
     pub fn restore(config: PartitionConfig, state: RestoreState) -> Result<Self, RestoreError> {
         let mut sm = Self::new(config).map_err(RestoreError::Config)?;
         let hard_state = state.hard_state.unwrap_or_default();
-        let mut expected = 1;
         let mut prev_term = 0;
-        for entry in &state.entries {
+        for (expected, entry) in (1..).zip(state.entries.iter()) {
             if entry.index != expected {
                 return Err(RestoreError::Fatal(FatalError::CorruptRestore(format!(
                     "entry index {} where {expected} was expected",
@@ -166,7 +165,6 @@ impl PartitionStateMachine {
                     entry.index, entry.term, hard_state.term
                 ))));
             }
-            expected += 1;
             prev_term = entry.term;
         }
         sm.term = hard_state.term;
