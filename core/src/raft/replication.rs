@@ -88,29 +88,35 @@ impl PartitionStateMachine {
             }
             let Some(prev_term) = self.log.term_at(prev) else { return };
             let entries = self.log.slice(next, last, max);
-            let sent_to = prev + entries.len() as LogIndex;
-            let leader_commit = self.log.commit;
-            self.send(
-                peer,
-                RaftMessage::AppendRequest {
-                    term: self.term,
-                    prev_log_index: prev,
-                    prev_log_term: prev_term,
-                    entries,
-                    leader_commit,
-                },
-            );
-            let Some(pr) = self.progress.get_mut(&peer) else { return };
-            pr.sent(sent_to);
-            if pr.state == ProgressState::Probe || sent_to >= last {
+            let sent_to = self.send_entries(peer, prev, prev_term, entries);
+            let probing = self.progress.get(&peer).is_none_or(|pr| pr.state == ProgressState::Probe);
+            if probing || sent_to >= last {
                 return;
             }
         }
     }
 
+    /// Send `entries` anchored on (`prev`, `prev_term`) and record them as in flight. Returns the
+    /// index of the last entry sent.
+    fn send_entries(&mut self, peer: NodeId, prev: LogIndex, prev_term: Term, entries: Vec<LogEntry>) -> LogIndex {
+        let sent_to = prev + entries.len() as LogIndex;
+        let message = RaftMessage::AppendRequest {
+            term: self.term,
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries,
+            leader_commit: self.log.commit,
+        };
+        self.send(peer, message);
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.sent(sent_to);
+        }
+        sent_to
+    }
+
     fn request_catch_up_read(&mut self, peer: NodeId, prev: LogIndex) {
         let from = prev.max(1);
-        let to = (from + self.config.max_entries_per_append as LogIndex).min(self.log.offset());
+        let to = (prev + self.config.max_entries_per_append as LogIndex).min(self.log.offset());
         let id = self.next_read_id;
         self.next_read_id += 1;
         let request = ReadRequest { id, partition: self.config.partition, from, to };
@@ -148,21 +154,7 @@ impl PartitionStateMachine {
             let prev_term = entries.remove(0).term;
             (prev_term, entries)
         };
-        let sent_to = prev + new_entries.len() as LogIndex;
-        let leader_commit = self.log.commit;
-        self.send(
-            peer,
-            RaftMessage::AppendRequest {
-                term: self.term,
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries: new_entries,
-                leader_commit,
-            },
-        );
-        if let Some(pr) = self.progress.get_mut(&peer) {
-            pr.sent(sent_to);
-        }
+        self.send_entries(peer, prev, prev_term, new_entries);
         Ok(())
     }
 
