@@ -31,7 +31,9 @@ pub enum ProposeError {
         /// First index at which the proposal's entry was replaced.
         index: LogIndex,
     },
-    /// The ticket is not known to this leader.
+    /// The ticket is not known to this leader: never proposed here, or an auto-commit proposal
+    /// that was already applied (only unresolved two-phase tickets and resolved outcomes are
+    /// remembered).
     #[error("unknown ticket {0}")]
     UnknownTicket(Ticket),
     /// The ticket was already resolved the other way (first terminal outcome wins).
@@ -42,7 +44,9 @@ pub enum ProposeError {
         /// How it was resolved.
         outcome: TicketOutcome,
     },
-    /// The ticket belongs to an auto-commit proposal, which cannot be committed or rolled back.
+    /// The ticket belongs to an auto-commit proposal still in the unapplied log, which cannot be
+    /// committed or rolled back. (Once applied, such a ticket is no longer remembered and yields
+    /// [`ProposeError::UnknownTicket`].)
     #[error("ticket {0} is an auto-commit proposal")]
     NotTwoPhase(Ticket),
 }

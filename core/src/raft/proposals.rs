@@ -73,6 +73,11 @@ impl PartitionStateMachine {
     }
 
     fn check_can_propose(&self, extra: usize) -> Result<(), ProposeError> {
+        self.check_published_leader()?;
+        self.check_room_for(extra)
+    }
+
+    fn check_published_leader(&self) -> Result<(), ProposeError> {
         if let Some(fatal) = &self.halted {
             tracing::debug!(%fatal, "proposal to a halted partition");
             return Err(ProposeError::NotLeader { leader: None });
@@ -83,6 +88,10 @@ impl PartitionStateMachine {
         if !self.published {
             return Err(ProposeError::LeadershipPending);
         }
+        Ok(())
+    }
+
+    fn check_room_for(&self, extra: usize) -> Result<(), ProposeError> {
         let in_flight = (self.log.last_index() - self.log.commit) as usize;
         if in_flight + extra > self.config.max_uncommitted_entries {
             return Err(ProposeError::Backpressure { in_flight });
@@ -91,7 +100,7 @@ impl PartitionStateMachine {
     }
 
     fn resolve(&mut self, ticket: Ticket, requested: TicketOutcome) -> Result<(), ProposeError> {
-        self.check_can_propose(1)?;
+        self.check_published_leader()?;
         if ticket.is_zero() {
             return Err(ProposeError::UnknownTicket(ticket));
         }
@@ -125,6 +134,7 @@ impl PartitionStateMachine {
         if !proposal_found {
             return Err(ProposeError::UnknownTicket(ticket));
         }
+        self.check_room_for(1)?;
         let kind = match requested {
             TicketOutcome::Committed => EntryKind::CommitMarker,
             TicketOutcome::RolledBack => EntryKind::RollbackMarker,

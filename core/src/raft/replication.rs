@@ -184,10 +184,15 @@ impl PartitionStateMachine {
         }
         self.election_elapsed = 0;
 
-        // Everything up to our commit index already matches the leader (Leader Completeness):
-        // re-anchor there and skip those entries, so committed entries are never touched.
+        // Everything up to our commit index must already match the leader (Leader Completeness):
+        // verify what is still in memory, halt on any difference (a safety violation elsewhere),
+        // then re-anchor at the commit index so committed entries are never touched.
         let (mut prev, mut prev_term, mut entries) = (prev_log_index, prev_log_term, entries);
         if prev < self.log.commit {
+            if let Err(fatal) = self.verify_committed_prefix(prev, prev_term, &entries) {
+                self.halt(fatal);
+                return;
+            }
             let skip = (self.log.commit - prev).min(entries.len() as LogIndex) as usize;
             entries.drain(..skip);
             prev += skip as LogIndex;
@@ -195,12 +200,7 @@ impl PartitionStateMachine {
                 Some(t) => t,
                 None => {
                     // Anchor at or below our own commit but evicted: it matches by definition.
-                    self.reply_success(
-                        from,
-                        prev_log_index,
-                        self.log.commit.min(prev_log_index + skip as LogIndex),
-                        leader_commit,
-                    );
+                    self.reply_success(from, prev_log_index, prev, leader_commit);
                     return;
                 }
             };
@@ -230,6 +230,27 @@ impl PartitionStateMachine {
             return;
         }
         self.reply_success(from, prev_log_index, match_index, leader_commit);
+    }
+
+    /// The leader's anchor and entries at or below our commit index must equal ours (where we
+    /// still hold them in memory).
+    fn verify_committed_prefix(&self, prev: LogIndex, prev_term: Term, entries: &[LogEntry]) -> Result<(), FatalError> {
+        let anchor = (prev > 0).then_some((prev, prev_term));
+        let incoming = entries.iter().map(|e| (e.index, e.term)).take_while(|&(i, _)| i <= self.log.commit);
+        for (index, incoming_term) in anchor.into_iter().chain(incoming) {
+            match self.log.term_at(index) {
+                Some(local_term) if local_term != incoming_term => {
+                    return Err(FatalError::CommittedEntryConflict {
+                        index,
+                        commit: self.log.commit,
+                        local_term,
+                        incoming_term,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn reply_success(&mut self, to: NodeId, prev_log_index: LogIndex, match_index: LogIndex, leader_commit: LogIndex) {

@@ -1,0 +1,1493 @@
+//! Rule-by-rule tests of the Raft state machine ([`PartitionStateMachine`]), driven directly: messages
+//! are fed with `step`, time with `tick`, durability with `on_write_complete`, and the outputs of
+//! `ready()` are inspected. Each test names the rule it checks and cites the Raft paper (Ongaro &
+//! Ousterhout 2014, "In Search of an Understandable Consensus Algorithm (Extended Version)") or the
+//! thesis (§6.2 check-quorum, §9.6 pre-vote, §10.2 batching and pipelining).
+//!
+//! Helpers at the top: entry and message builders, [`drain`] (take `ready()` and complete its write
+//! at once so held messages are released), and a tiny in-test [`Net`] that moves `Ready.messages`
+//! between a few machines with per-link filters and a `MemoryWal` per node.
+
+use kommander_core::config::CanaryBugs;
+use kommander_core::raft::{
+    ClientReply, Delivery, LeaderChange, ProgressState, Proposal, ProposalAccepted, ProposalCommitted, ReadRequest,
+    RestoreError, RestoreState, WriteRequest,
+};
+use kommander_core::{
+    AppendResult, ConfigError, EntryKind, Envelope, FatalError, HardState, HlcTimestamp, LogEntry, LogIndex, MemoryWal,
+    NodeId, PartitionConfig, PartitionId, PartitionStateMachine, PartitionWrite, ProposeError, RaftMessage, Ready,
+    Role, StepError, Term, Ticket, TicketOutcome, Wal, WalBatch,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+// ----- builders -------------------------------------------------------------------------------
+
+const P: PartitionId = PartitionId(1);
+const SEED: u64 = 0x5eed_1234;
+
+fn id(n: u64) -> NodeId {
+    NodeId(n)
+}
+
+/// Default settings for `node` in a cluster of `voters`, with a fixed seed.
+fn config(node: u64, voters: &[u64]) -> PartitionConfig {
+    let mut c = PartitionConfig::new(id(node), P, voters.iter().copied().map(NodeId).collect());
+    c.seed = SEED;
+    c
+}
+
+fn machine(node: u64, voters: &[u64]) -> PartitionStateMachine {
+    PartitionStateMachine::new(config(node, voters)).expect("valid config")
+}
+
+fn restored(cfg: PartitionConfig, hard_state: HardState, entries: Vec<LogEntry>) -> PartitionStateMachine {
+    PartitionStateMachine::restore(cfg, RestoreState { hard_state: Some(hard_state), entries }).expect("valid restore")
+}
+
+fn hs(term: Term, voted_for: Option<u64>, commit: LogIndex) -> HardState {
+    HardState { term, voted_for: voted_for.map(NodeId), commit }
+}
+
+fn ticket(n: u64) -> Ticket {
+    HlcTimestamp { physical_ms: n, logical: 0, node: 9 }
+}
+
+/// An auto-commit application entry (its ticket is unique per index).
+fn app(index: LogIndex, term: Term) -> LogEntry {
+    LogEntry {
+        index,
+        term,
+        kind: EntryKind::Application { auto_commit: true },
+        log_type: "t".into(),
+        payload: index.to_le_bytes().to_vec(),
+        ticket: ticket(1000 + index),
+    }
+}
+
+/// A two-phase (held) application entry of `ticket`.
+fn held(index: LogIndex, term: Term, t: Ticket) -> LogEntry {
+    LogEntry { kind: EntryKind::Application { auto_commit: false }, ticket: t, ..app(index, term) }
+}
+
+fn protocol(index: LogIndex, term: Term, kind: EntryKind, t: Ticket) -> LogEntry {
+    LogEntry { index, term, kind, log_type: String::new(), payload: Vec::new(), ticket: t }
+}
+
+/// Auto-commit application entries `1..=terms.len()`, entry `i` in `terms[i - 1]`.
+fn log_of(terms: &[Term]) -> Vec<LogEntry> {
+    terms.iter().enumerate().map(|(i, &t)| app(i as LogIndex + 1, t)).collect()
+}
+
+fn auto(payload: &[u8]) -> Proposal {
+    Proposal { log_type: "t".into(), payloads: vec![payload.to_vec()], auto_commit: true }
+}
+
+fn two_phase(payloads: &[&[u8]]) -> Proposal {
+    Proposal { log_type: "t".into(), payloads: payloads.iter().map(|p| p.to_vec()).collect(), auto_commit: false }
+}
+
+fn env(from: u64, to: u64, message: RaftMessage) -> Envelope {
+    Envelope { partition: P, from: id(from), to: id(to), message }
+}
+
+fn vote_req(term: Term, last_log_index: LogIndex, last_log_term: Term) -> RaftMessage {
+    RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false }
+}
+
+fn pre_vote_req(term: Term, last_log_index: LogIndex, last_log_term: Term) -> RaftMessage {
+    RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: true }
+}
+
+fn vote_resp(term: Term, granted: bool, pre_vote: bool) -> RaftMessage {
+    RaftMessage::VoteResponse { term, granted, pre_vote }
+}
+
+fn append_req(
+    term: Term,
+    prev_log_index: LogIndex,
+    prev_log_term: Term,
+    entries: Vec<LogEntry>,
+    leader_commit: LogIndex,
+) -> RaftMessage {
+    RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit }
+}
+
+fn success(term: Term, prev_log_index: LogIndex, match_index: LogIndex) -> RaftMessage {
+    RaftMessage::AppendResponse { term, prev_log_index, result: AppendResult::Success { match_index } }
+}
+
+// ----- driving one machine --------------------------------------------------------------------
+
+/// Everything one or more `ready()` calls produced, with every write kept.
+#[derive(Debug, Default)]
+struct Turn {
+    messages: Vec<Envelope>,
+    writes: Vec<WriteRequest>,
+    reads: Vec<ReadRequest>,
+    deliveries: Vec<Delivery>,
+    replies: Vec<ClientReply>,
+    leader_changes: Vec<LeaderChange>,
+    fatal: Option<FatalError>,
+}
+
+impl Turn {
+    fn absorb(&mut self, ready: Ready) {
+        self.messages.extend(ready.messages);
+        self.writes.extend(ready.write);
+        self.reads.extend(ready.reads);
+        self.deliveries.extend(ready.deliveries);
+        self.replies.extend(ready.replies);
+        self.leader_changes.extend(ready.leader_change);
+        if ready.fatal.is_some() {
+            self.fatal = ready.fatal;
+        }
+    }
+
+    fn extend(&mut self, other: &Turn) {
+        self.messages.extend(other.messages.iter().cloned());
+        self.writes.extend(other.writes.iter().cloned());
+        self.reads.extend(other.reads.iter().cloned());
+        self.deliveries.extend(other.deliveries.iter().cloned());
+        self.replies.extend(other.replies.iter().cloned());
+        self.leader_changes.extend(other.leader_changes.iter().copied());
+        if other.fatal.is_some() {
+            self.fatal.clone_from(&other.fatal);
+        }
+    }
+
+    fn to(&self, to: u64) -> Vec<&RaftMessage> {
+        to_node(&self.messages, to)
+    }
+
+    fn delivered_indexes(&self) -> Vec<LogIndex> {
+        self.deliveries.iter().map(|d| d.entry.index).collect()
+    }
+}
+
+fn to_node(messages: &[Envelope], to: u64) -> Vec<&RaftMessage> {
+    messages.iter().filter(|e| e.to == id(to)).map(|e| &e.message).collect()
+}
+
+/// A decoded append request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Append {
+    term: Term,
+    prev_log_index: LogIndex,
+    prev_log_term: Term,
+    entries: Vec<LogEntry>,
+    leader_commit: LogIndex,
+}
+
+fn appends<'a>(messages: impl IntoIterator<Item = &'a RaftMessage>) -> Vec<Append> {
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit } => {
+                Some(Append {
+                    term: *term,
+                    prev_log_index: *prev_log_index,
+                    prev_log_term: *prev_log_term,
+                    entries: entries.clone(),
+                    leader_commit: *leader_commit,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Call `ready()`, hand each write to `persist`, report it complete at once, and repeat until no
+/// write is left, so messages held behind the write are released.
+fn drain_with(sm: &mut PartitionStateMachine, mut persist: impl FnMut(&WriteRequest)) -> Turn {
+    let mut turn = Turn::default();
+    for _ in 0..100 {
+        let ready = sm.ready();
+        let write = ready.write.clone();
+        turn.absorb(ready);
+        match write {
+            Some(w) => {
+                persist(&w);
+                sm.on_write_complete(w.id);
+            }
+            None => return turn,
+        }
+    }
+    panic!("ready() kept producing writes");
+}
+
+/// [`drain_with`] without storage.
+fn drain(sm: &mut PartitionStateMachine) -> Turn {
+    drain_with(sm, |_| {})
+}
+
+/// Tick until the machine leaves the follower role (its election timer fired); returns the ticks.
+fn tick_until_timeout(sm: &mut PartitionStateMachine) -> u32 {
+    for t in 1..=100 {
+        sm.tick();
+        if sm.role() != Role::Follower {
+            return t;
+        }
+    }
+    panic!("election timer never fired");
+}
+
+/// Make a lone machine of a 3-voter cluster (1, 2, 3) leader of `term`, answering its pre-vote and
+/// vote requests by hand as node 2. Returns the outputs of the turns (barrier not yet committed).
+fn make_leader_by_hand(sm: &mut PartitionStateMachine) -> Turn {
+    let mut turn = Turn::default();
+    tick_until_timeout(sm);
+    turn.extend(&drain(sm));
+    let term = sm.term() + 1;
+    sm.step(env(2, sm.node().0, vote_resp(term, true, true))).expect("pre-vote grant");
+    assert_eq!(sm.role(), Role::Candidate);
+    turn.extend(&drain(sm));
+    sm.step(env(2, sm.node().0, vote_resp(term, true, false))).expect("vote grant");
+    assert_eq!(sm.role(), Role::Leader);
+    assert_eq!(sm.term(), term);
+    turn
+}
+
+fn snapshot(sm: &PartitionStateMachine) -> (Role, HardState, LogIndex, Term, LogIndex, Option<NodeId>) {
+    (sm.role(), sm.hard_state(), sm.last_index(), sm.last_term(), sm.applied_index(), sm.leader())
+}
+
+// ----- a tiny network -------------------------------------------------------------------------
+
+/// A few machines, a `MemoryWal` per node, and directed links that can be cut.
+struct Net {
+    nodes: BTreeMap<NodeId, PartitionStateMachine>,
+    wals: BTreeMap<NodeId, MemoryWal>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    delivered: Vec<Envelope>,
+    dropped: Vec<Envelope>,
+    /// Everything each node produced (messages are what it sent, delivered or not).
+    outputs: BTreeMap<NodeId, Turn>,
+}
+
+impl Net {
+    fn new(machines: Vec<PartitionStateMachine>) -> Net {
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            wals: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            delivered: Vec::new(),
+            dropped: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
+        for sm in machines {
+            let node = sm.node();
+            net.wals.insert(node, MemoryWal::new());
+            net.outputs.insert(node, Turn::default());
+            net.nodes.insert(node, sm);
+        }
+        net
+    }
+
+    /// Fresh machines with default settings.
+    fn fresh(ids: &[u64]) -> Net {
+        Net::new(ids.iter().map(|&n| machine(n, ids)).collect())
+    }
+
+    /// Machines restored from the given WAL contents, with each node's `MemoryWal` holding them.
+    fn restored(specs: Vec<(PartitionConfig, HardState, Vec<LogEntry>)>) -> Net {
+        let mut net = Net::new(Vec::new());
+        for (cfg, hard_state, entries) in specs {
+            let node = cfg.node;
+            let sm = restored(cfg, hard_state, entries.clone());
+            net.wals.insert(node, MemoryWal::new());
+            net.outputs.insert(node, Turn::default());
+            net.nodes.insert(node, sm);
+            net.seed_wal(node.0, hard_state, entries);
+        }
+        net
+    }
+
+    /// Store what a restored machine's WAL would hold.
+    fn seed_wal(&mut self, node: u64, hard_state: HardState, entries: Vec<LogEntry>) {
+        let write = PartitionWrite { partition: P, truncate_from: None, entries, hard_state: Some(hard_state) };
+        self.wals[&id(node)].write(&WalBatch { writes: vec![write] }).expect("seed wal");
+    }
+
+    fn sm(&self, node: u64) -> &PartitionStateMachine {
+        &self.nodes[&id(node)]
+    }
+
+    fn sm_mut(&mut self, node: u64) -> &mut PartitionStateMachine {
+        self.nodes.get_mut(&id(node)).expect("known node")
+    }
+
+    fn cut(&mut self, a: u64, b: u64) {
+        self.blocked.insert((id(a), id(b)));
+        self.blocked.insert((id(b), id(a)));
+    }
+
+    fn isolate(&mut self, a: u64) {
+        let others: Vec<u64> = self.nodes.keys().map(|n| n.0).filter(|&n| n != a).collect();
+        for b in others {
+            self.cut(a, b);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    /// Drain one node: writes go to its WAL and are completed at once. Returns its outputs.
+    fn flush(&mut self, node: u64) -> Turn {
+        let wal = &self.wals[&id(node)];
+        let sm = self.nodes.get_mut(&id(node)).expect("known node");
+        let turn = drain_with(sm, |w| wal.write(&WalBatch { writes: vec![w.write.clone()] }).expect("wal write"));
+        self.outputs.get_mut(&id(node)).expect("known node").extend(&turn);
+        turn
+    }
+
+    /// Deliver one message unless its link is cut. Step errors fail the test.
+    fn deliver(&mut self, envelope: Envelope) {
+        if self.blocked.contains(&(envelope.from, envelope.to)) {
+            self.dropped.push(envelope);
+            return;
+        }
+        self.delivered.push(envelope.clone());
+        let to = envelope.to;
+        if let Err(e) = self.nodes.get_mut(&to).expect("known node").step(envelope.clone()) {
+            panic!("step of {envelope:?} failed: {e}");
+        }
+    }
+
+    /// Flush every node and deliver what they sent, until nobody has anything to send.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let ids: Vec<u64> = self.nodes.keys().map(|n| n.0).collect();
+            let mut messages = Vec::new();
+            for n in ids {
+                messages.extend(self.flush(n).messages);
+            }
+            if messages.is_empty() {
+                return;
+            }
+            for m in messages {
+                self.deliver(m);
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn tick(&mut self, node: u64) {
+        self.sm_mut(node).tick();
+    }
+
+    fn tick_all(&mut self) {
+        for sm in self.nodes.values_mut() {
+            sm.tick();
+        }
+    }
+
+    /// Take (and reset) what `node` produced so far.
+    fn take_output(&mut self, node: u64) -> Turn {
+        std::mem::take(self.outputs.get_mut(&id(node)).expect("known node"))
+    }
+
+    /// Delivered messages matching `pred`, from index `since` of the delivery log.
+    fn delivered_since(&self, since: usize, pred: impl Fn(&Envelope) -> bool) -> Vec<Envelope> {
+        self.delivered[since..].iter().filter(|e| pred(e)).cloned().collect()
+    }
+}
+
+/// Make `leader` the leader by firing its election timer (only) and letting the network settle;
+/// its barrier is committed and its leadership published afterwards.
+fn elect(net: &mut Net, leader: u64) {
+    tick_until_timeout(net.sm_mut(leader));
+    assert_eq!(net.sm(leader).role(), Role::PreCandidate, "a timeout starts a pre-vote");
+    net.settle();
+    assert_eq!(net.sm(leader).role(), Role::Leader, "node {leader} should have won");
+    assert!(net.sm(leader).is_leader(), "the barrier should be committed and applied");
+}
+
+/// A fresh 3-node cluster (1, 2, 3) with node 1 as published leader of term 1.
+fn three_with_leader() -> Net {
+    let mut net = Net::fresh(&[1, 2, 3]);
+    elect(&mut net, 1);
+    assert_eq!(net.sm(1).term(), 1);
+    net
+}
+
+// ===== elections ===============================================================================
+
+/// §5.2 (election timeout) + thesis §9.6 (pre-vote): when its election timer fires, a follower does
+/// not bump its term; it first asks for pre-votes for term+1. Neither side changes term or vote.
+#[test]
+fn election_timeout_starts_a_pre_vote_that_changes_no_term_or_vote() {
+    let voters = [1, 2, 3];
+    let mut n1 = machine(1, &voters);
+    let min = config(1, &voters).election_timeout_min_ticks;
+    let max = config(1, &voters).election_timeout_max_ticks;
+    for _ in 1..min {
+        n1.tick();
+        assert!(n1.ready().is_empty(), "nothing happens before the minimum election timeout");
+    }
+    let ticks = (min - 1) + tick_until_timeout(&mut n1);
+    assert!((min..max).contains(&ticks), "timer fired after {ticks} ticks, outside [{min}, {max})");
+    assert_eq!(n1.role(), Role::PreCandidate);
+    assert_eq!((n1.term(), n1.voted_for()), (0, None), "pre-vote changes neither term nor vote");
+    let ready = n1.ready();
+    assert!(ready.write.is_none(), "a pre-vote needs no durable state: {:?}", ready.write);
+    for peer in [2, 3] {
+        assert_eq!(to_node(&ready.messages, peer), vec![&pre_vote_req(1, 0, 0)], "pre-vote carries term + 1");
+    }
+
+    // The receiver grants it (no leader known, log as fresh) without changing anything either.
+    let mut n2 = machine(2, &voters);
+    n2.step(env(1, 2, pre_vote_req(1, 0, 0))).unwrap();
+    let ready = n2.ready();
+    assert_eq!(to_node(&ready.messages, 1), vec![&vote_resp(1, true, true)]);
+    assert!(ready.write.is_none());
+    assert_eq!((n2.role(), n2.term(), n2.voted_for()), (Role::Follower, 0, None));
+
+    // Only a quorum of pre-votes makes the node a real candidate of term+1, voting for itself.
+    n1.step(env(2, 1, vote_resp(1, true, true))).unwrap();
+    assert_eq!((n1.role(), n1.term(), n1.voted_for()), (Role::Candidate, 1, Some(id(1))));
+}
+
+/// Thesis §9.6: pre-vote keeps a partitioned node from disturbing a stable leader. While cut off it
+/// keeps running pre-votes (never bumping its term); once it rejoins, followers that heard from the
+/// leader recently and the leader itself reject it, and the leader keeps its term and role.
+#[test]
+fn pre_vote_does_not_disturb_a_stable_leader() {
+    let mut net = three_with_leader();
+    let min = config(1, &[1, 2, 3]).election_timeout_min_ticks;
+    net.cut(3, 1);
+    net.cut(3, 2);
+    for _ in 0..3 * min {
+        net.tick_all();
+        net.settle();
+    }
+    let pre_votes: Vec<&Envelope> = net
+        .dropped
+        .iter()
+        .filter(|e| e.from == id(3) && matches!(e.message, RaftMessage::VoteRequest { .. }))
+        .collect();
+    assert!(!pre_votes.is_empty(), "the cut-off node's timer fired");
+    assert!(
+        pre_votes.iter().all(|e| e.message == pre_vote_req(2, 1, 1)),
+        "only pre-votes for term 2, never a real election: {pre_votes:?}"
+    );
+    assert_eq!(net.sm(3).term(), 1, "pre-votes never bump the term");
+    assert_eq!(net.sm(3).role(), Role::PreCandidate);
+
+    // Rejoin; the node's timer fires again before the leader's next heartbeat reaches it.
+    net.heal();
+    let since = net.delivered.len();
+    for _ in 0..2 * min {
+        net.tick(3);
+        net.settle();
+        if net.delivered[since..].iter().any(|e| e.from == id(3)) {
+            break;
+        }
+    }
+    let requests = net.delivered_since(since, |e| e.from == id(3));
+    assert_eq!(requests.len(), 2, "one pre-vote to each peer: {requests:?}");
+    assert!(requests.iter().all(|e| e.message == pre_vote_req(2, 1, 1)));
+    let answers = net.delivered_since(since, |e| e.to == id(3));
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers.iter().all(|e| e.message == vote_resp(1, false, true)), "both reject: {answers:?}");
+
+    assert!(net.sm(1).is_leader());
+    for n in [1, 2, 3] {
+        assert_eq!(net.sm(n).term(), 1, "node {n} kept term 1");
+    }
+    assert_eq!(net.sm(2).voted_for(), Some(id(1)));
+    assert_eq!(net.sm(3).role(), Role::Follower, "a quorum of rejections ends the pre-vote round");
+
+    net.tick(1);
+    net.settle();
+    assert_eq!(net.sm(3).leader(), Some(id(1)), "the next heartbeat reattaches the node");
+}
+
+/// §5.2 (Figure 2, RequestVote receiver): at most one vote per term, first come first served. A
+/// repeated request from the same candidate is granted again (idempotent, e.g. after a lost reply).
+#[test]
+fn one_vote_per_term_and_repeat_requests_from_the_same_candidate_are_granted() {
+    let mut n1 = machine(1, &[1, 2, 3]);
+    n1.step(env(2, 1, vote_req(1, 0, 0))).unwrap();
+    assert_eq!(drain(&mut n1).to(2), vec![&vote_resp(1, true, false)]);
+    assert_eq!(n1.voted_for(), Some(id(2)));
+
+    n1.step(env(3, 1, vote_req(1, 0, 0))).unwrap();
+    assert_eq!(drain(&mut n1).to(3), vec![&vote_resp(1, false, false)], "already voted for 2 in term 1");
+    assert_eq!(n1.voted_for(), Some(id(2)));
+
+    n1.step(env(2, 1, vote_req(1, 0, 0))).unwrap();
+    assert_eq!(drain(&mut n1).to(2), vec![&vote_resp(1, true, false)], "same candidate: granted again");
+    assert_eq!((n1.term(), n1.voted_for()), (1, Some(id(2))));
+
+    // Sanity check of the test: the planted double-vote bug grants 3 as well.
+    let mut cfg = config(1, &[1, 2, 3]);
+    cfg.canary = CanaryBugs { grant_two_votes_per_term: true, ..CanaryBugs::default() };
+    let mut buggy = PartitionStateMachine::new(cfg).unwrap();
+    buggy.step(env(2, 1, vote_req(1, 0, 0))).unwrap();
+    drain(&mut buggy);
+    buggy.step(env(3, 1, vote_req(1, 0, 0))).unwrap();
+    assert_eq!(drain(&mut buggy).to(3), vec![&vote_resp(1, true, false)]);
+}
+
+/// §5.4.1 (election restriction): a vote is granted only to a candidate whose log is at least as
+/// up-to-date: compare last terms first, then last indexes. Pre-votes apply the same check.
+#[test]
+fn vote_requires_a_log_at_least_as_up_to_date() {
+    // Log: 1@1, 2@2, 3@2.
+    let mut n1 = restored(config(1, &[1, 2, 3]), hs(2, None, 0), log_of(&[1, 2, 2]));
+
+    n1.step(env(2, 1, vote_req(3, 2, 2))).unwrap();
+    assert_eq!(drain(&mut n1).to(2), vec![&vote_resp(3, false, false)], "same last term, shorter: rejected");
+    n1.step(env(3, 1, vote_req(3, 10, 1))).unwrap();
+    assert_eq!(drain(&mut n1).to(3), vec![&vote_resp(3, false, false)], "longer but older last term: rejected");
+    assert_eq!((n1.term(), n1.voted_for()), (3, None), "term adopted, no vote cast");
+
+    n1.step(env(2, 1, pre_vote_req(4, 2, 2))).unwrap();
+    assert_eq!(drain(&mut n1).to(2), vec![&vote_resp(3, false, true)], "pre-vote: same freshness check");
+
+    n1.step(env(3, 1, vote_req(4, 1, 3))).unwrap();
+    assert_eq!(drain(&mut n1).to(3), vec![&vote_resp(4, true, false)], "newer last term, though shorter: granted");
+    assert_eq!(n1.voted_for(), Some(id(3)));
+
+    n1.step(env(2, 1, vote_req(5, 3, 2))).unwrap();
+    assert_eq!(drain(&mut n1).to(2), vec![&vote_resp(5, true, false)], "identical log: granted");
+    assert_eq!(n1.last_index(), 3, "votes never touch the log");
+}
+
+/// §5.1 (Figure 2, rules for all servers): a message with a higher term makes any replica adopt the
+/// term, clear its vote and become follower - whatever the message type.
+#[test]
+fn leader_steps_down_on_a_higher_term_in_any_message() {
+    let cases: Vec<(&str, RaftMessage, Option<NodeId>)> = vec![
+        ("append request", append_req(5, 0, 0, vec![], 0), Some(id(2))),
+        (
+            "append response",
+            RaftMessage::AppendResponse { term: 5, prev_log_index: 1, result: AppendResult::StaleTerm },
+            None,
+        ),
+        ("vote request", vote_req(5, 0, 0), None),
+    ];
+    for (name, message, leader) in cases {
+        let mut net = three_with_leader();
+        assert_eq!(net.sm(1).voted_for(), Some(id(1)));
+        let n1 = net.sm_mut(1);
+        n1.step(env(2, 1, message)).unwrap();
+        assert_eq!(n1.role(), Role::Follower, "{name}");
+        assert_eq!(n1.term(), 5, "{name}");
+        assert_eq!(n1.voted_for(), None, "{name}: the vote of term 1 does not carry over (and 2's log is stale)");
+        assert_eq!(n1.leader(), leader, "{name}");
+        assert!(!n1.is_leader(), "{name}");
+        let turn = drain(n1);
+        let hard = turn.writes.iter().filter_map(|w| w.write.hard_state).next_back();
+        assert_eq!(hard.map(|h| (h.term, h.voted_for)), Some((5, None)), "{name}: new term persisted");
+        assert!(turn.leader_changes.iter().any(|c| c.term == 5 && c.leader == leader), "{name}: {turn:?}");
+        assert_eq!(n1.propose(auto(b"x"), 1), Err(ProposeError::NotLeader { leader }), "{name}");
+    }
+}
+
+/// §5.2: a candidate that receives an append from a leader of its own term recognises it and
+/// returns to follower (keeping its own vote of that term).
+#[test]
+fn candidate_yields_to_a_leader_of_its_term() {
+    let mut n1 = machine(1, &[1, 2, 3]);
+    tick_until_timeout(&mut n1);
+    n1.step(env(2, 1, vote_resp(1, true, true))).unwrap();
+    assert_eq!((n1.role(), n1.term()), (Role::Candidate, 1));
+    drain(&mut n1);
+    n1.step(env(2, 1, append_req(1, 0, 0, vec![], 0))).unwrap();
+    assert_eq!((n1.role(), n1.term(), n1.leader(), n1.voted_for()), (Role::Follower, 1, Some(id(2)), Some(id(1))));
+}
+
+/// Figure 2 ("persistent state ... updated on stable storage before responding to RPCs"): a vote
+/// grant, a candidate's vote requests and a follower's append acknowledgement leave only after the
+/// write carrying the vote / the entries is reported durable.
+#[test]
+fn vote_grants_and_append_acks_wait_for_their_write() {
+    // Vote grant.
+    let mut n1 = machine(1, &[1, 2, 3]);
+    n1.step(env(2, 1, vote_req(1, 0, 0))).unwrap();
+    let ready = n1.ready();
+    assert!(ready.messages.is_empty(), "grant held until the vote is durable: {:?}", ready.messages);
+    let write = ready.write.expect("the vote must be written");
+    assert_eq!(write.write.hard_state, Some(hs(1, Some(2), 0)));
+    assert!(n1.ready().messages.is_empty(), "still held while the write is in flight");
+    n1.on_write_complete(write.id);
+    assert_eq!(to_node(&n1.ready().messages, 2), vec![&vote_resp(1, true, false)]);
+
+    // A candidate's own vote and term are durable before it asks for votes.
+    let mut n2 = machine(2, &[1, 2, 3]);
+    tick_until_timeout(&mut n2);
+    drain(&mut n2);
+    n2.step(env(1, 2, vote_resp(1, true, true))).unwrap();
+    let ready = n2.ready();
+    assert!(ready.messages.is_empty(), "vote requests held: {:?}", ready.messages);
+    let write = ready.write.expect("term and self-vote written");
+    assert_eq!(write.write.hard_state, Some(hs(1, Some(2), 0)));
+    n2.on_write_complete(write.id);
+    let ready = n2.ready();
+    assert_eq!(to_node(&ready.messages, 1), vec![&vote_req(1, 0, 0)]);
+    assert_eq!(to_node(&ready.messages, 3), vec![&vote_req(1, 0, 0)]);
+
+    // A follower's success acknowledgement (and its deliveries) wait for its entries' write.
+    let mut n3 = machine(3, &[1, 2, 3]);
+    n3.step(env(1, 3, append_req(1, 0, 0, vec![app(1, 1), app(2, 1)], 2))).unwrap();
+    let ready = n3.ready();
+    assert!(ready.messages.is_empty(), "ack held: {:?}", ready.messages);
+    assert!(ready.deliveries.is_empty(), "entries not yet durable are not applied");
+    let write = ready.write.expect("entries written");
+    assert_eq!(write.write.entries, vec![app(1, 1), app(2, 1)]);
+    assert_eq!(write.write.hard_state.map(|h| h.term), Some(1));
+    n3.on_write_complete(write.id);
+    let ready = n3.ready();
+    assert_eq!(to_node(&ready.messages, 1), vec![&success(1, 0, 2)]);
+    assert_eq!(ready.deliveries.iter().map(|d| d.entry.index).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+// ===== replication =============================================================================
+
+/// §5.3 (Figure 2, AppendEntries receiver step 2): an append is accepted only if the follower has
+/// an entry at prev_log_index with prev_log_term; otherwise it answers Conflict with a hint (first
+/// index of the conflicting term run, or last+1 when its log is too short) and changes nothing.
+#[test]
+fn append_is_anchored_on_prev_index_and_term_and_conflicts_carry_a_hint() {
+    // Log 1@1, 2@1, 3@2, 4@2.
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 1), log_of(&[1, 1, 2, 2]));
+    n2.step(env(1, 2, append_req(3, 4, 3, vec![app(5, 3)], 4))).unwrap();
+    let conflict = RaftMessage::AppendResponse {
+        term: 3,
+        prev_log_index: 4,
+        result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) },
+    };
+    assert_eq!(drain(&mut n2).to(1), vec![&conflict], "term mismatch: skip the whole term-2 run");
+    assert_eq!((n2.last_index(), n2.last_term(), n2.commit_index()), (4, 2, 1), "log untouched");
+
+    n2.step(env(1, 2, append_req(3, 7, 3, vec![app(8, 3)], 4))).unwrap();
+    let short = RaftMessage::AppendResponse {
+        term: 3,
+        prev_log_index: 7,
+        result: AppendResult::Conflict { hint_index: 5, hint_term: None },
+    };
+    assert_eq!(drain(&mut n2).to(1), vec![&short], "log too short: hint last + 1");
+    assert_eq!(n2.last_index(), 4);
+
+    n2.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 2), app(4, 2), app(5, 3)], 4))).unwrap();
+    assert_eq!(drain(&mut n2).to(1), vec![&success(3, 2, 5)], "matching anchor: accepted");
+    assert_eq!((n2.last_index(), n2.commit_index()), (5, 4));
+}
+
+/// §5.3 (end of section, the conflict-hint optimisation): the leader uses the follower's hint to
+/// skip a whole conflicting term per round trip instead of one index at a time.
+#[test]
+fn leader_backs_off_a_whole_term_using_the_conflict_hint() {
+    let voters = [1, 2, 3];
+    let leader_log = log_of(&[1, 1, 3, 3, 3]);
+    let follower_log = log_of(&[1, 1, 2, 2, 2]);
+    let mut net = Net::restored(vec![
+        (config(1, &voters), hs(3, None, 2), leader_log.clone()),
+        (config(2, &voters), hs(3, None, 2), follower_log),
+        (config(3, &voters), hs(3, None, 2), leader_log),
+    ]);
+    elect(&mut net, 1);
+    assert_eq!(net.sm(1).term(), 4);
+
+    let to2 = appends(net.delivered.iter().filter(|e| e.from == id(1) && e.to == id(2)).map(|e| &e.message));
+    let prevs: Vec<(LogIndex, Term)> = to2.iter().map(|a| (a.prev_log_index, a.prev_log_term)).collect();
+    assert_eq!(prevs, vec![(5, 3), (2, 1)], "one probe per conflicting term, not per index");
+    let hint = net
+        .delivered
+        .iter()
+        .find(|e| e.from == id(2) && matches!(e.message, RaftMessage::AppendResponse { .. }))
+        .map(|e| e.message.clone());
+    assert_eq!(
+        hint,
+        Some(RaftMessage::AppendResponse {
+            term: 4,
+            prev_log_index: 5,
+            result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) }
+        })
+    );
+    let follower: Vec<Term> = (1..=6).map(|i| net.sm(2).term_at(i).unwrap()).collect();
+    assert_eq!(follower, vec![1, 1, 3, 3, 3, 4], "the uncommitted term-2 suffix was replaced");
+
+    // A follower whose log is too short: the leader jumps straight to its last index.
+    let mut net = Net::restored(vec![
+        (config(1, &voters), hs(1, None, 1), log_of(&[1, 1, 1, 1, 1])),
+        (config(2, &voters), hs(1, None, 1), log_of(&[1])),
+        (config(3, &voters), hs(1, None, 1), log_of(&[1, 1, 1, 1, 1])),
+    ]);
+    elect(&mut net, 1);
+    let to2 = appends(net.delivered.iter().filter(|e| e.from == id(1) && e.to == id(2)).map(|e| &e.message));
+    let prevs: Vec<LogIndex> = to2.iter().map(|a| a.prev_log_index).collect();
+    assert_eq!(prevs, vec![5, 1], "hint last+1 = 2 => next probe anchored at 1");
+    assert_eq!(to2[1].entries.len(), 5, "entries 2..=6 in one append");
+    assert_eq!(net.sm(2).last_index(), 6);
+}
+
+/// §5.3 (Figure 2, AppendEntries receiver step 3): an existing entry that conflicts with a new one
+/// (same index, different term) is deleted with everything after it - only in the uncommitted
+/// suffix - and the WAL write carries the truncation.
+#[test]
+fn conflicting_uncommitted_suffix_is_truncated_and_replaced() {
+    // 1@1, 2@1, 3@2, 4@2 with commit 2.
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 2), log_of(&[1, 1, 2, 2]));
+    n2.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 3)], 2))).unwrap();
+    let ready = n2.ready();
+    assert!(ready.messages.is_empty(), "ack waits for the truncation to be durable");
+    let write = ready.write.expect("a write");
+    assert_eq!(write.write.truncate_from, Some(3));
+    assert_eq!(write.write.entries, vec![app(3, 3)]);
+    assert_eq!(write.write.hard_state.map(|h| h.term), Some(3));
+    assert_eq!((n2.last_index(), n2.term_at(3), n2.entry(4)), (3, Some(3), None));
+    n2.on_write_complete(write.id);
+    assert_eq!(to_node(&n2.ready().messages, 1), vec![&success(3, 2, 3)]);
+
+    // Entries that already match are kept (no truncation for a duplicate append).
+    n2.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 3)], 2))).unwrap();
+    let turn = drain(&mut n2);
+    assert!(turn.writes.iter().all(|w| w.write.truncate_from.is_none() && w.write.entries.is_empty()));
+    assert_eq!(turn.to(1), vec![&success(3, 2, 3)]);
+
+    // Sanity check of the test: the planted bug overwrites in place and keeps the stale 4@2.
+    let mut cfg = config(2, &[1, 2, 3]);
+    cfg.canary = CanaryBugs { skip_conflict_truncation: true, ..CanaryBugs::default() };
+    let mut buggy = restored(cfg, hs(2, None, 2), log_of(&[1, 1, 2, 2]));
+    buggy.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 3)], 2))).unwrap();
+    drain(&mut buggy);
+    assert_eq!((buggy.last_index(), buggy.term_at(4)), (4, Some(2)));
+}
+
+/// §5.4 (State Machine Safety) and Figure 2 step 3: entries at or below the commit index are never
+/// rewritten, whatever a (buggy) leader sends. Both old terms stay and nothing is truncated.
+#[test]
+fn committed_entries_are_never_rewritten_by_a_conflicting_append() {
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 3), log_of(&[1, 1, 2]));
+    drain(&mut n2);
+    // Claims 3@3, where the follower has committed 3@2.
+    let _ = n2.step(env(1, 2, append_req(3, 1, 1, vec![app(2, 1), app(3, 3)], 3)));
+    let turn = drain(&mut n2);
+    assert!(turn.writes.iter().all(|w| w.write.truncate_from.is_none() && w.write.entries.is_empty()), "{turn:?}");
+    assert_eq!(n2.term_at(3), Some(2), "committed entry kept");
+    assert_eq!(n2.commit_index(), 3);
+}
+
+/// §5.4 (State Machine Safety): a leader that tries to replace an entry at or below the follower's
+/// commit index reveals a safety violation; the follower must halt (FatalError::CommittedEntryConflict)
+/// rather than acknowledge a log that does not match, and refuse further input.
+#[test]
+fn conflict_at_or_below_commit_halts_the_follower() {
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 3), log_of(&[1, 1, 2]));
+    drain(&mut n2);
+    n2.step(env(1, 2, append_req(3, 1, 1, vec![app(2, 1), app(3, 3)], 3))).unwrap();
+    let turn = drain(&mut n2);
+    assert_eq!(
+        turn.fatal,
+        Some(FatalError::CommittedEntryConflict { index: 3, commit: 3, local_term: 2, incoming_term: 3 }),
+        "the follower answered {:?}",
+        turn.messages
+    );
+    assert!(
+        !turn
+            .messages
+            .iter()
+            .any(|e| matches!(e.message, RaftMessage::AppendResponse { result: AppendResult::Success { .. }, .. })),
+        "never acknowledge a mismatching log"
+    );
+    assert_eq!(n2.term_at(3), Some(2), "never rewritten");
+    assert!(matches!(n2.step(env(1, 2, append_req(3, 3, 3, vec![], 3))), Err(StepError::Halted(_))));
+}
+
+/// §5.4.2 / Figure 8: a leader never commits an entry of a previous term by counting replicas; it
+/// commits it indirectly once an entry of its own term (here its barrier) is on a majority.
+#[test]
+fn previous_term_entry_is_not_committed_by_counting_replicas() {
+    fn leader_in_term_4(canary: bool) -> PartitionStateMachine {
+        let mut cfg = config(1, &[1, 2, 3]);
+        cfg.canary = CanaryBugs { commit_previous_term_by_count: canary, ..CanaryBugs::default() };
+        // 1@1 committed, 2@2 not: the term-2 leader crashed before committing it.
+        let mut n1 = restored(cfg, hs(3, None, 1), log_of(&[1, 2]));
+        make_leader_by_hand(&mut n1);
+        drain(&mut n1); // barrier 3@4 durable on the leader
+        assert_eq!((n1.last_index(), n1.last_term(), n1.stable_index()), (3, 4, 3));
+        n1
+    }
+
+    let mut n1 = leader_in_term_4(false);
+    // Both followers store 2@2 (the barrier append is not acknowledged yet).
+    n1.step(env(2, 1, success(4, 2, 2))).unwrap();
+    n1.step(env(3, 1, success(4, 2, 2))).unwrap();
+    assert_eq!(n1.commit_index(), 1, "2@2 is on all three replicas but is not of the current term");
+    assert!(drain(&mut n1).deliveries.is_empty());
+    assert!(!n1.is_leader());
+
+    n1.step(env(2, 1, success(4, 2, 3))).unwrap();
+    assert_eq!(n1.commit_index(), 3, "the term-4 barrier on a majority commits everything before it");
+    assert_eq!(drain(&mut n1).delivered_indexes(), vec![2]);
+    assert!(n1.is_leader());
+
+    // Sanity check of the test: the planted bug commits 2@2 by counting.
+    let mut buggy = leader_in_term_4(true);
+    buggy.step(env(2, 1, success(4, 2, 2))).unwrap();
+    assert_eq!(buggy.commit_index(), 2);
+}
+
+/// §5.3 + thesis §10.2.1 (leader writes its log in parallel with replication): the leader counts
+/// itself toward the quorum only once its own write is durable.
+#[test]
+fn leader_counts_itself_only_after_its_own_write_is_durable() {
+    let mut net = three_with_leader();
+    let accepted = net.sm_mut(1).propose(auto(b"x"), 1).unwrap();
+    let index = accepted.last_index;
+    let ready = net.sm_mut(1).ready();
+    let write = ready.write.expect("leader writes the entry");
+    assert_eq!(write.write.entries.last().map(|e| e.index), Some(index));
+    let to2: Vec<Envelope> = ready.messages.iter().filter(|e| e.to == id(2)).cloned().collect();
+    assert_eq!(appends(to2.iter().map(|e| &e.message)).len(), 1, "replication does not wait for the leader's write");
+
+    for e in to2 {
+        net.deliver(e);
+    }
+    let acks = net.flush(2).messages;
+    assert_eq!(to_node(&acks, 1), vec![&success(1, 1, index)]);
+    for e in acks {
+        net.deliver(e);
+    }
+    assert_eq!(net.sm(1).commit_index(), index - 1, "one follower + a non-durable leader is not a quorum of 3");
+    let ready = net.sm_mut(1).ready();
+    assert!(ready.deliveries.is_empty() && ready.replies.is_empty());
+
+    net.sm_mut(1).on_write_complete(write.id);
+    assert_eq!(net.sm(1).commit_index(), index);
+    let ready = net.sm_mut(1).ready();
+    assert_eq!(ready.deliveries.iter().map(|d| d.entry.index).collect::<Vec<_>>(), vec![index]);
+    assert_eq!(
+        ready.replies,
+        vec![ClientReply::Proposal {
+            ticket: accepted.ticket,
+            result: Ok(ProposalCommitted { ticket: accepted.ticket, first_index: index, last_index: index })
+        }]
+    );
+}
+
+/// §8 (a new leader commits a blank no-op entry at the start of its term): the leader appends a
+/// barrier in its term and only becomes usable (is_leader, proposals, leader_change naming itself)
+/// once that barrier is committed and applied. The barrier is never delivered.
+#[test]
+fn new_leader_is_pending_until_its_barrier_is_applied() {
+    let mut n1 = machine(1, &[1, 2, 3]);
+    let mut seen = make_leader_by_hand(&mut n1);
+    assert_eq!((n1.role(), n1.leader()), (Role::Leader, Some(id(1))));
+    assert!(!n1.is_leader());
+    assert_eq!(n1.propose(auto(b"x"), 1), Err(ProposeError::LeadershipPending));
+    let barrier = n1.entry(1).cloned().expect("barrier");
+    assert_eq!((barrier.index, barrier.term, barrier.kind), (1, 1, EntryKind::Barrier));
+
+    let ready = n1.ready();
+    let write = ready.write.clone().expect("barrier written");
+    assert_eq!(write.write.entries, vec![barrier.clone()]);
+    for peer in [2, 3] {
+        let sent = appends(to_node(&ready.messages, peer));
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].prev_log_index, sent[0].entries.clone()), (0, vec![barrier.clone()]));
+    }
+    seen.absorb(ready);
+    n1.on_write_complete(write.id);
+    seen.extend(&drain(&mut n1));
+    assert!(!n1.is_leader(), "durable on the leader alone is not committed");
+    assert_eq!(n1.propose(auto(b"x"), 1), Err(ProposeError::LeadershipPending));
+    assert!(seen.leader_changes.iter().all(|c| c.leader != Some(id(1))), "{:?}", seen.leader_changes);
+
+    n1.step(env(2, 1, success(1, 0, 1))).unwrap();
+    assert_eq!(n1.commit_index(), 1);
+    let turn = drain(&mut n1);
+    assert_eq!(turn.leader_changes, vec![LeaderChange { term: 1, leader: Some(id(1)) }]);
+    assert!(turn.deliveries.is_empty(), "barriers are not delivered");
+    assert!(n1.is_leader());
+    assert!(n1.propose(auto(b"x"), 1).is_ok());
+}
+
+/// §5.3 + thesis §10.2 (batching): proposals made between two `ready()` calls go out to each follower
+/// as one append message.
+#[test]
+fn proposals_between_two_readies_are_batched_into_one_append() {
+    let mut net = three_with_leader();
+    assert_eq!(net.sm(1).progress(id(2)).map(|p| p.state), Some(ProgressState::Replicate));
+    let first = net.sm(1).last_index() + 1;
+    for i in 0..5u8 {
+        net.sm_mut(1).propose(auto(&[i]), 1).unwrap();
+    }
+    let ready = net.sm_mut(1).ready();
+    for peer in [2, 3] {
+        let sent = appends(to_node(&ready.messages, peer));
+        assert_eq!(sent.len(), 1, "one append to {peer}: {sent:?}");
+        assert_eq!(sent[0].prev_log_index, first - 1);
+        let indexes: Vec<LogIndex> = sent[0].entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (first..first + 5).collect::<Vec<_>>());
+    }
+    assert_eq!(ready.write.map(|w| w.write.entries.len()), Some(5), "and one WAL write");
+}
+
+/// Thesis §10.2.2 (pipelining): in Replicate state the leader keeps several appends in flight to a
+/// follower, but never more than `max_inflight_appends` unacknowledged ones.
+#[test]
+fn pipelined_appends_are_bounded_by_the_inflight_window() {
+    let voters = [1, 2, 3];
+    let machines = voters
+        .iter()
+        .map(|&n| {
+            let mut c = config(n, &voters);
+            c.max_inflight_appends = 2;
+            c.max_entries_per_append = 1;
+            PartitionStateMachine::new(c).unwrap()
+        })
+        .collect();
+    let mut net = Net::new(machines);
+    elect(&mut net, 1);
+    assert_eq!(net.sm(1).progress(id(2)).map(|p| p.state), Some(ProgressState::Replicate));
+    let base = net.sm(1).last_index();
+    for i in 0..5u8 {
+        net.sm_mut(1).propose(auto(&[i]), 1).unwrap();
+    }
+
+    // Only node 2 gets its appends; node 3's are dropped.
+    net.isolate(3);
+    let mut in_flight: VecDeque<Envelope> = VecDeque::new();
+    let mut max_in_flight = 0;
+    let mut sent_indexes = Vec::new();
+    let mut take = |turn: Turn, in_flight: &mut VecDeque<Envelope>| {
+        for e in turn.messages.into_iter().filter(|e| e.to == id(2)) {
+            if let RaftMessage::AppendRequest { entries, .. } = &e.message {
+                assert_eq!(entries.len(), 1, "max_entries_per_append = 1");
+                sent_indexes.push(entries[0].index);
+                in_flight.push_back(e);
+            }
+        }
+    };
+    let turn = net.flush(1);
+    take(turn, &mut in_flight);
+    assert_eq!(in_flight.len(), 2, "window of 2 filled at once");
+    assert!(net.flush(1).messages.iter().all(|e| e.to != id(2)), "nothing more without acks");
+    while let Some(request) = in_flight.pop_front() {
+        net.deliver(request);
+        for ack in net.flush(2).messages {
+            net.deliver(ack);
+        }
+        let turn = net.flush(1);
+        take(turn, &mut in_flight);
+        max_in_flight = max_in_flight.max(in_flight.len());
+        assert!(in_flight.len() <= 2, "{} appends in flight", in_flight.len());
+    }
+    assert_eq!(max_in_flight, 2);
+    assert_eq!(sent_indexes, (base + 1..=base + 5).collect::<Vec<_>>(), "each entry sent once, in order");
+    assert_eq!(net.sm(2).last_index(), base + 5);
+    assert_eq!(net.sm(1).commit_index(), base + 5);
+}
+
+/// §5.3 (the leader brings a lagging follower's log up to date): entries no longer in the leader's
+/// memory are read back from the WAL (a `ReadRequest`), then sent anchored on the right prev term.
+#[test]
+fn lagging_follower_is_caught_up_from_the_wal() {
+    let voters = [1, 2, 3];
+    let start = hs(1, None, 1);
+    let mut net = Net::restored(
+        voters
+            .iter()
+            .map(|&n| {
+                let mut c = config(n, &voters);
+                c.log_cache_entries = 0;
+                (c, start, log_of(&[1]))
+            })
+            .collect(),
+    );
+    net.isolate(3);
+    elect(&mut net, 1);
+    assert_eq!(net.sm(1).term(), 2);
+    let p = net.sm_mut(1).propose(
+        Proposal {
+            log_type: "t".into(),
+            payloads: vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            auto_commit: true,
+        },
+        1,
+    );
+    assert_eq!(p.map(|a| (a.first_index, a.last_index)), Ok((3, 5)));
+    net.settle();
+    assert_eq!((net.sm(1).commit_index(), net.sm(1).applied_index()), (5, 5));
+    assert_eq!((net.sm(1).entry(3), net.sm(1).entry(5)), (None, None), "applied entries evicted (cache of 0)");
+    assert_eq!(net.sm(3).last_index(), 1);
+
+    net.tick(1);
+    let turn = net.flush(1);
+    assert_eq!(turn.reads.len(), 1, "{turn:?}");
+    let read = turn.reads[0].clone();
+    assert_eq!((read.partition, read.from, read.to), (P, 1, 5));
+    assert!(appends(turn.to(3)).is_empty(), "nothing can be sent to 3 before the read");
+
+    let entries = net.wals[&id(1)].read_range(P, read.from, read.to).unwrap();
+    assert_eq!(entries.len(), 5);
+    net.sm_mut(1).on_read_complete(read.id, Ok(entries.clone())).unwrap();
+    let turn = net.flush(1);
+    let sent = appends(turn.to(3));
+    assert_eq!(sent.len(), 1, "{turn:?}");
+    assert_eq!((sent[0].term, sent[0].prev_log_index, sent[0].prev_log_term, sent[0].leader_commit), (2, 1, 1, 5));
+    assert_eq!(sent[0].entries, entries[1..].to_vec());
+
+    net.heal();
+    for e in turn.messages.into_iter().filter(|e| e.to == id(3)) {
+        net.deliver(e);
+    }
+    net.settle();
+    assert_eq!(net.sm(3).last_index(), 5);
+    assert_eq!(net.sm(1).progress(id(3)).map(|p| p.match_index), Some(5));
+    assert_eq!(net.sm(3).commit_index(), 5, "leader_commit came along");
+}
+
+// ===== proposals and delivery ==================================================================
+
+fn proposal_ok(replies: &[ClientReply], accepted: ProposalAccepted) -> bool {
+    replies.contains(&ClientReply::Proposal {
+        ticket: accepted.ticket,
+        result: Ok(ProposalCommitted {
+            ticket: accepted.ticket,
+            first_index: accepted.first_index,
+            last_index: accepted.last_index,
+        }),
+    })
+}
+
+fn resolution(ticket: Ticket, requested: TicketOutcome, result: Result<TicketOutcome, ProposeError>) -> ClientReply {
+    ClientReply::Resolution { ticket, requested, result }
+}
+
+/// Two-phase proposals (built on §5.3's commit rule; markers are new entries, so nothing at or below
+/// the commit index is ever rewritten): held entries are delivered only when a committed
+/// CommitMarker releases them; a RollbackMarker drops them; the first outcome wins.
+#[test]
+fn two_phase_proposals_are_held_until_resolved_by_a_marker() {
+    let mut net = three_with_leader();
+    net.take_output(1);
+    let a = net.sm_mut(1).propose(two_phase(&[b"a1", b"a2"]), 1).unwrap();
+    net.settle();
+    assert_eq!(net.sm(1).commit_index(), a.last_index);
+    let out = net.take_output(1);
+    assert!(out.deliveries.is_empty(), "Raft-committed but held: {:?}", out.deliveries);
+    assert!(proposal_ok(&out.replies, a), "the proposal itself succeeds: {:?}", out.replies);
+    assert_eq!(net.sm(1).held_tickets(), 1);
+
+    // Commit: a marker entry is appended and, once applied, releases the held entries.
+    net.sm_mut(1).commit(a.ticket).unwrap();
+    let marker_index = net.sm(1).last_index();
+    assert_eq!(marker_index, a.last_index + 1);
+    let marker = net.sm(1).entry(marker_index).cloned().unwrap();
+    assert_eq!((marker.kind, marker.ticket, marker.term), (EntryKind::CommitMarker, a.ticket, 1));
+    net.settle();
+    let out = net.take_output(1);
+    let released: Vec<(LogIndex, LogIndex, bool)> =
+        out.deliveries.iter().map(|d| (d.entry.index, d.released_at, d.restored)).collect();
+    assert_eq!(released, vec![(a.first_index, marker_index, false), (a.last_index, marker_index, false)]);
+    assert_eq!(out.replies, vec![resolution(a.ticket, TicketOutcome::Committed, Ok(TicketOutcome::Committed))]);
+    assert_eq!(net.sm(1).held_tickets(), 0);
+    for i in a.first_index..=a.last_index {
+        assert_eq!(net.sm(1).entry(i).map(|e| e.kind), Some(EntryKind::Application { auto_commit: false }));
+    }
+
+    // Commit again: idempotent, answered at once. Rolling back now: too late.
+    let last = net.sm(1).last_index();
+    net.sm_mut(1).commit(a.ticket).unwrap();
+    net.sm_mut(1).rollback(a.ticket).unwrap();
+    net.settle();
+    assert_eq!(net.sm(1).last_index(), last, "no new marker for a resolved ticket");
+    let out = net.take_output(1);
+    assert_eq!(
+        out.replies,
+        vec![
+            resolution(a.ticket, TicketOutcome::Committed, Ok(TicketOutcome::Committed)),
+            resolution(
+                a.ticket,
+                TicketOutcome::RolledBack,
+                Err(ProposeError::AlreadyResolved { ticket: a.ticket, outcome: TicketOutcome::Committed })
+            ),
+        ]
+    );
+
+    // Rollback: never delivered; a later commit is refused.
+    let b = net.sm_mut(1).propose(two_phase(&[b"b"]), 1).unwrap();
+    net.settle();
+    net.sm_mut(1).rollback(b.ticket).unwrap();
+    let rollback_index = net.sm(1).last_index();
+    assert_eq!(net.sm(1).entry(rollback_index).map(|e| e.kind), Some(EntryKind::RollbackMarker));
+    net.settle();
+    net.sm_mut(1).commit(b.ticket).unwrap();
+    net.settle();
+    let out = net.take_output(1);
+    assert!(out.deliveries.is_empty(), "{:?}", out.deliveries);
+    assert_eq!(
+        out.replies[1..],
+        [
+            resolution(b.ticket, TicketOutcome::RolledBack, Ok(TicketOutcome::RolledBack)),
+            resolution(
+                b.ticket,
+                TicketOutcome::Committed,
+                Err(ProposeError::AlreadyResolved { ticket: b.ticket, outcome: TicketOutcome::RolledBack })
+            ),
+        ]
+    );
+    assert_eq!(net.sm(1).entry(b.first_index).map(|e| e.kind), Some(EntryKind::Application { auto_commit: false }));
+
+    // Both requested before either marker commits: the first marker wins, only one is appended.
+    let c = net.sm_mut(1).propose(two_phase(&[b"c"]), 1).unwrap();
+    net.sm_mut(1).rollback(c.ticket).unwrap();
+    net.sm_mut(1).commit(c.ticket).unwrap();
+    assert_eq!(net.sm(1).last_index(), c.last_index + 1, "one marker");
+    net.settle();
+    let out = net.take_output(1);
+    assert!(out.deliveries.is_empty());
+    assert!(out.replies.contains(&resolution(
+        c.ticket,
+        TicketOutcome::Committed,
+        Err(ProposeError::AlreadyResolved { ticket: c.ticket, outcome: TicketOutcome::RolledBack })
+    )));
+
+    // Bad tickets.
+    assert_eq!(net.sm_mut(1).commit(ticket(424_242)), Err(ProposeError::UnknownTicket(ticket(424_242))));
+    assert_eq!(net.sm_mut(1).rollback(HlcTimestamp::ZERO), Err(ProposeError::UnknownTicket(HlcTimestamp::ZERO)));
+    let d = net.sm_mut(1).propose(auto(b"d"), 1).unwrap();
+    assert_eq!(net.sm_mut(1).commit(d.ticket), Err(ProposeError::NotTwoPhase(d.ticket)));
+    assert_eq!(net.sm_mut(1).rollback(d.ticket), Err(ProposeError::NotTwoPhase(d.ticket)));
+
+    // Followers deliver exactly what the leader delivered.
+    net.settle();
+    net.tick(1);
+    net.settle();
+    let leader: Vec<LogIndex> = net.outputs[&id(1)].delivered_indexes();
+    assert_eq!(leader, vec![d.first_index]);
+    for n in [2, 3] {
+        let all: Vec<(LogIndex, LogIndex)> =
+            net.take_output(n).deliveries.iter().map(|d| (d.entry.index, d.released_at)).collect();
+        assert_eq!(
+            all,
+            vec![(a.first_index, marker_index), (a.last_index, marker_index), (d.first_index, d.first_index)],
+            "node {n}"
+        );
+    }
+}
+
+/// Figure 2 ("if commitIndex > lastApplied: increment lastApplied, apply log[lastApplied]"):
+/// application entries are delivered in log order, exactly once, on every replica; barriers and
+/// markers are never delivered; a two-phase entry is delivered at its marker's position.
+#[test]
+fn deliveries_are_in_order_exactly_once_and_skip_protocol_entries() {
+    let mut net = three_with_leader();
+    let mut auto_indexes = Vec::new();
+    let a = net.sm_mut(1).propose(auto(b"a"), 1).unwrap();
+    auto_indexes.push(a.first_index);
+    net.settle();
+    let hp = net.sm_mut(1).propose(two_phase(&[b"h"]), 2).unwrap();
+    let b = net.sm_mut(1).propose(
+        Proposal {
+            log_type: "t".into(),
+            payloads: vec![b"b1".to_vec(), b"b2".to_vec(), b"b3".to_vec()],
+            auto_commit: true,
+        },
+        3,
+    );
+    let b = b.unwrap();
+    auto_indexes.extend(b.first_index..=b.last_index);
+    net.tick(1);
+    net.settle();
+    net.sm_mut(1).commit(hp.ticket).unwrap();
+    let marker = net.sm(1).last_index();
+    let c = net.sm_mut(1).propose(auto(b"c"), 4).unwrap();
+    auto_indexes.push(c.first_index);
+    net.settle();
+    for _ in 0..3 {
+        net.tick_all();
+        net.settle();
+    }
+
+    let expected: Vec<(LogIndex, LogIndex)> = vec![
+        (a.first_index, a.first_index),
+        (b.first_index, b.first_index),
+        (b.first_index + 1, b.first_index + 1),
+        (b.last_index, b.last_index),
+        (hp.first_index, marker),
+        (c.first_index, c.first_index),
+    ];
+    for n in [1, 2, 3] {
+        let out = net.take_output(n);
+        assert!(out.deliveries.iter().all(|d| d.entry.is_application() && !d.restored), "node {n}");
+        let got: Vec<(LogIndex, LogIndex)> = out.deliveries.iter().map(|d| (d.entry.index, d.released_at)).collect();
+        assert_eq!(got, expected, "node {n}");
+        let mut indexes: Vec<LogIndex> = got.iter().map(|&(i, _)| i).collect();
+        assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "released_at strictly increasing on node {n}");
+        indexes.sort_unstable();
+        indexes.dedup();
+        assert_eq!(indexes.len(), expected.len(), "exactly once on node {n}");
+        assert_eq!(net.sm(n).applied_index(), c.last_index);
+    }
+    assert_eq!(net.sm(1).entry(1).map(|e| e.kind), Some(EntryKind::Barrier));
+    assert_eq!(net.sm(1).entry(marker).map(|e| e.kind), Some(EntryKind::CommitMarker));
+}
+
+/// `NotTwoPhase` refuses commit/rollback of an auto-commit ticket while its entry is unapplied; once
+/// applied, auto-commit tickets are not remembered (memory stays bounded) and the documented answer
+/// is `UnknownTicket`. Either way nothing is appended.
+#[test]
+fn commit_of_an_auto_commit_ticket_is_refused_before_and_after_apply() {
+    let mut net = three_with_leader();
+    let a = net.sm_mut(1).propose(auto(b"a"), 1).unwrap();
+    assert_eq!(net.sm_mut(1).commit(a.ticket), Err(ProposeError::NotTwoPhase(a.ticket)), "before apply");
+    net.settle();
+    assert_eq!(net.sm(1).applied_index(), a.last_index);
+    let last = net.sm(1).last_index();
+    assert_eq!(net.sm_mut(1).commit(a.ticket), Err(ProposeError::UnknownTicket(a.ticket)), "after apply");
+    assert_eq!(net.sm_mut(1).rollback(a.ticket), Err(ProposeError::UnknownTicket(a.ticket)), "after apply");
+    assert_eq!(net.sm(1).last_index(), last, "no marker appended");
+}
+
+// ===== restore and input validation ============================================================
+
+/// Figure 2 (persistent state) / §5.3: a replica restarted from its WAL re-delivers the committed
+/// application entries as `restored`, in order - not the uncommitted ones, not rolled-back or
+/// unresolved two-phase ones - and rejects inconsistent WAL contents.
+#[test]
+fn restore_redelivers_committed_entries_and_rejects_corrupt_logs() {
+    let (t1, t2, t3) = (ticket(1), ticket(2), ticket(3));
+    let entries = vec![
+        protocol(1, 1, EntryKind::Barrier, HlcTimestamp::ZERO),
+        app(2, 1),
+        held(3, 1, t1),
+        held(4, 1, t2),
+        protocol(5, 1, EntryKind::CommitMarker, t1),
+        protocol(6, 2, EntryKind::RollbackMarker, t2),
+        held(7, 2, t3),
+        app(8, 2),
+        app(9, 2),                                    // above commit
+        protocol(10, 2, EntryKind::CommitMarker, t3), // above commit: t3 stays unresolved
+    ];
+    let mut sm = restored(config(1, &[1, 2, 3]), hs(2, Some(1), 8), entries);
+    let ready = sm.ready();
+    let got: Vec<(LogIndex, LogIndex, bool)> =
+        ready.deliveries.iter().map(|d| (d.entry.index, d.released_at, d.restored)).collect();
+    assert_eq!(got, vec![(2, 2, true), (3, 5, true), (8, 8, true)]);
+    assert!(ready.write.is_none() && ready.messages.is_empty());
+    assert_eq!((sm.term(), sm.voted_for(), sm.commit_index(), sm.applied_index()), (2, Some(id(1)), 8, 8));
+    assert_eq!((sm.last_index(), sm.role()), (10, Role::Follower));
+    assert_eq!(sm.held_tickets(), 1, "t3's entry awaits its (uncommitted) marker");
+
+    // Once the rest commits (learned from a leader), 9 and then t3's entry at its marker follow.
+    sm.step(env(2, 1, append_req(2, 10, 2, vec![], 10))).unwrap();
+    let turn = drain(&mut sm);
+    let got: Vec<(LogIndex, LogIndex, bool)> =
+        turn.deliveries.iter().map(|d| (d.entry.index, d.released_at, d.restored)).collect();
+    assert_eq!(got, vec![(9, 9, false), (7, 10, false)]);
+
+    let corrupt: Vec<(&str, HardState, Vec<LogEntry>)> = vec![
+        ("gap", hs(1, None, 0), vec![app(1, 1), app(3, 1)]),
+        ("not from 1", hs(1, None, 0), vec![app(2, 1)]),
+        ("decreasing terms", hs(2, None, 0), vec![app(1, 2), app(2, 1)]),
+        ("term above hard state", hs(1, None, 0), vec![app(1, 2)]),
+    ];
+    for (name, hard_state, entries) in corrupt {
+        let result = PartitionStateMachine::restore(
+            config(1, &[1, 2, 3]),
+            RestoreState { hard_state: Some(hard_state), entries },
+        );
+        assert!(matches!(result, Err(RestoreError::Fatal(FatalError::CorruptRestore(_)))), "{name}: {result:?}");
+    }
+    let mut bad = config(1, &[1, 2, 3]);
+    bad.heartbeat_ticks = 0;
+    assert!(matches!(
+        PartitionStateMachine::restore(bad, RestoreState::default()),
+        Err(RestoreError::Config(ConfigError::Timing(_)))
+    ));
+}
+
+/// §5.1 robustness (the state of Figure 2 only changes on valid RPCs): a message for another
+/// partition, from a non-member, or an append that is not consecutive or carries entries of a term
+/// above the leader's is refused with a typed error and changes nothing - not even the term.
+#[test]
+fn malformed_or_misaddressed_input_is_rejected_and_changes_nothing() {
+    let mut sm = restored(config(1, &[1, 2, 3]), hs(2, Some(2), 1), log_of(&[1, 2]));
+    drain(&mut sm);
+    let before = snapshot(&sm);
+
+    let wrong_partition = Envelope { partition: PartitionId(9), ..env(2, 1, append_req(9, 2, 2, vec![app(3, 9)], 3)) };
+    assert_eq!(sm.step(wrong_partition), Err(StepError::WrongPartition { expected: P, got: PartitionId(9) }));
+    assert_eq!(sm.step(env(7, 1, vote_req(9, 5, 5))), Err(StepError::UnknownSender(id(7))));
+    assert_eq!(sm.step(env(1, 1, vote_req(9, 5, 5))), Err(StepError::UnknownSender(id(1))), "not from itself");
+
+    let malformed = vec![
+        ("gap after prev", append_req(5, 2, 2, vec![app(4, 5)], 2)),
+        ("non-consecutive", append_req(5, 2, 2, vec![app(3, 5), app(5, 5)], 2)),
+        ("entry term above message term", append_req(5, 2, 2, vec![app(3, 6)], 2)),
+        ("decreasing entry terms", append_req(5, 2, 2, vec![app(3, 4), app(4, 3)], 2)),
+    ];
+    for (name, message) in malformed {
+        assert!(matches!(sm.step(env(2, 1, message)), Err(StepError::MalformedAppend(_))), "{name}");
+        assert_eq!(snapshot(&sm), before, "{name}");
+    }
+    assert_eq!(snapshot(&sm), before);
+    assert!(sm.ready().is_empty(), "no output for refused input");
+}
+
+/// §5.1 (Figure 2, AppendEntries receiver step 1): an append of a stale term is refused with the
+/// receiver's term, and the stale leader steps down when it sees that term.
+#[test]
+fn stale_term_append_is_refused_and_the_stale_leader_steps_down() {
+    let mut net = three_with_leader();
+    // Node 2 moves on to term 3 (a vote request it rejects because the candidate's log is stale).
+    net.sm_mut(2).step(env(3, 2, vote_req(3, 0, 0))).unwrap();
+    net.flush(2);
+    assert_eq!(net.sm(2).term(), 3);
+    net.cut(1, 3);
+    let since = net.delivered.len();
+    net.tick(1);
+    net.settle();
+    let answers = net.delivered_since(since, |e| e.from == id(2));
+    assert_eq!(
+        answers.iter().map(|e| &e.message).collect::<Vec<_>>(),
+        vec![&RaftMessage::AppendResponse { term: 3, prev_log_index: 1, result: AppendResult::StaleTerm }]
+    );
+    assert_eq!(net.sm(2).last_index(), 1, "stale append not applied");
+    assert_eq!((net.sm(1).role(), net.sm(1).term(), net.sm(1).voted_for()), (Role::Follower, 3, None));
+
+    // Unit level: the refusal is immediate (no write needed) and carries the receiver's term.
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(3, None, 0), vec![]);
+    n2.step(env(1, 2, append_req(2, 0, 0, vec![app(1, 2)], 0))).unwrap();
+    let ready = n2.ready();
+    assert_eq!(
+        to_node(&ready.messages, 1),
+        vec![&RaftMessage::AppendResponse { term: 3, prev_log_index: 0, result: AppendResult::StaleTerm }]
+    );
+    assert!(ready.write.is_none());
+    assert_eq!((n2.term(), n2.last_index(), n2.leader()), (3, 0, None));
+}
+
+/// Figure 2 (AppendEntries receiver step 5): a follower sets its commit index to
+/// min(leaderCommit, index of last new entry) - never beyond what it verified matches the leader.
+#[test]
+fn follower_commit_is_capped_by_the_verified_prefix() {
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(1, None, 0), log_of(&[1, 1, 1]));
+    drain(&mut n2);
+    n2.step(env(1, 2, append_req(1, 1, 1, vec![], 10))).unwrap();
+    let turn = drain(&mut n2);
+    assert_eq!(n2.commit_index(), 1, "only index 1 was verified by this append");
+    assert_eq!(turn.delivered_indexes(), vec![1]);
+    n2.step(env(1, 2, append_req(1, 1, 1, vec![app(2, 1)], 10))).unwrap();
+    assert_eq!(drain(&mut n2).delivered_indexes(), vec![2]);
+    assert_eq!(n2.commit_index(), 2);
+}
+
+/// Thesis §6.2 (check-quorum): a leader that does not hear from a quorum within an election timeout
+/// steps down, so an isolated leader does not keep serving; a connected leader stays.
+#[test]
+fn isolated_leader_steps_down_after_an_election_timeout_without_a_quorum() {
+    let min = config(1, &[1, 2, 3]).election_timeout_min_ticks;
+    let mut net = three_with_leader();
+    for _ in 0..5 * min {
+        net.tick_all();
+        net.settle();
+    }
+    assert!(net.sm(1).is_leader(), "a connected leader keeps its leadership");
+    net.take_output(1);
+
+    net.isolate(1);
+    let mut stepped_down_at = None;
+    for t in 1..=2 * min {
+        net.tick(1);
+        net.settle();
+        if net.sm(1).role() != Role::Leader {
+            stepped_down_at = Some(t);
+            break;
+        }
+    }
+    // Check-quorum runs once per election_timeout_min_ticks and looks at activity since the previous
+    // round, so the step-down lands within two rounds of the last contact.
+    let t = stepped_down_at.expect("the isolated leader stepped down");
+    assert!(t >= min, "not before a full election timeout ({t} ticks)");
+    assert_eq!((net.sm(1).role(), net.sm(1).term(), net.sm(1).leader()), (Role::Follower, 1, None));
+    assert!(!net.sm(1).is_leader());
+    assert_eq!(net.take_output(1).leader_changes, vec![LeaderChange { term: 1, leader: None }]);
+    assert_eq!(net.sm_mut(1).propose(auto(b"x"), 1), Err(ProposeError::NotLeader { leader: None }));
+}
+
+/// Flow control (thesis §10.2) and §8 client interaction ("the follower rejects and supplies
+/// information about the most recent leader"): a leader refuses proposals past
+/// max_uncommitted_entries; a follower refuses with a leader hint.
+#[test]
+fn backpressure_and_not_leader_hints() {
+    let voters = [1, 2, 3];
+    let machines = voters
+        .iter()
+        .map(|&n| {
+            let mut c = config(n, &voters);
+            c.max_uncommitted_entries = 3;
+            PartitionStateMachine::new(c).unwrap()
+        })
+        .collect();
+    let mut net = Net::new(machines);
+    elect(&mut net, 1);
+    for i in 0..3u8 {
+        net.sm_mut(1).propose(auto(&[i]), 1).unwrap();
+    }
+    assert_eq!(net.sm_mut(1).propose(auto(b"x"), 1), Err(ProposeError::Backpressure { in_flight: 3 }));
+    net.settle();
+    assert_eq!(net.sm(1).commit_index(), net.sm(1).last_index());
+    net.sm_mut(1).propose(auto(b"y"), 1).unwrap();
+    net.sm_mut(1).propose(auto(b"z"), 1).unwrap();
+    let two = Proposal { log_type: "t".into(), payloads: vec![b"1".to_vec(), b"2".to_vec()], auto_commit: true };
+    assert_eq!(net.sm_mut(1).propose(two, 1), Err(ProposeError::Backpressure { in_flight: 2 }), "counts every payload");
+    let empty = Proposal { log_type: "t".into(), payloads: vec![], auto_commit: true };
+    assert_eq!(net.sm_mut(1).propose(empty, 1), Err(ProposeError::EmptyProposal));
+
+    assert_eq!(net.sm_mut(2).propose(auto(b"x"), 1), Err(ProposeError::NotLeader { leader: Some(id(1)) }));
+    let t = net.sm(1).last_index();
+    assert!(matches!(net.sm_mut(3).commit(ticket(t)), Err(ProposeError::NotLeader { leader: Some(_) })));
+    assert_eq!(machine(4, &[4, 5, 6]).propose(auto(b"x"), 1), Err(ProposeError::NotLeader { leader: None }));
+}
+
+/// A single-voter partition is its own quorum (§5.2): it elects itself without a pre-vote and
+/// commits once its own write is durable.
+#[test]
+fn single_voter_elects_itself_and_commits_on_its_own_write() {
+    let mut sm = machine(1, &[1]);
+    tick_until_timeout(&mut sm);
+    assert_eq!((sm.role(), sm.term(), sm.voted_for()), (Role::Leader, 1, Some(id(1))));
+    let turn = drain(&mut sm);
+    assert!(turn.messages.is_empty());
+    assert!(sm.is_leader());
+    assert_eq!(turn.leader_changes, vec![LeaderChange { term: 1, leader: Some(id(1)) }]);
+    let a = sm.propose(auto(b"x"), 1).unwrap();
+    assert_eq!(sm.commit_index(), 1, "not before the write");
+    let turn = drain(&mut sm);
+    assert_eq!(sm.commit_index(), a.last_index);
+    assert_eq!(turn.delivered_indexes(), vec![a.last_index]);
+}
+
+/// Configuration errors surface from the constructor, each with its category.
+#[test]
+fn invalid_configuration_is_rejected_by_new() {
+    type Tweak = fn(&mut PartitionConfig);
+    type Expect = fn(&ConfigError) -> bool;
+    let cases: Vec<(&str, Tweak, Expect)> = vec![
+        ("heartbeat 0", |c| c.heartbeat_ticks = 0, |e| matches!(e, ConfigError::Timing(_))),
+        ("min <= heartbeat", |c| c.election_timeout_min_ticks = 1, |e| matches!(e, ConfigError::Timing(_))),
+        ("max <= min", |c| c.election_timeout_max_ticks = 10, |e| matches!(e, ConfigError::Timing(_))),
+        ("no voters", |c| c.voters.clear(), |e| matches!(e, ConfigError::Membership(_))),
+        ("self not a voter", |c| c.voters = vec![id(2), id(3)], |e| matches!(e, ConfigError::Membership(_))),
+        ("duplicate voter", |c| c.voters.push(id(2)), |e| matches!(e, ConfigError::Membership(_))),
+        ("window 0", |c| c.max_inflight_appends = 0, |e| matches!(e, ConfigError::Limit(_))),
+        ("batch 0", |c| c.max_entries_per_append = 0, |e| matches!(e, ConfigError::Limit(_))),
+        ("uncommitted 0", |c| c.max_uncommitted_entries = 0, |e| matches!(e, ConfigError::Limit(_))),
+    ];
+    for (name, tweak, expected) in cases {
+        let mut c = config(1, &[1, 2, 3]);
+        tweak(&mut c);
+        match PartitionStateMachine::new(c) {
+            Err(e) => assert!(expected(&e), "{name}: {e}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+    }
+    assert!(PartitionStateMachine::new(config(1, &[1, 2, 3])).is_ok());
+}
