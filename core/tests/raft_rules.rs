@@ -1465,6 +1465,25 @@ fn single_voter_elects_itself_and_commits_on_its_own_write() {
     assert_eq!(turn.delivered_indexes(), vec![a.last_index]);
 }
 
+/// Tickets (HLC timestamps) issued after a restart order after every ticket in the restored log,
+/// even when the last entry is a barrier or a marker carrying an older ticket, and even if the
+/// caller's physical clock went backwards.
+#[test]
+fn tickets_after_restore_follow_every_restored_ticket() {
+    let newest = Ticket { physical_ms: 9_000, logical: 3, node: 1 };
+    let entries = vec![
+        held(1, 1, newest),
+        protocol(2, 1, EntryKind::CommitMarker, newest),
+        protocol(3, 2, EntryKind::Barrier, HlcTimestamp::ZERO),
+    ];
+    let mut sm = restored(config(1, &[1]), hs(2, Some(1), 3), entries);
+    tick_until_timeout(&mut sm);
+    drain(&mut sm);
+    assert!(sm.is_leader());
+    let accepted = sm.propose(auto(b"after restart"), 5).unwrap();
+    assert!(accepted.ticket > newest, "{} must follow {}", accepted.ticket, newest);
+}
+
 /// Configuration errors surface from the constructor, each with its category.
 #[test]
 fn invalid_configuration_is_rejected_by_new() {

@@ -169,10 +169,12 @@ impl PartitionStateMachine {
         }
         sm.term = hard_state.term;
         sm.voted_for = hard_state.voted_for;
-        sm.log = RaftLog::restored(state.entries, hard_state.commit);
-        if let Some(last) = sm.log.get(sm.log.last_index()) {
-            sm.clock.observe(last.ticket, 0);
+        // Tickets issued after a restart must order after every ticket already in the log (the
+        // last entry may be a barrier or a marker carrying an older ticket).
+        if let Some(newest) = state.entries.iter().map(|e| e.ticket).max() {
+            sm.clock.observe(newest, 0);
         }
+        sm.log = RaftLog::restored(state.entries, hard_state.commit);
         sm.apply_committed(true);
         Ok(sm)
     }
