@@ -187,24 +187,13 @@ impl Wal for MemoryWal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::EntryKind;
-    use crate::hlc::HlcTimestamp;
     use crate::ids::NodeId;
     use crate::wal::PartitionWrite;
 
     const P: PartitionId = PartitionId(1);
     const Q: PartitionId = PartitionId(2);
 
-    fn entry(index: LogIndex, term: Term) -> LogEntry {
-        LogEntry {
-            index,
-            term,
-            kind: EntryKind::Application { auto_commit: true },
-            log_type: "t".into(),
-            payload: index.to_le_bytes().to_vec(),
-            ticket: HlcTimestamp { physical_ms: index, logical: 0, node: 1 },
-        }
-    }
+    use crate::conformance::wal::entry;
 
     fn append(partition: PartitionId, from: LogIndex, to: LogIndex, term: Term) -> PartitionWrite {
         PartitionWrite {

@@ -54,14 +54,7 @@ fn ticket(n: u64) -> Ticket {
 
 /// An auto-commit application entry (its ticket is unique per index).
 fn app(index: LogIndex, term: Term) -> LogEntry {
-    LogEntry {
-        index,
-        term,
-        kind: EntryKind::Application { auto_commit: true },
-        log_type: "t".into(),
-        payload: index.to_le_bytes().to_vec(),
-        ticket: ticket(1000 + index),
-    }
+    LogEntry { ticket: ticket(1000 + index), ..kommander_core::conformance::wal::entry(index, term) }
 }
 
 /// A two-phase (held) application entry of `ticket`.
