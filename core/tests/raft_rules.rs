@@ -1477,6 +1477,29 @@ fn tickets_after_restore_follow_every_restored_ticket() {
     assert!(accepted.ticket > newest, "{} must follow {}", accepted.ticket, newest);
 }
 
+/// Figure 2 ("respond after persisting") across batched inputs: an acknowledgement held for
+/// entries of term 2 must not be released after a term-3 leader truncated those entries before
+/// they were ever written — it would count this follower toward a quorum it is not part of.
+#[test]
+fn held_acknowledgement_of_a_superseded_term_is_never_sent() {
+    let mut n3 = machine(3, &[1, 2, 3, 4, 5]);
+    // Two inputs before one ready(): term-2 entries from n1, then a conflicting term-3 entry from n2.
+    n3.step(env(1, 3, append_req(2, 0, 0, vec![app(1, 2), app(2, 2), app(3, 2)], 0))).unwrap();
+    n3.step(env(2, 3, append_req(3, 0, 0, vec![app(1, 3)], 0))).unwrap();
+    let turn = drain(&mut n3);
+    let stale_acks: Vec<_> = turn
+        .messages
+        .iter()
+        .filter(|e| e.to == id(1) && matches!(e.message, RaftMessage::AppendResponse { .. }))
+        .collect();
+    assert!(stale_acks.is_empty(), "acknowledged entries that were never written: {stale_acks:?}");
+    assert_eq!((n3.last_index(), n3.last_term()), (1, 3));
+    assert!(turn
+        .to(2)
+        .iter()
+        .any(|m| matches!(m, RaftMessage::AppendResponse { result: AppendResult::Success { match_index: 1 }, .. })));
+}
+
 /// Configuration errors surface from the constructor, each with its category.
 #[test]
 fn invalid_configuration_is_rejected_by_new() {

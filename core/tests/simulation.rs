@@ -119,7 +119,7 @@ fn figure_8(bug: bool) -> Result<bool, kommander_core::sim::Violation> {
     for n in rest {
         w.cut_link(a, n);
     }
-    assert!(w.propose(p, b"X".to_vec(), true)?);
+    assert!(w.propose(p, vec![b"X".to_vec()], true)?);
     let x = w.replica(a, p).unwrap().last_index();
     assert!(w.run_until_condition(1_000, |w| w.replica(b, p).is_some_and(|s| s.last_index() >= x))?);
     // (b) A crashes, B is cut off; one of C, D, E wins a new term and its barrier (index x) reaches nobody.

@@ -393,6 +393,9 @@ impl PartitionStateMachine {
             self.term = term;
             self.voted_for = None;
             self.hard_state_dirty = true;
+            // Held answers of earlier terms may describe entries a newer leader has since
+            // truncated: never release them (dropping a Raft message is always safe).
+            self.held_messages.retain(|m| m.envelope.message.term() >= term);
         }
     }
 

@@ -20,7 +20,14 @@ impl PartitionStateMachine {
                 ProgressState::Probe => {
                     // The outstanding probe (if any) is presumed lost.
                     pr.probe_sent = false;
-                    self.send_append(peer, true);
+                    if pr.read_pending {
+                        // Catch-up entries are being read from the WAL: keep the follower's
+                        // election timer quiet meanwhile.
+                        let anchor = pr.match_index;
+                        self.send_heartbeat(peer, anchor);
+                    } else {
+                        self.send_append(peer, true);
+                    }
                 }
                 ProgressState::Replicate => {
                     if !pr.inflight.is_empty() && !pr.acked_since_heartbeat {
@@ -311,6 +318,8 @@ impl PartitionStateMachine {
             }
         }
         for entry in iter {
+            // Later local tickets must order after every ticket this replica has stored.
+            self.clock.observe(entry.ticket, 0);
             self.log.push(entry);
         }
         Ok(())

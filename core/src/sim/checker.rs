@@ -123,7 +123,27 @@ impl Checker {
         let partition = write.partition;
         let view = self.replicas.entry((node, partition)).or_default();
         if let Some(from) = write.truncate_from {
+            if from <= view.checked_commit {
+                return Err(violation(
+                    ViolationKind::StateMachineSafety,
+                    format!(
+                        "{node} {partition}: truncates from {from}, at or below its commit index {}",
+                        view.checked_commit
+                    ),
+                ));
+            }
             view.log.truncate(from.saturating_sub(1) as usize);
+        }
+        if let Some(first) = write.entries.first() {
+            if first.index <= view.checked_commit {
+                return Err(violation(
+                    ViolationKind::StateMachineSafety,
+                    format!(
+                        "{node} {partition}: rewrites entry {}, at or below its commit index {}",
+                        first.index, view.checked_commit
+                    ),
+                ));
+            }
         }
         for entry in &write.entries {
             let pos = entry.index as usize - 1;
@@ -255,12 +275,14 @@ impl Checker {
         }
     }
 
-    /// A client got a success reply for a proposal ending at `last_index`.
+    /// A client got a success reply for a proposal ending at `last_index`. Auto-commit proposals
+    /// must also end up delivered; two-phase ones only once a commit for them is acknowledged.
     pub fn proposal_acked(
         &mut self,
         partition: PartitionId,
         ticket: Ticket,
         last_index: LogIndex,
+        two_phase: bool,
     ) -> Result<(), Violation> {
         let entry = self.committed.get(&partition).and_then(|c| c.get(&last_index)).copied();
         if entry.map(|e| e.ticket) != Some(ticket) {
@@ -270,7 +292,9 @@ impl Checker {
                 "{partition}: ticket {ticket} acknowledged at {last_index} but the committed entry there is {entry:?}"),
             ));
         }
-        self.acked.insert((partition, ticket), last_index);
+        if !two_phase {
+            self.acked.insert((partition, ticket), last_index);
+        }
         Ok(())
     }
 

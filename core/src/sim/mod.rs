@@ -159,8 +159,13 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         for _ in 0..world.random(3) {
             let partition = partition_ids[world.random(partition_ids.len() as u64) as usize];
             let auto_commit = world.random(5) != 0;
-            payload += 1;
-            world.propose(partition, payload.to_le_bytes().to_vec(), auto_commit).map_err(|v| fail(&world, v))?;
+            let payloads = (0..1 + world.random(3))
+                .map(|_| {
+                    payload += 1;
+                    payload.to_le_bytes().to_vec()
+                })
+                .collect();
+            world.propose(partition, payloads, auto_commit).map_err(|v| fail(&world, v))?;
         }
         // Two-phase decisions: commit most, roll back some, sometimes race both.
         for (partition, ticket) in std::mem::take(&mut world.held_tickets) {

@@ -58,9 +58,16 @@ enum Event {
         node: NodeId,
         epoch: u64,
     },
+    /// Messages are addressed to a node, not an incarnation: a delayed message may reach the node
+    /// after it restarted.
     Deliver {
         envelope: Envelope,
+    },
+    /// Take a replica's outputs after it absorbed several inputs (explores batched turns).
+    Ready {
+        node: NodeId,
         epoch: u64,
+        partition: PartitionId,
     },
     /// A group-commit flush finished: every write in it is durable.
     FlushDone {
@@ -306,11 +313,16 @@ impl World {
     // ----- clients ---------------------------------------------------------------------------
 
     /// Propose through the published leader of `partition`, if any. Returns whether it was accepted.
-    pub fn propose(&mut self, partition: PartitionId, payload: Vec<u8>, auto_commit: bool) -> Result<bool, Violation> {
+    pub fn propose(
+        &mut self,
+        partition: PartitionId,
+        payloads: Vec<Vec<u8>>,
+        auto_commit: bool,
+    ) -> Result<bool, Violation> {
         let Some(leader) = self.leader(partition) else { return Ok(false) };
         let now = self.now;
         let sm = self.sm_mut(leader, partition).expect("leader is alive");
-        let proposal = Proposal { log_type: "sim".into(), payloads: vec![payload], auto_commit };
+        let proposal = Proposal { log_type: "sim".into(), payloads, auto_commit };
         let accepted = sm.propose(proposal, now);
         if let (Ok(accepted), false) = (&accepted, auto_commit) {
             self.two_phase.insert((partition, accepted.ticket));
@@ -328,6 +340,14 @@ impl World {
             TicketOutcome::RolledBack => sm.rollback(decision.ticket),
         };
         self.process_ready(leader, decision.partition)?;
+        if let Err(crate::error::ProposeError::UnknownTicket(ticket)) = result {
+            // Decisions are only made for tickets acknowledged as Raft-committed: every later
+            // leader must know them.
+            return Err(Violation {
+                kind: ViolationKind::LostAcknowledgedWrite,
+                detail: format!("{leader} {}: acknowledged two-phase ticket {ticket} is unknown", decision.partition),
+            });
+        }
         Ok(result.is_ok())
     }
 
@@ -410,10 +430,10 @@ impl World {
                 let interval = self.faults.tick_interval;
                 self.schedule(interval, Event::Tick { node, epoch });
             }
-            Event::Deliver { envelope, epoch } => {
+            Event::Deliver { envelope } => {
                 let (to, partition) = (envelope.to, envelope.partition);
                 // A link cut while the message was in flight loses it too.
-                if !self.current(to, epoch) || self.cut.contains(&(envelope.from, to)) {
+                if !self.is_alive(to) || self.cut.contains(&(envelope.from, to)) {
                     return Ok(());
                 }
                 self.mix_trace(2, envelope.from.0 << 32 | to.0);
@@ -421,7 +441,20 @@ impl World {
                     // Errors (unknown sender, halted) leave the replica unchanged.
                     let _ = sm.step(envelope);
                 }
-                self.process_ready(to, partition)?;
+                if self.random(3) == 0 {
+                    // Let more inputs pile up before this replica's next turn.
+                    let epoch = self.nodes[&to].epoch;
+                    let delay = self.random(3);
+                    self.schedule(delay, Event::Ready { node: to, epoch, partition });
+                } else {
+                    self.process_ready(to, partition)?;
+                }
+            }
+            Event::Ready { node, epoch, partition } => {
+                if self.current(node, epoch) {
+                    self.mix_trace(5, node.0);
+                    self.process_ready(node, partition)?;
+                }
             }
             Event::FlushDone { node, epoch, writes } => {
                 if !self.current(node, epoch) {
@@ -491,10 +524,10 @@ impl World {
             match reply {
                 ClientReply::Proposal { ticket, result: Ok(done) } => {
                     self.acked += 1;
-                    if self.two_phase.contains(&(partition, ticket)) {
+                    let two_phase = self.two_phase.contains(&(partition, ticket));
+                    self.checker.proposal_acked(partition, ticket, done.last_index, two_phase)?;
+                    if two_phase {
                         self.held_tickets.push((partition, ticket));
-                    } else {
-                        self.checker.proposal_acked(partition, ticket, done.last_index)?;
                     }
                 }
                 ClientReply::Resolution { ticket, result: Ok(outcome), .. } => {
@@ -534,13 +567,12 @@ impl World {
         if (self.rng.next_u64() % 1000) < u64::from(self.faults.drop_per_mille) {
             return;
         }
-        let Some(epoch) = self.nodes.get(&envelope.to).filter(|n| n.alive).map(|n| n.epoch) else { return };
         if (self.rng.next_u64() % 1000) < u64::from(self.faults.duplicate_per_mille) {
             let delay = self.between(self.faults.min_delay, self.faults.max_delay);
-            self.schedule(delay, Event::Deliver { envelope: envelope.clone(), epoch });
+            self.schedule(delay, Event::Deliver { envelope: envelope.clone() });
         }
         let delay = self.between(self.faults.min_delay, self.faults.max_delay);
-        self.schedule(delay, Event::Deliver { envelope, epoch });
+        self.schedule(delay, Event::Deliver { envelope });
     }
 
     /// One line per replica: role, term, commit/applied/stable/last indexes, follower progress.
