@@ -278,7 +278,20 @@ impl Net {
 
     /// Fresh machines with default settings.
     fn fresh(ids: &[u64]) -> Net {
-        Net::new(ids.iter().map(|&n| machine(n, ids)).collect())
+        Net::fresh_with(ids, |_| {})
+    }
+
+    /// Fresh machines whose configs are adjusted by `tweak`.
+    fn fresh_with(ids: &[u64], tweak: impl Fn(&mut PartitionConfig)) -> Net {
+        let machines = ids
+            .iter()
+            .map(|&n| {
+                let mut c = config(n, ids);
+                tweak(&mut c);
+                PartitionStateMachine::new(c).unwrap()
+            })
+            .collect();
+        Net::new(machines)
     }
 
     /// Machines restored from the given WAL contents, with each node's `MemoryWal` holding them.
@@ -925,16 +938,10 @@ fn proposals_between_two_readies_are_batched_into_one_append() {
 #[test]
 fn pipelined_appends_are_bounded_by_the_inflight_window() {
     let voters = [1, 2, 3];
-    let machines = voters
-        .iter()
-        .map(|&n| {
-            let mut c = config(n, &voters);
-            c.max_inflight_appends = 2;
-            c.max_entries_per_append = 1;
-            PartitionStateMachine::new(c).unwrap()
-        })
-        .collect();
-    let mut net = Net::new(machines);
+    let mut net = Net::fresh_with(&voters, |c| {
+        c.max_inflight_appends = 2;
+        c.max_entries_per_append = 1;
+    });
     elect(&mut net, 1);
     assert_eq!(net.sm(1).progress(id(2)).map(|p| p.state), Some(ProgressState::Replicate));
     let base = net.sm(1).last_index();
@@ -1411,15 +1418,7 @@ fn isolated_leader_steps_down_after_an_election_timeout_without_a_quorum() {
 #[test]
 fn backpressure_and_not_leader_hints() {
     let voters = [1, 2, 3];
-    let machines = voters
-        .iter()
-        .map(|&n| {
-            let mut c = config(n, &voters);
-            c.max_uncommitted_entries = 3;
-            PartitionStateMachine::new(c).unwrap()
-        })
-        .collect();
-    let mut net = Net::new(machines);
+    let mut net = Net::fresh_with(&voters, |c| c.max_uncommitted_entries = 3);
     elect(&mut net, 1);
     for i in 0..3u8 {
         net.sm_mut(1).propose(auto(&[i]), 1).unwrap();

@@ -93,7 +93,7 @@ impl Applier {
                 WaitFor::Resolution { requested } => ClientReply::Resolution {
                     ticket: waiter.ticket,
                     requested,
-                    result: self.resolution_result(waiter.ticket, requested, same, entry.index),
+                    result: self.resolution_result(waiter.ticket, requested, entry.index),
                 },
             });
         }
@@ -103,13 +103,12 @@ impl Applier {
         &self,
         ticket: Ticket,
         requested: TicketOutcome,
-        marker_applied: bool,
         index: LogIndex,
     ) -> Result<TicketOutcome, ProposeError> {
+        // A marker that applied has recorded its outcome; no outcome means it was superseded.
         match self.resolved.get(&ticket) {
             Some(&outcome) if outcome == requested => Ok(outcome),
             Some(&outcome) => Err(ProposeError::AlreadyResolved { ticket, outcome }),
-            None if marker_applied => unreachable!("a marker applies its ticket's outcome"),
             None => Err(ProposeError::Superseded { index }),
         }
     }

@@ -100,7 +100,8 @@ pub struct PartitionStateMachine {
     pending_reads: HashMap<u64, (NodeId, Term, ReadRequest)>,
     needs_broadcast: bool,
     out: Ready,
-    last_published_leader: Option<(Term, Option<NodeId>)>,
+    /// Leader last reported through `Ready::leader_change`.
+    reported_leader: Option<NodeId>,
     halted: Option<FatalError>,
 }
 
@@ -138,7 +139,7 @@ impl PartitionStateMachine {
             pending_reads: HashMap::new(),
             needs_broadcast: false,
             out: Ready::default(),
-            last_published_leader: None,
+            reported_leader: None,
             halted: None,
             config,
         };
@@ -420,15 +421,10 @@ impl PartitionStateMachine {
     /// Emit a leader change when the (term, leader) pair visible to the application changed.
     fn publish_leader(&mut self) {
         let visible = if self.role == Role::Leader && !self.published { None } else { self.leader };
-        let current = Some((self.term, visible));
-        let changed = match self.last_published_leader {
-            Some((_, prev)) => prev != visible,
-            None => visible.is_some(),
-        };
-        if changed {
+        if visible != self.reported_leader {
             self.out.leader_change = Some(LeaderChange { term: self.term, leader: visible });
+            self.reported_leader = visible;
         }
-        self.last_published_leader = current;
     }
 
     fn halt(&mut self, fatal: FatalError) {

@@ -181,14 +181,8 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
                 decisions.push((at + world.random(3 * tick), PendingDecision { partition, ticket, outcome: other }));
             }
         }
-        let now = world.now();
-        let (due, later): (Vec<_>, Vec<_>) = decisions.into_iter().partition(|(at, _)| *at <= now);
-        decisions = later;
-        for (_, decision) in due {
-            if !world.decide(decision).map_err(|v| fail(&world, v))? && world.random(4) != 0 {
-                decisions.push((now + 5 * tick, decision)); // no leader right now: retry later
-            }
-        }
+        // While faults run, a client sometimes gives up on a decision it could not deliver.
+        decide_due(&mut world, &mut decisions, |w| w.random(4) != 0).map_err(|v| fail(&world, v))?;
         if options.faults && world.random(options.fault_every_ticks * tick) < step {
             inject_fault(&mut world, &node_ids, &mut crashes).map_err(|v| fail(&world, v))?;
         }
@@ -202,14 +196,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     let heal_end = world.now() + options.heal_ticks * tick;
     while world.now() < heal_end {
         world.run_for(tick).map_err(|v| fail(&world, v))?;
-        let now = world.now();
-        let (due, later): (Vec<_>, Vec<_>) = decisions.into_iter().partition(|(at, _)| *at <= now);
-        decisions = later;
-        for (_, decision) in due {
-            if !world.decide(decision).map_err(|v| fail(&world, v))? {
-                decisions.push((now + 5 * tick, decision));
-            }
-        }
+        decide_due(&mut world, &mut decisions, |_| true).map_err(|v| fail(&world, v))?;
     }
     if let Err(v) = world.check_converged() {
         let violation = Violation { kind: v.kind, detail: format!("{}\n{}", v.detail, world.describe()) };
@@ -225,6 +212,25 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         crashes,
         trace_hash: world.trace_hash(),
     })
+}
+
+/// Send every decision that is due to the current leader; one that could not be delivered (no
+/// leader right now) is retried five ticks later when `retry` says so.
+fn decide_due(
+    world: &mut World,
+    decisions: &mut Vec<(SimTime, PendingDecision)>,
+    mut retry: impl FnMut(&mut World) -> bool,
+) -> Result<(), Violation> {
+    let now = world.now();
+    let retry_at = now + 5 * world.faults.tick_interval;
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(decisions).into_iter().partition(|(at, _)| *at <= now);
+    *decisions = later;
+    for (_, decision) in due {
+        if !world.decide(decision)? && retry(world) {
+            decisions.push((retry_at, decision));
+        }
+    }
+    Ok(())
 }
 
 fn inject_fault(world: &mut World, nodes: &[NodeId], crashes: &mut u64) -> Result<(), Violation> {
