@@ -23,6 +23,7 @@ pub enum DiscoveryError {
 }
 
 /// Supplies the initial contacts of a cluster.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Discovery: Send + Sync {
     /// Contacts known now (may include this node; callers filter it out).
     fn contacts(&self) -> Result<Vec<NodeContact>, DiscoveryError>;

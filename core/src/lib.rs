@@ -24,6 +24,7 @@ pub mod transport;
 pub mod wal;
 
 pub use config::PartitionConfig;
+pub use discovery::{Discovery, DiscoveryError, NodeContact, StaticDiscovery};
 pub use entry::{EntryKind, LogEntry};
 pub use error::{ConfigError, FatalError, ProposeError, StepError, TicketOutcome};
 pub use hlc::{HlcTimestamp, HybridLogicalClock, Ticket};
@@ -31,4 +32,5 @@ pub use ids::{LogIndex, NodeId, PartitionId, Term};
 pub use memory_wal::MemoryWal;
 pub use message::{AppendResult, Envelope, MessageBatch, RaftMessage};
 pub use raft::{PartitionStateMachine, Ready, Role};
+pub use transport::{InboundSink, Transport, TransportError};
 pub use wal::{HardState, PartitionWrite, Wal, WalBatch, WalError};

@@ -40,6 +40,7 @@ pub enum TransportError {
 }
 
 /// Moves message batches between nodes.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Transport: Send + Sync {
     /// Start receiving; incoming batches go to `inbox`.
     fn start(&self, inbox: Arc<dyn InboundSink>) -> Result<(), TransportError>;

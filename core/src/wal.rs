@@ -102,6 +102,7 @@ pub enum WalError {
 }
 
 /// A durable (or, for tests, in-memory) log store shared by all partitions of a node.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Wal: Send + Sync {
     /// Apply the batch and make it durable before returning (see the module contract).
     fn write(&self, batch: &WalBatch) -> Result<(), WalError>;

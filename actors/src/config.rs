@@ -1,0 +1,138 @@
+//! Runtime configuration: timing (in real time) and limits, validated with clear errors.
+
+use crate::error::ManagerError;
+use kommander_core::{NodeId, PartitionConfig, PartitionId};
+use std::time::Duration;
+
+/// Settings of a node's runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Cluster identity; messages from other clusters are dropped.
+    pub cluster_id: String,
+    /// Number of user partitions created at bootstrap (ids 1..=N; partition 0 is the system one).
+    pub initial_partitions: u32,
+    /// Length of one timer tick of every partition.
+    pub tick: Duration,
+    /// Heartbeat interval (a multiple of `tick`).
+    pub heartbeat_interval: Duration,
+    /// Election timeout range `[min, max)` (multiples of `tick`; randomized per election).
+    pub election_timeout: (Duration, Duration),
+    /// How long `replicate_logs` and friends wait for the outcome.
+    pub proposal_timeout: Duration,
+    /// Entries queued for the WAL (all partitions) above which proposals fail with backpressure.
+    pub max_wal_backlog_entries: usize,
+    /// Uncommitted entries per partition above which proposals fail with backpressure.
+    pub max_uncommitted_entries: usize,
+    /// Entries per append message and per catch-up read.
+    pub max_entries_per_append: usize,
+    /// Appends in flight per follower.
+    pub max_inflight_appends: usize,
+    /// Applied entries kept in memory per partition for catching followers up.
+    pub log_cache_entries: usize,
+    /// WAL reads running at once (catch-up and restore).
+    pub read_concurrency: usize,
+    /// Seed of election-timeout randomness.
+    pub seed: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cluster_id: "kommander".into(),
+            initial_partitions: 1,
+            tick: Duration::from_millis(50),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            proposal_timeout: Duration::from_secs(10),
+            max_wal_backlog_entries: 64 * 1024,
+            max_uncommitted_entries: 16 * 1024,
+            max_entries_per_append: 256,
+            max_inflight_appends: 8,
+            log_cache_entries: 1024,
+            read_concurrency: 2,
+            seed: 0x6b6f_6d6d_616e_6465,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Check the settings; each error says what is wrong.
+    pub fn validate(&self) -> Result<(), ManagerError> {
+        let bad = |m: &str| Err(ManagerError::Config(m.to_string()));
+        if self.tick.is_zero() {
+            return bad("tick must be positive");
+        }
+        if self.heartbeat_interval < self.tick {
+            return bad("heartbeat_interval must be at least one tick");
+        }
+        let (min, max) = self.election_timeout;
+        if min <= self.heartbeat_interval {
+            return bad("election timeout minimum must exceed the heartbeat interval");
+        }
+        if max <= min {
+            return bad("election timeout maximum must exceed its minimum");
+        }
+        if self.proposal_timeout.is_zero() {
+            return bad("proposal_timeout must be positive");
+        }
+        if self.max_wal_backlog_entries == 0 || self.max_uncommitted_entries == 0 {
+            return bad("backpressure limits must be positive");
+        }
+        if self.read_concurrency == 0 {
+            return bad("read_concurrency must be at least 1");
+        }
+        if self.cluster_id.is_empty() {
+            return bad("cluster_id must not be empty");
+        }
+        self.partition_config(NodeId(1), PartitionId(1), vec![NodeId(1)])
+            .validate()
+            .map_err(|e| ManagerError::Config(e.to_string()))
+    }
+
+    fn ticks(&self, d: Duration) -> u32 {
+        (d.as_nanos() / self.tick.as_nanos().max(1)).clamp(1, u128::from(u32::MAX)) as u32
+    }
+
+    /// The core configuration of one partition replica.
+    pub fn partition_config(&self, node: NodeId, partition: PartitionId, voters: Vec<NodeId>) -> PartitionConfig {
+        let mut c = PartitionConfig::new(node, partition, voters);
+        c.heartbeat_ticks = self.ticks(self.heartbeat_interval);
+        c.election_timeout_min_ticks = self.ticks(self.election_timeout.0);
+        c.election_timeout_max_ticks = self.ticks(self.election_timeout.1);
+        c.seed = self.seed;
+        c.max_uncommitted_entries = self.max_uncommitted_entries;
+        c.max_entries_per_append = self.max_entries_per_append;
+        c.max_inflight_appends = self.max_inflight_appends;
+        c.log_cache_entries = self.log_cache_entries;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_timing_is_named() {
+        assert_eq!(RuntimeConfig::default().validate(), Ok(()));
+        let c = RuntimeConfig {
+            election_timeout: (Duration::from_millis(40), Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert!(matches!(c.validate(), Err(ManagerError::Config(m)) if m.contains("minimum")));
+        let c = RuntimeConfig { tick: Duration::ZERO, ..Default::default() };
+        assert!(c.validate().is_err());
+        let c = RuntimeConfig {
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(500)),
+            ..Default::default()
+        };
+        assert!(matches!(c.validate(), Err(ManagerError::Config(m)) if m.contains("maximum")));
+    }
+
+    #[test]
+    fn durations_become_ticks() {
+        let c = RuntimeConfig::default();
+        let p = c.partition_config(NodeId(1), PartitionId(1), vec![NodeId(1)]);
+        assert_eq!((p.heartbeat_ticks, p.election_timeout_min_ticks, p.election_timeout_max_ticks), (1, 10, 20));
+    }
+}

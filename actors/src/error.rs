@@ -1,0 +1,111 @@
+//! Errors of the runtime's public API.
+
+use kommander_core::{NodeId, PartitionId, ProposeError, Ticket, TicketOutcome};
+use thiserror::Error;
+
+/// Why a replicate, commit or rollback call failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ReplicateError {
+    /// This node does not lead the partition. Retry on `leader` (reachable at `endpoint`).
+    #[error("not the leader of {partition} (leader: {leader:?} at {endpoint:?})")]
+    NotLeader {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// Last known leader.
+        leader: Option<NodeId>,
+        /// The leader's address, when discovery knows it.
+        endpoint: Option<String>,
+    },
+    /// This node just won an election; its leadership barrier has not committed yet.
+    #[error("leadership of {0} not established yet; retry shortly")]
+    LeadershipPending(PartitionId),
+    /// The proposal did not complete within the configured proposal timeout. It may still commit.
+    #[error("timed out waiting for {0} to commit")]
+    Timeout(PartitionId),
+    /// Too much is queued (WAL backlog or uncommitted entries): retry later.
+    #[error("backpressure on {partition}: {detail}")]
+    Backpressure {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// Which limit was hit.
+        detail: String,
+    },
+    /// The partition does not exist on this node.
+    #[error("unknown partition {0}")]
+    UnknownPartition(PartitionId),
+    /// Partition 0 is reserved for the system.
+    #[error("partition 0 is reserved for the system")]
+    SystemPartitionReserved,
+    /// The partition is restoring from its WAL or restarting after a failure.
+    #[error("partition {0} is unavailable (restoring or restarting)")]
+    PartitionUnavailable(PartitionId),
+    /// The proposal lost its place in the log to another leader's entries.
+    #[error("proposal superseded at index {index} of {partition}")]
+    Superseded {
+        /// The partition.
+        partition: PartitionId,
+        /// Where it was replaced.
+        index: u64,
+    },
+    /// The ticket is unknown to the leader.
+    #[error("unknown ticket {0}")]
+    UnknownTicket(Ticket),
+    /// The ticket was already resolved the other way.
+    #[error("ticket {ticket} already {outcome:?}")]
+    AlreadyResolved {
+        /// The ticket.
+        ticket: Ticket,
+        /// How it was resolved.
+        outcome: TicketOutcome,
+    },
+    /// The ticket belongs to an auto-commit proposal.
+    #[error("ticket {0} is an auto-commit proposal")]
+    NotTwoPhase(Ticket),
+    /// The proposal carried no payloads.
+    #[error("a proposal needs at least one payload")]
+    EmptyProposal,
+    /// The manager has not joined the cluster (or has left it).
+    #[error("not joined to the cluster")]
+    NotJoined,
+}
+
+impl ReplicateError {
+    /// Translate a core error for `partition`.
+    pub fn from_core(partition: PartitionId, error: ProposeError) -> Self {
+        match error {
+            ProposeError::NotLeader { leader } => ReplicateError::NotLeader { partition, leader, endpoint: None },
+            ProposeError::LeadershipPending => ReplicateError::LeadershipPending(partition),
+            ProposeError::EmptyProposal => ReplicateError::EmptyProposal,
+            ProposeError::Backpressure { in_flight } => {
+                ReplicateError::Backpressure { partition, detail: format!("{in_flight} uncommitted entries") }
+            }
+            ProposeError::Superseded { index } => ReplicateError::Superseded { partition, index },
+            ProposeError::UnknownTicket(ticket) => ReplicateError::UnknownTicket(ticket),
+            ProposeError::AlreadyResolved { ticket, outcome } => ReplicateError::AlreadyResolved { ticket, outcome },
+            ProposeError::NotTwoPhase(ticket) => ReplicateError::NotTwoPhase(ticket),
+        }
+    }
+}
+
+/// Why the manager could not be built or could not join.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ManagerError {
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A required component was not given to the builder.
+    #[error("missing {0}: set it on the builder")]
+    Missing(&'static str),
+    /// Discovery failed.
+    #[error("discovery failed: {0}")]
+    Discovery(String),
+    /// The transport failed to start.
+    #[error("transport failed: {0}")]
+    Transport(String),
+    /// `join_cluster` was called twice.
+    #[error("already joined")]
+    AlreadyJoined,
+    /// Must be called inside a running actix `System`.
+    #[error("no running actix System: call from within actix (e.g. #[actix::main])")]
+    NoSystem,
+}

@@ -1,0 +1,60 @@
+//! What the runtime tells the application, as one actix message type delivered to a `Recipient`
+//! the application registers. Per partition, events arrive in log order and committed entries
+//! exactly once per partition incarnation: after a restart (process or supervisor), the partition
+//! announces `RestoreStarted` and replays its committed entries as `Restored` first.
+
+use actix::Message;
+use kommander_core::{LogEntry, NodeId, PartitionId, Term};
+
+/// An event of one partition. Entries are batched: one event per executor turn, never one message
+/// per entry.
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub enum RaftEvent {
+    /// The partition starts replaying its WAL: rebuild its state from the `Restored` events that follow.
+    RestoreStarted {
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// Committed entries replayed from the WAL, in order.
+    Restored {
+        /// The partition.
+        partition: PartitionId,
+        /// The entries.
+        entries: Vec<LogEntry>,
+    },
+    /// Replay finished; the partition takes part in Raft from now on.
+    RestoreFinished {
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// Newly committed entries, in order.
+    Replicated {
+        /// The partition.
+        partition: PartitionId,
+        /// The entries.
+        entries: Vec<LogEntry>,
+    },
+    /// The partition's leader changed (this node reports itself only once its leadership is established).
+    LeaderChanged {
+        /// The partition.
+        partition: PartitionId,
+        /// Term of the observation.
+        term: Term,
+        /// The new leader, if known.
+        leader: Option<NodeId>,
+    },
+}
+
+impl RaftEvent {
+    /// The partition the event belongs to.
+    pub fn partition(&self) -> PartitionId {
+        match self {
+            RaftEvent::RestoreStarted { partition }
+            | RaftEvent::Restored { partition, .. }
+            | RaftEvent::RestoreFinished { partition }
+            | RaftEvent::Replicated { partition, .. }
+            | RaftEvent::LeaderChanged { partition, .. } => *partition,
+        }
+    }
+}

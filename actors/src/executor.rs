@@ -1,0 +1,421 @@
+//! `PartitionExecutor`: one actor per partition, the serial owner of that partition's
+//! [`PartitionStateMachine`]. Client proposals, transport messages, timer ticks and WAL
+//! completions arrive as messages and are processed one at a time; the state machine's outputs are
+//! taken **once per turn** (after the mailbox drained a batch of messages), so many proposals
+//! become one append per follower and one WAL write.
+//!
+//! It never blocks: writes go to the [`WalScheduler`], reads to the [`ReadScheduler`]. It runs
+//! under an actix `Supervisor`: when a WAL call fails or the state machine halts, it stops, callers
+//! in flight get [`ReplicateError::PartitionUnavailable`], and the supervisor restarts it, which
+//! restores the partition from its WAL (with back-off).
+
+use crate::error::ReplicateError;
+use crate::events::RaftEvent;
+use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
+use crate::status::{PartitionStatus, StatusCell};
+use crate::wal_scheduler::{Persist, WalScheduler, WalStats, WriteOutcome};
+use actix::fut::{self, ActorFutureExt};
+use actix::prelude::*;
+use kommander_core::raft::{ClientReply, ProposalCommitted, RestoreState};
+use kommander_core::{
+    Envelope, HardState, LogEntry, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine, Ticket,
+    TicketOutcome, Transport, Wal, WalError,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// What every executor of a node shares.
+#[derive(Clone)]
+pub struct ExecutorShared {
+    /// Cluster identity stamped on outgoing batches.
+    pub cluster_id: String,
+    /// The node's WAL (restore reads it directly, off the executor).
+    pub wal: Arc<dyn Wal>,
+    /// The node's transport.
+    pub transport: Arc<dyn Transport>,
+    /// Group-commit writer.
+    pub wal_scheduler: Addr<WalScheduler>,
+    /// Fair reader.
+    pub read_scheduler: Addr<ReadScheduler>,
+    /// WAL counters (backlog drives backpressure).
+    pub wal_stats: Arc<WalStats>,
+    /// Backlog limit.
+    pub max_wal_backlog_entries: usize,
+    /// Length of a tick.
+    pub tick: Duration,
+    /// Where application events go.
+    pub events: Option<Recipient<RaftEvent>>,
+}
+
+/// Messages from other replicas of this partition.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound(pub Vec<Envelope>);
+
+/// Propose entries (answered once committed: auto-commit entries delivered, two-phase ones held).
+#[derive(Message)]
+#[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
+pub struct Replicate {
+    /// Application type tag of the entries.
+    pub log_type: String,
+    /// One entry per payload.
+    pub payloads: Vec<Vec<u8>>,
+    /// Deliver on commit (true) or hold until [`Resolve`] (false).
+    pub auto_commit: bool,
+}
+
+/// Commit or roll back a two-phase proposal by ticket.
+#[derive(Message)]
+#[rtype(result = "Result<TicketOutcome, ReplicateError>")]
+pub struct Resolve {
+    /// The proposal's ticket.
+    pub ticket: Ticket,
+    /// Commit or roll back.
+    pub outcome: TicketOutcome,
+}
+
+/// Ask for the partition's current status.
+#[derive(Message)]
+#[rtype(result = "PartitionStatus")]
+pub struct GetStatus;
+
+type ProposalWaiter = oneshot::Sender<Result<ProposalCommitted, ReplicateError>>;
+type ResolutionWaiter = oneshot::Sender<Result<TicketOutcome, ReplicateError>>;
+
+/// The actor owning one partition replica.
+pub struct PartitionExecutor {
+    config: PartitionConfig,
+    shared: ExecutorShared,
+    status: Arc<StatusCell>,
+    sm: Option<PartitionStateMachine>,
+    incarnation: u64,
+    proposals: HashMap<Ticket, ProposalWaiter>,
+    resolutions: HashMap<Ticket, Vec<ResolutionWaiter>>,
+    flush_scheduled: bool,
+}
+
+impl PartitionExecutor {
+    /// An executor for `config`'s partition; it restores from the WAL when started.
+    pub fn new(config: PartitionConfig, shared: ExecutorShared, status: Arc<StatusCell>) -> Self {
+        PartitionExecutor {
+            config,
+            shared,
+            status,
+            sm: None,
+            incarnation: 0,
+            proposals: HashMap::new(),
+            resolutions: HashMap::new(),
+            flush_scheduled: false,
+        }
+    }
+
+    fn partition(&self) -> PartitionId {
+        self.config.partition
+    }
+
+    fn emit(&self, event: RaftEvent) {
+        if let Some(events) = &self.shared.events {
+            events.do_send(event);
+        }
+    }
+
+    /// Read the WAL off the executor, then rebuild the state machine and start the timer.
+    fn begin_restore(&mut self, ctx: &mut Context<Self>) {
+        let partition = self.partition();
+        self.status.set(PartitionStatus { restoring: true, ..PartitionStatus::default() });
+        self.emit(RaftEvent::RestoreStarted { partition });
+        let wal = self.shared.wal.clone();
+        let backoff = if self.incarnation <= 1 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis((50u64 << (self.incarnation - 2).min(6)).min(5_000))
+        };
+        let load = async move {
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
+            }
+            tokio::task::spawn_blocking(move || load_partition(&*wal, partition))
+                .await
+                .unwrap_or_else(|e| Err(WalError::Io(format!("restore panicked: {e}"))))
+        };
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
+            Ok(state) => act.finish_restore(state, ctx),
+            Err(error) => {
+                tracing::error!(partition = %act.partition(), %error, "restore failed; retrying");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn finish_restore(&mut self, state: RestoreState, ctx: &mut Context<Self>) {
+        match PartitionStateMachine::restore(self.config.clone(), state) {
+            Ok(sm) => self.sm = Some(sm),
+            Err(error) => {
+                tracing::error!(partition = %self.partition(), %error, "partition refuses to serve: WAL is inconsistent");
+                ctx.stop();
+                return;
+            }
+        }
+        self.flush(ctx);
+        self.emit(RaftEvent::RestoreFinished { partition: self.partition() });
+        let tick = self.shared.tick;
+        ctx.run_interval(tick, |act, ctx| {
+            if let Some(sm) = act.sm.as_mut() {
+                sm.tick();
+                act.schedule_flush(ctx);
+            }
+        });
+    }
+
+    /// Take the state machine's outputs after the mailbox batch currently being processed.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
+        }
+    }
+
+    /// Execute everything the state machine produced since the last turn.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let partition = self.partition();
+        let Some(sm) = self.sm.as_mut() else { return };
+        let ready = sm.ready();
+        let status = PartitionStatus::of(sm);
+
+        let mut by_node: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
+        for envelope in ready.messages {
+            by_node.entry(envelope.to).or_default().push(envelope);
+        }
+        for (to, messages) in by_node {
+            let batch =
+                MessageBatch { cluster_id: self.shared.cluster_id.clone(), from: self.config.node, to, messages };
+            if let Err(error) = self.shared.transport.send(batch) {
+                tracing::debug!(%partition, %to, %error, "message batch not sent (Raft retries)");
+            }
+        }
+        if let Some(request) = ready.write {
+            self.shared.wal_scheduler.do_send(Persist {
+                partition,
+                incarnation: self.incarnation,
+                request,
+                reply_to: ctx.address().recipient(),
+            });
+        }
+        for request in ready.reads {
+            self.shared.read_scheduler.do_send(Read {
+                incarnation: self.incarnation,
+                request,
+                reply_to: ctx.address().recipient(),
+            });
+        }
+        if !ready.deliveries.is_empty() {
+            let (restored, replicated): (Vec<_>, Vec<_>) = ready.deliveries.into_iter().partition(|d| d.restored);
+            let entries =
+                |d: Vec<kommander_core::raft::Delivery>| d.into_iter().map(|d| d.entry).collect::<Vec<LogEntry>>();
+            if !restored.is_empty() {
+                self.emit(RaftEvent::Restored { partition, entries: entries(restored) });
+            }
+            if !replicated.is_empty() {
+                self.emit(RaftEvent::Replicated { partition, entries: entries(replicated) });
+            }
+        }
+        for reply in ready.replies {
+            self.answer(reply);
+        }
+        if let Some(change) = ready.leader_change {
+            self.emit(RaftEvent::LeaderChanged { partition, term: change.term, leader: change.leader });
+        }
+        self.status.set(status);
+        if let Some(fatal) = ready.fatal {
+            tracing::error!(%partition, %fatal, "partition halted; restarting from the WAL");
+            ctx.stop();
+        }
+    }
+
+    fn answer(&mut self, reply: ClientReply) {
+        let partition = self.partition();
+        match reply {
+            ClientReply::Proposal { ticket, result } => {
+                if let Some(waiter) = self.proposals.remove(&ticket) {
+                    let _ = waiter.send(result.map_err(|e| ReplicateError::from_core(partition, e)));
+                }
+            }
+            ClientReply::Resolution { ticket, result, .. } => {
+                if let Some(waiters) = self.resolutions.get_mut(&ticket) {
+                    if !waiters.is_empty() {
+                        let waiter = waiters.remove(0);
+                        let _ = waiter.send(result.map_err(|e| ReplicateError::from_core(partition, e)));
+                    }
+                    if waiters.is_empty() {
+                        self.resolutions.remove(&ticket);
+                    }
+                }
+            }
+        }
+    }
+
+    fn backpressure(&self) -> Option<ReplicateError> {
+        let backlog = self.shared.wal_stats.backlog_entries.load(Ordering::Relaxed);
+        (backlog > self.shared.max_wal_backlog_entries).then(|| ReplicateError::Backpressure {
+            partition: self.partition(),
+            detail: format!("{backlog} entries queued for the WAL"),
+        })
+    }
+}
+
+/// Everything a partition's WAL holds, read in one go (runs on a blocking thread).
+fn load_partition(wal: &dyn Wal, partition: PartitionId) -> Result<RestoreState, WalError> {
+    let hard_state: Option<HardState> = wal.load_hard_state(partition)?;
+    let last = wal.last_index(partition)?;
+    let entries = if last == 0 { Vec::new() } else { wal.read_range(partition, 1, last)? };
+    Ok(RestoreState { hard_state, entries })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Actor for PartitionExecutor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.incarnation += 1;
+        self.begin_restore(ctx);
+    }
+}
+
+impl Supervised for PartitionExecutor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(partition = %self.partition(), incarnation = self.incarnation, "restarting partition");
+        // Waiters are dropped: their callers get `PartitionUnavailable`, never a hang.
+        self.proposals.clear();
+        self.resolutions.clear();
+        self.sm = None;
+        self.flush_scheduled = false;
+    }
+}
+
+impl Handler<Inbound> for PartitionExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        let Some(sm) = self.sm.as_mut() else { return };
+        for envelope in msg.0 {
+            if let Err(error) = sm.step(envelope) {
+                tracing::debug!(partition = %self.config.partition, %error, "message rejected");
+            }
+        }
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Replicate> for PartitionExecutor {
+    type Result = ResponseFuture<Result<ProposalCommitted, ReplicateError>>;
+
+    fn handle(&mut self, msg: Replicate, ctx: &mut Context<Self>) -> Self::Result {
+        let partition = self.partition();
+        let started = match (self.backpressure(), self.sm.as_mut()) {
+            (Some(error), _) => Err(error),
+            (None, None) => Err(ReplicateError::PartitionUnavailable(partition)),
+            (None, Some(sm)) => {
+                let proposal = kommander_core::raft::Proposal {
+                    log_type: msg.log_type,
+                    payloads: msg.payloads,
+                    auto_commit: msg.auto_commit,
+                };
+                sm.propose(proposal, now_ms()).map_err(|e| ReplicateError::from_core(partition, e))
+            }
+        };
+        let receiver = started.map(|accepted| {
+            let (tx, rx) = oneshot::channel();
+            self.proposals.insert(accepted.ticket, tx);
+            self.schedule_flush(ctx);
+            rx
+        });
+        Box::pin(async move {
+            match receiver {
+                Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
+                Err(error) => Err(error),
+            }
+        })
+    }
+}
+
+impl Handler<Resolve> for PartitionExecutor {
+    type Result = ResponseFuture<Result<TicketOutcome, ReplicateError>>;
+
+    fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Self::Result {
+        let partition = self.partition();
+        let started = match self.sm.as_mut() {
+            None => Err(ReplicateError::PartitionUnavailable(partition)),
+            Some(sm) => match msg.outcome {
+                TicketOutcome::Committed => sm.commit(msg.ticket),
+                TicketOutcome::RolledBack => sm.rollback(msg.ticket),
+            }
+            .map_err(|e| ReplicateError::from_core(partition, e)),
+        };
+        let receiver = started.map(|()| {
+            let (tx, rx) = oneshot::channel();
+            self.resolutions.entry(msg.ticket).or_default().push(tx);
+            self.schedule_flush(ctx);
+            rx
+        });
+        Box::pin(async move {
+            match receiver {
+                Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
+                Err(error) => Err(error),
+            }
+        })
+    }
+}
+
+impl Handler<WriteOutcome> for PartitionExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteOutcome, ctx: &mut Context<Self>) {
+        if msg.incarnation != self.incarnation {
+            return;
+        }
+        match msg.result {
+            Ok(()) => {
+                if let Some(sm) = self.sm.as_mut() {
+                    sm.on_write_complete(msg.id);
+                    self.schedule_flush(ctx);
+                }
+            }
+            Err(error) => {
+                tracing::error!(partition = %self.partition(), %error, "wal write failed; restarting partition");
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<ReadOutcome> for PartitionExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReadOutcome, ctx: &mut Context<Self>) {
+        if msg.incarnation != self.incarnation {
+            return;
+        }
+        let Some(sm) = self.sm.as_mut() else { return };
+        if let Err(error) = sm.on_read_complete(msg.id, msg.result) {
+            tracing::error!(partition = %self.config.partition, %error, "wal read failed; restarting partition");
+            ctx.stop();
+            return;
+        }
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<GetStatus> for PartitionExecutor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status.get())
+    }
+}

@@ -1,0 +1,315 @@
+//! `RaftManager`: the node-level handle applications use. `join_cluster` runs the startup flow —
+//! discovery, schedulers, partitions (each restores its WAL and replays committed entries as
+//! `Restored`), then the transport — after which every partition's timer runs and leaders are
+//! elected per partition. All of a node's actors live on one dedicated actix `Arbiter` (thread),
+//! which `leave_cluster` stops.
+
+use crate::config::RuntimeConfig;
+use crate::coordinator::SystemCoordinator;
+use crate::error::{ManagerError, ReplicateError};
+use crate::events::RaftEvent;
+use crate::executor::{ExecutorShared, PartitionExecutor, Replicate, Resolve};
+use crate::read_scheduler::ReadScheduler;
+use crate::router::InboundRouter;
+use crate::status::{PartitionStatus, StatusCell};
+use crate::wal_scheduler::{WalScheduler, WalStats};
+use actix::prelude::*;
+use kommander_core::raft::ProposalCommitted;
+use kommander_core::{Discovery, NodeId, PartitionId, Ticket, TicketOutcome, Transport, Wal};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Builds a [`RaftManager`].
+pub struct RaftManagerBuilder {
+    node: NodeId,
+    config: RuntimeConfig,
+    wal: Option<Arc<dyn Wal>>,
+    transport: Option<Arc<dyn Transport>>,
+    discovery: Option<Arc<dyn Discovery>>,
+    events: Option<Recipient<RaftEvent>>,
+}
+
+impl RaftManagerBuilder {
+    /// Runtime settings (timing, limits, cluster id, initial partitions).
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Number of user partitions at bootstrap.
+    pub fn initial_partitions(mut self, count: u32) -> Self {
+        self.config.initial_partitions = count;
+        self
+    }
+    /// The node's WAL.
+    pub fn wal(mut self, wal: Arc<dyn Wal>) -> Self {
+        self.wal = Some(wal);
+        self
+    }
+    /// The node's transport.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+    /// Where to find the other nodes.
+    pub fn discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+    /// The actor receiving [`RaftEvent`]s.
+    pub fn events(mut self, recipient: Recipient<RaftEvent>) -> Self {
+        self.events = Some(recipient);
+        self
+    }
+    /// Validate and build (nothing starts until [`RaftManager::join_cluster`]).
+    pub fn build(self) -> Result<RaftManager, ManagerError> {
+        self.config.validate()?;
+        if self.config.initial_partitions == 0 {
+            return Err(ManagerError::Config("initial_partitions must be at least 1".into()));
+        }
+        Ok(RaftManager {
+            inner: Arc::new(Inner {
+                node: self.node,
+                config: self.config,
+                wal: self.wal.ok_or(ManagerError::Missing("wal"))?,
+                transport: self.transport.ok_or(ManagerError::Missing("transport"))?,
+                discovery: self.discovery.ok_or(ManagerError::Missing("discovery"))?,
+                events: self.events,
+                wal_stats: Arc::new(WalStats::default()),
+                running: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+struct Running {
+    arbiter: Arbiter,
+    partitions: BTreeMap<PartitionId, (Addr<PartitionExecutor>, Arc<StatusCell>)>,
+    endpoints: BTreeMap<NodeId, String>,
+    coordinator: Addr<SystemCoordinator>,
+    router: Arc<InboundRouter>,
+}
+
+struct Inner {
+    node: NodeId,
+    config: RuntimeConfig,
+    wal: Arc<dyn Wal>,
+    transport: Arc<dyn Transport>,
+    discovery: Arc<dyn Discovery>,
+    events: Option<Recipient<RaftEvent>>,
+    wal_stats: Arc<WalStats>,
+    running: Mutex<Option<Running>>,
+}
+
+/// A node of a kommander cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftManager {
+    inner: Arc<Inner>,
+}
+
+impl RaftManager {
+    /// Start building the manager of `node`.
+    pub fn builder(node: NodeId) -> RaftManagerBuilder {
+        RaftManagerBuilder {
+            node,
+            config: RuntimeConfig::default(),
+            wal: None,
+            transport: None,
+            discovery: None,
+            events: None,
+        }
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// WAL counters of this node (syncs, entries, backlog).
+    pub fn wal_stats(&self) -> Arc<WalStats> {
+        self.inner.wal_stats.clone()
+    }
+
+    /// Start the node: discovery, schedulers, partitions (restore + replay), transport, timers.
+    /// Must be called inside a running actix `System`.
+    pub async fn join_cluster(&self) -> Result<(), ManagerError> {
+        let inner = &self.inner;
+        if System::try_current().is_none() {
+            return Err(ManagerError::NoSystem);
+        }
+        let contacts = inner.discovery.contacts().map_err(|e| ManagerError::Discovery(e.to_string()))?;
+        let mut voters: Vec<NodeId> = contacts.iter().map(|c| c.node).chain([inner.node]).collect();
+        voters.sort();
+        voters.dedup();
+        let endpoints = contacts.into_iter().map(|c| (c.node, c.address)).collect();
+        {
+            let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.is_some() {
+                return Err(ManagerError::AlreadyJoined);
+            }
+            let arbiter = Arbiter::new();
+            let router = Arc::new(InboundRouter::new(inner.node, inner.config.cluster_id.clone()));
+            let handle = arbiter.handle();
+            let (wal, stats) = (inner.wal.clone(), inner.wal_stats.clone());
+            let wal_scheduler = WalScheduler::start_in_arbiter(&handle, move |_| WalScheduler::new(wal, stats));
+            let (wal, reads) = (inner.wal.clone(), inner.config.read_concurrency);
+            let read_scheduler = ReadScheduler::start_in_arbiter(&handle, move |_| ReadScheduler::new(wal, reads));
+            let partitions_count = inner.config.initial_partitions;
+            let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| {
+                SystemCoordinator::with_initial_partitions(partitions_count)
+            });
+            let shared = ExecutorShared {
+                cluster_id: inner.config.cluster_id.clone(),
+                wal: inner.wal.clone(),
+                transport: inner.transport.clone(),
+                wal_scheduler,
+                read_scheduler,
+                wal_stats: inner.wal_stats.clone(),
+                max_wal_backlog_entries: inner.config.max_wal_backlog_entries,
+                tick: inner.config.tick,
+                events: inner.events.clone(),
+            };
+            let mut partitions = BTreeMap::new();
+            for p in 0..=inner.config.initial_partitions {
+                let partition = PartitionId(p);
+                let config = inner.config.partition_config(inner.node, partition, voters.clone());
+                let status = Arc::new(StatusCell::default());
+                let (shared, cell) = (shared.clone(), status.clone());
+                let addr = Supervisor::start_in_arbiter(&handle, move |_| PartitionExecutor::new(config, shared, cell));
+                router.register(partition, addr.clone());
+                partitions.insert(partition, (addr, status));
+            }
+            inner.transport.start(router.clone()).map_err(|e| ManagerError::Transport(e.to_string()))?;
+            *running = Some(Running { arbiter, partitions, endpoints, coordinator, router });
+        }
+        Ok(())
+    }
+
+    /// Stop the node: transport first, then every actor of the node. Callers in flight get errors.
+    pub async fn leave_cluster(&self) {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(running) = running {
+            self.inner.transport.stop();
+            running.router.clear();
+            running.arbiter.stop();
+        }
+    }
+
+    fn executor(&self, partition: PartitionId) -> Result<(Addr<PartitionExecutor>, Arc<StatusCell>), ReplicateError> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        let running = running.as_ref().ok_or(ReplicateError::NotJoined)?;
+        running.partitions.get(&partition).cloned().ok_or(ReplicateError::UnknownPartition(partition))
+    }
+
+    fn with_endpoint(&self, error: ReplicateError) -> ReplicateError {
+        match error {
+            ReplicateError::NotLeader { partition, leader: Some(leader), endpoint: None } => {
+                let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+                let endpoint = running.as_ref().and_then(|r| r.endpoints.get(&leader).cloned());
+                ReplicateError::NotLeader { partition, leader: Some(leader), endpoint }
+            }
+            other => other,
+        }
+    }
+
+    async fn ask<M>(&self, partition: PartitionId, message: M) -> Result<M::Result, ReplicateError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        PartitionExecutor: Handler<M>,
+    {
+        let (executor, _) = self.executor(partition)?;
+        match tokio::time::timeout(self.inner.config.proposal_timeout, executor.send(message)).await {
+            Err(_) => Err(ReplicateError::Timeout(partition)),
+            Ok(Err(_mailbox)) => Err(ReplicateError::PartitionUnavailable(partition)),
+            Ok(Ok(result)) => Ok(result),
+        }
+    }
+
+    /// Replicate `payloads` (one entry each) on `partition`. Returns once committed: auto-commit
+    /// entries are delivered; two-phase ones (`auto_commit = false`) are held until
+    /// [`RaftManager::commit_logs`] or [`RaftManager::rollback_logs`] with the returned ticket.
+    pub async fn replicate_logs(
+        &self,
+        partition: PartitionId,
+        log_type: &str,
+        payloads: Vec<Vec<u8>>,
+        auto_commit: bool,
+    ) -> Result<ProposalCommitted, ReplicateError> {
+        if partition.is_system() {
+            return Err(ReplicateError::SystemPartitionReserved);
+        }
+        let message = Replicate { log_type: log_type.to_string(), payloads, auto_commit };
+        self.ask(partition, message).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
+    }
+
+    /// Deliver the held entries of a two-phase proposal (idempotent; first outcome wins).
+    pub async fn commit_logs(&self, partition: PartitionId, ticket: Ticket) -> Result<TicketOutcome, ReplicateError> {
+        self.resolve(partition, ticket, TicketOutcome::Committed).await
+    }
+
+    /// Drop the held entries of a two-phase proposal (idempotent; first outcome wins).
+    pub async fn rollback_logs(&self, partition: PartitionId, ticket: Ticket) -> Result<TicketOutcome, ReplicateError> {
+        self.resolve(partition, ticket, TicketOutcome::RolledBack).await
+    }
+
+    async fn resolve(
+        &self,
+        partition: PartitionId,
+        ticket: Ticket,
+        outcome: TicketOutcome,
+    ) -> Result<TicketOutcome, ReplicateError> {
+        if partition.is_system() {
+            return Err(ReplicateError::SystemPartitionReserved);
+        }
+        self.ask(partition, Resolve { ticket, outcome }).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
+    }
+
+    /// The partition's status as last seen by its executor.
+    pub fn status(&self, partition: PartitionId) -> Result<PartitionStatus, ReplicateError> {
+        self.executor(partition).map(|(_, status)| status.get())
+    }
+
+    /// Does this node lead `partition` (with established leadership)?
+    pub fn am_i_leader(&self, partition: PartitionId) -> bool {
+        self.status(partition).is_ok_and(|s| s.is_leader)
+    }
+
+    /// The known leader of `partition`.
+    pub fn get_leader(&self, partition: PartitionId) -> Option<NodeId> {
+        self.status(partition).ok().and_then(|s| s.leader)
+    }
+
+    /// Wait until `partition` has a known leader (or `timeout` passes).
+    pub async fn wait_for_leader(&self, partition: PartitionId, timeout: Duration) -> Result<NodeId, ReplicateError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.get_leader(partition) {
+                return Ok(leader);
+            }
+            self.status(partition)?;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReplicateError::Timeout(partition));
+            }
+            tokio::time::sleep(self.inner.config.tick / 2).await;
+        }
+    }
+
+    /// The actor handle of a partition, for sending it typed messages
+    /// ([`Replicate`], [`Resolve`], [`crate::executor::GetStatus`]).
+    pub fn partition(&self, partition: PartitionId) -> Option<Addr<PartitionExecutor>> {
+        self.executor(partition).ok().map(|(addr, _)| addr)
+    }
+
+    /// User partitions of the partition map.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| r.partitions.keys().copied().filter(|p| !p.is_system()).collect()).unwrap_or_default()
+    }
+
+    /// The system coordinator (partition map lookups).
+    pub fn coordinator(&self) -> Option<Addr<SystemCoordinator>> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| r.coordinator.clone())
+    }
+}
