@@ -5,6 +5,15 @@
 //! features as they land.
 
 pub use kommander_actors as actors;
+
+/// `mockall` mocks of the pluggable layers (feature `mocks`): `MockWal`, `MockTransport`,
+/// `MockDiscovery`.
+#[cfg(feature = "mocks")]
+pub mod mocks {
+    pub use kommander_core::discovery::MockDiscovery;
+    pub use kommander_core::transport::MockTransport;
+    pub use kommander_core::wal::MockWal;
+}
 pub use kommander_core as core;
 
 /// The types most applications need.
