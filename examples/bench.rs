@@ -1,0 +1,405 @@
+//! In-process benchmark (issue 3): 3 nodes in one process, in-memory WAL and transport, empty
+//! payloads. For every configuration (partitions × concurrent clients) a fresh cluster is started,
+//! leaders are awaited, clients warm up for ~0.5 s and are then measured for `--seconds` seconds.
+//! Client `i` writes to partition `1 + i % partitions` through the manager leading it.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--seconds 3] [--partitions 1,16] [--clients 1,64,256,1024]
+//! ```
+//! Prints proposals/s, p50/p99 latency and entries per WAL sync (leader nodes) per configuration,
+//! then the ratio against openraft's `benchmarks/minimal` on this machine class
+//! (shared/reference/anchors.md, addendum; best of its two columns).
+
+use kommander::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NODES: [u64; 3] = [1, 2, 3];
+const WARMUP: Duration = Duration::from_millis(500);
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// openraft `benchmarks/minimal`, 3 nodes in one process, best column of the anchors addendum.
+const OPENRAFT: [(usize, f64); 4] = [(1, 17_242.0), (64, 372_955.0), (256, 598_642.0), (1024, 728_121.0)];
+
+struct Options {
+    seconds: f64,
+    partitions: Vec<u32>,
+    clients: Vec<usize>,
+}
+
+fn parse_list<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<Vec<T>, String> {
+    let value = value.ok_or(format!("{flag} needs a value"))?;
+    let list: Result<Vec<T>, _> = value.split(',').map(|v| v.trim().parse()).collect();
+    match list {
+        Ok(list) if !list.is_empty() => Ok(list),
+        _ => Err(format!("{flag}: expected a comma-separated list of numbers, got {value:?}")),
+    }
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options { seconds: 3.0, partitions: vec![1, 16], clients: vec![1, 64, 256, 1024] };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                let value = args.next().ok_or("--seconds needs a value")?;
+                options.seconds = value.parse().map_err(|_| format!("--seconds: not a number: {value:?}"))?;
+                if options.seconds.is_nan() || options.seconds <= 0.0 {
+                    return Err("--seconds must be positive".into());
+                }
+            }
+            "--partitions" => options.partitions = parse_list("--partitions", args.next())?,
+            "--clients" => options.clients = parse_list("--clients", args.next())?,
+            "-h" | "--help" => {
+                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    if options.partitions.contains(&0) || options.clients.contains(&0) {
+        return Err("partitions and clients must be at least 1".into());
+    }
+    Ok(options)
+}
+
+fn config(partitions: u32) -> RuntimeConfig {
+    RuntimeConfig {
+        cluster_id: "bench".into(),
+        initial_partitions: partitions,
+        tick: Duration::from_millis(10),
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+        proposal_timeout: Duration::from_secs(10),
+        ..RuntimeConfig::default()
+    }
+}
+
+/// A fresh 3-node cluster: new network, new WALs, one arbiter per node (`RaftManager` does that).
+async fn start_cluster(partitions: u32) -> Result<Vec<RaftManager>, Box<dyn Error>> {
+    let network = InMemoryNetwork::new();
+    let mut managers = Vec::new();
+    for &node in &NODES {
+        let contacts = NODES
+            .iter()
+            .filter(|&&n| n != node)
+            .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://node-{n}") })
+            .collect();
+        let manager = RaftManager::builder(NodeId(node))
+            .config(config(partitions))
+            .wal(Arc::new(MemoryWal::new()))
+            .transport(network.transport(NodeId(node)))
+            .discovery(Arc::new(StaticDiscovery::new(contacts)))
+            .build()?;
+        manager.join_cluster().await?;
+        managers.push(manager);
+    }
+    Ok(managers)
+}
+
+/// Index of the manager with established leadership of `partition`, if any.
+fn find_leader(managers: &[RaftManager], partition: PartitionId) -> Option<usize> {
+    managers.iter().position(|m| m.am_i_leader(partition))
+}
+
+/// Wait until every partition has an established leader; returns the leading manager per partition.
+async fn wait_for_leaders(managers: &[RaftManager], partitions: u32) -> Result<Vec<usize>, String> {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        let leaders: Vec<Option<usize>> = (1..=partitions).map(|p| find_leader(managers, PartitionId(p))).collect();
+        if leaders.iter().all(Option::is_some) {
+            return Ok(leaders.into_iter().flatten().collect());
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<u32> = (1..=partitions).filter(|&p| leaders[p as usize - 1].is_none()).collect();
+            return Err(format!("no established leader after {LEADER_TIMEOUT:?} for partitions {missing:?}"));
+        }
+        actix::clock::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Warmup,
+    Measure,
+    Stop,
+}
+
+#[derive(Default)]
+struct ClientResult {
+    /// Latency of every proposal that completed inside the measured window, in µs.
+    latencies_us: Vec<u32>,
+    /// Errors inside the measured window, by kind.
+    errors: BTreeMap<&'static str, u64>,
+    /// Errors during warm-up.
+    warmup_errors: u64,
+}
+
+fn error_kind(error: &ReplicateError) -> &'static str {
+    match error {
+        ReplicateError::NotLeader { .. } => "not-leader",
+        ReplicateError::LeadershipPending(_) => "leadership-pending",
+        ReplicateError::Timeout(_) => "timeout",
+        ReplicateError::Backpressure { .. } => "backpressure",
+        ReplicateError::PartitionUnavailable(_) => "unavailable",
+        ReplicateError::Superseded { .. } => "superseded",
+        _ => "other",
+    }
+}
+
+/// One closed-loop client: propose, wait for the commit, repeat.
+async fn client(
+    index: usize,
+    managers: Rc<Vec<RaftManager>>,
+    leaders: Rc<RefCell<Vec<usize>>>,
+    phase: Rc<Cell<Phase>>,
+) -> ClientResult {
+    let slot = index % leaders.borrow().len();
+    let partition = PartitionId(slot as u32 + 1);
+    let mut result = ClientResult::default();
+    loop {
+        if phase.get() == Phase::Stop {
+            return result;
+        }
+        let leader = leaders.borrow()[slot];
+        let started = Instant::now();
+        let outcome = managers[leader].replicate_logs(partition, "bench", vec![Vec::new()], true).await;
+        let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let measuring = phase.get() == Phase::Measure;
+        match outcome {
+            Ok(_) if measuring => result.latencies_us.push(micros),
+            Ok(_) => {}
+            Err(error) => {
+                if measuring {
+                    *result.errors.entry(error_kind(&error)).or_default() += 1;
+                } else {
+                    result.warmup_errors += 1;
+                }
+                // Refresh the cached leader: established leadership first, then the error's hint.
+                let hint = match error {
+                    ReplicateError::NotLeader { leader: Some(node), .. } => {
+                        managers.iter().position(|m| m.node() == node)
+                    }
+                    _ => None,
+                };
+                match find_leader(&managers, partition).or(hint) {
+                    Some(found) if found != leader => leaders.borrow_mut()[slot] = found,
+                    _ => actix::clock::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        }
+    }
+}
+
+/// `(syncs, entries)` of every node's WAL scheduler.
+fn wal_counters(managers: &[RaftManager]) -> Vec<(u64, u64)> {
+    managers
+        .iter()
+        .map(|m| {
+            let stats = m.wal_stats();
+            (stats.syncs.load(Ordering::Relaxed), stats.entries.load(Ordering::Relaxed))
+        })
+        .collect()
+}
+
+fn terms(managers: &[RaftManager], partitions: u32) -> Vec<u64> {
+    (1..=partitions).map(|p| managers[0].status(PartitionId(p)).map_or(0, |s| s.term)).collect()
+}
+
+struct RunResult {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    entries_per_sync: f64,
+    syncs_per_s: f64,
+    errors: BTreeMap<&'static str, u64>,
+    warmup_errors: u64,
+    term_changes: usize,
+    leader_nodes: Vec<u64>,
+}
+
+fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted_us.len() as f64 * q).ceil() as usize).clamp(1, sorted_us.len());
+    f64::from(sorted_us[rank - 1]) / 1000.0
+}
+
+async fn run(partitions: u32, clients: usize, window: Duration) -> Result<RunResult, Box<dyn Error>> {
+    let managers = start_cluster(partitions).await?;
+    let leaders = match wait_for_leaders(&managers, partitions).await {
+        Ok(leaders) => leaders,
+        Err(error) => {
+            for m in &managers {
+                m.leave_cluster().await;
+            }
+            return Err(error.into());
+        }
+    };
+    let managers = Rc::new(managers);
+    let leaders = Rc::new(RefCell::new(leaders));
+    let phase = Rc::new(Cell::new(Phase::Warmup));
+    let tasks: Vec<_> =
+        (0..clients).map(|i| actix::spawn(client(i, managers.clone(), leaders.clone(), phase.clone()))).collect();
+
+    actix::clock::sleep(WARMUP).await;
+    let before = wal_counters(&managers);
+    let terms_before = terms(&managers, partitions);
+    phase.set(Phase::Measure);
+    let measure_started = Instant::now();
+    actix::clock::sleep(window).await;
+    phase.set(Phase::Stop);
+    let elapsed = measure_started.elapsed().as_secs_f64();
+    let after = wal_counters(&managers);
+    let terms_after = terms(&managers, partitions);
+
+    let mut latencies = Vec::new();
+    let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut warmup_errors = 0;
+    for task in tasks {
+        let result = task.await?;
+        latencies.extend(result.latencies_us);
+        for (kind, n) in result.errors {
+            *errors.entry(kind).or_default() += n;
+        }
+        warmup_errors += result.warmup_errors;
+    }
+    latencies.sort_unstable();
+
+    // Group commit as seen by the nodes leading at least one partition at the end of the window.
+    let mut leading: Vec<usize> = (1..=partitions).filter_map(|p| find_leader(&managers, PartitionId(p))).collect();
+    leading.sort_unstable();
+    leading.dedup();
+    let (syncs, entries) = leading
+        .iter()
+        .map(|&i| (after[i].0 - before[i].0, after[i].1 - before[i].1))
+        .fold((0, 0), |(s, e), (ds, de)| (s + ds, e + de));
+    let leader_nodes = leading.iter().map(|&i| managers[i].node().0).collect();
+
+    for m in managers.iter() {
+        m.leave_cluster().await;
+    }
+    // Let the node arbiters wind down before the next cluster starts.
+    actix::clock::sleep(Duration::from_millis(200)).await;
+
+    Ok(RunResult {
+        throughput: latencies.len() as f64 / elapsed,
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        entries_per_sync: if syncs == 0 { f64::NAN } else { entries as f64 / syncs as f64 },
+        syncs_per_s: syncs as f64 / elapsed / leading.len().max(1) as f64,
+        errors,
+        warmup_errors,
+        term_changes: terms_before.iter().zip(&terms_after).filter(|(a, b)| a != b).count(),
+        leader_nodes,
+    })
+}
+
+#[actix::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            std::process::exit(2);
+        }
+    };
+    let window = Duration::from_secs_f64(options.seconds);
+    println!(
+        "kommander in-process bench: 3 nodes, in-memory WAL + transport, empty payloads, warm-up {:.1} s, \
+         window {:.1} s",
+        WARMUP.as_secs_f64(),
+        window.as_secs_f64()
+    );
+    println!(
+        "\n{:>10} {:>7} {:>13} {:>8} {:>8} {:>13} {:>11} {:>7} {:>8} {:>9}",
+        "partitions",
+        "clients",
+        "proposals/s",
+        "p50 ms",
+        "p99 ms",
+        "entries/sync",
+        "syncs/s/nd",
+        "errors",
+        "elect.",
+        "leaders"
+    );
+    let mut results: BTreeMap<(u32, usize), f64> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for &partitions in &options.partitions {
+        for &clients in &options.clients {
+            match run(partitions, clients, window).await {
+                Ok(r) => {
+                    let errors: u64 = r.errors.values().sum();
+                    let leaders: Vec<String> = r.leader_nodes.iter().map(u64::to_string).collect();
+                    println!(
+                        "{:>10} {:>7} {:>13.0} {:>8.3} {:>8.3} {:>13.1} {:>11.0} {:>7} {:>8} {:>9}",
+                        partitions,
+                        clients,
+                        r.throughput,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.entries_per_sync,
+                        r.syncs_per_s,
+                        errors,
+                        r.term_changes,
+                        leaders.join(",")
+                    );
+                    if errors > 0 || r.warmup_errors > 0 {
+                        notes.push(format!(
+                            "partitions={partitions} clients={clients}: errors in window {:?}, {} during warm-up",
+                            r.errors, r.warmup_errors
+                        ));
+                    }
+                    results.insert((partitions, clients), r.throughput);
+                }
+                Err(error) => {
+                    println!("{partitions:>10} {clients:>7}   FAILED: {error}");
+                    notes.push(format!("partitions={partitions} clients={clients}: failed: {error}"));
+                }
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+    println!(
+        "\n(entries/sync: WAL entries per group-commit sync summed over the nodes leading a partition at the end \
+         (they also persist what they follow); syncs/s/nd: syncs per second per such node; elect.: partitions whose \
+         term changed during the window)"
+    );
+    for note in &notes {
+        println!("note: {note}");
+    }
+
+    println!("\nvs openraft benchmarks/minimal on this machine class (anchors.md addendum, best column):");
+    print!("{:>7} {:>13}", "clients", "openraft");
+    for &partitions in &options.partitions {
+        print!(" {:>15} {:>7}", format!("kommander P={partitions}"), "ratio");
+    }
+    println!();
+    for &(clients, openraft) in OPENRAFT.iter().filter(|(c, _)| options.clients.contains(c)) {
+        print!("{clients:>7} {openraft:>13.0}");
+        for &partitions in &options.partitions {
+            match results.get(&(partitions, clients)) {
+                Some(ours) => print!(" {:>15.0} {:>6.2}x", ours, ours / openraft),
+                None => print!(" {:>15} {:>7}", "-", "-"),
+            }
+        }
+        println!();
+    }
+    let best_openraft = OPENRAFT.iter().map(|&(_, ops)| ops).fold(0.0, f64::max);
+    let best_ours = results.values().copied().fold(0.0, f64::max);
+    if best_ours > 0.0 {
+        println!(
+            "\nbest kommander {best_ours:.0} ops/s vs best openraft {best_openraft:.0} ops/s: {:.2}x \
+             (targets: >= 2x at 256 clients on 1 partition, >= 3x best single-group with 16 partitions)",
+            best_ours / best_openraft
+        );
+    }
+    Ok(())
+}
