@@ -7,7 +7,8 @@
 //! It never blocks: writes go to the [`WalScheduler`], reads to the [`ReadScheduler`]. It runs
 //! under an actix `Supervisor`: when a WAL call fails or the state machine halts, it stops, callers
 //! in flight get [`ReplicateError::PartitionUnavailable`], and the supervisor restarts it, which
-//! restores the partition from its WAL (with back-off).
+//! restores the partition from its WAL (with back-off). Requests that arrive while the WAL is
+//! being replayed wait in the mailbox until the replay ends (bounded by the caller's timeout).
 
 use crate::error::ReplicateError;
 use crate::events::RaftEvent;

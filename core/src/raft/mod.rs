@@ -439,8 +439,7 @@ impl PartitionStateMachine {
         while self.log.applied < target {
             let index = self.log.applied + 1;
             let Some(entry) = self.log.get(index) else { break };
-            let entry = entry.clone();
-            self.applier.apply(&entry, restored, &mut self.out.deliveries, &mut self.out.replies);
+            self.applier.apply(entry, restored, &mut self.out.deliveries, &mut self.out.replies);
             self.log.applied = index;
             if self.role == Role::Leader && !self.published && index >= self.barrier_index {
                 self.published = true;
