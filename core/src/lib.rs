@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod config;
 pub mod conformance;
 pub mod discovery;

@@ -1,0 +1,1 @@
+//! RocksDB WAL adapter (in progress).

@@ -1,0 +1,1 @@
+//! SQLite WAL adapter (in progress).
