@@ -30,6 +30,8 @@ struct Options {
     seconds: f64,
     partitions: Vec<u32>,
     clients: Vec<usize>,
+    /// WAL backend: memory, sqlite or rocksdb (files in a temp dir).
+    wal: String,
 }
 
 fn parse_list<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<Vec<T>, String> {
@@ -42,7 +44,8 @@ fn parse_list<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut options = Options { seconds: 3.0, partitions: vec![1, 16], clients: vec![1, 64, 256, 1024] };
+    let mut options =
+        Options { seconds: 3.0, partitions: vec![1, 16], clients: vec![1, 64, 256, 1024], wal: "memory".into() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,8 +58,9 @@ fn parse_args() -> Result<Options, String> {
             }
             "--partitions" => options.partitions = parse_list("--partitions", args.next())?,
             "--clients" => options.clients = parse_list("--clients", args.next())?,
+            "--wal" => options.wal = args.next().ok_or("--wal needs memory, sqlite or rocksdb")?,
             "-h" | "--help" => {
-                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024]");
+                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024] [--wal memory|sqlite|rocksdb]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -81,7 +85,7 @@ fn config(partitions: u32) -> RuntimeConfig {
 }
 
 /// A fresh 3-node cluster: new network, new WALs, one arbiter per node (`RaftManager` does that).
-async fn start_cluster(partitions: u32) -> Result<Vec<RaftManager>, Box<dyn Error>> {
+async fn start_cluster(partitions: u32, wal: &str, dir: &std::path::Path) -> Result<Vec<RaftManager>, Box<dyn Error>> {
     let network = InMemoryNetwork::new();
     let mut managers = Vec::new();
     for &node in &NODES {
@@ -92,7 +96,7 @@ async fn start_cluster(partitions: u32) -> Result<Vec<RaftManager>, Box<dyn Erro
             .collect();
         let manager = RaftManager::builder(NodeId(node))
             .config(config(partitions))
-            .wal(Arc::new(MemoryWal::new()))
+            .wal(open_wal(&WalBackend::from_name(wal, dir, &format!("node-{node}"))?)?)
             .transport(network.transport(NodeId(node)))
             .discovery(Arc::new(StaticDiscovery::new(contacts)))
             .build()?;
@@ -231,8 +235,9 @@ fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
     f64::from(sorted_us[rank - 1]) / 1000.0
 }
 
-async fn run(partitions: u32, clients: usize, window: Duration) -> Result<RunResult, Box<dyn Error>> {
-    let managers = start_cluster(partitions).await?;
+async fn run(partitions: u32, clients: usize, window: Duration, wal: &str) -> Result<RunResult, Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let managers = start_cluster(partitions, wal, dir.path()).await?;
     let leaders = match wait_for_leaders(&managers, partitions).await {
         Ok(leaders) => leaders,
         Err(error) => {
@@ -301,6 +306,22 @@ async fn run(partitions: u32, clients: usize, window: Duration) -> Result<RunRes
     })
 }
 
+/// p50 and p99 (ms) of appending 4 KiB to a file and `fdatasync`-ing it, measured in this run.
+fn fdatasync_latency() -> std::io::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("probe"))?;
+    let block = vec![0xa5u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((samples[samples.len() / 2], samples[samples.len() * 99 / 100]))
+}
+
 #[actix::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let options = match parse_args() {
@@ -312,11 +333,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let window = Duration::from_secs_f64(options.seconds);
     println!(
-        "kommander in-process bench: 3 nodes, in-memory WAL + transport, empty payloads, warm-up {:.1} s, \
+        "kommander in-process bench: 3 nodes, {} WAL, in-memory transport, empty payloads, warm-up {:.1} s, \
          window {:.1} s",
+        options.wal,
         WARMUP.as_secs_f64(),
         window.as_secs_f64()
     );
+    let fsync = (options.wal != "memory").then(|| fdatasync_latency().expect("fdatasync probe"));
+    if let Some((p50, p99)) = fsync {
+        println!(
+            "this machine's fdatasync of 4 KiB: p50 {p50:.3} ms, p99 {p99:.3} ms (physical floor of a durable commit)"
+        );
+    }
     println!(
         "\n{:>10} {:>7} {:>13} {:>8} {:>8} {:>13} {:>11} {:>7} {:>8} {:>9}",
         "partitions",
@@ -334,7 +362,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut notes = Vec::new();
     for &partitions in &options.partitions {
         for &clients in &options.clients {
-            match run(partitions, clients, window).await {
+            match run(partitions, clients, window, &options.wal).await {
                 Ok(r) => {
                     let errors: u64 = r.errors.values().sum();
                     let leaders: Vec<String> = r.leader_nodes.iter().map(u64::to_string).collect();
@@ -351,6 +379,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
                         r.term_changes,
                         leaders.join(",")
                     );
+                    if let Some((fsync_p50, _)) = fsync {
+                        notes.push(format!(
+                            "partitions={partitions} clients={clients}: p50 commit latency = {:.2} x fdatasync p50",
+                            r.p50_ms / fsync_p50
+                        ));
+                    }
                     if errors > 0 || r.warmup_errors > 0 {
                         notes.push(format!(
                             "partitions={partitions} clients={clients}: errors in window {:?}, {} during warm-up",

@@ -5,6 +5,9 @@
 //! features as they land.
 
 pub use kommander_actors as actors;
+pub use wal_backend::{open_wal, WalBackend};
+
+mod wal_backend;
 
 /// `mockall` mocks of the pluggable layers (feature `mocks`): `MockWal`, `MockTransport`,
 /// `MockDiscovery`.
@@ -18,6 +21,7 @@ pub use kommander_core as core;
 
 /// The types most applications need.
 pub mod prelude {
+    pub use crate::{open_wal, WalBackend};
     pub use kommander_actors::{
         InMemoryNetwork, PartitionStatus, RaftEvent, RaftManager, ReplicateError, RuntimeConfig,
     };
