@@ -362,6 +362,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut notes = Vec::new();
     for &partitions in &options.partitions {
         for &clients in &options.clients {
+            // fdatasync latency moves with the machine's load: probe it next to every configuration.
+            let fsync = if options.wal == "memory" { None } else { Some(fdatasync_latency()?) };
             match run(partitions, clients, window, &options.wal).await {
                 Ok(r) => {
                     let errors: u64 = r.errors.values().sum();
@@ -379,9 +381,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
                         r.term_changes,
                         leaders.join(",")
                     );
-                    if let Some((fsync_p50, _)) = fsync {
+                    if let Some((fsync_p50, fsync_p99)) = fsync {
                         notes.push(format!(
-                            "partitions={partitions} clients={clients}: p50 commit latency = {:.2} x fdatasync p50",
+                            "partitions={partitions} clients={clients}: fdatasync p50 {fsync_p50:.3} ms / p99 \
+                             {fsync_p99:.3} ms; commit p50 = {:.2} x fdatasync p50",
                             r.p50_ms / fsync_p50
                         ));
                     }
