@@ -14,7 +14,7 @@ use crate::error::ReplicateError;
 use crate::events::RaftEvent;
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::status::{PartitionStatus, StatusCell};
-use crate::wal_scheduler::{Persist, WalScheduler, WalStats, WriteOutcome};
+use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
 use kommander_core::raft::{ClientReply, ProposalCommitted, RestoreState};
@@ -134,9 +134,14 @@ impl PartitionExecutor {
         } else {
             Duration::from_millis((50u64 << (self.incarnation - 2).min(6)).min(5_000))
         };
+        // No write of an earlier incarnation may land after the WAL is read.
+        let fence = self.shared.wal_scheduler.send(FencePartition { partition, incarnation: self.incarnation });
         let load = async move {
             if !backoff.is_zero() {
                 tokio::time::sleep(backoff).await;
+            }
+            if fence.await.is_err() {
+                return Err(WalError::Closed);
             }
             tokio::task::spawn_blocking(move || load_partition(&*wal, partition))
                 .await

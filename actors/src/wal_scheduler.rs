@@ -35,6 +35,18 @@ pub struct WriteOutcome {
     pub result: Result<(), WalError>,
 }
 
+/// Sent by a restarting partition before it re-reads its WAL: drop its queued writes of earlier
+/// incarnations and answer once no flush containing its writes is still running, so the restore
+/// sees a WAL that no stale write will change afterwards.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FencePartition {
+    /// The partition restarting.
+    pub partition: PartitionId,
+    /// Its new incarnation; queued writes of older ones are dropped.
+    pub incarnation: u64,
+}
+
 /// Counters shared with the manager and benchmarks.
 #[derive(Debug, Default)]
 pub struct WalStats {
@@ -57,6 +69,7 @@ impl WalStats {
 }
 
 struct Queued {
+    partition: PartitionId,
     incarnation: u64,
     id: u64,
     entries: usize,
@@ -69,12 +82,14 @@ pub struct WalScheduler {
     stats: Arc<WalStats>,
     queue: Vec<(Queued, kommander_core::PartitionWrite)>,
     flushing: bool,
+    /// Fences waiting for the running flush to finish.
+    fences: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl WalScheduler {
     /// A scheduler writing to `wal`, counting into `stats`.
     pub fn new(wal: Arc<dyn Wal>, stats: Arc<WalStats>) -> Self {
-        WalScheduler { wal, stats, queue: Vec::new(), flushing: false }
+        WalScheduler { wal, stats, queue: Vec::new(), flushing: false, fences: Vec::new() }
     }
 
     fn start_flush(&mut self, ctx: &mut Context<Self>) {
@@ -104,6 +119,9 @@ impl WalScheduler {
                 act.stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
                 q.reply_to.do_send(WriteOutcome { incarnation: q.incarnation, id: q.id, result: result.clone() });
             }
+            for fence in act.fences.drain(..) {
+                let _ = fence.send(());
+            }
             act.start_flush(ctx);
         }));
     }
@@ -119,8 +137,114 @@ impl Handler<Persist> for WalScheduler {
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         let entries = msg.request.write.entries.len();
         self.stats.backlog_entries.fetch_add(entries, Ordering::Relaxed);
-        let queued = Queued { incarnation: msg.incarnation, id: msg.request.id, entries, reply_to: msg.reply_to };
+        let queued = Queued {
+            partition: msg.partition,
+            incarnation: msg.incarnation,
+            id: msg.request.id,
+            entries,
+            reply_to: msg.reply_to,
+        };
         self.queue.push((queued, msg.request.write));
         self.start_flush(ctx);
+    }
+}
+
+impl Handler<FencePartition> for WalScheduler {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: FencePartition, _: &mut Context<Self>) -> Self::Result {
+        let stats = self.stats.clone();
+        self.queue.retain(|(q, _)| {
+            let stale = q.partition == msg.partition && q.incarnation < msg.incarnation;
+            if stale {
+                stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
+            }
+            !stale
+        });
+        if !self.flushing {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.fences.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kommander_core::conformance::wal::entry;
+    use kommander_core::{HardState, LogEntry, LogIndex, MemoryWal, PartitionWrite, Term};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A MemoryWal whose writes take 100 ms.
+    struct SlowWal(MemoryWal);
+
+    impl Wal for SlowWal {
+        fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
+            std::thread::sleep(Duration::from_millis(100));
+            self.0.write(batch)
+        }
+        fn truncate_suffix(&self, p: PartitionId, from: LogIndex) -> Result<(), WalError> {
+            self.0.truncate_suffix(p, from)
+        }
+        fn read_range(&self, p: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
+            self.0.read_range(p, from, to)
+        }
+        fn term_at(&self, p: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError> {
+            self.0.term_at(p, index)
+        }
+        fn last_index(&self, p: PartitionId) -> Result<LogIndex, WalError> {
+            self.0.last_index(p)
+        }
+        fn save_hard_state(&self, p: PartitionId, state: &HardState) -> Result<(), WalError> {
+            self.0.save_hard_state(p, state)
+        }
+        fn load_hard_state(&self, p: PartitionId) -> Result<Option<HardState>, WalError> {
+            self.0.load_hard_state(p)
+        }
+        fn partitions(&self) -> Result<Vec<PartitionId>, WalError> {
+            self.0.partitions()
+        }
+    }
+
+    struct Outcomes(Arc<Mutex<Vec<u64>>>);
+    impl Actor for Outcomes {
+        type Context = Context<Self>;
+    }
+    impl Handler<WriteOutcome> for Outcomes {
+        type Result = ();
+        fn handle(&mut self, msg: WriteOutcome, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg.id);
+        }
+    }
+
+    fn persist(id: u64, index: LogIndex, incarnation: u64, reply_to: Recipient<WriteOutcome>) -> Persist {
+        let p = PartitionId(1);
+        let write = PartitionWrite { partition: p, entries: vec![entry(index, 1)], ..Default::default() };
+        Persist { partition: p, incarnation, request: WriteRequest { id, write }, reply_to }
+    }
+
+    #[actix::test]
+    async fn a_fence_drops_stale_queued_writes_and_waits_for_the_running_flush() {
+        let memory = MemoryWal::new();
+        let stats = Arc::new(WalStats::default());
+        let scheduler = WalScheduler::new(Arc::new(SlowWal(memory.clone())), stats.clone()).start();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let outcomes = Outcomes(seen.clone()).start().recipient();
+        scheduler.do_send(persist(1, 1, 1, outcomes.clone())); // starts a 100 ms flush
+        scheduler.do_send(persist(2, 2, 1, outcomes.clone())); // queued behind it
+        let started = std::time::Instant::now();
+        scheduler.send(FencePartition { partition: PartitionId(1), incarnation: 2 }).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50), "the fence waits for the running flush");
+        assert_eq!(memory.last_index(PartitionId(1)), Ok(1), "the flush that was running completed");
+        actix::clock::sleep(Duration::from_millis(250)).await;
+        assert_eq!(memory.last_index(PartitionId(1)), Ok(1), "the stale queued write never reaches the WAL");
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
+        assert_eq!(stats.backlog_entries.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
     }
 }
