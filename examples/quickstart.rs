@@ -83,7 +83,7 @@ async fn start_node(
         .collect();
     let manager = RaftManager::builder(NodeId(node))
         .config(config())
-        .wal(open_wal(wal)?)
+        .wal_backend(wal)?
         .transport(network.transport(NodeId(node)))
         .discovery(Arc::new(StaticDiscovery::new(contacts)))
         .events(app.clone().recipient())

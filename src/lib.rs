@@ -5,7 +5,7 @@
 //! features as they land.
 
 pub use kommander_actors as actors;
-pub use wal_backend::{open_wal, WalBackend};
+pub use wal_backend::{open_wal, WalBackend, WalBackendExt};
 
 mod wal_backend;
 
@@ -21,7 +21,7 @@ pub use kommander_core as core;
 
 /// The types most applications need.
 pub mod prelude {
-    pub use crate::{open_wal, WalBackend};
+    pub use crate::{open_wal, WalBackend, WalBackendExt};
     pub use kommander_actors::{
         InMemoryNetwork, PartitionStatus, RaftEvent, RaftManager, ReplicateError, RuntimeConfig,
     };

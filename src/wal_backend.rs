@@ -47,3 +47,15 @@ pub fn open_wal(backend: &WalBackend) -> Result<Arc<dyn Wal>, WalError> {
         WalBackend::RocksDb(path) => Arc::new(kommander_wal_rocksdb::RocksWal::open(path)?),
     })
 }
+
+/// Builder shortcut: `RaftManager::builder(id).wal_backend(&WalBackend::Sqlite(path))?`.
+pub trait WalBackendExt: Sized {
+    /// Open `backend` and use it as the node's WAL.
+    fn wal_backend(self, backend: &WalBackend) -> Result<Self, WalError>;
+}
+
+impl WalBackendExt for kommander_actors::RaftManagerBuilder {
+    fn wal_backend(self, backend: &WalBackend) -> Result<Self, WalError> {
+        Ok(self.wal(open_wal(backend)?))
+    }
+}
