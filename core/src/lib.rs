@@ -19,6 +19,7 @@ pub mod ids;
 pub mod memory_wal;
 pub mod message;
 pub mod raft;
+pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod transport;

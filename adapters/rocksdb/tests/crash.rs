@@ -131,7 +131,7 @@ fn verify(path: &Path, acked: &BTreeMap<u32, LogIndex>, kill: u64) -> Verified {
 
 fn crash_loop(kills: u64) {
     let seed = std::env::var("CRASH_SEED").ok().map_or(0x5eed_c0de, |s| s.parse().expect("CRASH_SEED must be a u64"));
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let root = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     let (mut acks, mut entries_verified, mut max_entries, mut ahead) = (0, 0, 0, 0);
@@ -141,7 +141,7 @@ fn crash_loop(kills: u64) {
         if (kill - 1) % KILLS_PER_DIR == 0 {
             acked.clear();
         }
-        let acks_before_kill = rng.range(1, MAX_ACKS_BEFORE_KILL);
+        let acks_before_kill = rng.range_inclusive(1, MAX_ACKS_BEFORE_KILL);
         acks += run_writer_and_kill(&path, rng.next_u64(), acks_before_kill, &mut acked);
         let verified = verify(&path, &acked, kill);
         entries_verified += verified.entries;

@@ -18,7 +18,6 @@ mod progress;
 mod proposals;
 pub mod ready;
 mod replication;
-pub(crate) mod rng;
 
 pub use progress::{Progress, ProgressState};
 pub use proposals::{Proposal, ProposalAccepted};
@@ -30,10 +29,10 @@ use crate::error::{ConfigError, FatalError, StepError};
 use crate::hlc::HybridLogicalClock;
 use crate::ids::{LogIndex, NodeId, PartitionId, Term};
 use crate::message::{Envelope, RaftMessage};
+use crate::rng::SplitMix64;
 use crate::wal::{HardState, PartitionWrite};
 use apply::Applier;
 use log::RaftLog;
-use rng::SplitMix64;
 use std::collections::{BTreeMap, HashMap};
 
 /// Role of a replica in its current term.

@@ -17,7 +17,7 @@ pub use world::{NetworkFaults, SimTime, World};
 use crate::config::PartitionConfig;
 use crate::error::TicketOutcome;
 use crate::ids::{NodeId, PartitionId};
-use crate::raft::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use world::PendingDecision;
 
 /// Knobs of a randomized run (the seed picks the rest).

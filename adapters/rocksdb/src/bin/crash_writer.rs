@@ -36,12 +36,12 @@ fn main() -> ExitCode {
     };
     let mut last: Vec<u64> =
         (1..=PARTITIONS).map(|p| wal.last_index(PartitionId(p)).expect("last_index on startup")).collect();
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let stdout = std::io::stdout();
 
     for _ in 0..MAX_WRITES {
-        let count = rng.range(1, u64::from(PARTITIONS)) as u32;
-        let first = rng.range(0, u64::from(PARTITIONS) - 1) as u32;
+        let count = rng.range_inclusive(1, u64::from(PARTITIONS)) as u32;
+        let first = rng.range_inclusive(0, u64::from(PARTITIONS) - 1) as u32;
         let mut writes = Vec::new();
         for k in 0..count {
             let slot = ((first + k) % PARTITIONS) as usize;
@@ -50,12 +50,16 @@ fn main() -> ExitCode {
             // Sometimes rewrite the last 1..=10 entries (identical content) before appending, to
             // exercise the range tombstone of a suffix replacement under crashes. The log never
             // shrinks: the new last index is always ≥ the old one.
-            let rewrite = if old_last > 0 && rng.range(0, 3) == 0 { rng.range(1, old_last.min(10)) } else { 0 };
+            let rewrite = if old_last > 0 && rng.range_inclusive(0, 3) == 0 {
+                rng.range_inclusive(1, old_last.min(10))
+            } else {
+                0
+            };
             let from = old_last - rewrite + 1;
-            let new_last = old_last + rng.range(1, MAX_ENTRIES);
+            let new_last = old_last + rng.range_inclusive(1, MAX_ENTRIES);
             writes.push(PartitionWrite {
                 partition,
-                truncate_from: (rewrite > 0 && rng.range(0, 1) == 0).then_some(from),
+                truncate_from: (rewrite > 0 && rng.range_inclusive(0, 1) == 0).then_some(from),
                 entries: (from..=new_last).map(|i| crash_entry(partition, i)).collect(),
                 hard_state: Some(HardState { term: 1, voted_for: Some(NodeId(1)), commit: new_last }),
             });

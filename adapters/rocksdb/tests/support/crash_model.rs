@@ -20,28 +20,11 @@ pub const MAX_ENTRIES: u64 = 20;
 /// Payload length of every entry.
 pub const PAYLOAD_LEN: usize = 100;
 
-/// SplitMix64: a tiny, seedable generator (no dependency needed).
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-ish in `low..=high`.
-    pub fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next_u64() % (high - low + 1)
-    }
-}
+pub use kommander_core::rng::SplitMix64;
 
 /// The deterministic 100-byte payload of `(partition, index)`.
 pub fn payload(partition: PartitionId, index: LogIndex) -> Vec<u8> {
-    let mut state = SplitMix64(u64::from(partition.0) << 40 ^ index);
+    let mut state = SplitMix64::new(u64::from(partition.0) << 40 ^ index);
     (0..PAYLOAD_LEN).map(|_| state.next_u64() as u8).collect()
 }
 

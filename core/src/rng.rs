@@ -1,7 +1,7 @@
-//! Seeded pseudo-random numbers for election timeouts (SplitMix64): deterministic for a seed, so
-//! the simulator can replay any run.
+//! Seeded pseudo-random numbers (SplitMix64): election timeouts, the simulator, and test workloads.
+//! Deterministic for a seed, so any run can be replayed. Not for cryptography.
 
-/// SplitMix64 generator (public so the simulator shares it).
+/// SplitMix64 generator.
 #[derive(Clone, Debug)]
 pub struct SplitMix64(u64);
 
@@ -20,7 +20,17 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `[lo, hi)`; `hi > lo`.
+    /// In `[0, n)` (`0` when `n` is 0); modulo bias is irrelevant for tests and timeouts.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// In `low..=high`; requires `low <= high`.
+    pub fn range_inclusive(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+
+    /// Uniform in `[lo, hi)`; requires `hi > lo`.
     pub fn in_range(&mut self, lo: u32, hi: u32) -> u32 {
         lo + (self.next_u64() % u64::from(hi - lo)) as u32
     }
