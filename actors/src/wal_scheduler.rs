@@ -176,40 +176,10 @@ impl Handler<FencePartition> for WalScheduler {
 mod tests {
     use super::*;
     use kommander_core::conformance::wal::entry;
-    use kommander_core::{HardState, LogEntry, LogIndex, MemoryWal, PartitionWrite, Term};
+    use kommander_core::conformance::WriteHookWal;
+    use kommander_core::{LogIndex, MemoryWal, PartitionWrite};
     use std::sync::Mutex;
     use std::time::Duration;
-
-    /// A MemoryWal whose writes take 100 ms.
-    struct SlowWal(MemoryWal);
-
-    impl Wal for SlowWal {
-        fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
-            std::thread::sleep(Duration::from_millis(100));
-            self.0.write(batch)
-        }
-        fn truncate_suffix(&self, p: PartitionId, from: LogIndex) -> Result<(), WalError> {
-            self.0.truncate_suffix(p, from)
-        }
-        fn read_range(&self, p: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
-            self.0.read_range(p, from, to)
-        }
-        fn term_at(&self, p: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError> {
-            self.0.term_at(p, index)
-        }
-        fn last_index(&self, p: PartitionId) -> Result<LogIndex, WalError> {
-            self.0.last_index(p)
-        }
-        fn save_hard_state(&self, p: PartitionId, state: &HardState) -> Result<(), WalError> {
-            self.0.save_hard_state(p, state)
-        }
-        fn load_hard_state(&self, p: PartitionId) -> Result<Option<HardState>, WalError> {
-            self.0.load_hard_state(p)
-        }
-        fn partitions(&self) -> Result<Vec<PartitionId>, WalError> {
-            self.0.partitions()
-        }
-    }
 
     struct Outcomes(Arc<Mutex<Vec<u64>>>);
     impl Actor for Outcomes {
@@ -232,7 +202,12 @@ mod tests {
     async fn a_fence_drops_stale_queued_writes_and_waits_for_the_running_flush() {
         let memory = MemoryWal::new();
         let stats = Arc::new(WalStats::default());
-        let scheduler = WalScheduler::new(Arc::new(SlowWal(memory.clone())), stats.clone()).start();
+        // Storage whose writes take 100 ms.
+        let slow = WriteHookWal::new(memory.clone(), |_: &WalBatch| {
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(())
+        });
+        let scheduler = WalScheduler::new(Arc::new(slow), stats.clone()).start();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let outcomes = Outcomes(seen.clone()).start().recipient();
         scheduler.do_send(persist(1, 1, 1, outcomes.clone())); // starts a 100 ms flush

@@ -8,10 +8,10 @@
 
 use actix::prelude::*;
 use kommander_actors::{InMemoryNetwork, ManagerError, RaftEvent, RaftManager, ReplicateError, RuntimeConfig};
+use kommander_core::conformance::WriteHookWal;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::{
-    HardState, LogEntry, LogIndex, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery, Term, Ticket,
-    TicketOutcome, Wal, WalBatch, WalError,
+    MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery, Term, Ticket, TicketOutcome, Wal, WalBatch, WalError,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -149,51 +149,23 @@ impl Handler<History> for App {
 
 // ----- a WAL that fails on demand -------------------------------------------------------------
 
-/// A `MemoryWal` whose next `write` touching `target`'s entries fails (without storing anything)
-/// while `fail_next` is set.
-struct FlakyWal {
-    inner: MemoryWal,
-    target: PartitionId,
+/// Arms a failure of the next `write` touching `target`'s entries, and counts the ones injected.
+#[derive(Default)]
+struct FailSwitch {
     fail_next: AtomicBool,
     injected: AtomicU64,
 }
 
-impl FlakyWal {
-    fn new(inner: MemoryWal, target: PartitionId) -> Self {
-        FlakyWal { inner, target, fail_next: AtomicBool::new(false), injected: AtomicU64::new(0) }
-    }
-}
-
-impl Wal for FlakyWal {
-    fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
-        let touches_target = batch.writes.iter().any(|w| w.partition == self.target && !w.entries.is_empty());
-        if touches_target && self.fail_next.swap(false, Ordering::SeqCst) {
-            self.injected.fetch_add(1, Ordering::SeqCst);
+/// A `MemoryWal` whose next write touching `target`'s entries fails (storing nothing) once armed.
+fn flaky_wal(inner: MemoryWal, target: PartitionId, switch: Arc<FailSwitch>) -> WriteHookWal<MemoryWal> {
+    WriteHookWal::new(inner, move |batch: &WalBatch| {
+        let touches_target = batch.writes.iter().any(|w| w.partition == target && !w.entries.is_empty());
+        if touches_target && switch.fail_next.swap(false, Ordering::SeqCst) {
+            switch.injected.fetch_add(1, Ordering::SeqCst);
             return Err(WalError::Io("injected write failure".into()));
         }
-        self.inner.write(batch)
-    }
-    fn truncate_suffix(&self, partition: PartitionId, from: LogIndex) -> Result<(), WalError> {
-        self.inner.truncate_suffix(partition, from)
-    }
-    fn read_range(&self, partition: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
-        self.inner.read_range(partition, from, to)
-    }
-    fn term_at(&self, partition: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError> {
-        self.inner.term_at(partition, index)
-    }
-    fn last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
-        self.inner.last_index(partition)
-    }
-    fn save_hard_state(&self, partition: PartitionId, state: &HardState) -> Result<(), WalError> {
-        self.inner.save_hard_state(partition, state)
-    }
-    fn load_hard_state(&self, partition: PartitionId) -> Result<Option<HardState>, WalError> {
-        self.inner.load_hard_state(partition)
-    }
-    fn partitions(&self) -> Result<Vec<PartitionId>, WalError> {
-        self.inner.partitions()
-    }
+        Ok(())
+    })
 }
 
 // ----- the cluster ----------------------------------------------------------------------------
@@ -818,8 +790,12 @@ async fn backpressure_fails_fast_when_nothing_commits() {
 async fn wal_failure_restarts_the_partition_which_recovers() {
     within(async {
         let memory: Vec<MemoryWal> = NODES.iter().map(|_| MemoryWal::new()).collect();
-        let flaky: Vec<Arc<FlakyWal>> = memory.iter().map(|m| Arc::new(FlakyWal::new(m.clone(), P1))).collect();
-        let wals = flaky.iter().map(|f| f.clone() as Arc<dyn Wal>).collect();
+        let flaky: Vec<Arc<FailSwitch>> = memory.iter().map(|_| Arc::new(FailSwitch::default())).collect();
+        let wals = memory
+            .iter()
+            .zip(&flaky)
+            .map(|(m, switch)| Arc::new(flaky_wal(m.clone(), P1, switch.clone())) as Arc<dyn Wal>)
+            .collect();
         let cluster = Cluster::start(config("flaky-wal"), wals).await;
         let all = [0, 1, 2];
         for p in user_partitions() {

@@ -4,6 +4,8 @@
 //! that adapter crates can call them from their own tests.
 //!
 //! * [`wal`]: the [`Wal`](crate::wal::Wal) contract (in-memory, SQLite, RocksDB adapters).
+//! * [`WriteHookWal`]: test support that wraps any WAL and intercepts its writes (slow or
+//!   failing storage on demand).
 
 pub mod wal {
     //! The WAL conformance suite: the [`Wal`] contract of [`crate::wal`], case by case.
@@ -1229,5 +1231,68 @@ pub mod wal {
         expect_eq(wal.last_index(P).ctx("last_index")?, TOTAL, "last_index after reopen")?;
         let all = wal.read_range(P, 0, LogIndex::MAX).ctx("read_range after reopen")?;
         expect_entries(&all, &expected, "read_range(0, MAX) after reopen")
+    }
+}
+
+/// Test support: a [`Wal`](crate::wal::Wal) that delegates everything to `inner` but first runs a
+/// hook on every [`write`](crate::wal::Wal::write). The hook may sleep (slow storage) or return an
+/// error, which fails the write without storing anything (failing storage).
+pub struct WriteHookWal<W> {
+    inner: W,
+    hook: Box<WriteHook>,
+}
+
+/// The hook of a [`WriteHookWal`].
+pub type WriteHook = dyn Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync;
+
+impl<W> WriteHookWal<W> {
+    /// Wrap `inner`, running `hook` before each write.
+    pub fn new(
+        inner: W,
+        hook: impl Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync + 'static,
+    ) -> Self {
+        WriteHookWal { inner, hook: Box::new(hook) }
+    }
+
+    /// The wrapped WAL.
+    pub fn inner(&self) -> &W {
+        &self.inner
+    }
+}
+
+impl<W: crate::wal::Wal> crate::wal::Wal for WriteHookWal<W> {
+    fn write(&self, batch: &crate::wal::WalBatch) -> Result<(), crate::wal::WalError> {
+        (self.hook)(batch)?;
+        self.inner.write(batch)
+    }
+    fn truncate_suffix(&self, p: crate::PartitionId, from: crate::LogIndex) -> Result<(), crate::wal::WalError> {
+        self.inner.truncate_suffix(p, from)
+    }
+    fn read_range(
+        &self,
+        p: crate::PartitionId,
+        from: crate::LogIndex,
+        to: crate::LogIndex,
+    ) -> Result<Vec<crate::LogEntry>, crate::wal::WalError> {
+        self.inner.read_range(p, from, to)
+    }
+    fn term_at(
+        &self,
+        p: crate::PartitionId,
+        index: crate::LogIndex,
+    ) -> Result<Option<crate::Term>, crate::wal::WalError> {
+        self.inner.term_at(p, index)
+    }
+    fn last_index(&self, p: crate::PartitionId) -> Result<crate::LogIndex, crate::wal::WalError> {
+        self.inner.last_index(p)
+    }
+    fn save_hard_state(&self, p: crate::PartitionId, state: &crate::HardState) -> Result<(), crate::wal::WalError> {
+        self.inner.save_hard_state(p, state)
+    }
+    fn load_hard_state(&self, p: crate::PartitionId) -> Result<Option<crate::HardState>, crate::wal::WalError> {
+        self.inner.load_hard_state(p)
+    }
+    fn partitions(&self) -> Result<Vec<crate::PartitionId>, crate::wal::WalError> {
+        self.inner.partitions()
     }
 }
