@@ -1,5 +1,6 @@
-//! Quickstart: a 3-node cluster with 8 user partitions in one process (SQLite WAL files, in-memory
-//! transport), a write workload across partitions, the leader of partition 1 stopped and restarted
+//! Quickstart: a 3-node cluster with 8 user partitions in one process — SQLite WAL files, and the
+//! REST transport on loopback ports (each node serves the transport's routes from its own actix-web
+//! server) — a write workload across partitions, the leader of partition 1 stopped and restarted
 //! from its WAL file mid-run, then a check that every node applied the same sequence per partition.
 //!
 //! ```text
@@ -11,7 +12,9 @@
 
 use actix::prelude::*;
 use kommander::prelude::*;
+use kommander::transport::rest::{serve, RestConfig, RestTransport};
 use std::collections::BTreeMap;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,8 @@ const NODES: [u64; 3] = [1, 2, 3];
 const PARTITIONS: u32 = 8;
 const WRITES: usize = 4_000;
 const CLIENTS: usize = 32;
+/// The cluster's shared secret: every request between nodes is signed with it.
+const SECRET: &[u8] = b"quickstart-secret";
 
 /// The application side: an actor that rebuilds its state from `RaftEvent`s.
 #[derive(Default)]
@@ -70,21 +75,41 @@ fn config() -> RuntimeConfig {
     }
 }
 
+/// The REST transport of every node, each served by its own HTTP server on a loopback port.
+fn start_transports() -> Result<Vec<RestTransport>, Box<dyn std::error::Error>> {
+    let listeners: Vec<TcpListener> =
+        NODES.iter().map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    let urls: Vec<String> =
+        listeners.iter().map(|l| l.local_addr().map(|a| format!("http://{a}"))).collect::<Result<_, _>>()?;
+    let mut transports = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut config = RestConfig::new(NodeId(NODES[i]), "quickstart", SECRET.to_vec());
+        for (j, url) in urls.iter().enumerate().filter(|(j, _)| *j != i) {
+            config = config.peer(NodeId(NODES[j]), url.clone());
+        }
+        let transport = RestTransport::new(config)?;
+        actix::spawn(serve(&transport, listener)?);
+        transports.push(transport);
+    }
+    println!("REST transport: nodes listen on {}", urls.join(", "));
+    Ok(transports)
+}
+
 async fn start_node(
     node: u64,
-    network: &InMemoryNetwork,
+    transport: &RestTransport,
     wal: &WalBackend,
     app: &Addr<KvApp>,
 ) -> Result<RaftManager, Box<dyn std::error::Error>> {
     let contacts = NODES
         .iter()
         .filter(|&&n| n != node)
-        .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://node-{n}") })
+        .map(|&n| NodeContact { node: NodeId(n), address: format!("node-{n}") })
         .collect();
     let manager = RaftManager::builder(NodeId(node))
         .config(config())
         .wal_backend(wal)?
-        .transport(network.transport(NodeId(node)))
+        .transport(Arc::new(transport.clone()))
         .discovery(Arc::new(StaticDiscovery::new(contacts)))
         .events(app.clone().recipient())
         .build()?;
@@ -127,11 +152,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wals: Vec<WalBackend> =
         NODES.iter().map(|n| WalBackend::from_name(&backend, &dir, &format!("node-{n}"))).collect::<Result<_, _>>()?;
     println!("WAL: {backend} files in {}", dir.display());
-    let network = InMemoryNetwork::new();
+    let transports = start_transports()?;
     let apps: Vec<Addr<KvApp>> = NODES.iter().map(|_| KvApp::default().start()).collect();
     let mut managers = Vec::new();
     for (i, &node) in NODES.iter().enumerate() {
-        managers.push(start_node(node, &network, &wals[i], &apps[i]).await?);
+        managers.push(start_node(node, &transports[i], &wals[i], &apps[i]).await?);
     }
     for p in 1..=PARTITIONS {
         managers[0].wait_for_leader(PartitionId(p), Duration::from_secs(10)).await?;
@@ -164,7 +189,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     managers[victim].leave_cluster().await;
     actix::clock::sleep(Duration::from_millis(800)).await;
     // A new manager reopens the same WAL file: everything acknowledged before the stop is there.
-    let restarted = start_node(NODES[victim], &network, &wals[victim], &apps[victim]).await?;
+    let restarted = start_node(NODES[victim], &transports[victim], &wals[victim], &apps[victim]).await?;
     managers[victim] = restarted;
     *shared.lock().unwrap() = managers.clone();
     println!("node {} restarted from its WAL", NODES[victim]);

@@ -1,13 +1,32 @@
 //! `kommander`: an embedded, partitioned (multi-Raft) consensus runtime for actix services.
 //!
 //! This facade is the one dependency applications add. It re-exports the Raft core ([`core`]) and
-//! the actix runtime ([`actors`]); the durable WALs and network transports join it behind cargo
-//! features as they land.
+//! the actix runtime ([`actors`]), the durable WALs ([`WalBackend`]: SQLite by default, RocksDB
+//! opt-in) and the network transports ([`transport`]: REST and gRPC), selected by cargo features.
 
 pub use kommander_actors as actors;
 pub use wal_backend::{open_wal, WalBackend, WalBackendExt};
 
 mod wal_backend;
+
+/// Network transports (features `rest` and `grpc`).
+#[cfg(any(feature = "rest", feature = "grpc"))]
+pub mod transport {
+    /// gRPC transport on tonic (feature `grpc`).
+    #[cfg(feature = "grpc")]
+    pub use kommander_transport_grpc as grpc;
+    /// REST transport: actix-web routes + reqwest client (feature `rest`).
+    #[cfg(feature = "rest")]
+    pub use kommander_transport_rest as rest;
+}
+
+#[cfg(all(feature = "rest", feature = "grpc"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
+/// Shared machinery of the network transports: auth, inbound gate, outboxes, counters.
+#[cfg(any(feature = "rest", feature = "grpc"))]
+pub use kommander_net as net;
 
 /// `mockall` mocks of the pluggable layers (feature `mocks`): `MockWal`, `MockTransport`,
 /// `MockDiscovery`.

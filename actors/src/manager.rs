@@ -307,6 +307,12 @@ impl RaftManager {
         running.as_ref().map(|r| r.partitions.keys().copied().filter(|p| !p.is_system()).collect()).unwrap_or_default()
     }
 
+    /// The inbound router of a running node (its accepted/rejected batch counters).
+    pub fn inbound_router(&self) -> Option<Arc<InboundRouter>> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| r.router.clone())
+    }
+
     /// The system coordinator (partition map lookups).
     pub fn coordinator(&self) -> Option<Addr<SystemCoordinator>> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());

@@ -99,10 +99,12 @@ impl InMemoryNetwork {
             Some(delay) => {
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    sink.deliver(batch);
+                    let _ = sink.deliver(batch);
                 });
             }
-            None => sink.deliver(batch),
+            None => {
+                let _ = sink.deliver(batch);
+            }
         }
     }
 }

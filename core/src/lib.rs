@@ -23,6 +23,7 @@ pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod transport;
+pub mod validate;
 pub mod wal;
 
 pub use config::PartitionConfig;
@@ -34,5 +35,6 @@ pub use ids::{LogIndex, NodeId, PartitionId, Term};
 pub use memory_wal::MemoryWal;
 pub use message::{AppendResult, Envelope, MessageBatch, RaftMessage};
 pub use raft::{PartitionStateMachine, Ready, Role};
-pub use transport::{InboundSink, Transport, TransportError};
+pub use transport::{InboundRejection, InboundSink, Transport, TransportError};
+pub use validate::{validate_batch, InvalidBatch, MessageLimits};
 pub use wal::{HardState, PartitionWrite, Wal, WalBatch, WalError};

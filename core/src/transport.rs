@@ -11,15 +11,42 @@
 //!   whose `cluster_id` differs from the local one, or that fail authentication, are dropped before
 //!   they reach any partition.
 
-use crate::ids::NodeId;
+use crate::ids::{NodeId, PartitionId};
 use crate::message::MessageBatch;
+use crate::validate::InvalidBatch;
 use std::sync::Arc;
 use thiserror::Error;
 
 /// Receives batches that arrived from other nodes.
 pub trait InboundSink: Send + Sync {
-    /// Deliver one batch. Must not block.
-    fn deliver(&self, batch: MessageBatch);
+    /// Deliver one batch. Must not block. A rejected batch is dropped whole: no message of it
+    /// reaches any partition.
+    fn deliver(&self, batch: MessageBatch) -> Result<(), InboundRejection>;
+}
+
+/// Why a node refused an inbound batch. Network transports map these to their status codes.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum InboundRejection {
+    /// The batch belongs to another cluster.
+    #[error("batch of cluster {0:?} rejected")]
+    WrongCluster(String),
+    /// The batch is addressed to another node.
+    #[error("batch addressed to {addressed}, this node is {local}")]
+    WrongDestination {
+        /// Destination named by the batch.
+        addressed: NodeId,
+        /// This node.
+        local: NodeId,
+    },
+    /// A message names a partition this node does not host.
+    #[error("unknown partition {0}")]
+    UnknownPartition(PartitionId),
+    /// The batch is malformed (see [`crate::validate`]).
+    #[error("invalid batch: {0}")]
+    Invalid(#[from] InvalidBatch),
+    /// The node is not running (not joined yet, or stopped).
+    #[error("node is not running")]
+    NotRunning,
 }
 
 /// Errors of transports.

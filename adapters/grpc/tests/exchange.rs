@@ -1,0 +1,231 @@
+//! Real transports on loopback exchanging batches: multi-partition delivery, per-peer FIFO,
+//! coalescing, isolation from dead peers, authentication and the `send` error cases.
+
+mod common;
+
+use common::{batch, free_ports, uri, vote, wait_until, RecordingSink, CLUSTER, SECRET};
+use kommander_core::transport::{Transport, TransportError};
+use kommander_core::NodeId;
+use kommander_net::NetStats;
+use kommander_transport_grpc::{GrpcConfig, GrpcTransport};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(node: u64) -> GrpcConfig {
+    let mut config = GrpcConfig::new(NodeId(node), CLUSTER, SECRET.to_vec());
+    config.outbox.backoff_min = Duration::from_millis(10);
+    config.outbox.backoff_max = Duration::from_millis(100);
+    config
+}
+
+fn terms(envelopes: &[kommander_core::Envelope], partition: u32) -> Vec<u64> {
+    envelopes.iter().filter(|e| e.partition.0 == partition).map(|e| e.message.term()).collect()
+}
+
+/// An address nothing listens on (connections are refused).
+fn dead_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn three_nodes_exchange_batches_of_several_partitions_in_order() {
+    let ports = free_ports(3);
+    let nodes: Vec<u64> = vec![1, 2, 3];
+    let transports: Vec<GrpcTransport> = nodes
+        .iter()
+        .zip(&ports)
+        .map(|(&node, &port)| {
+            let mut config = config(node);
+            config.listen = SocketAddr::from(([127, 0, 0, 1], port));
+            for (&peer, &peer_port) in nodes.iter().zip(&ports).filter(|(&peer, _)| peer != node) {
+                config.peers.insert(NodeId(peer), format!("http://127.0.0.1:{peer_port}"));
+            }
+            GrpcTransport::bind(config).unwrap()
+        })
+        .collect();
+    let sinks: Vec<_> = nodes.iter().map(|&n| RecordingSink::new(NodeId(n), [1, 2, 3])).collect();
+    for (transport, sink) in transports.iter().zip(&sinks) {
+        transport.start(sink.clone()).unwrap();
+    }
+
+    const ROUNDS: u64 = 60;
+    for term in 1..=ROUNDS {
+        for (transport, &from) in transports.iter().zip(&nodes) {
+            for &to in nodes.iter().filter(|&&to| to != from) {
+                let (from, to) = (NodeId(from), NodeId(to));
+                let messages = (1..=3).map(|p| vote(p, from, to, term)).collect();
+                transport.send(batch(from, to, messages)).unwrap();
+            }
+        }
+    }
+
+    for (sink, &to) in sinks.iter().zip(&nodes) {
+        assert!(wait_until(WAIT, || sink.message_count() == 2 * 3 * ROUNDS as usize), "node {to} got everything");
+        for &from in nodes.iter().filter(|&&from| from != to) {
+            let envelopes = sink.envelopes_from(NodeId(from));
+            for partition in 1..=3 {
+                assert_eq!(
+                    terms(&envelopes, partition),
+                    (1..=ROUNDS).collect::<Vec<_>>(),
+                    "FIFO {from}->{to} p{partition}"
+                );
+            }
+        }
+    }
+    for transport in &transports {
+        let stats = transport.stats();
+        // The sender counts a frame once its answer is back, which may be after delivery.
+        assert!(wait_until(WAIT, || NetStats::get(&stats.batches_sent) == 2 * ROUNDS));
+        assert_eq!(NetStats::get(&stats.frames_failed), 0);
+        assert_eq!(NetStats::get(&stats.rejected_auth) + NetStats::get(&stats.rejected_invalid), 0);
+    }
+}
+
+#[test]
+fn batches_queued_while_a_frame_is_in_flight_are_coalesced() {
+    // n2 is bound but not serving yet: n1's first frame waits in n2's accept backlog while the rest
+    // queue up behind it, then go out merged once n2 starts.
+    let receiver = GrpcTransport::bind(config(2)).unwrap();
+    let sender = GrpcTransport::bind(config(1).with_peer(NodeId(2), uri(receiver.local_addr()))).unwrap();
+    let sender_sink = RecordingSink::new(NodeId(1), [1]);
+    sender.start(sender_sink).unwrap();
+
+    const BATCHES: u64 = 200;
+    for term in 1..=BATCHES {
+        let partition = 1 + (term % 2) as u32;
+        sender.send(batch(NodeId(1), NodeId(2), vec![vote(partition, NodeId(1), NodeId(2), term)])).unwrap();
+    }
+    let sink = RecordingSink::new(NodeId(2), [1, 2]);
+    receiver.start(sink.clone()).unwrap();
+
+    assert!(wait_until(WAIT, || sink.message_count() == BATCHES as usize));
+    let all: Vec<u64> = sink.envelopes_from(NodeId(1)).iter().map(|e| e.message.term()).collect();
+    assert_eq!(all, (1..=BATCHES).collect::<Vec<_>>(), "per-peer FIFO across coalesced frames");
+    let stats = sender.stats();
+    assert!(wait_until(WAIT, || NetStats::get(&stats.batches_sent) == BATCHES));
+    let frames = NetStats::get(&stats.frames_sent);
+    assert!(frames < 10, "{BATCHES} batches went out in {frames} frames");
+    assert_eq!(sink.batches().len() as u64, frames);
+    assert_eq!(NetStats::get(&receiver.stats().frames_accepted), frames);
+}
+
+#[test]
+fn dead_and_silent_peers_do_not_delay_a_live_one() {
+    let live = GrpcTransport::bind(config(2)).unwrap();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap(); // accepts into its backlog, never answers
+    let mut sender_config = config(1)
+        .with_peer(NodeId(2), uri(live.local_addr()))
+        .with_peer(NodeId(3), uri(dead_address()))
+        .with_peer(NodeId(4), uri(silent.local_addr().unwrap()));
+    sender_config.request_timeout = Duration::from_secs(30);
+    let sender = GrpcTransport::bind(sender_config).unwrap();
+    let sink = RecordingSink::new(NodeId(2), [1]);
+    live.start(sink.clone()).unwrap();
+    sender.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+
+    const BATCHES: u64 = 50;
+    for term in 1..=BATCHES {
+        for to in [3, 4, 2] {
+            let (from, to) = (NodeId(1), NodeId(to));
+            sender.send(batch(from, to, vec![vote(1, from, to, term)])).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(wait_until(WAIT, || sink.message_count() == BATCHES as usize), "live peer got {}", sink.message_count());
+    assert_eq!(terms(&sink.envelopes_from(NodeId(1)), 1), (1..=BATCHES).collect::<Vec<_>>());
+    let stats = sender.stats();
+    assert!(wait_until(WAIT, || NetStats::get(&stats.frames_failed) > 0), "the dead peer's frames fail");
+}
+
+#[test]
+fn frames_with_a_wrong_secret_or_cluster_are_rejected() {
+    let receiver = GrpcTransport::bind(config(2)).unwrap();
+    let sink = RecordingSink::new(NodeId(2), [1]);
+    receiver.start(sink.clone()).unwrap();
+
+    let mut wrong_secret = config(1).with_peer(NodeId(2), uri(receiver.local_addr()));
+    wrong_secret.secret = b"guessed".to_vec();
+    let mut wrong_cluster = config(3).with_peer(NodeId(2), uri(receiver.local_addr()));
+    wrong_cluster.cluster_id = "other-cluster".into();
+    let intruders = [GrpcTransport::bind(wrong_secret).unwrap(), GrpcTransport::bind(wrong_cluster).unwrap()];
+    for (intruder, (from, cluster)) in intruders.iter().zip([(1, CLUSTER), (3, "other-cluster")]) {
+        intruder.start(RecordingSink::new(NodeId(from), [1])).unwrap();
+        let mut forged = batch(NodeId(from), NodeId(2), vec![vote(1, NodeId(from), NodeId(2), 1)]);
+        forged.cluster_id = cluster.into();
+        intruder.send(forged).unwrap();
+    }
+
+    let stats = receiver.stats();
+    assert!(wait_until(WAIT, || NetStats::get(&stats.rejected_auth) >= 2));
+    for intruder in &intruders {
+        let intruder_stats = intruder.stats();
+        assert!(wait_until(WAIT, || NetStats::get(&intruder_stats.frames_failed) >= 1));
+        assert_eq!(NetStats::get(&intruder_stats.frames_sent), 0);
+    }
+    assert_eq!(sink.message_count(), 0);
+    assert_eq!(NetStats::get(&stats.frames_accepted), 0);
+}
+
+#[test]
+fn bind_refuses_peer_uris_it_cannot_use() {
+    for bad in ["not a uri", "127.0.0.1:7400", "https://127.0.0.1:7400", "ftp://host:1"] {
+        let result = GrpcTransport::bind(config(1).with_peer(NodeId(2), bad));
+        assert!(matches!(result, Err(TransportError::Setup(_))), "{bad}: {result:?}");
+    }
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut same_port = config(1);
+    same_port.listen = taken.local_addr().unwrap();
+    assert!(matches!(GrpcTransport::bind(same_port), Err(TransportError::Setup(_))));
+}
+
+#[test]
+fn send_reports_unknown_peers_and_lifecycle_errors() {
+    let transport = GrpcTransport::bind(config(1).with_peer(NodeId(2), uri(dead_address()))).unwrap();
+    let to_peer = || batch(NodeId(1), NodeId(2), vec![vote(1, NodeId(1), NodeId(2), 1)]);
+    assert_eq!(transport.send(to_peer()), Err(TransportError::NotRunning));
+
+    transport.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+    assert!(matches!(transport.start(RecordingSink::new(NodeId(1), [1])), Err(TransportError::Setup(_))));
+    let stranger = batch(NodeId(1), NodeId(9), vec![vote(1, NodeId(1), NodeId(9), 1)]);
+    assert_eq!(transport.send(stranger), Err(TransportError::UnknownPeer(NodeId(9))));
+    assert_eq!(transport.send(to_peer()), Ok(()));
+
+    transport.stop();
+    assert_eq!(transport.send(to_peer()), Err(TransportError::NotRunning));
+    assert!(matches!(transport.start(RecordingSink::new(NodeId(1), [1])), Err(TransportError::Setup(_))));
+    transport.stop();
+}
+
+#[test]
+fn a_peer_that_never_answers_fills_its_queue() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts, never answers
+    let mut config = config(1).with_peer(NodeId(2), uri(silent.local_addr().unwrap()));
+    config.request_timeout = Duration::from_secs(60);
+    config.connect_timeout = Duration::from_secs(60);
+    config.outbox.queue_capacity = 2;
+    config.outbox.backoff_min = Duration::from_secs(60);
+    config.outbox.backoff_max = Duration::from_secs(60);
+    let transport = GrpcTransport::bind(config).unwrap();
+    transport.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+    let next = |term| batch(NodeId(1), NodeId(2), vec![vote(1, NodeId(1), NodeId(2), term)]);
+
+    // The worker takes what is queued (at most the capacity) into one frame and hangs on it; then
+    // the queue fills up again and stays full.
+    let mut accepted = 0;
+    let refused = (1..=50).find_map(|term| match transport.send(next(term)) {
+        Ok(()) => {
+            accepted += 1;
+            std::thread::sleep(Duration::from_millis(5));
+            None
+        }
+        Err(error) => Some(error),
+    });
+    assert_eq!(refused, Some(TransportError::QueueFull(NodeId(2))));
+    assert!((2..=4).contains(&accepted), "{accepted} batches accepted before the queue was full");
+    assert_eq!(transport.send(next(100)), Err(TransportError::QueueFull(NodeId(2))));
+    assert_eq!(NetStats::get(&transport.stats().queue_full), 2);
+    drop(transport);
+    drop(silent);
+}

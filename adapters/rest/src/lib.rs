@@ -1,0 +1,149 @@
+//! `kommander-transport-rest`: kommander's [`Transport`] over HTTP.
+//!
+//! * Server side: [`RestTransport::routes`] returns a `configure` function that mounts one route,
+//!   `POST` [`BATCH_PATH`], inside **your own** actix-web `App`, next to your routes; or call
+//!   [`serve`] for a standalone server. Bodies are MessagePack ([`wire`]); auth travels in headers.
+//! * Client side ([`client`]): reqwest with keep-alive connection reuse and timeouts, one worker per
+//!   peer from `kommander-net`'s outbox, which merges the batches of all partitions into one request.
+//! * Every request is authenticated (cluster id + HMAC-SHA256 with timestamp and nonce) and checked
+//!   by `kommander-net`'s inbound gate; failures get a 4xx and change nothing.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod server;
+pub mod wire;
+
+use kommander_core::transport::{InboundSink, Transport, TransportError};
+use kommander_core::{MessageBatch, NodeId};
+use kommander_net::{ClusterAuth, InboundGate, NetRuntime, NetStats, Outbox, OutboxConfig};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use server::{serve, BATCH_PATH};
+
+/// Settings of a node's REST transport.
+#[derive(Clone, Debug)]
+pub struct RestConfig {
+    /// This node.
+    pub node: NodeId,
+    /// Cluster identity, checked on every request.
+    pub cluster_id: String,
+    /// Shared secret of the cluster (HMAC key).
+    pub secret: Vec<u8>,
+    /// Base URL of every peer, e.g. `http://127.0.0.1:7002`.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Timeout of one request to a peer.
+    pub request_timeout: Duration,
+    /// Timeout of establishing a connection to a peer.
+    pub connect_timeout: Duration,
+    /// Accepted clock difference of request timestamps.
+    pub replay_window: Duration,
+    /// Outbound queue settings.
+    pub outbox: OutboxConfig,
+}
+
+impl RestConfig {
+    /// Defaults for `node` of `cluster_id` with `secret` and no peers.
+    pub fn new(node: NodeId, cluster_id: impl Into<String>, secret: impl Into<Vec<u8>>) -> Self {
+        RestConfig {
+            node,
+            cluster_id: cluster_id.into(),
+            secret: secret.into(),
+            peers: BTreeMap::new(),
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            replay_window: Duration::from_secs(30),
+            outbox: OutboxConfig::default(),
+        }
+    }
+
+    /// Add a peer reachable at `base_url`.
+    pub fn peer(mut self, node: NodeId, base_url: impl Into<String>) -> Self {
+        self.peers.insert(node, base_url.into());
+        self
+    }
+}
+
+/// A node's REST transport. Cheap to clone; clones share everything.
+#[derive(Clone, Debug)]
+pub struct RestTransport {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RestConfig,
+    gate: Arc<InboundGate>,
+    stats: Arc<NetStats>,
+    sender: Arc<client::RestPeerSender>,
+    runtime: NetRuntime,
+    outbox: Mutex<Option<Outbox>>,
+}
+
+impl RestTransport {
+    /// Create the transport (nothing is sent or accepted until [`Transport::start`]).
+    pub fn new(config: RestConfig) -> Result<Self, TransportError> {
+        if config.secret.is_empty() {
+            return Err(TransportError::Setup("the cluster secret must not be empty".into()));
+        }
+        let stats = Arc::new(NetStats::default());
+        let auth = ClusterAuth::new(config.cluster_id.clone(), &config.secret, config.replay_window);
+        let gate = Arc::new(InboundGate::new(config.node, auth, config.max_body_bytes, stats.clone()));
+        let sender = Arc::new(client::RestPeerSender::new(&config).map_err(TransportError::Setup)?);
+        let runtime = NetRuntime::new(&format!("kommander-rest-{}", config.node.0), 1)
+            .map_err(|e| TransportError::Setup(e.to_string()))?;
+        Ok(RestTransport { inner: Arc::new(Inner { config, gate, stats, sender, runtime, outbox: Mutex::new(None) }) })
+    }
+
+    /// Mounts the transport's route into an actix-web `App`:
+    /// `App::new().configure(transport.routes())`.
+    pub fn routes(&self) -> impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static {
+        let gate = self.inner.gate.clone();
+        move |cfg| server::configure(cfg, gate.clone())
+    }
+
+    /// Transport counters.
+    pub fn stats(&self) -> Arc<NetStats> {
+        self.inner.stats.clone()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RestConfig {
+        &self.inner.config
+    }
+}
+
+impl Transport for RestTransport {
+    fn start(&self, inbox: Arc<dyn InboundSink>) -> Result<(), TransportError> {
+        let mut outbox = self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if outbox.is_some() {
+            return Err(TransportError::Setup("transport already started".into()));
+        }
+        let config = &self.inner.config;
+        *outbox = Some(Outbox::start(
+            self.inner.runtime.handle(),
+            config.node,
+            config.peers.keys().copied(),
+            &config.outbox,
+            self.inner.sender.clone(),
+            self.inner.stats.clone(),
+        ));
+        self.inner.gate.open(inbox);
+        Ok(())
+    }
+
+    fn send(&self, batch: MessageBatch) -> Result<(), TransportError> {
+        let outbox = self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.as_ref().ok_or(TransportError::NotRunning)?.send(batch)
+    }
+
+    fn stop(&self) {
+        self.inner.gate.close();
+        self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}

@@ -1,0 +1,281 @@
+//! Structural checks of message batches that arrive from the network, before any partition sees
+//! them: sizes within limits, sender and destination consistent, entries consecutive and below
+//! their message's term, and no index arithmetic that could overflow. A batch that fails any check
+//! is rejected whole, so hostile or corrupt input changes nothing.
+
+use crate::entry::LogEntry;
+use crate::ids::{NodeId, PartitionId};
+use crate::message::{AppendResult, MessageBatch, RaftMessage};
+use thiserror::Error;
+
+/// Bounds a node accepts on inbound batches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Envelopes per batch.
+    pub max_messages: usize,
+    /// Entries per append request.
+    pub max_entries_per_message: usize,
+    /// Bytes of one entry's payload.
+    pub max_payload_bytes: usize,
+    /// Bytes of one entry's `log_type`.
+    pub max_log_type_bytes: usize,
+    /// Bytes of the cluster id.
+    pub max_cluster_id_bytes: usize,
+    /// Highest partition id that may appear (partitions are dense small numbers).
+    pub max_partition_id: u32,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        MessageLimits {
+            max_messages: 65_536,
+            max_entries_per_message: 4_096,
+            max_payload_bytes: 8 * 1024 * 1024,
+            max_log_type_bytes: 256,
+            max_cluster_id_bytes: 256,
+            max_partition_id: 1 << 20,
+        }
+    }
+}
+
+/// Why an inbound batch was rejected by [`validate_batch`].
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum InvalidBatch {
+    /// More envelopes than [`MessageLimits::max_messages`].
+    #[error("batch carries {0} messages, more than the limit")]
+    TooManyMessages(usize),
+    /// The cluster id is empty or longer than the limit.
+    #[error("cluster id is empty or too long")]
+    BadClusterId,
+    /// A batch from a node to itself.
+    #[error("batch from {0} addressed to itself")]
+    SelfAddressed(NodeId),
+    /// An envelope's sender differs from the batch's.
+    #[error("envelope sender {envelope} differs from batch sender {batch}")]
+    SenderMismatch {
+        /// Sender named by the batch.
+        batch: NodeId,
+        /// Sender named by the envelope.
+        envelope: NodeId,
+    },
+    /// An envelope's destination differs from the batch's.
+    #[error("envelope destination {envelope} differs from batch destination {batch}")]
+    DestinationMismatch {
+        /// Destination named by the batch.
+        batch: NodeId,
+        /// Destination named by the envelope.
+        envelope: NodeId,
+    },
+    /// A partition id above [`MessageLimits::max_partition_id`].
+    #[error("partition {0} is out of range")]
+    PartitionOutOfRange(PartitionId),
+    /// A message with term 0 (no real message is sent before the first election).
+    #[error("{0}: term 0 is not a valid message term")]
+    ZeroTerm(PartitionId),
+    /// An append carrying more entries than allowed.
+    #[error("{partition}: append carries {count} entries, more than the limit")]
+    TooManyEntries {
+        /// Partition of the message.
+        partition: PartitionId,
+        /// Entries carried.
+        count: usize,
+    },
+    /// Entries not numbered `prev_log_index + 1, + 2, …`, or index arithmetic that overflows.
+    #[error("{0}: entries are not consecutive after prev_log_index")]
+    NonConsecutiveEntries(PartitionId),
+    /// An entry whose term exceeds the term of the message carrying it, or a log anchor with a
+    /// term but no index.
+    #[error("{0}: entry or anchor term is inconsistent with the message term")]
+    InconsistentTerm(PartitionId),
+    /// A payload or log type above the limits.
+    #[error("{0}: entry payload or log type exceeds the limits")]
+    EntryTooLarge(PartitionId),
+    /// An answer whose fields contradict each other (a match or hint beyond any possible log).
+    #[error("{0}: append response fields are inconsistent")]
+    InconsistentResponse(PartitionId),
+}
+
+/// Check `batch` against `limits` (see the module docs). Does not check the cluster id's value,
+/// the destination node or whether partitions exist: the receiving node does that.
+pub fn validate_batch(batch: &MessageBatch, limits: &MessageLimits) -> Result<(), InvalidBatch> {
+    if batch.messages.len() > limits.max_messages {
+        return Err(InvalidBatch::TooManyMessages(batch.messages.len()));
+    }
+    if batch.cluster_id.is_empty() || batch.cluster_id.len() > limits.max_cluster_id_bytes {
+        return Err(InvalidBatch::BadClusterId);
+    }
+    if batch.from == batch.to {
+        return Err(InvalidBatch::SelfAddressed(batch.from));
+    }
+    for envelope in &batch.messages {
+        if envelope.from != batch.from {
+            return Err(InvalidBatch::SenderMismatch { batch: batch.from, envelope: envelope.from });
+        }
+        if envelope.to != batch.to {
+            return Err(InvalidBatch::DestinationMismatch { batch: batch.to, envelope: envelope.to });
+        }
+        let partition = envelope.partition;
+        if partition.0 > limits.max_partition_id {
+            return Err(InvalidBatch::PartitionOutOfRange(partition));
+        }
+        validate_message(partition, &envelope.message, limits)?;
+    }
+    Ok(())
+}
+
+fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &MessageLimits) -> Result<(), InvalidBatch> {
+    if message.term() == 0 {
+        return Err(InvalidBatch::ZeroTerm(partition));
+    }
+    match message {
+        RaftMessage::VoteRequest { term, last_log_index, last_log_term, .. } => {
+            if last_log_term > term || (*last_log_index == 0 && *last_log_term != 0) {
+                return Err(InvalidBatch::InconsistentTerm(partition));
+            }
+        }
+        RaftMessage::VoteResponse { .. } => {}
+        RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit: _ } => {
+            if entries.len() > limits.max_entries_per_message {
+                return Err(InvalidBatch::TooManyEntries { partition, count: entries.len() });
+            }
+            if prev_log_term > term || (*prev_log_index == 0 && *prev_log_term != 0) {
+                return Err(InvalidBatch::InconsistentTerm(partition));
+            }
+            validate_entries(partition, *term, *prev_log_index, *prev_log_term, entries, limits)?;
+        }
+        RaftMessage::AppendResponse { prev_log_index, result, .. } => match result {
+            AppendResult::Success { match_index } if *match_index == u64::MAX || *prev_log_index == u64::MAX => {
+                return Err(InvalidBatch::InconsistentResponse(partition));
+            }
+            AppendResult::Conflict { hint_index, .. } if *hint_index == u64::MAX => {
+                return Err(InvalidBatch::InconsistentResponse(partition));
+            }
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+fn validate_entries(
+    partition: PartitionId,
+    term: u64,
+    prev_log_index: u64,
+    prev_log_term: u64,
+    entries: &[LogEntry],
+    limits: &MessageLimits,
+) -> Result<(), InvalidBatch> {
+    let count = entries.len() as u64;
+    if prev_log_index.checked_add(count).is_none_or(|last| last == u64::MAX) {
+        return Err(InvalidBatch::NonConsecutiveEntries(partition));
+    }
+    let mut previous_term = prev_log_term;
+    for (offset, entry) in entries.iter().enumerate() {
+        if entry.index != prev_log_index + 1 + offset as u64 {
+            return Err(InvalidBatch::NonConsecutiveEntries(partition));
+        }
+        if entry.term == 0 || entry.term > term || entry.term < previous_term {
+            return Err(InvalidBatch::InconsistentTerm(partition));
+        }
+        previous_term = entry.term;
+        if entry.payload.len() > limits.max_payload_bytes || entry.log_type.len() > limits.max_log_type_bytes {
+            return Err(InvalidBatch::EntryTooLarge(partition));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryKind;
+    use crate::hlc::Ticket;
+    use crate::message::Envelope;
+
+    fn entry(index: u64, term: u64) -> LogEntry {
+        LogEntry {
+            index,
+            term,
+            kind: EntryKind::Application { auto_commit: true },
+            log_type: "t".into(),
+            payload: vec![1],
+            ticket: Ticket::default(),
+        }
+    }
+
+    fn batch(message: RaftMessage) -> MessageBatch {
+        MessageBatch {
+            cluster_id: "c".into(),
+            from: NodeId(1),
+            to: NodeId(2),
+            messages: vec![Envelope { partition: PartitionId(1), from: NodeId(1), to: NodeId(2), message }],
+        }
+    }
+
+    fn append(prev_log_index: u64, prev_log_term: u64, entries: Vec<LogEntry>) -> RaftMessage {
+        RaftMessage::AppendRequest { term: 3, prev_log_index, prev_log_term, entries, leader_commit: 0 }
+    }
+
+    #[test]
+    fn a_well_formed_append_passes() {
+        let ok = batch(append(4, 2, vec![entry(5, 2), entry(6, 3)]));
+        assert_eq!(validate_batch(&ok, &MessageLimits::default()), Ok(()));
+    }
+
+    #[test]
+    fn hostile_shapes_are_rejected_with_their_reason() {
+        let limits = MessageLimits::default();
+        let p = PartitionId(1);
+        let cases = [
+            (append(4, 2, vec![entry(6, 2)]), InvalidBatch::NonConsecutiveEntries(p)),
+            (append(u64::MAX - 1, 2, vec![entry(u64::MAX, 2)]), InvalidBatch::NonConsecutiveEntries(p)),
+            (append(4, 2, vec![entry(5, 9)]), InvalidBatch::InconsistentTerm(p)),
+            (append(4, 3, vec![entry(5, 2)]), InvalidBatch::InconsistentTerm(p)),
+            (append(0, 1, vec![]), InvalidBatch::InconsistentTerm(p)),
+            (
+                RaftMessage::VoteRequest { term: 0, last_log_index: 0, last_log_term: 0, pre_vote: false },
+                InvalidBatch::ZeroTerm(p),
+            ),
+            (
+                RaftMessage::AppendResponse {
+                    term: 1,
+                    prev_log_index: 0,
+                    result: AppendResult::Success { match_index: u64::MAX },
+                },
+                InvalidBatch::InconsistentResponse(p),
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(validate_batch(&batch(message), &limits), Err(expected));
+        }
+    }
+
+    #[test]
+    fn envelope_addressing_must_match_the_batch() {
+        let limits = MessageLimits::default();
+        let mut b = batch(append(0, 0, vec![]));
+        b.messages[0].from = NodeId(9);
+        assert!(matches!(validate_batch(&b, &limits), Err(InvalidBatch::SenderMismatch { .. })));
+        let mut b = batch(append(0, 0, vec![]));
+        b.messages[0].to = NodeId(9);
+        assert!(matches!(validate_batch(&b, &limits), Err(InvalidBatch::DestinationMismatch { .. })));
+        let mut b = batch(append(0, 0, vec![]));
+        b.to = NodeId(1);
+        assert!(matches!(validate_batch(&b, &limits), Err(InvalidBatch::SelfAddressed(_))));
+        let mut b = batch(append(0, 0, vec![]));
+        b.messages[0].partition = PartitionId(u32::MAX);
+        assert!(matches!(validate_batch(&b, &limits), Err(InvalidBatch::PartitionOutOfRange(_))));
+    }
+
+    #[test]
+    fn limits_bound_sizes() {
+        let limits = MessageLimits { max_entries_per_message: 1, max_payload_bytes: 4, ..MessageLimits::default() };
+        let too_many = batch(append(0, 0, vec![entry(1, 1), entry(2, 1)]));
+        assert!(matches!(validate_batch(&too_many, &limits), Err(InvalidBatch::TooManyEntries { .. })));
+        let mut big = entry(1, 1);
+        big.payload = vec![0; 5];
+        assert!(matches!(
+            validate_batch(&batch(append(0, 0, vec![big])), &limits),
+            Err(InvalidBatch::EntryTooLarge(_))
+        ));
+    }
+}

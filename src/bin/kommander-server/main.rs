@@ -1,0 +1,112 @@
+//! `kommander-server`: runs one kommander node with a demo replicated key-value store.
+//!
+//! ```text
+//! cargo run --bin kommander-server -- --node-id 1 --listen 127.0.0.1:7001 \
+//!     --peer 2=http://127.0.0.1:7002 --peer 3=http://127.0.0.1:7003 --dir data/n1 --secret s3cret
+//! ```
+//! Flags: see `--help`. `PUT /kv/{key}` with the value as body writes through the key's partition
+//! leader; `GET /kv/{key}` reads this replica; `GET /status` shows partitions and counters.
+//! SIGTERM or Ctrl-C stops the node cleanly (transport, partitions, HTTP server).
+
+mod api;
+mod args;
+mod kv;
+mod transport;
+
+use actix::prelude::*;
+use actix_web::{App, HttpServer};
+use args::Args;
+use clap::Parser;
+use kommander::prelude::*;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let system = System::new();
+    match system.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "kommander-server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let node = NodeId(args.node_id);
+    std::fs::create_dir_all(&args.dir)?;
+    let backend = WalBackend::from_name(&args.wal, &args.dir, &format!("node-{}", node.0))?;
+    let wal = open_wal(&backend)?;
+    let network = transport::build(&args)?;
+    let kv = kv::KvState::default();
+    let app = kv::KvApp { state: kv.clone() }.start();
+    let tick = Duration::from_millis(args.tick_ms.max(1));
+    let config = RuntimeConfig {
+        cluster_id: args.cluster_id.clone(),
+        initial_partitions: args.partitions,
+        tick,
+        heartbeat_interval: tick,
+        election_timeout: (tick * 10, tick * 20),
+        ..RuntimeConfig::default()
+    };
+    let contacts = args.http_peers().into_iter().map(|(node, address)| NodeContact { node, address }).collect();
+    let manager = RaftManager::builder(node)
+        .config(config)
+        .wal(wal)
+        .transport(network.transport.clone())
+        .discovery(std::sync::Arc::new(StaticDiscovery::new(contacts)))
+        .events(app.recipient())
+        .build()?;
+    let state = api::ApiState {
+        manager: manager.clone(),
+        kv,
+        partitions: args.partitions,
+        peers: args.http_peers(),
+        client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
+        net: network.stats.clone(),
+    };
+    let rest_routes = network.rest_routes.clone();
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        let rest_routes = rest_routes.clone();
+        App::new().configure(move |cfg| {
+            api::configure(cfg, state);
+            if let Some(routes) = rest_routes {
+                routes(cfg);
+            }
+        })
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(args.listen)?
+    .run();
+    let server_handle = server.handle();
+    actix_rt::spawn(server);
+    manager.join_cluster().await?;
+    tracing::info!(%node, listen = %args.listen, transport = ?args.transport, wal = ?backend, "node running");
+
+    wait_for_shutdown_signal().await;
+    tracing::info!(%node, "shutting down");
+    manager.leave_cluster().await;
+    network.transport.stop();
+    server_handle.stop(true).await;
+    tracing::info!(%node, "stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,318 @@
+//! Whole-system tests with real processes: three `kommander-server` binaries on loopback ports,
+//! SQLite WAL files in a temporary directory, talking REST or gRPC.
+//!
+//! * Every partition elects a leader all three nodes agree on; writes through any node replicate.
+//! * The leader of partition 1 is killed with SIGKILL mid-run; writes continue on the other two;
+//!   the killed node restarts from its WAL file and catches up: every write acknowledged before
+//!   or after the kill is readable on all three nodes, with the acknowledged value.
+//! * SIGTERM stops every node cleanly (exit status 0).
+//! * A node started with the wrong secret or cluster id is rejected by the others and never
+//!   learns a leader, while the other two keep working.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_kommander-server");
+const PARTITIONS: u32 = 4;
+const SECRET: &str = "process-test-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// How to start one node (kept to restart it identically).
+#[derive(Clone)]
+struct NodeSpec {
+    id: u64,
+    args: Vec<String>,
+    http: String,
+    log: PathBuf,
+}
+
+struct Cluster {
+    specs: Vec<NodeSpec>,
+    children: BTreeMap<u64, Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Specs for nodes 1..=3 over `transport`; `overrides` replaces (secret, cluster id) per node.
+    fn new(transport: &str, overrides: &[(u64, &str, &str)]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let http: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut specs = Vec::new();
+        for i in 0..3 {
+            let id = i as u64 + 1;
+            let (secret, cluster) = overrides
+                .iter()
+                .find(|(n, _, _)| *n == id)
+                .map(|(_, s, c)| (s.to_string(), c.to_string()))
+                .unwrap_or((SECRET.to_string(), "process-tests".to_string()));
+            let mut args = vec![
+                format!("--node-id={id}"),
+                format!("--listen=127.0.0.1:{}", http[i]),
+                format!("--grpc-listen=127.0.0.1:{}", grpc[i]),
+                format!("--partitions={PARTITIONS}"),
+                format!("--dir={}", dir.path().join(format!("n{id}")).display()),
+                "--wal=sqlite".into(),
+                format!("--transport={transport}"),
+                format!("--secret={secret}"),
+                format!("--cluster-id={cluster}"),
+                "--tick-ms=25".into(),
+            ];
+            for j in 0..3 {
+                if j != i {
+                    args.push(format!("--peer={}=http://127.0.0.1:{}", j + 1, http[j]));
+                    args.push(format!("--peer-grpc={}=http://127.0.0.1:{}", j + 1, grpc[j]));
+                }
+            }
+            let log = dir.path().join(format!("n{id}.log"));
+            specs.push(NodeSpec { id, args, http: format!("http://127.0.0.1:{}", http[i]), log });
+        }
+        Cluster { specs, children: BTreeMap::new(), _dir: dir }
+    }
+
+    fn spec(&self, id: u64) -> &NodeSpec {
+        &self.specs[(id - 1) as usize]
+    }
+
+    fn start(&mut self, id: u64) {
+        let spec = self.spec(id).clone();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log).unwrap();
+        let child = Command::new(SERVER)
+            .args(&spec.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kommander-server");
+        self.children.insert(id, child);
+    }
+
+    fn start_all(&mut self) {
+        for id in 1..=3 {
+            self.start(id);
+        }
+    }
+
+    fn sigkill(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM every node and require a clean exit within 15 s.
+    fn terminate_all(&mut self) {
+        for child in self.children.values() {
+            let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+            assert!(status.success());
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (id, mut child) in std::mem::take(&mut self.children) {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "node {id} exited with {status} after SIGTERM\n{}", self.logs());
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("node {id} did not stop on SIGTERM\n{}", self.logs());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.specs
+            .iter()
+            .map(|s| {
+                let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                format!("--- node {} (last lines) ---\n{}", s.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn status(client: &reqwest::Client, spec: &NodeSpec) -> Option<Value> {
+    let response = client.get(format!("{}/status", spec.http)).send().await.ok()?;
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// Leader of each user partition as reported by one node's status (if its leadership is known).
+fn leaders(status: &Value) -> BTreeMap<u64, Option<u64>> {
+    status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["partition"].as_u64() != Some(0))
+        .map(|p| (p["partition"].as_u64().unwrap(), p["leader"].as_u64()))
+        .collect()
+}
+
+/// Wait until `nodes` agree on a leader for every user partition; returns them.
+async fn agreed_leaders(client: &reqwest::Client, cluster: &Cluster, nodes: &[u64]) -> BTreeMap<u64, u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut views = Vec::new();
+        for &id in nodes {
+            views.push(status(client, cluster.spec(id)).await.map(|s| leaders(&s)));
+        }
+        if let Some(Some(first)) = views.first() {
+            let complete = first.len() == PARTITIONS as usize && first.values().all(|l| l.is_some());
+            if complete && views.iter().all(|v| v.as_ref() == Some(first)) {
+                return first.iter().map(|(p, l)| (*p, l.unwrap())).collect();
+            }
+        }
+        assert!(Instant::now() < deadline, "nodes {nodes:?} never agreed on leaders: {views:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Put `key` through any of `nodes` (retrying across leader changes); true once acknowledged.
+async fn put(client: &reqwest::Client, cluster: &Cluster, nodes: &[u64], key: &str, value: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
+    while Instant::now() < deadline {
+        let spec = cluster.spec(nodes[attempt % nodes.len()]);
+        attempt += 1;
+        let sent = client.put(format!("{}/kv/{key}", spec.http)).body(value.to_string()).send().await;
+        if let Ok(response) = sent {
+            if response.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn get(client: &reqwest::Client, spec: &NodeSpec, key: &str) -> Option<String> {
+    let response = client.get(format!("{}/kv/{key}", spec.http)).send().await.ok()?;
+    if response.status().is_success() {
+        response.text().await.ok()
+    } else {
+        None
+    }
+}
+
+/// Wait until every node in `nodes` returns every acknowledged value.
+async fn all_readable(client: &reqwest::Client, cluster: &Cluster, nodes: &[u64], acked: &BTreeMap<String, String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut missing = Vec::new();
+        for &id in nodes {
+            for (key, value) in acked {
+                if get(client, cluster.spec(id), key).await.as_deref() != Some(value.as_str()) {
+                    missing.push(format!("n{id}:{key}"));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged writes not readable, e.g. {:?}\n{}",
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+async fn leader_crash_and_restart(transport: &str) {
+    let client = client();
+    let mut cluster = Cluster::new(transport, &[]);
+    cluster.start_all();
+    let leaders = agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    println!("[{transport}] leaders after start: {leaders:?}");
+
+    let mut acked = BTreeMap::new();
+    for i in 0..40 {
+        let (key, value) = (format!("before-{i}"), format!("value-{i}"));
+        assert!(put(&client, &cluster, &[1, 2, 3], &key, &value).await, "write {key} never acknowledged");
+        acked.insert(key, value);
+    }
+    all_readable(&client, &cluster, &[1, 2, 3], &acked).await;
+
+    let victim = leaders[&1];
+    cluster.sigkill(victim);
+    println!("[{transport}] SIGKILLed node {victim}, the leader of partition 1");
+    let survivors: Vec<u64> = (1..=3).filter(|&n| n != victim).collect();
+    for i in 0..40 {
+        let (key, value) = (format!("during-{i}"), format!("value-{i}"));
+        assert!(put(&client, &cluster, &survivors, &key, &value).await, "write {key} failed without node {victim}");
+        acked.insert(key, value);
+    }
+    let after_kill = agreed_leaders(&client, &cluster, &survivors).await;
+    assert!(after_kill.values().all(|l| *l != victim), "a dead node still leads: {after_kill:?}");
+
+    cluster.start(victim);
+    all_readable(&client, &cluster, &[1, 2, 3], &acked).await;
+    let final_leaders = agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    println!(
+        "[{transport}] node {victim} restarted and caught up; {} writes readable everywhere; leaders {final_leaders:?}",
+        acked.len()
+    );
+    cluster.terminate_all();
+}
+
+#[tokio::test]
+async fn rest_cluster_survives_sigkill_of_a_leader() {
+    leader_crash_and_restart("rest").await;
+}
+
+#[tokio::test]
+async fn grpc_cluster_survives_sigkill_of_a_leader() {
+    leader_crash_and_restart("grpc").await;
+}
+
+async fn impostor_is_rejected(transport: &str, secret: &str, cluster_id: &str) {
+    let client = client();
+    let mut cluster = Cluster::new(transport, &[(3, secret, cluster_id)]);
+    cluster.start_all();
+    agreed_leaders(&client, &cluster, &[1, 2]).await;
+    assert!(put(&client, &cluster, &[1, 2], "k", "v").await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let impostor = status(&client, cluster.spec(3)).await.expect("node 3 answers");
+    assert!(leaders(&impostor).values().all(|l| l.is_none()), "node 3 learned a leader: {impostor}");
+    let mut rejected = 0;
+    for id in [1, 2] {
+        let s = status(&client, cluster.spec(id)).await.unwrap();
+        rejected += s["transport"]["rejected_auth"].as_u64().unwrap();
+    }
+    assert!(rejected > 0, "nodes 1 and 2 never rejected node 3");
+    println!("[{transport}] impostor ({secret:?}, {cluster_id:?}) rejected {rejected} times");
+    cluster.terminate_all();
+}
+
+#[tokio::test]
+async fn rest_node_with_wrong_secret_is_rejected() {
+    impostor_is_rejected("rest", "not-the-secret", "process-tests").await;
+}
+
+#[tokio::test]
+async fn grpc_node_of_another_cluster_is_rejected() {
+    impostor_is_rejected("grpc", SECRET, "some-other-cluster").await;
+}
