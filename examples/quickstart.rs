@@ -46,7 +46,7 @@ impl Handler<RaftEvent> for KvApp {
             RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
                 self.applied.entry(partition).or_default().extend(entries.into_iter().map(|e| e.payload));
             }
-            RaftEvent::RestoreFinished { .. } | RaftEvent::LeaderChanged { .. } => {}
+            _ => {}
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct RuntimeConfig {
     pub read_concurrency: usize,
     /// Seed of election-timeout randomness.
     pub seed: u64,
+    /// A split or merge still unfinished after this long is aborted by the partition-0 leader.
+    pub operation_timeout: Duration,
+    /// How often the system coordinator checks whether it can take a split/merge step.
+    pub system_check_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -51,6 +55,8 @@ impl Default for RuntimeConfig {
             log_cache_entries: 1024,
             read_concurrency: 2,
             seed: 0x6b6f_6d6d_616e_6465,
+            operation_timeout: Duration::from_secs(30),
+            system_check_interval: Duration::from_millis(50),
         }
     }
 }

@@ -1,56 +1,386 @@
-//! `SystemCoordinator`: owns the system view of partition 0. For now it holds the initial
-//! partition map from the configuration (user partitions 1..=N) and answers where a partition
-//! lives; membership, split and merge arrive with the system-partition issue.
+//! `SystemCoordinator`: the node's owner of partition 0's state. It applies the
+//! [`SystemCommand`]s committed on partition 0 (in log order, replayed on restore) to a
+//! [`SystemState`] shared with the manager, keeps the node's running partitions equal to the
+//! map's live partitions (starting new ones, retiring removed ones and reclaiming their WAL), tells
+//! the application about map and roster changes, and drives the split or merge in progress.
+//!
+//! # Driving a split or merge
+//! Each step is taken by whichever node currently holds the leadership it needs, found by a
+//! periodic check, so a crash or a leadership change anywhere simply lets the next leader take the
+//! step (operations are resumable by construction):
+//! 1. the **source's leader** writes a fence at the source's new generation (guarded writes routed
+//!    with the old map are rejected from then on);
+//! 2. the **receiving partition's leader**, once its local replica of the source applied the
+//!    fence, asks its local application to export the moving range and proposes the state as one
+//!    import entry in the receiving partition;
+//! 3. the **partition-0 leader**, once its local replica of the receiving partition applied that
+//!    import, commits the completion.
+//!
+//! An operation still pending after `RuntimeConfig::operation_timeout` is aborted by the
+//! partition-0 leader (the map returns to its previous ranges with bumped generations).
 
+use crate::error::ReplicateError;
+use crate::events::RaftEvent;
+use crate::executor::{ProposeFence, Replicate};
+use crate::registry::PartitionRegistry;
+use crate::transfer::{encode_import, ExportState, ImportHeader, IMPORT_LOG_TYPE, SYSTEM_LOG_TYPE};
+use crate::wal_scheduler::{FencePartition, WalScheduler};
 use actix::prelude::*;
-use kommander_core::PartitionId;
+use kommander_core::system::{HashRange, Operation, SystemCommand, SystemError, SystemEvent, SystemState};
+use kommander_core::{LogIndex, PartitionId, Wal};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-/// One user partition in the map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionInfo {
-    /// The partition.
-    pub id: PartitionId,
-    /// Generation, bumped on every change (0 at bootstrap).
-    pub generation: u64,
+type Outcome = Result<SystemEvent, SystemError>;
+
+/// Outcomes of applied partition-0 entries, by log index, for proposers waiting on them.
+#[derive(Debug, Default)]
+pub struct AppliedOutcomes {
+    /// Highest applied index, and the outcomes of the latest entries.
+    inner: Mutex<(LogIndex, BTreeMap<LogIndex, Outcome>)>,
 }
 
-/// Look up a partition.
-#[derive(Message)]
-#[rtype(result = "Option<PartitionInfo>")]
-pub struct LocatePartition(pub PartitionId);
+impl AppliedOutcomes {
+    const KEEP: usize = 4096;
 
-/// List every user partition.
-#[derive(Message)]
-#[rtype(result = "Vec<PartitionInfo>")]
-pub struct ListPartitions;
+    fn record(&self, index: LogIndex, outcome: Result<SystemEvent, SystemError>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.0 = inner.0.max(index);
+        inner.1.insert(index, outcome);
+        while inner.1.len() > Self::KEEP {
+            inner.1.pop_first();
+        }
+    }
 
-/// The coordinator actor.
-#[derive(Debug)]
+    fn reset(&self) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = (0, BTreeMap::new());
+    }
+
+    /// The outcome of the entry at `index`, once applied (`Some(None)`: applied, not a command).
+    pub fn get(&self, index: LogIndex) -> Option<Option<Result<SystemEvent, SystemError>>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (inner.0 >= index).then(|| inner.1.get(&index).cloned())
+    }
+}
+
+/// Proposes system commands through the local partition-0 leader and waits for their outcome.
+#[derive(Clone)]
+pub struct SystemClient {
+    pub(crate) registry: Arc<PartitionRegistry>,
+    pub(crate) outcomes: Arc<AppliedOutcomes>,
+    pub(crate) timeout: Duration,
+}
+
+impl SystemClient {
+    /// Commit `command` on partition 0 (this node must lead it) and return what applying it did.
+    pub async fn propose(&self, command: &SystemCommand) -> Result<SystemEvent, ReplicateError> {
+        let p0 = PartitionId::SYSTEM;
+        let (executor, _) = self.registry.get(p0).ok_or(ReplicateError::PartitionUnavailable(p0))?;
+        let payload = serde_json::to_vec(command).expect("system commands serialize");
+        let message =
+            Replicate { log_type: SYSTEM_LOG_TYPE.into(), payloads: vec![payload], auto_commit: true, guard: None };
+        let committed = match tokio::time::timeout(self.timeout, executor.send(message)).await {
+            Err(_) => return Err(ReplicateError::Timeout(p0)),
+            Ok(Err(_)) => return Err(ReplicateError::PartitionUnavailable(p0)),
+            Ok(Ok(result)) => result?,
+        };
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.outcomes.get(committed.last_index) {
+                Some(Some(outcome)) => return outcome.map_err(|e| ReplicateError::SystemRefused(e.to_string())),
+                Some(None) => return Err(ReplicateError::SystemRefused("entry was not a system command".into())),
+                None if Instant::now() > deadline => return Err(ReplicateError::Timeout(p0)),
+                None => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+}
+
+/// The coordinator actor of one node.
 pub struct SystemCoordinator {
-    map: Vec<PartitionInfo>,
+    genesis: SystemState,
+    state: Arc<RwLock<SystemState>>,
+    client: SystemClient,
+    events: Option<Recipient<RaftEvent>>,
+    transfer: Option<Recipient<ExportState>>,
+    wal: Arc<dyn Wal>,
+    wal_scheduler: Addr<WalScheduler>,
+    restored: bool,
+    step_in_flight: bool,
+    pending_since: Option<(Operation, Instant)>,
+    operation_timeout: Duration,
+    check_interval: Duration,
+}
+
+/// What the coordinator needs from the manager.
+pub(crate) struct CoordinatorParts {
+    pub(crate) genesis: SystemState,
+    pub(crate) state: Arc<RwLock<SystemState>>,
+    pub(crate) client: SystemClient,
+    pub(crate) events: Option<Recipient<RaftEvent>>,
+    pub(crate) transfer: Option<Recipient<ExportState>>,
+    pub(crate) wal: Arc<dyn Wal>,
+    pub(crate) wal_scheduler: Addr<WalScheduler>,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) check_interval: Duration,
 }
 
 impl SystemCoordinator {
-    /// The initial map: user partitions `1..=count`.
-    pub fn with_initial_partitions(count: u32) -> Self {
-        SystemCoordinator { map: (1..=count).map(|p| PartitionInfo { id: PartitionId(p), generation: 0 }).collect() }
+    pub(crate) fn new(parts: CoordinatorParts) -> Self {
+        SystemCoordinator {
+            genesis: parts.genesis,
+            state: parts.state,
+            client: parts.client,
+            events: parts.events,
+            transfer: parts.transfer,
+            wal: parts.wal,
+            wal_scheduler: parts.wal_scheduler,
+            restored: false,
+            step_in_flight: false,
+            pending_since: None,
+            operation_timeout: parts.operation_timeout,
+            check_interval: parts.check_interval,
+        }
+    }
+
+    fn registry(&self) -> &Arc<PartitionRegistry> {
+        &self.client.registry
+    }
+
+    fn emit(&self, event: RaftEvent) {
+        if let Some(events) = &self.events {
+            events.do_send(event);
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<kommander_core::LogEntry>) {
+        for entry in entries {
+            let outcome = if entry.log_type == SYSTEM_LOG_TYPE {
+                let applied = match serde_json::from_slice::<SystemCommand>(&entry.payload) {
+                    Ok(command) => {
+                        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                        state.apply(&command)
+                    }
+                    Err(error) => {
+                        tracing::error!(index = entry.index, %error, "unreadable system command; ignored everywhere");
+                        Err(SystemError::NoMatchingOperation)
+                    }
+                };
+                if let Ok(change) = &applied {
+                    self.announce(change.clone());
+                }
+                Some(applied)
+            } else {
+                None
+            };
+            match outcome {
+                Some(outcome) => self.client.outcomes.record(entry.index, outcome),
+                None => self.client.outcomes.record(entry.index, Err(SystemError::NoMatchingOperation)),
+            }
+        }
+        self.reconcile_partitions();
+    }
+
+    fn announce(&self, change: SystemEvent) {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tracing::info!(
+            ?change,
+            map_version = state.map.version,
+            roster_version = state.roster.version,
+            "system change applied"
+        );
+        let partition = PartitionId::SYSTEM;
+        match change {
+            SystemEvent::RosterChanged => self.emit(RaftEvent::RosterChanged { partition, roster: state.roster }),
+            change => self.emit(RaftEvent::PartitionMapChanged { partition, change, map: state.map }),
+        }
+    }
+
+    /// Run exactly the map's live partitions; retire and reclaim removed ones.
+    fn reconcile_partitions(&mut self) {
+        if !self.restored {
+            return;
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for info in state.map.partitions.values() {
+            if info.is_live() {
+                self.registry().ensure_running(info.id);
+            } else if self.registry().retire(info.id) {
+                self.reclaim(info.id);
+            }
+        }
+    }
+
+    /// Drop a removed partition's log from the WAL, after any write still queued for it.
+    fn reclaim(&self, partition: PartitionId) {
+        let fence = self.wal_scheduler.send(FencePartition { partition, incarnation: u64::MAX });
+        let wal = self.wal.clone();
+        actix::spawn(async move {
+            let _ = fence.await;
+            let result = tokio::task::spawn_blocking(move || wal.truncate_suffix(partition, 1)).await;
+            match result {
+                Ok(Ok(())) => tracing::info!(%partition, "removed partition's WAL reclaimed"),
+                Ok(Err(error)) => tracing::warn!(%partition, %error, "reclaiming the WAL failed"),
+                Err(error) => tracing::warn!(%partition, %error, "reclaiming the WAL panicked"),
+            }
+        });
+    }
+
+    /// Take the next step of the pending split or merge that this node's leaderships allow.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        if !self.restored || self.step_in_flight {
+            return;
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(operation) = state.pending else {
+            self.pending_since = None;
+            return;
+        };
+        let since = match self.pending_since {
+            Some((op, since)) if op == operation => since,
+            _ => {
+                self.pending_since = Some((operation, Instant::now()));
+                Instant::now()
+            }
+        };
+        let registry = self.registry().clone();
+        let p0_leader = registry.leads(PartitionId::SYSTEM);
+        if p0_leader && since.elapsed() > self.operation_timeout {
+            tracing::warn!(?operation, "split/merge timed out; aborting");
+            self.run_step(ctx, StepKind::Complete(SystemCommand::AbortOperation));
+            return;
+        }
+        let (source, receiver, range, complete) = match operation {
+            Operation::Split { source, target, boundary } => {
+                let range = state.map.get(source).and_then(|p| p.range).and_then(|r| r.split_at(boundary));
+                let Some((_, moving)) = range else { return };
+                (source, target, moving, SystemCommand::CompleteSplit { source, target })
+            }
+            Operation::Merge { survivor, source } => {
+                let Some(range) = state.map.get(source).and_then(|p| p.range) else { return };
+                (source, survivor, range, SystemCommand::CompleteMerge { survivor, source })
+            }
+        };
+        let generation = state.map.get(source).map_or(0, |p| p.generation);
+        let source_status = registry.status(source);
+        let receiver_status = registry.status(receiver);
+        let imported = receiver_status.is_some_and(|s| s.last_import == Some((source, generation)));
+        if imported {
+            if p0_leader {
+                self.run_step(ctx, StepKind::Complete(complete));
+            }
+        } else if source_status.is_some_and(|s| s.is_leader && s.generation < generation) {
+            self.run_step(ctx, StepKind::Fence { source, generation });
+        } else if receiver_status.is_some_and(|s| s.is_leader)
+            && source_status.is_some_and(|s| s.generation >= generation && !s.restoring)
+        {
+            self.run_step(ctx, StepKind::Import { source, receiver, range, generation });
+        }
+    }
+
+    fn run_step(&mut self, ctx: &mut Context<Self>, step: StepKind) {
+        self.step_in_flight = true;
+        let client = self.client.clone();
+        let transfer = self.transfer.clone();
+        let work = async move {
+            let result = match &step {
+                StepKind::Complete(command) => client.propose(command).await.map(|_| ()),
+                StepKind::Fence { source, generation } => fence(&client, *source, *generation).await,
+                StepKind::Import { source, receiver, range, generation } => {
+                    import(&client, transfer, *source, *receiver, *range, *generation).await
+                }
+            };
+            (step, result)
+        };
+        ctx.spawn(work.into_actor(self).map(|(step, result), act, _| {
+            act.step_in_flight = false;
+            if let Err(error) = result {
+                tracing::debug!(?step, %error, "split/merge step failed; will retry");
+            }
+        }));
+    }
+}
+
+#[derive(Debug)]
+enum StepKind {
+    Fence { source: PartitionId, generation: u64 },
+    Import { source: PartitionId, receiver: PartitionId, range: HashRange, generation: u64 },
+    Complete(SystemCommand),
+}
+
+async fn fence(client: &SystemClient, source: PartitionId, generation: u64) -> Result<(), ReplicateError> {
+    let (executor, _) = client.registry.get(source).ok_or(ReplicateError::UnknownPartition(source))?;
+    match tokio::time::timeout(client.timeout, executor.send(ProposeFence { generation })).await {
+        Err(_) => Err(ReplicateError::Timeout(source)),
+        Ok(Err(_)) => Err(ReplicateError::PartitionUnavailable(source)),
+        Ok(Ok(result)) => result.map(|_| ()),
+    }
+}
+
+async fn import(
+    client: &SystemClient,
+    transfer: Option<Recipient<ExportState>>,
+    source: PartitionId,
+    receiver: PartitionId,
+    range: HashRange,
+    generation: u64,
+) -> Result<(), ReplicateError> {
+    let data = match transfer {
+        Some(transfer) => match transfer.send(ExportState { partition: source, range }).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(error)) => return Err(ReplicateError::SystemRefused(format!("export failed: {error}"))),
+            Err(_) => return Err(ReplicateError::SystemRefused("the application's exporter is gone".into())),
+        },
+        None => Vec::new(),
+    };
+    let payload = encode_import(&ImportHeader { source, generation, range }, &data);
+    let (executor, _) = client.registry.get(receiver).ok_or(ReplicateError::UnknownPartition(receiver))?;
+    let message =
+        Replicate { log_type: IMPORT_LOG_TYPE.into(), payloads: vec![payload], auto_commit: true, guard: None };
+    match tokio::time::timeout(client.timeout, executor.send(message)).await {
+        Err(_) => Err(ReplicateError::Timeout(receiver)),
+        Ok(Err(_)) => Err(ReplicateError::PartitionUnavailable(receiver)),
+        Ok(Ok(result)) => result.map(|_| ()),
     }
 }
 
 impl Actor for SystemCoordinator {
     type Context = Context<Self>;
-}
 
-impl Handler<LocatePartition> for SystemCoordinator {
-    type Result = Option<PartitionInfo>;
-    fn handle(&mut self, msg: LocatePartition, _: &mut Context<Self>) -> Self::Result {
-        self.map.iter().find(|p| p.id == msg.0).cloned()
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.check_interval, |act, ctx| act.drive(ctx));
     }
 }
 
-impl Handler<ListPartitions> for SystemCoordinator {
-    type Result = MessageResult<ListPartitions>;
-    fn handle(&mut self, _: ListPartitions, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.map.clone())
+impl Handler<RaftEvent> for SystemCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
+        match event {
+            RaftEvent::RestoreStarted { .. } => {
+                *self.state.write().unwrap_or_else(|p| p.into_inner()) = self.genesis.clone();
+                self.client.outcomes.reset();
+            }
+            RaftEvent::Restored { entries, .. } | RaftEvent::Replicated { entries, .. } => self.apply_entries(entries),
+            RaftEvent::RestoreFinished { .. } => {
+                let first = !self.restored;
+                self.restored = true;
+                if first {
+                    let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    self.emit(RaftEvent::PartitionMapChanged {
+                        partition: PartitionId::SYSTEM,
+                        change: SystemEvent::Loaded,
+                        map: state.map.clone(),
+                    });
+                    self.emit(RaftEvent::RosterChanged { partition: PartitionId::SYSTEM, roster: state.roster });
+                }
+                self.reconcile_partitions();
+            }
+            RaftEvent::LeaderChanged { .. }
+            | RaftEvent::Imported { .. }
+            | RaftEvent::PartitionMapChanged { .. }
+            | RaftEvent::RosterChanged { .. } => {}
+        }
     }
 }

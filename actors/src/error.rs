@@ -67,6 +67,23 @@ pub enum ReplicateError {
     /// The manager has not joined the cluster (or has left it).
     #[error("not joined to the cluster")]
     NotJoined,
+    /// The partition map changed under a guarded write (the partition split, merged, or is being
+    /// moved): look the key up again with [`crate::RaftManager::partition_for_key`] and retry.
+    #[error("{partition} moved: write expected generation {expected}, partition is at {current}")]
+    PartitionMoved {
+        /// The partition written to.
+        partition: PartitionId,
+        /// Generation the writer routed with.
+        expected: u64,
+        /// The partition's generation.
+        current: u64,
+    },
+    /// A reserved log type (prefix `kommander.`) was used by the application.
+    #[error("log type {0:?} is reserved for the runtime")]
+    ReservedLogType(String),
+    /// A partition-map or membership operation was refused (see the message).
+    #[error("system operation refused: {0}")]
+    SystemRefused(String),
 }
 
 impl ReplicateError {
@@ -83,6 +100,9 @@ impl ReplicateError {
             ProposeError::UnknownTicket(ticket) => ReplicateError::UnknownTicket(ticket),
             ProposeError::AlreadyResolved { ticket, outcome } => ReplicateError::AlreadyResolved { ticket, outcome },
             ProposeError::NotTwoPhase(ticket) => ReplicateError::NotTwoPhase(ticket),
+            ProposeError::PartitionMoved { expected, current } => {
+                ReplicateError::PartitionMoved { partition, expected, current }
+            }
         }
     }
 }

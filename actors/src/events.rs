@@ -4,12 +4,14 @@
 //! announces `RestoreStarted` and replays its committed entries as `Restored` first.
 
 use actix::Message;
-use kommander_core::{LogEntry, NodeId, PartitionId, Term};
+use kommander_core::system::{HashRange, PartitionMap, Roster, SystemEvent};
+use kommander_core::{LogEntry, LogIndex, NodeId, PartitionId, Term};
 
 /// An event of one partition. Entries are batched: one event per executor turn, never one message
 /// per entry.
 #[derive(Clone, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub enum RaftEvent {
     /// The partition starts replaying its WAL: rebuild its state from the `Restored` events that follow.
     RestoreStarted {
@@ -44,6 +46,39 @@ pub enum RaftEvent {
         /// The new leader, if known.
         leader: Option<NodeId>,
     },
+    /// State moved into `partition` from `source` by a split or merge: replace the state of every
+    /// key whose hash lies in `range` with `data` (what the application's export produced). In log
+    /// order with the partition's other entries; replayed on restore like them.
+    Imported {
+        /// The receiving partition.
+        partition: PartitionId,
+        /// Where the state comes from.
+        source: PartitionId,
+        /// The key-hash range it covers.
+        range: HashRange,
+        /// The application's exported bytes.
+        data: Vec<u8>,
+        /// Log index of the import entry.
+        index: LogIndex,
+    },
+    /// The partition map changed (applied from partition 0). After a split or merge completes,
+    /// a partition keeps only the keys whose hash lies in its new range. `partition` is
+    /// [`PartitionId::SYSTEM`].
+    PartitionMapChanged {
+        /// Always partition 0.
+        partition: PartitionId,
+        /// What changed.
+        change: SystemEvent,
+        /// The map after the change.
+        map: PartitionMap,
+    },
+    /// The cluster roster changed (applied from partition 0).
+    RosterChanged {
+        /// Always partition 0.
+        partition: PartitionId,
+        /// The roster after the change.
+        roster: Roster,
+    },
 }
 
 impl RaftEvent {
@@ -54,7 +89,10 @@ impl RaftEvent {
             | RaftEvent::Restored { partition, .. }
             | RaftEvent::RestoreFinished { partition }
             | RaftEvent::Replicated { partition, .. }
-            | RaftEvent::LeaderChanged { partition, .. } => *partition,
+            | RaftEvent::LeaderChanged { partition, .. }
+            | RaftEvent::Imported { partition, .. }
+            | RaftEvent::PartitionMapChanged { partition, .. }
+            | RaftEvent::RosterChanged { partition, .. } => *partition,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::error::ReplicateError;
 use crate::events::RaftEvent;
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::status::{PartitionStatus, StatusCell};
+use crate::transfer::{decode_import, IMPORT_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
@@ -49,6 +50,8 @@ pub struct ExecutorShared {
     pub tick: Duration,
     /// Where application events go.
     pub events: Option<Recipient<RaftEvent>>,
+    /// Where partition 0's events go (the system coordinator).
+    pub system_events: Option<Recipient<RaftEvent>>,
 }
 
 /// Messages from other replicas of this partition.
@@ -66,7 +69,25 @@ pub struct Replicate {
     pub payloads: Vec<Vec<u8>>,
     /// Deliver on commit (true) or hold until [`Resolve`] (false).
     pub auto_commit: bool,
+    /// Partition generation the writer routed with: the write is rejected with
+    /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation before
+    /// it applied (guarded writes are auto-commit).
+    pub guard: Option<u64>,
 }
+
+/// Raise the partition's generation with a fence entry (leaders only; used by splits and merges).
+#[derive(Message)]
+#[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
+pub struct ProposeFence {
+    /// The new generation.
+    pub generation: u64,
+}
+
+/// Retire the partition replica for good (it was removed from the partition map): the executor
+/// stops serving and never restarts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
 
 /// Commit or roll back a two-phase proposal by ticket.
 #[derive(Message)]
@@ -96,6 +117,8 @@ pub struct PartitionExecutor {
     proposals: HashMap<Ticket, ProposalWaiter>,
     resolutions: HashMap<Ticket, Vec<ResolutionWaiter>>,
     flush_scheduled: bool,
+    retired: bool,
+    last_import: Option<(PartitionId, u64)>,
 }
 
 impl PartitionExecutor {
@@ -110,6 +133,8 @@ impl PartitionExecutor {
             proposals: HashMap::new(),
             resolutions: HashMap::new(),
             flush_scheduled: false,
+            retired: false,
+            last_import: None,
         }
     }
 
@@ -118,9 +143,45 @@ impl PartitionExecutor {
     }
 
     fn emit(&self, event: RaftEvent) {
-        if let Some(events) = &self.shared.events {
+        let target = if self.partition().is_system() { &self.shared.system_events } else { &self.shared.events };
+        if let Some(events) = target {
             events.do_send(event);
         }
+    }
+
+    /// Emit delivered entries in order: runs of ordinary entries as one event, each import entry
+    /// as its own [`RaftEvent::Imported`].
+    fn emit_entries(&mut self, entries: Vec<LogEntry>, restored: bool) {
+        let partition = self.partition();
+        let mut run = Vec::new();
+        let flush_run = |run: &mut Vec<LogEntry>, this: &Self| {
+            if !run.is_empty() {
+                let entries = std::mem::take(run);
+                this.emit(if restored {
+                    RaftEvent::Restored { partition, entries }
+                } else {
+                    RaftEvent::Replicated { partition, entries }
+                });
+            }
+        };
+        for entry in entries {
+            if entry.log_type == IMPORT_LOG_TYPE && !partition.is_system() {
+                if let Some((header, data)) = decode_import(&entry.payload) {
+                    flush_run(&mut run, self);
+                    self.last_import = Some((header.source, header.generation));
+                    self.emit(RaftEvent::Imported {
+                        partition,
+                        source: header.source,
+                        range: header.range,
+                        data: data.to_vec(),
+                        index: entry.index,
+                    });
+                    continue;
+                }
+            }
+            run.push(entry);
+        }
+        flush_run(&mut run, self);
     }
 
     /// Read the WAL off the executor, then rebuild the state machine and start the timer.
@@ -222,12 +283,8 @@ impl PartitionExecutor {
             let (restored, replicated): (Vec<_>, Vec<_>) = ready.deliveries.into_iter().partition(|d| d.restored);
             let entries =
                 |d: Vec<kommander_core::raft::Delivery>| d.into_iter().map(|d| d.entry).collect::<Vec<LogEntry>>();
-            if !restored.is_empty() {
-                self.emit(RaftEvent::Restored { partition, entries: entries(restored) });
-            }
-            if !replicated.is_empty() {
-                self.emit(RaftEvent::Replicated { partition, entries: entries(replicated) });
-            }
+            self.emit_entries(entries(restored), true);
+            self.emit_entries(entries(replicated), false);
         }
         for reply in ready.replies {
             self.answer(reply);
@@ -235,7 +292,7 @@ impl PartitionExecutor {
         if let Some(change) = ready.leader_change {
             self.emit(RaftEvent::LeaderChanged { partition, term: change.term, leader: change.leader });
         }
-        self.status.set(status);
+        self.status.set(PartitionStatus { last_import: self.last_import, ..status });
         if let Some(fatal) = ready.fatal {
             tracing::error!(%partition, %fatal, "partition halted; restarting from the WAL");
             ctx.stop();
@@ -289,6 +346,9 @@ impl Actor for PartitionExecutor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
         self.incarnation += 1;
         self.begin_restore(ctx);
     }
@@ -302,6 +362,31 @@ impl Supervised for PartitionExecutor {
         self.resolutions.clear();
         self.sm = None;
         self.flush_scheduled = false;
+        self.last_import = None;
+    }
+}
+
+impl Handler<Retire> for PartitionExecutor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        tracing::info!(partition = %self.partition(), "partition retired");
+        self.retired = true;
+        self.status.set(PartitionStatus { restoring: true, ..PartitionStatus::default() });
+        ctx.stop();
+    }
+}
+
+impl Handler<ProposeFence> for PartitionExecutor {
+    type Result = ResponseFuture<Result<ProposalCommitted, ReplicateError>>;
+
+    fn handle(&mut self, msg: ProposeFence, ctx: &mut Context<Self>) -> Self::Result {
+        let partition = self.partition();
+        let started = match self.sm.as_mut() {
+            None => Err(ReplicateError::PartitionUnavailable(partition)),
+            Some(sm) => sm.propose_fence(msg.generation, now_ms()).map_err(|e| ReplicateError::from_core(partition, e)),
+        };
+        self.await_proposal(started, ctx)
     }
 }
 
@@ -333,9 +418,24 @@ impl Handler<Replicate> for PartitionExecutor {
                     payloads: msg.payloads,
                     auto_commit: msg.auto_commit,
                 };
-                sm.propose(proposal, now_ms()).map_err(|e| ReplicateError::from_core(partition, e))
+                match msg.guard {
+                    Some(generation) => sm.propose_guarded(proposal, generation, now_ms()),
+                    None => sm.propose(proposal, now_ms()),
+                }
+                .map_err(|e| ReplicateError::from_core(partition, e))
             }
         };
+        self.await_proposal(started, ctx)
+    }
+}
+
+impl PartitionExecutor {
+    fn await_proposal(
+        &mut self,
+        started: Result<kommander_core::raft::ProposalAccepted, ReplicateError>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<ProposalCommitted, ReplicateError>> {
+        let partition = self.partition();
         let receiver = started.map(|accepted| {
             let (tx, rx) = oneshot::channel();
             self.proposals.insert(accepted.ticket, tx);

@@ -5,19 +5,22 @@
 //! which `leave_cluster` stops.
 
 use crate::config::RuntimeConfig;
-use crate::coordinator::SystemCoordinator;
+use crate::coordinator::{AppliedOutcomes, CoordinatorParts, SystemClient, SystemCoordinator};
 use crate::error::{ManagerError, ReplicateError};
 use crate::events::RaftEvent;
 use crate::executor::{ExecutorShared, PartitionExecutor, Replicate, Resolve};
 use crate::read_scheduler::ReadScheduler;
+use crate::registry::PartitionRegistry;
 use crate::router::InboundRouter;
 use crate::status::{PartitionStatus, StatusCell};
+use crate::transfer::{ExportState, RESERVED_PREFIX};
 use crate::wal_scheduler::{WalScheduler, WalStats};
 use actix::prelude::*;
 use kommander_core::raft::ProposalCommitted;
+use kommander_core::system::SystemState;
 use kommander_core::{Discovery, NodeId, PartitionId, Ticket, TicketOutcome, Transport, Wal};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Builds a [`RaftManager`].
@@ -28,6 +31,7 @@ pub struct RaftManagerBuilder {
     transport: Option<Arc<dyn Transport>>,
     discovery: Option<Arc<dyn Discovery>>,
     events: Option<Recipient<RaftEvent>>,
+    transfer: Option<Recipient<ExportState>>,
 }
 
 impl RaftManagerBuilder {
@@ -61,6 +65,13 @@ impl RaftManagerBuilder {
         self.events = Some(recipient);
         self
     }
+    /// The actor that exports a partition's state for splits and merges — the same actor that
+    /// receives the events, so exports are ordered after the events sent before them. Without
+    /// one, splits and merges move no application state (the import is empty).
+    pub fn state_transfer(mut self, recipient: Recipient<ExportState>) -> Self {
+        self.transfer = Some(recipient);
+        self
+    }
     /// Validate and build (nothing starts until [`RaftManager::join_cluster`]).
     pub fn build(self) -> Result<RaftManager, ManagerError> {
         self.config.validate()?;
@@ -75,6 +86,7 @@ impl RaftManagerBuilder {
                 transport: self.transport.ok_or(ManagerError::Missing("transport"))?,
                 discovery: self.discovery.ok_or(ManagerError::Missing("discovery"))?,
                 events: self.events,
+                transfer: self.transfer,
                 wal_stats: Arc::new(WalStats::default()),
                 running: Mutex::new(None),
             }),
@@ -82,29 +94,32 @@ impl RaftManagerBuilder {
     }
 }
 
-struct Running {
+pub(crate) struct Running {
     arbiter: Arbiter,
-    partitions: BTreeMap<PartitionId, (Addr<PartitionExecutor>, Arc<StatusCell>)>,
+    pub(crate) registry: Arc<PartitionRegistry>,
     endpoints: BTreeMap<NodeId, String>,
     coordinator: Addr<SystemCoordinator>,
     router: Arc<InboundRouter>,
+    pub(crate) state: Arc<RwLock<SystemState>>,
+    pub(crate) client: SystemClient,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     node: NodeId,
-    config: RuntimeConfig,
+    pub(crate) config: RuntimeConfig,
     wal: Arc<dyn Wal>,
     transport: Arc<dyn Transport>,
     discovery: Arc<dyn Discovery>,
     events: Option<Recipient<RaftEvent>>,
+    transfer: Option<Recipient<ExportState>>,
     wal_stats: Arc<WalStats>,
-    running: Mutex<Option<Running>>,
+    pub(crate) running: Mutex<Option<Running>>,
 }
 
 /// A node of a kommander cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftManager {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl RaftManager {
@@ -117,6 +132,7 @@ impl RaftManager {
             transport: None,
             discovery: None,
             events: None,
+            transfer: None,
         }
     }
 
@@ -154,33 +170,58 @@ impl RaftManager {
             let wal_scheduler = WalScheduler::start_in_arbiter(&handle, move |_| WalScheduler::new(wal, stats));
             let (wal, reads) = (inner.wal.clone(), inner.config.read_concurrency);
             let read_scheduler = ReadScheduler::start_in_arbiter(&handle, move |_| ReadScheduler::new(wal, reads));
-            let partitions_count = inner.config.initial_partitions;
-            let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| {
-                SystemCoordinator::with_initial_partitions(partitions_count)
-            });
             let shared = ExecutorShared {
                 cluster_id: inner.config.cluster_id.clone(),
                 wal: inner.wal.clone(),
                 transport: inner.transport.clone(),
-                wal_scheduler,
+                wal_scheduler: wal_scheduler.clone(),
                 read_scheduler,
                 wal_stats: inner.wal_stats.clone(),
                 max_wal_backlog_entries: inner.config.max_wal_backlog_entries,
                 tick: inner.config.tick,
                 events: inner.events.clone(),
+                system_events: None,
             };
-            let mut partitions = BTreeMap::new();
-            for p in 0..=inner.config.initial_partitions {
-                let partition = PartitionId(p);
-                let config = inner.config.partition_config(inner.node, partition, voters.clone());
-                let status = Arc::new(StatusCell::default());
-                let (shared, cell) = (shared.clone(), status.clone());
-                let addr = Supervisor::start_in_arbiter(&handle, move |_| PartitionExecutor::new(config, shared, cell));
-                router.register(partition, addr.clone());
-                partitions.insert(partition, (addr, status));
+            let registry = Arc::new(PartitionRegistry::new(
+                inner.node,
+                inner.config.clone(),
+                handle.clone(),
+                shared,
+                router.clone(),
+                voters.clone(),
+            ));
+            // Every node computes the same genesis from the same configuration; partition 0's log
+            // is applied on top of it.
+            let genesis =
+                SystemState::genesis(inner.config.initial_partitions, voters.iter().map(|n| (*n, String::new())));
+            let state = Arc::new(RwLock::new(genesis.clone()));
+            let client = SystemClient {
+                registry: registry.clone(),
+                outcomes: Arc::new(AppliedOutcomes::default()),
+                timeout: inner.config.proposal_timeout,
+            };
+            let parts = CoordinatorParts {
+                genesis,
+                state: state.clone(),
+                client: client.clone(),
+                events: inner.events.clone(),
+                transfer: inner.transfer.clone(),
+                wal: inner.wal.clone(),
+                wal_scheduler,
+                operation_timeout: inner.config.operation_timeout,
+                check_interval: inner.config.system_check_interval,
+            };
+            let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| SystemCoordinator::new(parts));
+            registry.set_system_events(coordinator.clone().recipient());
+            // Partition 0 first: the coordinator starts the user partitions once it has rebuilt
+            // the map from partition 0's log.
+            registry.ensure_running(PartitionId::SYSTEM);
+            if let Err(error) = inner.transport.start(router.clone()) {
+                registry.clear();
+                arbiter.stop();
+                return Err(ManagerError::Transport(error.to_string()));
             }
-            inner.transport.start(router.clone()).map_err(|e| ManagerError::Transport(e.to_string()))?;
-            *running = Some(Running { arbiter, partitions, endpoints, coordinator, router });
+            *running = Some(Running { arbiter, registry, endpoints, coordinator, router, state, client });
         }
         Ok(())
     }
@@ -190,7 +231,7 @@ impl RaftManager {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(running) = running {
             self.inner.transport.stop();
-            running.router.clear();
+            running.registry.clear();
             running.arbiter.stop();
         }
     }
@@ -198,7 +239,7 @@ impl RaftManager {
     fn executor(&self, partition: PartitionId) -> Result<(Addr<PartitionExecutor>, Arc<StatusCell>), ReplicateError> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         let running = running.as_ref().ok_or(ReplicateError::NotJoined)?;
-        running.partitions.get(&partition).cloned().ok_or(ReplicateError::UnknownPartition(partition))
+        running.registry.get(partition).ok_or(ReplicateError::UnknownPartition(partition))
     }
 
     fn with_endpoint(&self, error: ReplicateError) -> ReplicateError {
@@ -239,7 +280,10 @@ impl RaftManager {
         if partition.is_system() {
             return Err(ReplicateError::SystemPartitionReserved);
         }
-        let message = Replicate { log_type: log_type.to_string(), payloads, auto_commit };
+        if log_type.starts_with(RESERVED_PREFIX) {
+            return Err(ReplicateError::ReservedLogType(log_type.to_string()));
+        }
+        let message = Replicate { log_type: log_type.to_string(), payloads, auto_commit, guard: None };
         self.ask(partition, message).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
     }
 
@@ -287,7 +331,13 @@ impl RaftManager {
             if let Some(leader) = self.get_leader(partition) {
                 return Ok(leader);
             }
-            self.status(partition)?;
+            match self.status(partition) {
+                // Not started yet: the map is still being restored, or the partition was just
+                // created and is starting.
+                Err(ReplicateError::UnknownPartition(_)) if self.is_live_partition(partition) => {}
+                Err(error) => return Err(error),
+                Ok(_) => {}
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ReplicateError::Timeout(partition));
             }
@@ -301,10 +351,9 @@ impl RaftManager {
         self.executor(partition).ok().map(|(addr, _)| addr)
     }
 
-    /// User partitions of the partition map.
+    /// Live user partitions of the partition map.
     pub fn partitions(&self) -> Vec<PartitionId> {
-        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.as_ref().map(|r| r.partitions.keys().copied().filter(|p| !p.is_system()).collect()).unwrap_or_default()
+        self.partition_map().map(|map| map.live().map(|p| p.id).collect()).unwrap_or_default()
     }
 
     /// The inbound router of a running node (its accepted/rejected batch counters).

@@ -1,7 +1,7 @@
 //! A partition's status, shared between its executor (writer) and the manager (readers), so
 //! `am_i_leader` and `get_leader` need no actor round trip.
 
-use kommander_core::{LogIndex, NodeId, PartitionStateMachine, Role, Term};
+use kommander_core::{LogIndex, NodeId, PartitionId, PartitionStateMachine, Role, Term};
 use std::sync::Mutex;
 
 /// Snapshot of a partition replica.
@@ -23,6 +23,10 @@ pub struct PartitionStatus {
     pub last_index: LogIndex,
     /// Still replaying the WAL (or restarting).
     pub restoring: bool,
+    /// Partition generation: the highest fence applied.
+    pub generation: u64,
+    /// The last import applied: (source partition, source generation).
+    pub last_import: Option<(PartitionId, u64)>,
 }
 
 impl Default for PartitionStatus {
@@ -36,6 +40,8 @@ impl Default for PartitionStatus {
             applied_index: 0,
             last_index: 0,
             restoring: true,
+            generation: 0,
+            last_import: None,
         }
     }
 }
@@ -52,6 +58,8 @@ impl PartitionStatus {
             applied_index: sm.applied_index(),
             last_index: sm.last_index(),
             restoring: false,
+            generation: sm.generation(),
+            last_import: None,
         }
     }
 }

@@ -116,7 +116,7 @@ impl Handler<RaftEvent> for App {
             RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
                 self.applied.entry(partition).or_default().extend(entries.into_iter().map(|e| e.payload));
             }
-            RaftEvent::RestoreFinished { .. } | RaftEvent::LeaderChanged { .. } => {}
+            _ => {}
         }
     }
 }
@@ -547,6 +547,7 @@ async fn restarted_node_restores_from_its_wal_and_catches_up() {
                     RaftEvent::RestoreFinished { .. } => "RestoreFinished",
                     RaftEvent::Replicated { .. } => "Replicated",
                     RaftEvent::LeaderChanged { .. } => "LeaderChanged",
+                    _ => "other",
                 })
                 .collect();
             assert_eq!(kinds.first(), Some(&"RestoreStarted"), "{p}: events after the restart: {kinds:?}");

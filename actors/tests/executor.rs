@@ -177,6 +177,7 @@ impl Harness {
             max_wal_backlog_entries: 1 << 20,
             tick: TICK,
             events: Some(Recorder(events.clone()).start().recipient()),
+            system_events: None,
         };
         let status = Arc::new(StatusCell::default());
         let cell = status.clone();
@@ -214,7 +215,12 @@ impl Harness {
     }
 
     fn replicate(&self, payload: &str) -> Replicate {
-        Replicate { log_type: "test".into(), payloads: vec![payload.as_bytes().to_vec()], auto_commit: true }
+        Replicate {
+            log_type: "test".into(),
+            payloads: vec![payload.as_bytes().to_vec()],
+            auto_commit: true,
+            guard: None,
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! never silently dropped or turned into a different entry.
 //!
 //! Entry record: `version u8 | crc32c u32 | term u64 | kind u8 | ticket (u64, u32, u64) |
-//! log_type (u32 len + bytes) | payload (u32 len + bytes)`, little endian; the CRC covers
+//! log_type (u32 len + bytes) | payload (u32 len + bytes)`, little endian (kinds 6 `Fence` and 7
+//! `Guarded` carry their generation as a u64 right after the kind byte); the CRC covers
 //! `partition u32 | index u64 | everything after the crc`.
 //! Hard-state record: `version u8 | crc32c u32 | term u64 | has_vote u8 | vote u64 | commit u64`;
 //! the CRC covers `partition u32 | everything after the crc`.
@@ -55,16 +56,27 @@ fn kind_code(kind: EntryKind) -> u8 {
         EntryKind::Barrier => 3,
         EntryKind::CommitMarker => 4,
         EntryKind::RollbackMarker => 5,
+        EntryKind::Fence { .. } => 6,
+        EntryKind::Guarded { .. } => 7,
     }
 }
 
-fn kind_of(code: u8) -> Option<EntryKind> {
+fn kind_generation(kind: EntryKind) -> Option<u64> {
+    match kind {
+        EntryKind::Fence { generation } | EntryKind::Guarded { generation } => Some(generation),
+        _ => None,
+    }
+}
+
+fn kind_of(code: u8, r: &mut Reader<'_>) -> Option<EntryKind> {
     Some(match code {
         1 => EntryKind::Application { auto_commit: true },
         2 => EntryKind::Application { auto_commit: false },
         3 => EntryKind::Barrier,
         4 => EntryKind::CommitMarker,
         5 => EntryKind::RollbackMarker,
+        6 => EntryKind::Fence { generation: r.u64()? },
+        7 => EntryKind::Guarded { generation: r.u64()? },
         _ => return None,
     })
 }
@@ -89,6 +101,9 @@ pub fn encode_entry(partition: PartitionId, entry: &LogEntry) -> Vec<u8> {
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&entry.term.to_le_bytes());
     out.push(kind_code(entry.kind));
+    if let Some(generation) = kind_generation(entry.kind) {
+        out.extend_from_slice(&generation.to_le_bytes());
+    }
     out.extend_from_slice(&entry.ticket.physical_ms.to_le_bytes());
     out.extend_from_slice(&entry.ticket.logical.to_le_bytes());
     out.extend_from_slice(&entry.ticket.node.to_le_bytes());
@@ -144,7 +159,8 @@ pub fn decode_entry(partition: PartitionId, index: LogIndex, record: &[u8]) -> R
     let mut r = Reader { data: record, at: HEADER };
     let parsed = (|| {
         let term = r.u64()?;
-        let kind = kind_of(r.u8()?)?;
+        let code = r.u8()?;
+        let kind = kind_of(code, &mut r)?;
         let ticket = HlcTimestamp { physical_ms: r.u64()?, logical: r.u32()?, node: r.u64()? };
         let type_len = r.u32()? as usize;
         let log_type = String::from_utf8(r.take(type_len)?.to_vec()).ok()?;
@@ -208,6 +224,18 @@ mod tests {
         assert_eq!(decode_hard_state(p, &encode_hard_state(p, &hs)), Ok(hs));
         let hs = HardState { term: 1, voted_for: None, commit: 0 };
         assert_eq!(decode_hard_state(p, &encode_hard_state(p, &hs)), Ok(hs));
+    }
+
+    #[test]
+    fn fence_and_guarded_kinds_keep_their_generation() {
+        let p = PartitionId(2);
+        for kind in [EntryKind::Fence { generation: u64::MAX }, EntryKind::Guarded { generation: 7 }] {
+            let mut e = entry(9, 2);
+            e.kind = kind;
+            let record = encode_entry(p, &e);
+            assert_eq!(decode_entry(p, 9, &record), Ok(e));
+            assert!(decode_entry(p, 9, &record[..record.len() - 1]).is_err());
+        }
     }
 
     #[test]

@@ -47,3 +47,58 @@ impl Discovery for StaticDiscovery {
         Ok(self.contacts.clone())
     }
 }
+
+/// Contacts that can be added and removed at run time (e.g. from a service registry watcher).
+/// Cheap to clone; clones share the list.
+#[derive(Clone, Debug, Default)]
+pub struct DynamicDiscovery {
+    contacts: std::sync::Arc<std::sync::RwLock<Vec<NodeContact>>>,
+}
+
+impl DynamicDiscovery {
+    /// Discovery starting with `contacts`.
+    pub fn new(contacts: Vec<NodeContact>) -> Self {
+        Self { contacts: std::sync::Arc::new(std::sync::RwLock::new(contacts)) }
+    }
+
+    /// Add `contact`, replacing the address of a node already listed.
+    pub fn add(&self, contact: NodeContact) {
+        let mut contacts = self.contacts.write().unwrap_or_else(|p| p.into_inner());
+        contacts.retain(|c| c.node != contact.node);
+        contacts.push(contact);
+    }
+
+    /// Remove `node`'s contact. Returns true if it was listed.
+    pub fn remove(&self, node: NodeId) -> bool {
+        let mut contacts = self.contacts.write().unwrap_or_else(|p| p.into_inner());
+        let before = contacts.len();
+        contacts.retain(|c| c.node != node);
+        contacts.len() != before
+    }
+}
+
+impl Discovery for DynamicDiscovery {
+    fn contacts(&self) -> Result<Vec<NodeContact>, DiscoveryError> {
+        Ok(self.contacts.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_contacts_change_at_run_time_and_clones_share_them() {
+        let contact = |n: u64, a: &str| NodeContact { node: NodeId(n), address: a.into() };
+        let discovery = DynamicDiscovery::new(vec![contact(1, "a")]);
+        let view = discovery.clone();
+        discovery.add(contact(2, "b"));
+        discovery.add(contact(1, "a2"));
+        let mut contacts = view.contacts().unwrap();
+        contacts.sort_by_key(|c| c.node);
+        assert_eq!(contacts, vec![contact(1, "a2"), contact(2, "b")]);
+        assert!(discovery.remove(NodeId(1)));
+        assert!(!discovery.remove(NodeId(1)));
+        assert_eq!(view.contacts().unwrap(), vec![contact(2, "b")]);
+    }
+}

@@ -23,6 +23,20 @@ pub enum EntryKind {
     CommitMarker,
     /// Resolves the held proposal with this entry's ticket as rolled back.
     RollbackMarker,
+    /// Raises the partition's generation to `generation` (written when the partition map changes
+    /// the partition's key range). Never delivered. [`EntryKind::Guarded`] entries applied after
+    /// it that expect an older generation are rejected.
+    Fence {
+        /// The partition's new generation.
+        generation: u64,
+    },
+    /// Application data (delivered on Raft commit, like an auto-commit entry) written by a client
+    /// that routed it with partition-map generation `generation`. Delivered only if no fence of a
+    /// newer generation applied before it; otherwise the client gets `PartitionMoved`.
+    Guarded {
+        /// The partition generation the writer routed with.
+        generation: u64,
+    },
 }
 
 /// One entry of a partition's log.
@@ -45,7 +59,7 @@ pub struct LogEntry {
 impl LogEntry {
     /// True for entries the application may ever see.
     pub fn is_application(&self) -> bool {
-        matches!(self.kind, EntryKind::Application { .. })
+        matches!(self.kind, EntryKind::Application { .. } | EntryKind::Guarded { .. })
     }
 
     /// A small stable fingerprint of the entry's content (not cryptographic), used by tests and the
@@ -60,6 +74,8 @@ impl LogEntry {
             EntryKind::Barrier => 3,
             EntryKind::CommitMarker => 4,
             EntryKind::RollbackMarker => 5,
+            EntryKind::Fence { generation } => 6 ^ generation.rotate_left(8),
+            EntryKind::Guarded { generation } => 7 ^ generation.rotate_left(8),
         });
         h.write(self.log_type.as_bytes());
         h.write(&self.payload);

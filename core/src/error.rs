@@ -49,6 +49,15 @@ pub enum ProposeError {
     /// [`ProposeError::UnknownTicket`].)
     #[error("ticket {0} is an auto-commit proposal")]
     NotTwoPhase(Ticket),
+    /// A guarded write expected an older partition generation than the partition's log has: the
+    /// partition map changed (split, merge) under the writer. Re-route with the current map.
+    #[error("partition moved: write expected generation {expected}, partition is at {current}")]
+    PartitionMoved {
+        /// Generation the writer routed with.
+        expected: u64,
+        /// The partition's generation when the write applied.
+        current: u64,
+    },
 }
 
 /// How a two-phase proposal ended.

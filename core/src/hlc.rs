@@ -37,6 +37,12 @@ impl fmt::Display for HlcTimestamp {
 /// A proposal ticket: the HLC timestamp taken when the proposal was accepted by the leader.
 pub type Ticket = HlcTimestamp;
 
+/// The largest physical component a timestamp received from elsewhere may carry:
+/// 3000-01-01T00:00:00Z in milliseconds since the Unix epoch. Anything above is absurd (a corrupt
+/// or hostile peer): [`HybridLogicalClock::observe`] ignores it, so one bad ticket cannot push the
+/// clock to the end of its range, and [`crate::validate_batch`] rejects entries carrying one.
+pub const MAX_PHYSICAL_MS: u64 = 32_503_680_000_000;
+
 /// The clock itself. `now` is the "send or local event" operation, `observe` the "receive event".
 #[derive(Clone, Debug)]
 pub struct HybridLogicalClock {
@@ -61,18 +67,28 @@ impl HybridLogicalClock {
     }
 
     /// Merge a timestamp received from another node so later local timestamps order after it.
+    ///
+    /// A remote timestamp whose physical component is above [`MAX_PHYSICAL_MS`] is ignored (the
+    /// call then acts as a local event at `physical_ms`). Nothing here overflows: at the very end of
+    /// the range the clock saturates instead of wrapping.
     pub fn observe(&mut self, remote: HlcTimestamp, physical_ms: u64) -> HlcTimestamp {
+        let remote = if remote.physical_ms > MAX_PHYSICAL_MS { HlcTimestamp::ZERO } else { remote };
         let max_physical = physical_ms.max(remote.physical_ms).max(self.last.physical_ms);
-        let logical = if max_physical == self.last.physical_ms && max_physical == remote.physical_ms {
-            self.last.logical.max(remote.logical).saturating_add(1)
+        let base = if max_physical == self.last.physical_ms && max_physical == remote.physical_ms {
+            Some(self.last.logical.max(remote.logical))
         } else if max_physical == self.last.physical_ms {
-            self.last.logical.saturating_add(1)
+            Some(self.last.logical)
         } else if max_physical == remote.physical_ms {
-            remote.logical.saturating_add(1)
+            Some(remote.logical)
         } else {
-            0
+            None
         };
-        self.last = HlcTimestamp { physical_ms: max_physical, logical, node: self.node.0 };
+        let logical = base.map_or(Some(0), |logical| logical.checked_add(1));
+        self.last = HlcTimestamp { physical_ms: max_physical, logical: logical.unwrap_or(u32::MAX), node: self.node.0 };
+        if logical.is_none() {
+            // Counter exhausted within one millisecond: borrow the next millisecond.
+            self.borrow_next_millisecond();
+        }
         self.last
     }
 
@@ -85,12 +101,20 @@ impl HybridLogicalClock {
         match self.last.logical.checked_add(1) {
             Some(logical) => self.last.logical = logical,
             // Counter exhausted within one millisecond: borrow the next millisecond.
-            None => {
-                self.last.physical_ms += 1;
-                self.last.logical = 0;
-            }
+            None => self.borrow_next_millisecond(),
         }
         self.last.node = self.node.0;
+    }
+
+    /// Move to logical 0 of the next millisecond; at the very end of the range (`u64::MAX` ms,
+    /// unreachable with real clocks) stay on the last timestamp rather than wrap around.
+    fn borrow_next_millisecond(&mut self) {
+        if let Some(physical_ms) = self.last.physical_ms.checked_add(1) {
+            self.last.physical_ms = physical_ms;
+            self.last.logical = 0;
+        } else {
+            self.last.logical = u32::MAX;
+        }
     }
 }
 
@@ -117,5 +141,40 @@ mod tests {
         clock.observe(remote, 20);
         let next = clock.now(30);
         assert!(next > remote, "{next} must follow {remote}");
+    }
+
+    #[test]
+    fn absurd_remote_timestamps_are_ignored() {
+        let mut clock = HybridLogicalClock::new(NodeId(1));
+        let before = clock.now(1_000);
+        for physical_ms in [MAX_PHYSICAL_MS + 1, u64::MAX] {
+            let absurd = HlcTimestamp { physical_ms, logical: u32::MAX, node: 2 };
+            let observed = clock.observe(absurd, 0);
+            assert!(observed > before && observed.physical_ms == 1_000, "{observed}");
+        }
+        assert_eq!(clock.now(2_000).physical_ms, 2_000);
+        // The cap itself is still a valid remote time.
+        let far = HlcTimestamp { physical_ms: MAX_PHYSICAL_MS, logical: 3, node: 2 };
+        assert!(clock.observe(far, 0) > far);
+    }
+
+    #[test]
+    fn exhausted_counters_never_overflow() {
+        let mut clock = HybridLogicalClock::new(NodeId(1));
+        let remote = HlcTimestamp { physical_ms: 500, logical: u32::MAX, node: 2 };
+        let observed = clock.observe(remote, 0);
+        assert!(observed > remote, "{observed} must follow {remote}");
+        assert_eq!((observed.physical_ms, observed.logical), (501, 0));
+        let again = clock.observe(HlcTimestamp { physical_ms: 501, logical: u32::MAX, node: 2 }, 0);
+        assert_eq!((again.physical_ms, again.logical), (502, 0));
+
+        // At the very end of the range the clock saturates instead of panicking or wrapping.
+        clock.last = HlcTimestamp { physical_ms: u64::MAX, logical: u32::MAX - 1, node: 1 };
+        let a = clock.now(0);
+        assert_eq!((a.physical_ms, a.logical), (u64::MAX, u32::MAX));
+        let b = clock.now(u64::MAX);
+        assert_eq!(b, a);
+        let local_end = clock.observe(HlcTimestamp::ZERO, u64::MAX);
+        assert_eq!((local_end.physical_ms, local_end.logical), (u64::MAX, u32::MAX));
     }
 }

@@ -22,12 +22,13 @@ pub mod raft;
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod system;
 pub mod transport;
 pub mod validate;
 pub mod wal;
 
 pub use config::PartitionConfig;
-pub use discovery::{Discovery, DiscoveryError, NodeContact, StaticDiscovery};
+pub use discovery::{Discovery, DiscoveryError, DynamicDiscovery, NodeContact, StaticDiscovery};
 pub use entry::{EntryKind, LogEntry};
 pub use error::{ConfigError, FatalError, ProposeError, StepError, TicketOutcome};
 pub use hlc::{HlcTimestamp, HybridLogicalClock, Ticket};

@@ -1,9 +1,11 @@
 //! Structural checks of message batches that arrive from the network, before any partition sees
 //! them: sizes within limits, sender and destination consistent, entries consecutive and below
-//! their message's term, and no index arithmetic that could overflow. A batch that fails any check
-//! is rejected whole, so hostile or corrupt input changes nothing.
+//! their message's term, terms and ticket times within sane bounds, and no index arithmetic that
+//! could overflow. A batch that fails any check is rejected whole, so hostile or corrupt input
+//! changes nothing.
 
 use crate::entry::LogEntry;
+use crate::hlc::MAX_PHYSICAL_MS;
 use crate::ids::{NodeId, PartitionId};
 use crate::message::{AppendResult, MessageBatch, RaftMessage};
 use thiserror::Error;
@@ -23,6 +25,16 @@ pub struct MessageLimits {
     pub max_cluster_id_bytes: usize,
     /// Highest partition id that may appear (partitions are dense small numbers).
     pub max_partition_id: u32,
+    /// Highest term that may appear anywhere in a message (message term, log anchors' terms,
+    /// entry terms, conflict hints). Default `u64::MAX / 4`: far beyond any real cluster (one
+    /// election per millisecond for a hundred million years stays below 2^52), yet it leaves
+    /// every `term + 1` a replica computes far from overflowing, so a hostile peer cannot push a
+    /// partition to the end of the term space where it could never elect a leader again.
+    pub max_term: u64,
+    /// Highest physical time (ms since the Unix epoch) an entry's ticket may carry. Default
+    /// [`MAX_PHYSICAL_MS`] (the year 3000): a ticket beyond it is corrupt or hostile, and would
+    /// drag every replica's hybrid logical clock along.
+    pub max_ticket_physical_ms: u64,
 }
 
 impl Default for MessageLimits {
@@ -34,6 +46,8 @@ impl Default for MessageLimits {
             max_log_type_bytes: 256,
             max_cluster_id_bytes: 256,
             max_partition_id: 1 << 20,
+            max_term: u64::MAX / 4,
+            max_ticket_physical_ms: MAX_PHYSICAL_MS,
         }
     }
 }
@@ -90,9 +104,27 @@ pub enum InvalidBatch {
     /// A payload or log type above the limits.
     #[error("{0}: entry payload or log type exceeds the limits")]
     EntryTooLarge(PartitionId),
-    /// An answer whose fields contradict each other (a match or hint beyond any possible log).
+    /// An answer whose fields contradict each other (a match, anchor or hint beyond any possible
+    /// log, or a conflict term above the answer's own term).
     #[error("{0}: append response fields are inconsistent")]
     InconsistentResponse(PartitionId),
+    /// A term (of the message, a log anchor, an entry or a conflict hint) above
+    /// [`MessageLimits::max_term`].
+    #[error("{partition}: term {term} is above the limit")]
+    TermTooLarge {
+        /// Partition of the message.
+        partition: PartitionId,
+        /// The offending term.
+        term: u64,
+    },
+    /// An entry's ticket lies beyond [`MessageLimits::max_ticket_physical_ms`].
+    #[error("{partition}: ticket time {physical_ms} ms is beyond the limit")]
+    TicketOutOfRange {
+        /// Partition of the message.
+        partition: PartitionId,
+        /// The ticket's physical time.
+        physical_ms: u64,
+    },
 }
 
 /// Check `batch` against `limits` (see the module docs). Does not check the cluster id's value,
@@ -127,8 +159,17 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
     if message.term() == 0 {
         return Err(InvalidBatch::ZeroTerm(partition));
     }
+    let check_term = |term: u64| {
+        if term > limits.max_term {
+            Err(InvalidBatch::TermTooLarge { partition, term })
+        } else {
+            Ok(())
+        }
+    };
+    check_term(message.term())?;
     match message {
         RaftMessage::VoteRequest { term, last_log_index, last_log_term, .. } => {
+            check_term(*last_log_term)?;
             if last_log_term > term || (*last_log_index == 0 && *last_log_term != 0) {
                 return Err(InvalidBatch::InconsistentTerm(partition));
             }
@@ -138,20 +179,38 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
             if entries.len() > limits.max_entries_per_message {
                 return Err(InvalidBatch::TooManyEntries { partition, count: entries.len() });
             }
+            check_term(*prev_log_term)?;
             if prev_log_term > term || (*prev_log_index == 0 && *prev_log_term != 0) {
                 return Err(InvalidBatch::InconsistentTerm(partition));
             }
             validate_entries(partition, *term, *prev_log_index, *prev_log_term, entries, limits)?;
         }
-        RaftMessage::AppendResponse { prev_log_index, result, .. } => match result {
-            AppendResult::Success { match_index } if *match_index == u64::MAX || *prev_log_index == u64::MAX => {
+        RaftMessage::AppendResponse { term, prev_log_index, result } => {
+            // The anchor echoes the request's `prev_log_index`, which is always below u64::MAX:
+            // whatever the result, the leader computes `prev_log_index + 1` with it.
+            if *prev_log_index == u64::MAX {
                 return Err(InvalidBatch::InconsistentResponse(partition));
             }
-            AppendResult::Conflict { hint_index, .. } if *hint_index == u64::MAX => {
-                return Err(InvalidBatch::InconsistentResponse(partition));
+            match result {
+                AppendResult::Success { match_index } if *match_index == u64::MAX => {
+                    return Err(InvalidBatch::InconsistentResponse(partition));
+                }
+                AppendResult::Conflict { hint_index, hint_term } => {
+                    if *hint_index == u64::MAX {
+                        return Err(InvalidBatch::InconsistentResponse(partition));
+                    }
+                    if let Some(hint_term) = hint_term {
+                        check_term(*hint_term)?;
+                        // The conflicting entry is in the follower's log, so its term is at most
+                        // the follower's current term, which the answer carries.
+                        if hint_term > term {
+                            return Err(InvalidBatch::InconsistentResponse(partition));
+                        }
+                    }
+                }
+                _ => {}
             }
-            _ => {}
-        },
+        }
     }
     Ok(())
 }
@@ -173,10 +232,16 @@ fn validate_entries(
         if entry.index != prev_log_index + 1 + offset as u64 {
             return Err(InvalidBatch::NonConsecutiveEntries(partition));
         }
+        if entry.term > limits.max_term {
+            return Err(InvalidBatch::TermTooLarge { partition, term: entry.term });
+        }
         if entry.term == 0 || entry.term > term || entry.term < previous_term {
             return Err(InvalidBatch::InconsistentTerm(partition));
         }
         previous_term = entry.term;
+        if entry.ticket.physical_ms > limits.max_ticket_physical_ms {
+            return Err(InvalidBatch::TicketOutOfRange { partition, physical_ms: entry.ticket.physical_ms });
+        }
         if entry.payload.len() > limits.max_payload_bytes || entry.log_type.len() > limits.max_log_type_bytes {
             return Err(InvalidBatch::EntryTooLarge(partition));
         }
@@ -246,6 +311,95 @@ mod tests {
         ];
         for (message, expected) in cases {
             assert_eq!(validate_batch(&batch(message), &limits), Err(expected));
+        }
+    }
+
+    fn response(term: u64, prev_log_index: u64, result: AppendResult) -> RaftMessage {
+        RaftMessage::AppendResponse { term, prev_log_index, result }
+    }
+
+    #[test]
+    fn absurd_terms_anchors_and_tickets_are_rejected() {
+        let limits = MessageLimits::default();
+        let p = PartitionId(1);
+        let max = limits.max_term;
+        let too_large = |term| InvalidBatch::TermTooLarge { partition: p, term };
+        let mut late = entry(5, 3);
+        late.ticket.physical_ms = MAX_PHYSICAL_MS + 1;
+        let huge = RaftMessage::AppendRequest {
+            term: u64::MAX,
+            prev_log_index: 4,
+            prev_log_term: 2,
+            entries: vec![entry(5, u64::MAX)],
+            leader_commit: 0,
+        };
+        let cases = [
+            (
+                RaftMessage::VoteRequest { term: max + 1, last_log_index: 0, last_log_term: 0, pre_vote: false },
+                too_large(max + 1),
+            ),
+            (RaftMessage::VoteResponse { term: u64::MAX, granted: false, pre_vote: true }, too_large(u64::MAX)),
+            (huge, too_large(u64::MAX)),
+            (
+                append(4, 2, vec![late]),
+                InvalidBatch::TicketOutOfRange { partition: p, physical_ms: MAX_PHYSICAL_MS + 1 },
+            ),
+            (
+                response(3, u64::MAX, AppendResult::Conflict { hint_index: 1, hint_term: None }),
+                InvalidBatch::InconsistentResponse(p),
+            ),
+            (response(3, u64::MAX, AppendResult::StaleTerm), InvalidBatch::InconsistentResponse(p)),
+            (response(3, u64::MAX, AppendResult::Success { match_index: 1 }), InvalidBatch::InconsistentResponse(p)),
+            (response(3, 4, AppendResult::Conflict { hint_index: 2, hint_term: Some(u64::MAX) }), too_large(u64::MAX)),
+            (
+                response(3, 4, AppendResult::Conflict { hint_index: 2, hint_term: Some(4) }),
+                InvalidBatch::InconsistentResponse(p),
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(validate_batch(&batch(message.clone()), &limits), Err(expected), "{message:?}");
+        }
+
+        // Terms nested below the message term are bounded by a lower limit too.
+        let strict = MessageLimits { max_term: 10, ..MessageLimits::default() };
+        let nested = [
+            (RaftMessage::VoteRequest { term: 10, last_log_index: 3, last_log_term: 11, pre_vote: false }, 11),
+            (
+                RaftMessage::AppendRequest {
+                    term: 10,
+                    prev_log_index: 4,
+                    prev_log_term: 12,
+                    entries: vec![],
+                    leader_commit: 0,
+                },
+                12,
+            ),
+            (
+                RaftMessage::AppendRequest {
+                    term: 10,
+                    prev_log_index: 0,
+                    prev_log_term: 0,
+                    entries: vec![entry(1, 13)],
+                    leader_commit: 0,
+                },
+                13,
+            ),
+        ];
+        for (message, term) in nested {
+            assert_eq!(validate_batch(&batch(message), &strict), Err(too_large(term)));
+        }
+
+        // The bounds themselves are still accepted.
+        let mut on_time = entry(5, 3);
+        on_time.ticket.physical_ms = MAX_PHYSICAL_MS;
+        let fine = [
+            append(4, 2, vec![on_time]),
+            RaftMessage::VoteRequest { term: max, last_log_index: 9, last_log_term: max, pre_vote: false },
+            response(3, 4, AppendResult::Conflict { hint_index: 2, hint_term: Some(3) }),
+            response(3, u64::MAX - 1, AppendResult::StaleTerm),
+        ];
+        for message in fine {
+            assert_eq!(validate_batch(&batch(message.clone()), &limits), Ok(()), "{message:?}");
         }
     }
 

@@ -197,6 +197,10 @@ impl From<&LogEntry> for proto::LogEntry {
             index: entry.index,
             term: entry.term,
             kind: kind_to_proto(entry.kind) as i32,
+            generation: match entry.kind {
+                EntryKind::Fence { generation } | EntryKind::Guarded { generation } => generation,
+                _ => 0,
+            },
             log_type: entry.log_type.clone(),
             payload: entry.payload.clone(),
             ticket: Some(proto::Ticket::from(entry.ticket)),
@@ -212,7 +216,7 @@ impl TryFrom<proto::LogEntry> for LogEntry {
         Ok(LogEntry {
             index: entry.index,
             term: entry.term,
-            kind: kind_from_proto(entry.index, entry.kind)?,
+            kind: kind_from_proto(entry.index, entry.kind, entry.generation)?,
             log_type: entry.log_type,
             payload: entry.payload,
             ticket: Ticket::try_from(ticket)?,
@@ -227,10 +231,12 @@ fn kind_to_proto(kind: EntryKind) -> proto::EntryKind {
         EntryKind::Barrier => proto::EntryKind::Barrier,
         EntryKind::CommitMarker => proto::EntryKind::CommitMarker,
         EntryKind::RollbackMarker => proto::EntryKind::RollbackMarker,
+        EntryKind::Fence { .. } => proto::EntryKind::Fence,
+        EntryKind::Guarded { .. } => proto::EntryKind::Guarded,
     }
 }
 
-fn kind_from_proto(index: u64, value: i32) -> Result<EntryKind, ConvertError> {
+fn kind_from_proto(index: u64, value: i32, generation: u64) -> Result<EntryKind, ConvertError> {
     match proto::EntryKind::try_from(value) {
         Ok(proto::EntryKind::Unspecified) => Err(ConvertError::UnspecifiedEntryKind(index)),
         Ok(proto::EntryKind::ApplicationAutoCommit) => Ok(EntryKind::Application { auto_commit: true }),
@@ -238,6 +244,8 @@ fn kind_from_proto(index: u64, value: i32) -> Result<EntryKind, ConvertError> {
         Ok(proto::EntryKind::Barrier) => Ok(EntryKind::Barrier),
         Ok(proto::EntryKind::CommitMarker) => Ok(EntryKind::CommitMarker),
         Ok(proto::EntryKind::RollbackMarker) => Ok(EntryKind::RollbackMarker),
+        Ok(proto::EntryKind::Fence) => Ok(EntryKind::Fence { generation }),
+        Ok(proto::EntryKind::Guarded) => Ok(EntryKind::Guarded { generation }),
         Err(_) => Err(ConvertError::UnknownEntryKind { index, value }),
     }
 }

@@ -1,6 +1,13 @@
 //! The receiving side: the tonic `RaftTransport` service. Each `Deliver` call hands the frame's
 //! signed header, signature and raw batch bytes to the shared [`InboundGate`] (authenticate before
 //! decoding) and maps the gate's [`ErrorClass`] to a gRPC status code.
+//!
+//! Resource limits (see [`ServerLimits`]): at most `max_concurrent_streams` streams per connection,
+//! `concurrency_limit_per_connection` calls of a connection handled at once, every call bounded by
+//! `timeout`, and every call reserves one largest frame of the gate's in-flight budget *before*
+//! tonic reads its body (tonic buffers a whole message before the handler runs), so unauthenticated
+//! peers cannot make the node buffer more than that budget. Calls waiting for any of these stay
+//! unread within HTTP/2 flow control (64 KiB windows).
 
 use crate::convert::decode_batch;
 use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
@@ -11,6 +18,7 @@ use kommander_net::{FrameHeader, InboundGate};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tonic::body::Body;
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::codegen::{BoxFuture, Service};
@@ -61,19 +69,39 @@ impl RaftTransport for DeliverService {
     }
 }
 
+/// Connection-level limits of the server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerLimits {
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub(crate) max_concurrent_streams: u32,
+    /// Calls of one connection handled at once.
+    pub(crate) concurrency_limit_per_connection: usize,
+    /// Time one call may take on the server.
+    pub(crate) timeout: Duration,
+}
+
+/// Bytes of request headers accepted per call (a frame's fields travel in the body).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// Serve `gate` on `listener` until `shutdown` resolves. Frames above `max_body_bytes` plus
 /// [`FRAME_SLACK_BYTES`] are refused by tonic before they are buffered; smaller ones whose batch
 /// is above `max_body_bytes` are refused by the gate. Both answer `ResourceExhausted`.
 pub(crate) async fn serve(
     gate: Arc<InboundGate>,
+    limits: ServerLimits,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let max_frame_bytes = gate.max_body_bytes().saturating_add(FRAME_SLACK_BYTES);
-    let service = RaftTransportServer::new(DeliverService { gate }).max_decoding_message_size(max_frame_bytes);
+    let service =
+        RaftTransportServer::new(DeliverService { gate: gate.clone() }).max_decoding_message_size(max_frame_bytes);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let outcome = tonic::transport::Server::builder()
-        .add_service(OversizeIsExhausted(service))
+        .max_concurrent_streams(limits.max_concurrent_streams.max(1))
+        .concurrency_limit_per_connection(limits.concurrency_limit_per_connection.max(1))
+        .timeout(limits.timeout)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .add_service(Guarded { inner: service, gate })
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     if let Err(error) = outcome {
@@ -81,19 +109,24 @@ pub(crate) async fn serve(
     }
 }
 
-/// Rewrites tonic's `OutOfRange` answer to a frame above the decoding limit into
-/// `ResourceExhausted`, the code every oversized frame gets. The service itself never answers
-/// `OutOfRange`, so the rewrite touches nothing else.
+/// Wraps the generated service: reserves one largest frame of the gate's in-flight budget before
+/// the call's body is read (answering `Unavailable` when there is no room in time), and rewrites
+/// tonic's `OutOfRange` answer to a frame above the decoding limit into `ResourceExhausted`, the
+/// code every oversized frame gets. The service itself never answers `OutOfRange`, so the rewrite
+/// touches nothing else.
 #[derive(Clone)]
-struct OversizeIsExhausted<S>(S);
+struct Guarded<S> {
+    inner: S,
+    gate: Arc<InboundGate>,
+}
 
-impl<S: NamedService> NamedService for OversizeIsExhausted<S> {
+impl<S: NamedService> NamedService for Guarded<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S> Service<http::Request<Body>> for OversizeIsExhausted<S>
+impl<S> Service<http::Request<Body>> for Guarded<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -101,13 +134,20 @@ where
     type Future = BoxFuture<http::Response<Body>, Infallible>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let response = self.0.call(request);
+        // The clone takes the place of the service that was polled ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
         Box::pin(async move {
-            let mut response = response.await?;
+            let _permit = match gate.reserve(gate.max_body_bytes()).await {
+                Ok(permit) => permit,
+                Err(error) => return Ok(Status::new(status_code(error.class()), error.to_string()).into_http()),
+            };
+            let mut response = inner.call(request).await?;
             let headers = response.headers_mut();
             let out_of_range = HeaderValue::from(Code::OutOfRange as i32);
             if headers.get(GRPC_STATUS) == Some(&out_of_range) {

@@ -1,9 +1,12 @@
 //! [`GrpcTransport`]: binds the listener, and on start runs the tonic server, the per-peer channels
-//! and the outbox workers on a dedicated [`NetRuntime`].
+//! and the outbox workers on a dedicated [`NetRuntime`]. `stop` shuts that runtime down (aborting
+//! the outbox workers: nothing queued is sent afterwards) but keeps the bound listener, so `start`
+//! can run the transport again on a fresh runtime, on the same address (a `RaftManager` restart
+//! reuses its transport this way).
 
 use crate::client::GrpcSender;
 use crate::config::GrpcConfig;
-use crate::server;
+use crate::server::{self, ServerLimits};
 use kommander_core::transport::{InboundSink, Transport, TransportError};
 use kommander_core::{MessageBatch, NodeId};
 use kommander_net::{ClusterAuth, InboundGate, NetRuntime, NetStats, Outbox};
@@ -29,12 +32,12 @@ pub struct GrpcTransport {
 
 #[derive(Debug)]
 enum Lifecycle {
-    /// Bound, not serving yet.
+    /// Bound, not serving (never started, or stopped).
     Bound(TcpListener),
     /// Serving and sending.
-    Running(Running),
-    /// Stopped (or a start failed); cannot be started again.
-    Stopped,
+    Running(Box<Running>),
+    /// Placeholder while the state changes hands; left behind only if a start or stop panicked.
+    Failed,
 }
 
 #[derive(Debug)]
@@ -42,14 +45,17 @@ struct Running {
     runtime: NetRuntime,
     outbox: Outbox,
     shutdown: oneshot::Sender<()>,
+    /// The listener again (a duplicate of the socket the server accepts on), for the next start.
+    listener: TcpListener,
 }
 
 impl GrpcTransport {
     /// Bind the listener on `config.listen` now (so [`GrpcTransport::local_addr`] is known and the
-    /// port reserved) and check the peer URIs. Nothing is served or sent before
-    /// [`Transport::start`].
+    /// port reserved) and check the secret (at least [`kommander_net::MIN_SECRET_BYTES`]) and the
+    /// peer URIs. Nothing is served or sent before [`Transport::start`].
     pub fn bind(config: GrpcConfig) -> Result<GrpcTransport, TransportError> {
         let setup = |what: &str, error: &dyn std::fmt::Display| TransportError::Setup(format!("{what}: {error}"));
+        let auth = ClusterAuth::try_new(config.cluster_id.clone(), &config.secret, config.replay_window)?;
         let mut endpoints = BTreeMap::new();
         for (&peer, uri) in config.peers.iter().filter(|(&peer, _)| peer != config.node) {
             let what = format!("peer {peer} uri {uri:?}");
@@ -65,8 +71,9 @@ impl GrpcTransport {
         listener.set_nonblocking(true).map_err(|e| setup("listener", &e))?;
         let local_addr = listener.local_addr().map_err(|e| setup("listener", &e))?;
         let stats = Arc::new(NetStats::default());
-        let auth = ClusterAuth::new(config.cluster_id.clone(), &config.secret, config.replay_window);
-        let gate = Arc::new(InboundGate::new(config.node, auth, config.max_body_bytes, stats.clone()));
+        let gate = InboundGate::new(config.node, auth, config.max_body_bytes, stats.clone())
+            .with_inflight_budget(config.max_inflight_bytes, kommander_net::DEFAULT_BUDGET_WAIT);
+        let gate = Arc::new(gate);
         Ok(GrpcTransport { config, endpoints, local_addr, gate, stats, state: RwLock::new(Lifecycle::Bound(listener)) })
     }
 
@@ -80,14 +87,30 @@ impl GrpcTransport {
         self.stats.clone()
     }
 
-    fn launch(&self, listener: TcpListener, inbox: Arc<dyn InboundSink>) -> Result<Running, TransportError> {
+    /// Run server, channels and outbox on a fresh runtime. On failure the listener is handed back.
+    fn launch(
+        &self,
+        listener: TcpListener,
+        inbox: Arc<dyn InboundSink>,
+    ) -> Result<Running, (TcpListener, TransportError)> {
         let setup = |error: std::io::Error| TransportError::Setup(format!("start: {error}"));
-        let runtime = NetRuntime::new("kommander-grpc", RUNTIME_THREADS).map_err(setup)?;
+        let (runtime, serving) = match (NetRuntime::new("kommander-grpc", RUNTIME_THREADS), listener.try_clone()) {
+            (Ok(runtime), Ok(serving)) => (runtime, serving),
+            (Err(error), _) | (_, Err(error)) => return Err((listener, setup(error))),
+        };
         let _context = runtime.handle().enter();
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(setup)?;
+        let serving = match tokio::net::TcpListener::from_std(serving) {
+            Ok(serving) => serving,
+            Err(error) => return Err((listener, setup(error))),
+        };
         self.gate.open(inbox);
         let (shutdown, stopped) = oneshot::channel();
-        runtime.handle().spawn(server::serve(self.gate.clone(), listener, async {
+        let limits = ServerLimits {
+            max_concurrent_streams: self.config.max_concurrent_streams,
+            concurrency_limit_per_connection: self.config.concurrency_limit_per_connection,
+            timeout: self.config.request_timeout,
+        };
+        runtime.handle().spawn(server::serve(self.gate.clone(), limits, serving, async {
             let _ = stopped.await;
         }));
         let auth = ClusterAuth::new(self.config.cluster_id.clone(), &self.config.secret, self.config.replay_window);
@@ -95,22 +118,33 @@ impl GrpcTransport {
         let peers = self.endpoints.keys().copied();
         let outbox =
             Outbox::start(runtime.handle(), self.config.node, peers, &self.config.outbox, sender, self.stats.clone());
-        Ok(Running { runtime, outbox, shutdown })
+        Ok(Running { runtime, outbox, shutdown, listener })
     }
 }
 
 impl Transport for GrpcTransport {
+    /// Start serving and sending; also after [`Transport::stop`] (on a fresh runtime, same address).
     fn start(&self, inbox: Arc<dyn InboundSink>) -> Result<(), TransportError> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let listener = match std::mem::replace(&mut *state, Lifecycle::Stopped) {
+        let listener = match std::mem::replace(&mut *state, Lifecycle::Failed) {
             Lifecycle::Bound(listener) => listener,
             other => {
-                let what = if matches!(other, Lifecycle::Running(_)) { "already started" } else { "stopped" };
+                let what = if matches!(other, Lifecycle::Running(_)) {
+                    "already started"
+                } else {
+                    "broken by an earlier panic"
+                };
                 *state = other;
                 return Err(TransportError::Setup(format!("gRPC transport {what}")));
             }
         };
-        *state = Lifecycle::Running(self.launch(listener, inbox)?);
+        match self.launch(listener, inbox) {
+            Ok(running) => *state = Lifecycle::Running(Box::new(running)),
+            Err((listener, error)) => {
+                *state = Lifecycle::Bound(listener);
+                return Err(error);
+            }
+        }
         tracing::info!(node = %self.config.node, addr = %self.local_addr, "gRPC transport started");
         Ok(())
     }
@@ -118,19 +152,26 @@ impl Transport for GrpcTransport {
     fn send(&self, batch: MessageBatch) -> Result<(), TransportError> {
         match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
             Lifecycle::Running(running) => running.outbox.send(batch),
-            Lifecycle::Bound(_) | Lifecycle::Stopped => Err(TransportError::NotRunning),
+            Lifecycle::Bound(_) | Lifecycle::Failed => Err(TransportError::NotRunning),
         }
     }
 
+    /// Stop serving and sending: the server and the outbox workers end with the runtime (nothing
+    /// queued is sent afterwards); the listener stays bound for a later [`Transport::start`].
     fn stop(&self) {
         self.gate.close();
-        let previous =
-            std::mem::replace(&mut *self.state.write().unwrap_or_else(|p| p.into_inner()), Lifecycle::Stopped);
-        if let Lifecycle::Running(running) = previous {
-            let _ = running.shutdown.send(());
-            running.runtime.shutdown();
-            tracing::info!(node = %self.config.node, "gRPC transport stopped");
-        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *state = match std::mem::replace(&mut *state, Lifecycle::Failed) {
+            Lifecycle::Running(running) => {
+                let Running { runtime, outbox, shutdown, listener } = *running;
+                let _ = shutdown.send(());
+                drop(outbox);
+                runtime.shutdown();
+                tracing::info!(node = %self.config.node, "gRPC transport stopped");
+                Lifecycle::Bound(listener)
+            }
+            other => other,
+        };
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{RecordingSink, CLUSTER, SECRET};
+use kommander_core::hlc::MAX_PHYSICAL_MS;
 use kommander_core::transport::Transport;
 use kommander_core::{
     AppendResult, EntryKind, Envelope, LogEntry, MessageBatch, MessageLimits, NodeId, PartitionId, RaftMessage, Ticket,
@@ -288,9 +289,55 @@ fn rows() -> Vec<Row> {
                 with_message(b, RaftMessage::AppendResponse { term: 3, prev_log_index: 4, result })
             })
         }),
+        ("message term above max_term", Code::InvalidArgument, |h| {
+            h.mutated(|b| {
+                let vote =
+                    RaftMessage::VoteRequest { term: u64::MAX, last_log_index: 0, last_log_term: 0, pre_vote: false };
+                with_message(b, vote)
+            })
+        }),
+        ("entry and anchor terms above max_term", Code::InvalidArgument, |h| {
+            h.mutated(|b| {
+                let append = RaftMessage::AppendRequest {
+                    term: u64::MAX,
+                    prev_log_index: 4,
+                    prev_log_term: u64::MAX - 1,
+                    entries: vec![entry(5, u64::MAX)],
+                    leader_commit: 4,
+                };
+                with_message(b, append)
+            })
+        }),
+        ("append conflict anchored at u64::MAX", Code::InvalidArgument, |h| {
+            h.mutated(|b| {
+                let result = AppendResult::Conflict { hint_index: 1, hint_term: None };
+                with_message(b, RaftMessage::AppendResponse { term: 3, prev_log_index: u64::MAX, result })
+            })
+        }),
+        ("append conflict with an absurd hint term", Code::InvalidArgument, |h| {
+            h.mutated(|b| {
+                let result = AppendResult::Conflict { hint_index: 2, hint_term: Some(u64::MAX) };
+                with_message(b, RaftMessage::AppendResponse { term: 3, prev_log_index: 4, result })
+            })
+        }),
+        ("entry ticket beyond the year 3000", Code::InvalidArgument, |h| {
+            h.mutated(|b| {
+                let mut late = entry(5, 3);
+                late.ticket.physical_ms = MAX_PHYSICAL_MS + 1;
+                with_message(b, append(4, 2, vec![late]))
+            })
+        }),
         ("batch bytes above max_body_bytes", Code::ResourceExhausted, |h| h.body(vec![0; MAX_BODY + 1])),
         ("frame far above the decoding limit", Code::ResourceExhausted, |h| h.body(vec![0; 4 * MAX_BODY + 100_000])),
-        ("unknown partition", Code::NotFound, |h| h.mutated(|b| b.messages[1].partition = PartitionId(7))),
+        // Envelopes of unknown partitions are dropped without holding back the others (see
+        // `known_partitions_of_a_batch_are_delivered_despite_unknown_ones`); a batch of which nothing
+        // can be delivered is refused so the sender hears about it.
+        ("only unknown partitions", Code::NotFound, |h| {
+            h.mutated(|b| {
+                b.messages[0].partition = PartitionId(7);
+                b.messages[1].partition = PartitionId(8);
+            })
+        }),
     ]
 }
 
@@ -342,5 +389,22 @@ async fn hostile_frames_get_their_code_and_change_nothing() {
     assert_eq!(ack.into_inner().messages, 2);
     assert_eq!(sink.batches(), vec![valid_batch()]);
     assert_eq!(NetStats::get(&stats.frames_accepted), 1);
+    transport.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_partitions_of_a_batch_are_delivered_despite_unknown_ones() {
+    let transport = GrpcTransport::bind(GrpcConfig::new(LOCAL, CLUSTER, SECRET.to_vec())).unwrap();
+    let sink = RecordingSink::new(LOCAL, [1, 2, 3]);
+    transport.start(sink.clone()).unwrap();
+    let mut client = RaftTransportClient::connect(format!("http://{}", transport.local_addr())).await.unwrap();
+    let harness =
+        Harness { auth: ClusterAuth::new(CLUSTER, SECRET, WINDOW), nonces: NonceSource::new(), previous: None };
+    let mut batch = valid_batch();
+    batch.messages[1].partition = PartitionId(7);
+    client.deliver(harness.batch(&batch)).await.expect("the known part is accepted");
+    let delivered = sink.batches();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].messages, valid_batch().messages[..1].to_vec());
     transport.stop();
 }

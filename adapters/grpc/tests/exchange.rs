@@ -146,7 +146,7 @@ fn frames_with_a_wrong_secret_or_cluster_are_rejected() {
     receiver.start(sink.clone()).unwrap();
 
     let mut wrong_secret = config(1).with_peer(NodeId(2), uri(receiver.local_addr()));
-    wrong_secret.secret = b"guessed".to_vec();
+    wrong_secret.secret = b"guessed-secret".to_vec();
     let mut wrong_cluster = config(3).with_peer(NodeId(2), uri(receiver.local_addr()));
     wrong_cluster.cluster_id = "other-cluster".into();
     let intruders = [GrpcTransport::bind(wrong_secret).unwrap(), GrpcTransport::bind(wrong_cluster).unwrap()];
@@ -194,8 +194,79 @@ fn send_reports_unknown_peers_and_lifecycle_errors() {
 
     transport.stop();
     assert_eq!(transport.send(to_peer()), Err(TransportError::NotRunning));
-    assert!(matches!(transport.start(RecordingSink::new(NodeId(1), [1])), Err(TransportError::Setup(_))));
+    // A stopped transport can be started again (a restarted `RaftManager` reuses it).
+    transport.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+    assert_eq!(transport.send(to_peer()), Ok(()));
     transport.stop();
+    transport.stop();
+    assert_eq!(transport.send(to_peer()), Err(TransportError::NotRunning));
+}
+
+#[test]
+fn bind_refuses_empty_and_short_secrets() {
+    for secret in [&b""[..], b"1234567"] {
+        let mut config = config(1);
+        config.secret = secret.to_vec();
+        match GrpcTransport::bind(config) {
+            Err(TransportError::Setup(why)) => assert!(why.contains("secret"), "{why}"),
+            other => panic!("secret {secret:?} accepted: {other:?}"),
+        }
+    }
+    let mut config = config(1);
+    config.secret = b"12345678".to_vec();
+    assert!(GrpcTransport::bind(config).is_ok());
+}
+
+#[test]
+fn a_stopped_transport_restarts_on_the_same_address_and_exchanges_again() {
+    let receiver = GrpcTransport::bind(config(2)).unwrap();
+    let sender = GrpcTransport::bind(config(1).with_peer(NodeId(2), uri(receiver.local_addr()))).unwrap();
+    let addr = receiver.local_addr();
+    let to_receiver = |term| batch(NodeId(1), NodeId(2), vec![vote(1, NodeId(1), NodeId(2), term)]);
+
+    let first = RecordingSink::new(NodeId(2), [1]);
+    receiver.start(first.clone()).unwrap();
+    sender.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+    sender.send(to_receiver(1)).unwrap();
+    assert!(wait_until(WAIT, || first.message_count() == 1));
+
+    // Both sides stop and start again, like a restarted manager.
+    receiver.stop();
+    sender.stop();
+    assert_eq!(sender.send(to_receiver(2)), Err(TransportError::NotRunning));
+    let second = RecordingSink::new(NodeId(2), [1]);
+    receiver.start(second.clone()).unwrap();
+    sender.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+    assert_eq!(receiver.local_addr(), addr);
+    for term in 3..=5 {
+        sender.send(to_receiver(term)).unwrap();
+    }
+    assert!(wait_until(WAIT, || second.message_count() == 3), "got {}", second.message_count());
+    assert_eq!(terms(&second.envelopes_from(NodeId(1)), 1), vec![3, 4, 5]);
+    assert_eq!(first.message_count(), 1, "the first inbox gets nothing after the stop");
+    let stats = sender.stats();
+    assert!(wait_until(WAIT, || NetStats::get(&stats.batches_sent) == 4));
+}
+
+#[test]
+fn nothing_queued_before_stop_is_sent_after_it() {
+    // The receiver is bound but not serving: the sender's first frame hangs, the rest queue up.
+    let receiver = GrpcTransport::bind(config(2)).unwrap();
+    let mut sender_config = config(1).with_peer(NodeId(2), uri(receiver.local_addr()));
+    sender_config.outbox.max_messages_per_frame = 1;
+    sender_config.request_timeout = Duration::from_secs(30);
+    let sender = GrpcTransport::bind(sender_config).unwrap();
+    sender.start(RecordingSink::new(NodeId(1), [1])).unwrap();
+    for term in 1..=5 {
+        sender.send(batch(NodeId(1), NodeId(2), vec![vote(1, NodeId(1), NodeId(2), term)])).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    sender.stop();
+    let sink = RecordingSink::new(NodeId(2), [1]);
+    receiver.start(sink.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.message_count(), 0, "frames queued before stop were sent after it");
+    assert_eq!(NetStats::get(&sender.stats().frames_sent), 0);
 }
 
 #[test]
@@ -228,4 +299,75 @@ fn a_peer_that_never_answers_fills_its_queue() {
     assert_eq!(NetStats::get(&transport.stats().queue_full), 2);
     drop(transport);
     drop(silent);
+}
+
+/// Blocks the first delivery until released (a slow node holding its in-flight budget).
+struct StallingSink {
+    inner: std::sync::Arc<RecordingSink>,
+    stalled: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    entered: std::sync::atomic::AtomicBool,
+}
+
+impl StallingSink {
+    fn release(&self) {
+        *self.stalled.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+}
+
+impl kommander_core::InboundSink for StallingSink {
+    fn deliver(&self, batch: kommander_core::MessageBatch) -> Result<(), kommander_core::InboundRejection> {
+        if !self.entered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Hand this worker's other tasks to another thread while blocking, as a node doing
+            // slow work on its own threads would.
+            tokio::task::block_in_place(|| {
+                let stalled = self.stalled.lock().unwrap();
+                let _ = self.released.wait_timeout_while(stalled, WAIT, |stalled| *stalled).unwrap();
+            });
+        }
+        self.inner.deliver(batch)
+    }
+}
+
+#[test]
+fn frames_beyond_the_inflight_budget_are_refused_while_it_is_held() {
+    let mut receiver_config = config(2);
+    receiver_config.max_body_bytes = 64 * 1024;
+    receiver_config.max_inflight_bytes = 64 * 1024; // room for one frame at a time
+    receiver_config.request_timeout = Duration::from_secs(30);
+    let receiver = GrpcTransport::bind(receiver_config).unwrap();
+    let sink = std::sync::Arc::new(StallingSink {
+        inner: RecordingSink::new(NodeId(2), [1]),
+        stalled: std::sync::Mutex::new(true),
+        released: std::sync::Condvar::new(),
+        entered: Default::default(),
+    });
+    receiver.start(sink.clone()).unwrap();
+    let senders: Vec<GrpcTransport> = [1, 3]
+        .into_iter()
+        .map(|node| {
+            let mut config = config(node).with_peer(NodeId(2), uri(receiver.local_addr()));
+            config.request_timeout = Duration::from_secs(30);
+            GrpcTransport::bind(config).unwrap()
+        })
+        .collect();
+    for (sender, node) in senders.iter().zip([1, 3]) {
+        sender.start(RecordingSink::new(NodeId(node), [1])).unwrap();
+    }
+
+    let (n1, n2, n3) = (NodeId(1), NodeId(2), NodeId(3));
+    senders[0].send(batch(n1, n2, vec![vote(1, n1, n2, 1)])).unwrap();
+    assert!(wait_until(WAIT, || sink.entered.load(std::sync::atomic::Ordering::SeqCst)), "first frame delivered");
+    senders[1].send(batch(n3, n2, vec![vote(1, n3, n2, 1)])).unwrap();
+    let stats = receiver.stats();
+    assert!(wait_until(WAIT, || NetStats::get(&stats.rejected_overloaded) == 1), "second frame refused");
+    let second = senders[1].stats();
+    assert!(wait_until(WAIT, || NetStats::get(&second.frames_failed) == 1));
+    sink.release();
+    assert!(wait_until(WAIT, || sink.inner.message_count() == 1));
+    // With the budget free again, the refused sender's next frame goes through.
+    senders[1].send(batch(n3, n2, vec![vote(1, n3, n2, 2)])).unwrap();
+    assert!(wait_until(WAIT, || sink.inner.message_count() == 2));
+    assert_eq!(sink.inner.envelopes_from(n3).len(), 1);
 }

@@ -5,12 +5,19 @@
 //! sender. Senders draw nonces from a [`NonceSource`] (strictly increasing, seeded from the clock so
 //! a restarted sender continues above its previous values).
 //!
+//! A receiver records a sender's nonce only once the frame is known to be meant for it (see
+//! [`ClusterAuth::check`] and [`ClusterAuth::commit_nonce`]): a frame signed for another node, replayed
+//! here, cannot raise the bar for the sender's genuine frames to this node.
+//!
+//! Secrets shorter than [`MIN_SECRET_BYTES`] are refused by [`ClusterAuth::try_new`], which every
+//! transport uses; an empty key would let anyone sign frames.
+//!
 //! A receiver that restarts forgets the nonces it saw; a frame captured less than one window ago
 //! could then be replayed once. Raft tolerates duplicated and delayed messages, so that costs
 //! nothing in safety; the window bounds it.
 
 use hmac::{Hmac, Mac};
-use kommander_core::NodeId;
+use kommander_core::{NodeId, TransportError};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +27,24 @@ use thiserror::Error;
 
 /// Bytes of a signature.
 pub const SIGNATURE_LEN: usize = 32;
+
+/// The shortest cluster secret transports accept. Use far more in production (32 random bytes);
+/// this floor only refuses empty and trivially guessable keys.
+pub const MIN_SECRET_BYTES: usize = 8;
+
+/// Refuse secrets no transport should run with: empty, or shorter than [`MIN_SECRET_BYTES`].
+pub fn check_secret(secret: &[u8]) -> Result<(), TransportError> {
+    if secret.is_empty() {
+        return Err(TransportError::Setup("the cluster secret must not be empty".into()));
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(TransportError::Setup(format!(
+            "the cluster secret has {} bytes; at least {MIN_SECRET_BYTES} are required",
+            secret.len()
+        )));
+    }
+    Ok(())
+}
 
 const DOMAIN: &[u8] = b"kommander/frame/v1";
 
@@ -83,8 +108,15 @@ impl std::fmt::Debug for ClusterAuth {
 }
 
 impl ClusterAuth {
+    /// Auth for `cluster_id` with a shared `secret`, after [`check_secret`]. What transports use.
+    pub fn try_new(cluster_id: impl Into<String>, secret: &[u8], window: Duration) -> Result<Self, TransportError> {
+        check_secret(secret)?;
+        Ok(Self::new(cluster_id, secret, window))
+    }
+
     /// Auth for `cluster_id` with a shared `secret`, accepting timestamps within `window` of the
-    /// local clock (either direction).
+    /// local clock (either direction). Accepts any secret (tests sign with deliberately wrong
+    /// ones); transports use [`ClusterAuth::try_new`].
     pub fn new(cluster_id: impl Into<String>, secret: &[u8], window: Duration) -> Self {
         ClusterAuth {
             cluster_id: cluster_id.into(),
@@ -118,16 +150,37 @@ impl ClusterAuth {
         self.mac(header, body).finalize().into_bytes().into()
     }
 
-    /// Authenticate a received frame at local time `now_ms`, recording its nonce on success.
+    /// Authenticate a received frame at local time `now_ms`, recording its nonce on success
+    /// ([`ClusterAuth::check`] then [`ClusterAuth::commit_nonce`]).
     pub fn verify(&self, header: &FrameHeader, body: &[u8], signature: &[u8], now_ms: u64) -> Result<(), AuthError> {
+        self.check(header, body, signature, now_ms)?;
+        self.commit_nonce(header)
+    }
+
+    /// Authenticate a received frame at local time `now_ms` without recording anything: cluster id,
+    /// signature, timestamp window, and that the nonce is above the highest one recorded for the
+    /// sender. Follow with [`ClusterAuth::commit_nonce`] once the frame is known to be for this
+    /// node.
+    pub fn check(&self, header: &FrameHeader, body: &[u8], signature: &[u8], now_ms: u64) -> Result<(), AuthError> {
         if header.cluster_id != self.cluster_id {
             return Err(AuthError::WrongCluster(header.cluster_id.clone()));
         }
         self.mac(header, body).verify_slice(signature).map_err(|_| AuthError::BadSignature)?;
-        let window = self.window.as_millis() as u64;
+        let window = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
         if header.timestamp_ms.abs_diff(now_ms) > window {
             return Err(AuthError::Expired { timestamp_ms: header.timestamp_ms, now_ms });
         }
+        let last = self.last_nonce.lock().unwrap_or_else(|p| p.into_inner());
+        if header.nonce <= last.get(&header.from).copied().unwrap_or(0) {
+            return Err(AuthError::Replayed { from: header.from, nonce: header.nonce });
+        }
+        Ok(())
+    }
+
+    /// Record the nonce of a frame [`ClusterAuth::check`] accepted. Fails with
+    /// [`AuthError::Replayed`] if the sender's nonce was raised to or above it meanwhile (the same
+    /// frame arriving twice concurrently is accepted once).
+    pub fn commit_nonce(&self, header: &FrameHeader) -> Result<(), AuthError> {
         let mut last = self.last_nonce.lock().unwrap_or_else(|p| p.into_inner());
         let seen = last.entry(header.from).or_insert(0);
         if header.nonce <= *seen {
@@ -209,6 +262,31 @@ mod tests {
         other_cluster.cluster_id = "c2".into();
         let sig = auth.sign(&other_cluster, b"body");
         assert!(matches!(auth.verify(&other_cluster, b"body", &sig, 10_000), Err(AuthError::WrongCluster(_))));
+    }
+
+    #[test]
+    fn check_records_nothing_until_the_nonce_is_committed() {
+        let auth = ClusterAuth::new("c1", b"secret", Duration::from_secs(30));
+        let sig = auth.sign(&header(5), b"body");
+        assert_eq!(auth.check(&header(5), b"body", &sig, 10_000), Ok(()));
+        assert_eq!(auth.check(&header(5), b"body", &sig, 10_000), Ok(()));
+        assert_eq!(auth.commit_nonce(&header(5)), Ok(()));
+        assert!(matches!(auth.check(&header(5), b"body", &sig, 10_000), Err(AuthError::Replayed { .. })));
+        assert!(matches!(auth.commit_nonce(&header(5)), Err(AuthError::Replayed { .. })));
+        assert!(matches!(auth.commit_nonce(&header(4)), Err(AuthError::Replayed { .. })));
+    }
+
+    #[test]
+    fn empty_and_short_secrets_are_refused() {
+        for secret in [&b""[..], b"1234567"] {
+            let result = ClusterAuth::try_new("c1", secret, Duration::from_secs(30));
+            assert!(matches!(result, Err(TransportError::Setup(_))), "{secret:?}");
+        }
+        let Err(TransportError::Setup(why)) = check_secret(b"") else { panic!("empty secret accepted") };
+        assert!(why.contains("empty"), "{why}");
+        let Err(TransportError::Setup(why)) = check_secret(b"short") else { panic!("short secret accepted") };
+        assert!(why.contains("at least 8"), "{why}");
+        assert!(ClusterAuth::try_new("c1", b"12345678", Duration::from_secs(30)).is_ok());
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! Exponential back-off with jitter for reconnecting to a peer.
+//! Exponential back-off with jitter for reconnecting to a peer. The first pause is at least
+//! [`MIN_BACKOFF`] whatever the configuration, so a failing peer is never retried in a busy loop.
 
 use std::time::Duration;
+
+/// The shortest first pause: a configured `min` below it (including zero) is raised to it.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(1);
 
 /// Back-off state of one peer.
 #[derive(Clone, Debug)]
@@ -12,9 +16,11 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Start at `min`, double per failure up to `max`.
+    /// Start at `min` (at least [`MIN_BACKOFF`]), double per failure up to `max` (at least the
+    /// start).
     pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
-        Backoff { min, max, current: Duration::ZERO, seed: seed | 1 }
+        let min = min.max(MIN_BACKOFF);
+        Backoff { min, max: max.max(min), current: Duration::ZERO, seed: seed | 1 }
     }
 
     /// The pause after one more failure (with up to 25 % jitter).
@@ -51,5 +57,17 @@ mod tests {
         b.reset();
         assert!(!b.is_backing_off());
         assert!(b.next_delay() < Duration::from_millis(13));
+    }
+
+    #[test]
+    fn a_zero_minimum_is_raised_to_one_millisecond() {
+        let mut b = Backoff::new(Duration::ZERO, Duration::ZERO, 7);
+        let delays: Vec<_> = (0..4).map(|_| b.next_delay()).collect();
+        for delay in delays {
+            assert!(delay >= MIN_BACKOFF && delay <= MIN_BACKOFF * 2, "{delay:?}");
+        }
+        assert!(b.is_backing_off());
+        let mut b = Backoff::new(Duration::from_micros(10), Duration::from_millis(4), 7);
+        assert!(b.next_delay() >= MIN_BACKOFF);
     }
 }

@@ -1,19 +1,49 @@
 //! Outbound queues: one bounded queue and one worker task per peer. `send` never blocks: it
-//! enqueues or fails with [`TransportError::QueueFull`]. Each worker takes everything queued for its
-//! peer — batches of every partition — merges it into one frame (up to a message limit), sends it and
-//! waits for the answer before the next frame, so frames to a peer stay in order. After a failure
-//! the worker backs off exponentially; the batches of the failed frame are dropped (Raft
-//! retransmits), and other peers are unaffected.
+//! enqueues or fails with [`TransportError::QueueFull`]. Each worker takes what is queued for its
+//! peer — batches of every partition — merges it into one frame (up to a message limit and an
+//! estimated byte size, see [`estimated_bytes`]), sends it and waits for the answer before the next
+//! frame, so frames to a peer stay in order. A single batch above the byte limit still goes out,
+//! alone: the receiver judges it. After a failure the worker backs off exponentially; the batches
+//! of the failed frame are dropped (Raft retransmits), and other peers are unaffected.
+//!
+//! Dropping the [`Outbox`] (what a transport's `stop` does) aborts its workers: nothing queued
+//! before is sent afterwards, and a restarted transport's new workers never race old ones.
 
 use crate::backoff::Backoff;
 use crate::stats::NetStats;
-use kommander_core::{MessageBatch, NodeId, TransportError};
+use kommander_core::{MessageBatch, NodeId, RaftMessage, TransportError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Estimated encoded bytes of a frame beyond its messages (cluster id excluded).
+const FRAME_OVERHEAD_BYTES: usize = 64;
+/// Estimated encoded bytes of one envelope beyond its entries.
+const MESSAGE_OVERHEAD_BYTES: usize = 64;
+/// Estimated encoded bytes of one entry beyond its payload and log type.
+const ENTRY_OVERHEAD_BYTES: usize = 48;
+
+/// A generous estimate of `batch`'s encoded size in either transport's wire format: a fixed
+/// overhead per frame, envelope and entry, plus the cluster id, payload and log type bytes.
+pub fn estimated_bytes(batch: &MessageBatch) -> usize {
+    FRAME_OVERHEAD_BYTES.saturating_add(batch.cluster_id.len()).saturating_add(messages_bytes(batch))
+}
+
+fn messages_bytes(batch: &MessageBatch) -> usize {
+    batch.messages.iter().fold(0usize, |total, envelope| {
+        let entries = match &envelope.message {
+            RaftMessage::AppendRequest { entries, .. } => entries.iter().fold(0usize, |sum, entry| {
+                sum.saturating_add(ENTRY_OVERHEAD_BYTES + entry.payload.len() + entry.log_type.len())
+            }),
+            _ => 0,
+        };
+        total.saturating_add(MESSAGE_OVERHEAD_BYTES).saturating_add(entries)
+    })
+}
 
 /// Sends one merged batch to a peer over a concrete protocol.
 pub trait PeerSender: Send + Sync + 'static {
@@ -28,6 +58,9 @@ pub struct OutboxConfig {
     pub queue_capacity: usize,
     /// Messages merged into one frame at most.
     pub max_messages_per_frame: usize,
+    /// Estimated bytes ([`estimated_bytes`]) merged into one frame at most. Keep it well below the
+    /// receivers' body limit. A single batch above it is still sent, alone.
+    pub max_frame_bytes: usize,
     /// First pause after a failed frame.
     pub backoff_min: Duration,
     /// Longest pause between attempts.
@@ -39,17 +72,19 @@ impl Default for OutboxConfig {
         OutboxConfig {
             queue_capacity: 4096,
             max_messages_per_frame: 8192,
+            max_frame_bytes: crate::DEFAULT_MAX_FRAME_BYTES,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
         }
     }
 }
 
-/// The per-peer queues of one node.
+/// The per-peer queues of one node. Dropping it aborts the workers (see the module docs).
 #[derive(Debug)]
 pub struct Outbox {
     local: NodeId,
     queues: HashMap<NodeId, mpsc::Sender<MessageBatch>>,
+    workers: Vec<JoinHandle<()>>,
     stats: Arc<NetStats>,
 }
 
@@ -64,6 +99,7 @@ impl Outbox {
         stats: Arc<NetStats>,
     ) -> Self {
         let mut queues = HashMap::new();
+        let mut workers = Vec::new();
         for peer in peers.into_iter().filter(|&p| p != local) {
             let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
             let worker = PeerWorker {
@@ -72,12 +108,13 @@ impl Outbox {
                 sender: sender.clone(),
                 stats: stats.clone(),
                 max_messages: config.max_messages_per_frame.max(1),
+                max_bytes: config.max_frame_bytes.max(1),
                 backoff: Backoff::new(config.backoff_min, config.backoff_max, local.0 ^ (peer.0 << 32)),
             };
-            handle.spawn(worker.run());
+            workers.push(handle.spawn(worker.run()));
             queues.insert(peer, tx);
         }
-        Outbox { local, queues, stats }
+        Outbox { local, queues, workers, stats }
     }
 
     /// Enqueue `batch` for `batch.to`.
@@ -105,12 +142,21 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
+}
+
 struct PeerWorker<S> {
     peer: NodeId,
     rx: mpsc::Receiver<MessageBatch>,
     sender: Arc<S>,
     stats: Arc<NetStats>,
     max_messages: usize,
+    max_bytes: usize,
     backoff: Backoff,
 }
 
@@ -147,18 +193,158 @@ impl<S: PeerSender> PeerWorker<S> {
         }
     }
 
-    /// Merge `first` with whatever is queued, up to the message limit. Returns the frame, how many
-    /// batches it holds, and a batch that did not fit.
+    /// Merge `first` with whatever is queued, up to the message and byte limits. Returns the frame,
+    /// how many batches it holds, and a batch that did not fit.
     fn merge(&mut self, mut frame: MessageBatch) -> (MessageBatch, u64, Option<MessageBatch>) {
         let mut batches = 1;
-        while frame.messages.len() < self.max_messages {
+        let mut bytes = estimated_bytes(&frame);
+        while frame.messages.len() < self.max_messages && bytes < self.max_bytes {
             let Ok(next) = self.rx.try_recv() else { break };
-            if frame.messages.len() + next.messages.len() > self.max_messages {
+            let next_bytes = messages_bytes(&next);
+            if frame.messages.len() + next.messages.len() > self.max_messages
+                || bytes.saturating_add(next_bytes) > self.max_bytes
+            {
                 return (frame, batches, Some(next));
             }
             frame.messages.extend(next.messages);
+            bytes += next_bytes;
             batches += 1;
         }
         (frame, batches, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kommander_core::{EntryKind, Envelope, LogEntry, PartitionId, Ticket};
+    use std::sync::Mutex;
+    use tokio::sync::Semaphore;
+
+    fn append(payload_bytes: usize) -> MessageBatch {
+        let entry = LogEntry {
+            index: 1,
+            term: 1,
+            kind: EntryKind::Application { auto_commit: true },
+            log_type: "kv".into(),
+            payload: vec![7; payload_bytes],
+            ticket: Ticket::default(),
+        };
+        let message = RaftMessage::AppendRequest {
+            term: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![entry],
+            leader_commit: 0,
+        };
+        let envelope = Envelope { partition: PartitionId(1), from: NodeId(1), to: NodeId(2), message };
+        MessageBatch { cluster_id: "c".into(), from: NodeId(1), to: NodeId(2), messages: vec![envelope] }
+    }
+
+    fn worker(max_messages: usize, max_bytes: usize, queued: Vec<MessageBatch>) -> PeerWorker<Recorder> {
+        let (tx, rx) = mpsc::channel(queued.len().max(1));
+        for batch in queued {
+            tx.try_send(batch).unwrap();
+        }
+        PeerWorker {
+            peer: NodeId(2),
+            rx,
+            sender: Arc::new(Recorder::default()),
+            stats: Arc::default(),
+            max_messages,
+            max_bytes,
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1), 1),
+        }
+    }
+
+    /// Merge everything queued the way `run` does; the sizes (payload bytes) of each frame.
+    fn frames(worker: &mut PeerWorker<Recorder>, first: MessageBatch) -> Vec<Vec<usize>> {
+        let mut frames = Vec::new();
+        let mut next = Some(first);
+        while let Some(batch) = next.take().or_else(|| worker.rx.try_recv().ok()) {
+            let (frame, batches, rest) = worker.merge(batch);
+            assert_eq!(batches as usize, frame.messages.len());
+            frames.push(frame.messages.iter().map(|e| payload_of(&e.message)).collect());
+            next = rest;
+        }
+        frames
+    }
+
+    fn payload_of(message: &RaftMessage) -> usize {
+        match message {
+            RaftMessage::AppendRequest { entries, .. } => entries[0].payload.len(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn estimates_cover_payloads_log_types_and_overheads() {
+        let one = estimated_bytes(&append(1_000));
+        assert!(one > 1_000 + 2, "{one}");
+        assert!(one < 1_000 + 512, "{one}");
+        let mut two = append(1_000);
+        two.messages.extend(append(3_000).messages);
+        assert_eq!(estimated_bytes(&two), one + messages_bytes(&append(3_000)));
+        assert!(messages_bytes(&append(3_000)) >= 3_000 + 2);
+    }
+
+    #[test]
+    fn frames_are_merged_up_to_the_byte_limit() {
+        let limit = 2 * estimated_bytes(&append(1_000));
+        let queued = vec![append(1_000), append(1_000), append(500), append(10_000), append(1_000)];
+        let mut worker = worker(100, limit, queued);
+        let frames = frames(&mut worker, append(1_000));
+        // Two 1000-byte batches fill a frame; the one too large for any frame goes out alone.
+        assert_eq!(frames, vec![vec![1_000, 1_000], vec![1_000, 500], vec![10_000], vec![1_000]]);
+        for frame in &frames[..2] {
+            assert!(frame.len() <= 2);
+        }
+    }
+
+    #[test]
+    fn the_message_limit_still_applies() {
+        let queued = (0..5).map(|_| append(10)).collect();
+        let mut worker = worker(2, usize::MAX, queued);
+        assert_eq!(frames(&mut worker, append(10)), vec![vec![10, 10], vec![10, 10], vec![10, 10]]);
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        frames: Mutex<Vec<MessageBatch>>,
+        /// Each frame takes one permit before it is "sent".
+        gate: Option<Arc<Semaphore>>,
+    }
+
+    impl PeerSender for Recorder {
+        async fn send_frame(&self, _peer: NodeId, batch: MessageBatch) -> Result<(), String> {
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.map_err(|e| e.to_string())?.forget();
+            }
+            self.frames.lock().unwrap().push(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_sent_after_the_outbox_is_dropped() {
+        let gate = Arc::new(Semaphore::new(0));
+        let sender = Arc::new(Recorder { frames: Mutex::default(), gate: Some(gate.clone()) });
+        let stats = Arc::new(NetStats::default());
+        let config = OutboxConfig { max_messages_per_frame: 1, ..OutboxConfig::default() };
+        let outbox = Outbox::start(&Handle::current(), NodeId(1), [NodeId(2)], &config, sender.clone(), stats);
+        for _ in 0..3 {
+            outbox.send(append(10)).unwrap();
+        }
+        // The worker holds the first frame (waiting on the gate) with two more queued behind it.
+        gate.add_permits(1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sender.frames.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the first frame never went out");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(outbox);
+        gate.add_permits(10);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sender.frames.lock().unwrap().len(), 1, "frames were sent after the outbox was dropped");
     }
 }

@@ -19,6 +19,8 @@ pub struct NetStats {
     pub rejected_auth: AtomicU64,
     /// Inbound frames rejected as malformed, oversized or invalid.
     pub rejected_invalid: AtomicU64,
+    /// Inbound frames refused because the in-flight byte budget had no room.
+    pub rejected_overloaded: AtomicU64,
 }
 
 impl NetStats {

@@ -32,7 +32,8 @@ impl RestPeerSender {
             .iter()
             .map(|(node, base)| (*node, format!("{}{}", base.trim_end_matches('/'), BATCH_PATH)))
             .collect();
-        let auth = ClusterAuth::new(config.cluster_id.clone(), &config.secret, config.replay_window);
+        let auth = ClusterAuth::try_new(config.cluster_id.clone(), &config.secret, config.replay_window)
+            .map_err(|e| e.to_string())?;
         Ok(RestPeerSender { client, urls, auth, nonces: NonceSource::new() })
     }
 }

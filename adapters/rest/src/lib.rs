@@ -7,6 +7,14 @@
 //!   peer from `kommander-net`'s outbox, which merges the batches of all partitions into one request.
 //! * Every request is authenticated (cluster id + HMAC-SHA256 with timestamp and nonce) and checked
 //!   by `kommander-net`'s inbound gate; failures get a 4xx and change nothing.
+//! * Memory: a body is at most [`RestConfig::max_body_bytes`] (default
+//!   [`kommander_net::DEFAULT_MAX_BODY_BYTES`], 413 above, refused from its `Content-Length` before
+//!   it is read), and the bodies of all requests being read or handled at once share an in-flight
+//!   budget of [`RestConfig::max_inflight_bytes`] (default
+//!   [`kommander_net::DEFAULT_MAX_INFLIGHT_BYTES`]) reserved before reading; a request that finds
+//!   no room within [`kommander_net::DEFAULT_BUDGET_WAIT`] gets 503.
+//! * [`Transport::stop`] aborts the outbound workers (nothing queued is sent afterwards);
+//!   [`Transport::start`] after a stop starts fresh ones.
 
 #![warn(missing_docs)]
 
@@ -17,6 +25,7 @@ pub mod wire;
 use kommander_core::transport::{InboundSink, Transport, TransportError};
 use kommander_core::{MessageBatch, NodeId};
 use kommander_net::{ClusterAuth, InboundGate, NetRuntime, NetStats, Outbox, OutboxConfig};
+use kommander_net::{DEFAULT_BUDGET_WAIT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +39,16 @@ pub struct RestConfig {
     pub node: NodeId,
     /// Cluster identity, checked on every request.
     pub cluster_id: String,
-    /// Shared secret of the cluster (HMAC key).
+    /// Shared secret of the cluster (HMAC key; at least [`kommander_net::MIN_SECRET_BYTES`]).
     pub secret: Vec<u8>,
     /// Base URL of every peer, e.g. `http://127.0.0.1:7002`.
     pub peers: BTreeMap<NodeId, String>,
-    /// Largest request body accepted (413 above).
+    /// Largest request body accepted (413 above). Default
+    /// [`kommander_net::DEFAULT_MAX_BODY_BYTES`] (8 MiB + 256 KiB: one largest entry).
     pub max_body_bytes: usize,
+    /// Bytes of all request bodies being read or handled at once (503 when exhausted). Default
+    /// [`kommander_net::DEFAULT_MAX_INFLIGHT_BYTES`].
+    pub max_inflight_bytes: usize,
     /// Timeout of one request to a peer.
     pub request_timeout: Duration,
     /// Timeout of establishing a connection to a peer.
@@ -47,14 +60,16 @@ pub struct RestConfig {
 }
 
 impl RestConfig {
-    /// Defaults for `node` of `cluster_id` with `secret` and no peers.
+    /// Defaults for `node` of `cluster_id` with `secret` and no peers. The secret is checked by
+    /// [`RestTransport::new`].
     pub fn new(node: NodeId, cluster_id: impl Into<String>, secret: impl Into<Vec<u8>>) -> Self {
         RestConfig {
             node,
             cluster_id: cluster_id.into(),
             secret: secret.into(),
             peers: BTreeMap::new(),
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
             replay_window: Duration::from_secs(30),
@@ -86,14 +101,14 @@ struct Inner {
 }
 
 impl RestTransport {
-    /// Create the transport (nothing is sent or accepted until [`Transport::start`]).
+    /// Create the transport (nothing is sent or accepted until [`Transport::start`]). Fails with
+    /// [`TransportError::Setup`] for a secret shorter than [`kommander_net::MIN_SECRET_BYTES`].
     pub fn new(config: RestConfig) -> Result<Self, TransportError> {
-        if config.secret.is_empty() {
-            return Err(TransportError::Setup("the cluster secret must not be empty".into()));
-        }
         let stats = Arc::new(NetStats::default());
-        let auth = ClusterAuth::new(config.cluster_id.clone(), &config.secret, config.replay_window);
-        let gate = Arc::new(InboundGate::new(config.node, auth, config.max_body_bytes, stats.clone()));
+        let auth = ClusterAuth::try_new(config.cluster_id.clone(), &config.secret, config.replay_window)?;
+        let gate = InboundGate::new(config.node, auth, config.max_body_bytes, stats.clone())
+            .with_inflight_budget(config.max_inflight_bytes, DEFAULT_BUDGET_WAIT);
+        let gate = Arc::new(gate);
         let sender = Arc::new(client::RestPeerSender::new(&config).map_err(TransportError::Setup)?);
         let runtime = NetRuntime::new(&format!("kommander-rest-{}", config.node.0), 1)
             .map_err(|e| TransportError::Setup(e.to_string()))?;
@@ -142,8 +157,10 @@ impl Transport for RestTransport {
         outbox.as_ref().ok_or(TransportError::NotRunning)?.send(batch)
     }
 
+    /// Stop accepting and sending: the outbound workers are aborted (dropping the outbox), so
+    /// nothing queued before is sent afterwards. [`Transport::start`] may be called again.
     fn stop(&self) {
         self.inner.gate.close();
-        self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }

@@ -1,7 +1,12 @@
 //! The server side: the actix-web route that receives batches, and a standalone server helper.
+//!
+//! The route checks the auth headers' shape and the content type, then reserves the body's
+//! `Content-Length` (the largest body when it is not given) in the gate's in-flight budget *before*
+//! reading the body, reads at most that many bytes, and hands the frame to the gate. A declared
+//! length above the body limit is refused (413) without reading anything.
 
 use crate::wire::{self, H_CLUSTER, H_FROM, H_NONCE, H_SIGNATURE, H_TIMESTAMP, H_TO};
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
 use kommander_core::NodeId;
@@ -15,13 +20,7 @@ pub const BATCH_PATH: &str = "/kommander/v1/batch";
 
 /// Mount the batch route for `gate` (what [`crate::RestTransport::routes`] returns).
 pub fn configure(cfg: &mut web::ServiceConfig, gate: Arc<InboundGate>) {
-    let limit = gate.max_body_bytes();
-    cfg.service(
-        web::resource(BATCH_PATH)
-            .app_data(web::PayloadConfig::new(limit))
-            .app_data(web::Data::from(gate))
-            .route(web::post().to(receive)),
-    );
+    cfg.service(web::resource(BATCH_PATH).app_data(web::Data::from(gate)).route(web::post().to(receive)));
 }
 
 /// Run a standalone HTTP server with only the transport route on `listener` (bind it to a
@@ -60,7 +59,12 @@ fn error_response(error: &InboundError) -> HttpResponse {
     HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(error.to_string())
 }
 
-async fn receive(gate: web::Data<InboundGate>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+/// The declared body length; `None` when absent or unreadable (then the largest body is assumed).
+fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn receive(gate: web::Data<InboundGate>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let (header, signature) = match frame_header(&req) {
         Ok(parsed) => parsed,
         Err(auth) => {
@@ -73,6 +77,24 @@ async fn receive(gate: web::Data<InboundGate>, req: HttpRequest, body: web::Byte
     if content_type != wire::CONTENT_TYPE {
         return HttpResponse::UnsupportedMediaType().body(format!("content type must be {}", wire::CONTENT_TYPE));
     }
+    let expected = content_length(&req).unwrap_or_else(|| gate.max_body_bytes());
+    let _permit = match gate.reserve(expected).await {
+        Ok(permit) => permit,
+        Err(error) => return error_response(&error),
+    };
+    let body = match payload.to_bytes_limited(expected).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let error = InboundError::Malformed(format!("reading the body failed: {error}"));
+            gate.count_rejection(&error);
+            return error_response(&error);
+        }
+        Err(_) => {
+            let error = InboundError::TooLarge { size: expected.saturating_add(1), limit: expected };
+            gate.count_rejection(&error);
+            return error_response(&error);
+        }
+    };
     match gate.accept(&header, &signature, &body, wire::decode_batch) {
         Ok(messages) => HttpResponse::Ok().content_type("text/plain").body(messages.to_string()),
         Err(error) => error_response(&error),

@@ -6,6 +6,7 @@
 
 mod support;
 
+use kommander_core::hlc::MAX_PHYSICAL_MS;
 use kommander_core::{
     AppendResult, EntryKind, Envelope, LogEntry, MessageBatch, NodeId, PartitionId, RaftMessage, Ticket,
 };
@@ -130,9 +131,28 @@ fn table(s: &Signer) -> Vec<(&'static str, RawRequest, u16)> {
         result: AppendResult::Success { match_index: u64::MAX },
     };
     rows.push(("append response matching u64::MAX", s.valid(&one(1, bad_response)), 400));
-    let mut unknown_later = one(1, vote(1_000));
-    unknown_later.messages.push(envelope(42, vote(1_000)));
-    rows.push(("valid message followed by an unknown partition", s.valid(&unknown_later), 404));
+    let response = |prev_log_index, result| RaftMessage::AppendResponse { term: 1_000, prev_log_index, result };
+    let conflict_at_max = response(u64::MAX, AppendResult::Conflict { hint_index: 1, hint_term: None });
+    rows.push(("append conflict anchored at u64::MAX", s.valid(&one(1, conflict_at_max)), 400));
+    let absurd_hint = response(4, AppendResult::Conflict { hint_index: 2, hint_term: Some(u64::MAX) });
+    rows.push(("append conflict with an absurd hint term", s.valid(&one(1, absurd_hint)), 400));
+    rows.push(("message term above max_term", s.valid(&one(1, vote(u64::MAX))), 400));
+    let absurd_entries = RaftMessage::AppendRequest {
+        term: u64::MAX,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![entry(1, u64::MAX)],
+        leader_commit: 0,
+    };
+    rows.push(("entry term above max_term", s.valid(&one(1, absurd_entries)), 400));
+    let mut late = entry(1, 1);
+    late.ticket.physical_ms = MAX_PHYSICAL_MS + 1;
+    rows.push(("entry ticket beyond the year 3000", s.valid(&one(1, append(1_000, 0, 0, vec![late]))), 400));
+    // A batch of which nothing can be delivered is refused; known partitions are never held back
+    // by unknown ones (`known_partitions_are_delivered_despite_unknown_ones`).
+    let mut only_unknown = one(41, vote(1_000));
+    only_unknown.messages.push(envelope(42, vote(1_000)));
+    rows.push(("two unknown partitions", s.valid(&only_unknown), 404));
     rows
 }
 
@@ -192,4 +212,91 @@ async fn unknown_headers_do_not_matter_but_the_cluster_header_does() {
     let (status, _) = signer.valid(&batch).set(H_TIMESTAMP, "-5").send(&client, &node.url).await;
     assert_eq!(status, 401);
     node.stop().await;
+}
+
+#[actix_rt::test]
+async fn known_partitions_are_delivered_despite_unknown_ones() {
+    let node = Node::start().await;
+    let client = reqwest::Client::new();
+    let signer = Signer::new();
+    let router = node.manager.inbound_router().expect("router");
+    let before = node.state();
+
+    // A heartbeat of node 2 for partition 1 at term 1000, next to a message for partition 42,
+    // which this node does not host.
+    let mut mixed = one(1, append(1_000, 0, 0, vec![]));
+    mixed.messages.push(envelope(42, vote(1_000)));
+    let (status, body) = signer.valid(&mixed).send(&client, &node.url).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("p1 to adopt term 1000", Duration::from_secs(5), || {
+        node.manager.status(PartitionId(1)).map(|s| s.term) == Ok(1_000)
+    })
+    .await;
+    assert_eq!(router.dropped_messages.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let (partitions, accepted) = node.state();
+    assert_eq!(accepted, before.1 + 1);
+    assert_eq!(partitions[2], before.0[2], "partition 2 untouched");
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_declared_body_above_the_limit_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start().await;
+    let signer = Signer::new();
+    let request = signer.valid(&batch_of(vec![]));
+    let mut head = format!("POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n", node.path(), 1u64 << 40);
+    for (name, value) in &request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    // Headers only: the 1 TiB body never comes, and the answer must not wait for it.
+    let mut stream = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await.expect("answered");
+    let answer = String::from_utf8_lossy(&answer[..read.unwrap()]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn bodies_beyond_the_inflight_budget_get_503_until_room_frees_up() {
+    use tokio::io::AsyncWriteExt;
+    // Room for exactly one largest body in flight.
+    let node = Node::start_with(|config| config.max_inflight_bytes = MAX_BODY).await;
+    let client = reqwest::Client::new();
+    let signer = Signer::new();
+
+    // A request that declares a largest body and then stalls holds the whole budget.
+    let stalled = signer.valid(&batch_of(vec![]));
+    let mut head = format!("POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: {MAX_BODY}\r\n", node.path());
+    for (name, value) in &stalled.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[0x90; 16]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (status, body) = signer.valid(&batch_of(vec![])).send(&client, &node.url).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(node.transport.stats().rejected_overloaded.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    // The stalled client goes away: its reservation is released and requests pass again.
+    drop(stream);
+    eventually_async(Duration::from_secs(5), || async {
+        signer.valid(&batch_of(vec![])).send(&client, &node.url).await.0 == 200
+    })
+    .await;
+    node.stop().await;
+}
+
+async fn eventually_async<F: std::future::Future<Output = bool>>(timeout: Duration, mut probe: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !probe().await {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Applier {
     pub(crate) resolved: HashMap<Ticket, TicketOutcome>,
     /// Clients waiting for the entry at an index to be applied.
     pub(crate) waiters: BTreeMap<LogIndex, Vec<Waiter>>,
+    /// The partition generation: the highest applied [`EntryKind::Fence`].
+    pub(crate) generation: u64,
 }
 
 impl Applier {
@@ -45,10 +47,18 @@ impl Applier {
         deliveries: &mut Vec<Delivery>,
         replies: &mut Vec<ClientReply>,
     ) {
+        let mut moved = None;
         match entry.kind {
             EntryKind::Application { auto_commit: true } => {
                 deliveries.push(Delivery { entry: entry.clone(), released_at: entry.index, restored })
             }
+            EntryKind::Guarded { generation } if generation >= self.generation => {
+                deliveries.push(Delivery { entry: entry.clone(), released_at: entry.index, restored })
+            }
+            EntryKind::Guarded { generation } => {
+                moved = Some(ProposeError::PartitionMoved { expected: generation, current: self.generation })
+            }
+            EntryKind::Fence { generation } => self.generation = self.generation.max(generation),
             EntryKind::Application { auto_commit: false } => {
                 if !self.resolved.contains_key(&entry.ticket) {
                     self.held.entry(entry.ticket).or_default().push(entry.clone());
@@ -74,17 +84,19 @@ impl Applier {
                 }
             }
         }
-        self.answer_waiters(entry, replies);
+        self.answer_waiters(entry, moved, replies);
     }
 
-    fn answer_waiters(&mut self, entry: &LogEntry, replies: &mut Vec<ClientReply>) {
+    fn answer_waiters(&mut self, entry: &LogEntry, moved: Option<ProposeError>, replies: &mut Vec<ClientReply>) {
         let Some(waiters) = self.waiters.remove(&entry.index) else { return };
         for waiter in waiters {
             let same = waiter.term == entry.term && waiter.ticket == entry.ticket;
             replies.push(match waiter.wait {
                 WaitFor::Proposal { first_index } => ClientReply::Proposal {
                     ticket: waiter.ticket,
-                    result: if same {
+                    result: if let (true, Some(moved)) = (same, &moved) {
+                        Err(moved.clone())
+                    } else if same {
                         Ok(ProposalCommitted { ticket: waiter.ticket, first_index, last_index: entry.index })
                     } else {
                         Err(ProposeError::Superseded { index: entry.index })

@@ -44,19 +44,32 @@ impl PartitionStateMachine {
         active >= self.quorum()
     }
 
+    /// The term a new election would run in, or `None` (after logging why) when the term space is
+    /// exhausted: a replica at `u64::MAX` refuses to campaign rather than wrap around to term 0.
+    /// Inbound validation keeps peers' terms far below that, so only corrupt local state gets here.
+    fn next_campaign_term(&mut self) -> Option<Term> {
+        let next = self.term.checked_add(1);
+        if next.is_none() {
+            tracing::error!(partition = %self.config.partition, node = %self.config.node, term = self.term,
+                "term space exhausted; refusing to campaign");
+            self.reset_election_timer();
+        }
+        next
+    }
+
     /// Start a pre-vote round for `term + 1` without changing any durable state.
     pub(super) fn start_pre_vote(&mut self) {
         if self.config.voters.len() == 1 {
             self.start_election();
             return;
         }
+        let Some(term) = self.next_campaign_term() else { return };
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
         self.votes.insert(self.config.node, true);
         self.reset_election_timer();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let term = self.term + 1;
         let peers: Vec<NodeId> = self.peers().collect();
         for peer in peers {
             self.send(peer, RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: true });
@@ -66,7 +79,7 @@ impl PartitionStateMachine {
 
     /// Become candidate in a new term, vote for ourselves and ask for votes once that is durable.
     fn start_election(&mut self) {
-        let term = self.term + 1;
+        let Some(term) = self.next_campaign_term() else { return };
         self.set_term(term);
         self.voted_for = Some(self.config.node);
         self.hard_state_dirty = true;
@@ -144,7 +157,8 @@ impl PartitionStateMachine {
 
     pub(super) fn handle_vote_response(&mut self, from: NodeId, term: Term, granted: bool, pre_vote: bool) {
         let expected_role = if pre_vote { Role::PreCandidate } else { Role::Candidate };
-        let expected_term = if pre_vote { self.term + 1 } else { self.term };
+        // A pre-candidate exists only where `term + 1` exists (see `next_campaign_term`).
+        let expected_term = if pre_vote { self.term.saturating_add(1) } else { self.term };
         if self.role != expected_role || term != expected_term && granted || term < self.term {
             return;
         }
@@ -185,5 +199,55 @@ impl PartitionStateMachine {
         self.needs_broadcast = true;
         self.publish_leader();
         self.maybe_commit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::message::{Envelope, RaftMessage};
+    use crate::raft::{RestoreState, Role};
+    use crate::wal::HardState;
+    use crate::{NodeId, PartitionConfig, PartitionId, PartitionStateMachine};
+
+    fn at_last_term(voters: &[u64]) -> PartitionStateMachine {
+        let config = PartitionConfig::new(NodeId(1), PartitionId(1), voters.iter().copied().map(NodeId).collect());
+        let hard_state = HardState { term: u64::MAX, voted_for: None, commit: 0 };
+        PartitionStateMachine::restore(config, RestoreState { hard_state: Some(hard_state), entries: vec![] })
+            .expect("restore")
+    }
+
+    fn tick_past_election_timeouts(sm: &mut PartitionStateMachine) {
+        for _ in 0..100 {
+            sm.tick();
+        }
+    }
+
+    #[test]
+    fn a_replica_at_the_last_term_refuses_to_campaign_instead_of_overflowing() {
+        for voters in [&[1][..], &[1, 2, 3][..]] {
+            let mut sm = at_last_term(voters);
+            sm.ready();
+            tick_past_election_timeouts(&mut sm);
+            assert_eq!(sm.term(), u64::MAX, "{voters:?}");
+            assert_eq!(sm.role(), Role::Follower, "{voters:?}");
+            let ready = sm.ready();
+            assert!(ready.messages.is_empty(), "{voters:?}: {:?}", ready.messages);
+            assert!(sm.halted().is_none());
+        }
+    }
+
+    #[test]
+    fn a_term_adopted_from_a_peer_at_the_last_term_cannot_overflow_elections() {
+        let config = PartitionConfig::new(NodeId(1), PartitionId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let mut sm = PartitionStateMachine::new(config).expect("config");
+        let response = RaftMessage::VoteResponse { term: u64::MAX, granted: false, pre_vote: false };
+        sm.step(Envelope { partition: PartitionId(1), from: NodeId(2), to: NodeId(1), message: response }).unwrap();
+        assert_eq!(sm.term(), u64::MAX);
+        tick_past_election_timeouts(&mut sm);
+        assert_eq!(sm.role(), Role::Follower);
+        // A (hostile) granted pre-vote answer for the non-existent next term changes nothing.
+        let granted = RaftMessage::VoteResponse { term: u64::MAX, granted: true, pre_vote: true };
+        sm.step(Envelope { partition: PartitionId(1), from: NodeId(3), to: NodeId(1), message: granted }).unwrap();
+        assert_eq!((sm.term(), sm.role()), (u64::MAX, Role::Follower));
     }
 }

@@ -35,13 +35,47 @@ pub struct ProposalAccepted {
 impl PartitionStateMachine {
     /// Append a proposal (leaders only). `now_ms` is the caller's physical time for the ticket.
     pub fn propose(&mut self, proposal: Proposal, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
+        let kind = EntryKind::Application { auto_commit: proposal.auto_commit };
+        self.append_proposal(proposal, kind, now_ms)
+    }
+
+    /// Append an auto-commit proposal guarded by partition generation `generation`: it is
+    /// delivered only if no [`EntryKind::Fence`] of a newer generation applies before it, and
+    /// otherwise answered with [`ProposeError::PartitionMoved`] (`proposal.auto_commit` is
+    /// ignored: guarded writes are always auto-commit).
+    pub fn propose_guarded(
+        &mut self,
+        proposal: Proposal,
+        generation: u64,
+        now_ms: u64,
+    ) -> Result<ProposalAccepted, ProposeError> {
+        self.append_proposal(proposal, EntryKind::Guarded { generation }, now_ms)
+    }
+
+    /// Append a fence raising the partition's generation to `generation` (leaders only). The reply
+    /// comes when it is applied; guarded writes applied after it must carry `generation` or newer.
+    pub fn propose_fence(&mut self, generation: u64, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
+        let fence = Proposal { log_type: String::new(), payloads: vec![Vec::new()], auto_commit: true };
+        self.append_proposal(fence, EntryKind::Fence { generation }, now_ms)
+    }
+
+    /// The partition generation: the highest fence applied so far.
+    pub fn generation(&self) -> u64 {
+        self.applier.generation
+    }
+
+    fn append_proposal(
+        &mut self,
+        proposal: Proposal,
+        kind: EntryKind,
+        now_ms: u64,
+    ) -> Result<ProposalAccepted, ProposeError> {
         self.check_can_propose(proposal.payloads.len())?;
         if proposal.payloads.is_empty() {
             return Err(ProposeError::EmptyProposal);
         }
         let ticket = self.clock.now(now_ms);
         let first_index = self.log.last_index() + 1;
-        let kind = EntryKind::Application { auto_commit: proposal.auto_commit };
         for payload in proposal.payloads {
             let index = self.log.last_index() + 1;
             self.log.push(LogEntry {
@@ -123,8 +157,10 @@ impl PartitionStateMachine {
                     break;
                 }
                 EntryKind::Application { auto_commit: false } => proposal_found = true,
-                EntryKind::Application { auto_commit: true } => return Err(ProposeError::NotTwoPhase(ticket)),
-                EntryKind::Barrier => {}
+                EntryKind::Application { auto_commit: true } | EntryKind::Guarded { .. } => {
+                    return Err(ProposeError::NotTwoPhase(ticket))
+                }
+                EntryKind::Barrier | EntryKind::Fence { .. } => {}
             }
         }
         if let Some((index, term)) = existing_marker {

@@ -123,7 +123,7 @@ impl PartitionStateMachine {
 
     fn request_catch_up_read(&mut self, peer: NodeId, prev: LogIndex) {
         let from = prev.max(1);
-        let to = (prev + self.config.max_entries_per_append as LogIndex).min(self.log.offset());
+        let to = prev.saturating_add(self.config.max_entries_per_append as LogIndex).min(self.log.offset());
         let id = self.next_read_id;
         self.next_read_id += 1;
         let request = ReadRequest { id, partition: self.config.partition, from, to };
@@ -348,9 +348,10 @@ impl PartitionStateMachine {
                 self.send_append(from, false);
             }
             AppendResult::Conflict { hint_index, hint_term } => {
+                // Every index here comes from the peer: no arithmetic on it may overflow.
                 let stale = match pr.state {
                     ProgressState::Replicate => prev_log_index <= pr.match_index,
-                    ProgressState::Probe => prev_log_index + 1 != pr.next_index,
+                    ProgressState::Probe => prev_log_index.checked_add(1) != Some(pr.next_index),
                 };
                 if stale {
                     return;
@@ -358,10 +359,12 @@ impl PartitionStateMachine {
                 let mut next = hint_index;
                 if let Some(t) = hint_term {
                     if let Some(i) = self.log.last_index_of_term(t, prev_log_index) {
-                        next = i + 1;
+                        next = i.saturating_add(1);
                     }
                 }
-                let next = next.min(prev_log_index).max(1);
+                // A correct follower only answers anchors this leader sent (at most its last
+                // index), so clamping to `last_index + 1` changes nothing for it.
+                let next = next.min(prev_log_index).min(self.log.last_index().saturating_add(1)).max(1);
                 let Some(pr) = self.progress.get_mut(&from) else { return };
                 pr.probe_from(next);
                 self.send_append(from, true);
@@ -397,5 +400,64 @@ impl PartitionStateMachine {
     #[cfg(not(feature = "canary-bugs"))]
     fn canary_commit_previous_term(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::message::{AppendResult, Envelope, RaftMessage};
+    use crate::raft::{ProgressState, Role};
+    use crate::{NodeId, PartitionConfig, PartitionId, PartitionStateMachine};
+
+    const P: PartitionId = PartitionId(1);
+
+    fn step(sm: &mut PartitionStateMachine, from: u64, message: RaftMessage) {
+        sm.step(Envelope { partition: P, from: NodeId(from), to: NodeId(1), message }).expect("step");
+    }
+
+    /// Node 1 of three, elected leader of term 1 (its peers are probed from index 1).
+    fn leader() -> PartitionStateMachine {
+        let config = PartitionConfig::new(NodeId(1), P, vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let mut sm = PartitionStateMachine::new(config).expect("config");
+        while sm.role() != Role::PreCandidate {
+            sm.tick();
+        }
+        step(&mut sm, 2, RaftMessage::VoteResponse { term: 1, granted: true, pre_vote: true });
+        step(&mut sm, 2, RaftMessage::VoteResponse { term: 1, granted: true, pre_vote: false });
+        assert_eq!(sm.role(), Role::Leader);
+        sm.ready();
+        sm
+    }
+
+    #[test]
+    fn absurd_indexes_in_conflict_answers_do_not_overflow() {
+        for (prev_log_index, hint_index, hint_term) in
+            [(u64::MAX, 5, None), (u64::MAX, u64::MAX, Some(1)), (u64::MAX - 1, u64::MAX - 1, None)]
+        {
+            let mut sm = leader();
+            assert_eq!(sm.progress(NodeId(2)).map(|p| p.state), Some(ProgressState::Probe));
+            let result = AppendResult::Conflict { hint_index, hint_term };
+            step(&mut sm, 2, RaftMessage::AppendResponse { term: 1, prev_log_index, result });
+            assert_eq!(sm.role(), Role::Leader);
+            let progress = sm.progress(NodeId(2)).expect("progress");
+            assert!(progress.next_index <= 2, "{prev_log_index}: next {}", progress.next_index);
+        }
+    }
+
+    #[test]
+    fn absurd_conflicts_in_replicate_state_keep_next_within_the_log() {
+        let mut sm = leader();
+        let success = AppendResult::Success { match_index: 1 };
+        step(&mut sm, 2, RaftMessage::AppendResponse { term: 1, prev_log_index: 0, result: success });
+        assert_eq!(sm.progress(NodeId(2)).map(|p| p.state), Some(ProgressState::Replicate));
+        let result = AppendResult::Conflict { hint_index: u64::MAX - 1, hint_term: Some(u64::MAX) };
+        step(&mut sm, 2, RaftMessage::AppendResponse { term: 1, prev_log_index: u64::MAX - 1, result });
+        let progress = sm.progress(NodeId(2)).expect("progress");
+        assert_eq!((progress.state, progress.next_index), (ProgressState::Probe, 2));
+        for _ in 0..3 {
+            sm.tick();
+            sm.ready();
+        }
+        assert_eq!(sm.role(), Role::Leader);
     }
 }

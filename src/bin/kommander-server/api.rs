@@ -1,6 +1,11 @@
 //! The node's HTTP API: `PUT /kv/{key}` (routed to the key's partition and forwarded to its
 //! leader), `GET /kv/{key}` (this replica's applied value), `GET /status` (partitions, leaders,
-//! transport and WAL counters as JSON).
+//! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
+//! `examples/bench_cluster.rs`, in [`bench`]).
+
+// Declared here rather than in main.rs so mounting the benchmark route touches only this file.
+#[path = "bench.rs"]
+mod bench;
 
 use crate::kv::{partition_for_key, KvState, Put, PUT};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -36,7 +41,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState) {
     cfg.app_data(web::Data::new(state))
         .route("/kv/{key}", web::put().to(put))
         .route("/kv/{key}", web::get().to(get))
-        .route("/status", web::get().to(status));
+        .route("/status", web::get().to(status))
+        .configure(bench::configure);
 }
 
 async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpRequest, body: web::Bytes) -> HttpResponse {

@@ -2,7 +2,7 @@
 
 use clap::{Parser, ValueEnum};
 use kommander::core::NodeId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -28,10 +28,12 @@ pub struct Args {
     /// gRPC address (with `--transport grpc`).
     #[arg(long, default_value = "127.0.0.1:7101")]
     pub grpc_listen: SocketAddr,
-    /// A peer's HTTP base URL: `ID=http://host:port` (repeat for each peer).
+    /// A peer's HTTP base URL: `ID=http://host:port` (repeat for each peer). These peers are the
+    /// partitions' voters whatever the transport. No TLS: `https://` is refused.
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<(u64, String)>,
-    /// A peer's gRPC URL: `ID=http://host:port` (with `--transport grpc`).
+    /// A peer's gRPC URL: `ID=http://host:port` (with `--transport grpc`; exactly the node ids of
+    /// `--peer`).
     #[arg(long = "peer-grpc", value_parser = parse_peer)]
     pub grpc_peers: Vec<(u64, String)>,
     /// Number of user partitions.
@@ -46,11 +48,12 @@ pub struct Args {
     /// Transport between nodes.
     #[arg(long, value_enum, default_value_t = TransportKind::Rest)]
     pub transport: TransportKind,
-    /// Cluster id; nodes of other clusters are rejected.
-    #[arg(long, default_value = "kommander-demo")]
+    /// Cluster id; nodes of other clusters are rejected. Printable ASCII without spaces, at most
+    /// 256 bytes (it travels in HTTP headers).
+    #[arg(long, default_value = "kommander-demo", value_parser = parse_cluster_id)]
     pub cluster_id: String,
-    /// Shared secret of the cluster (or set KOMMANDER_SECRET).
-    #[arg(long, env = "KOMMANDER_SECRET", hide_env_values = true)]
+    /// Shared secret of the cluster, at least 8 bytes (or set KOMMANDER_SECRET).
+    #[arg(long, env = "KOMMANDER_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub secret: String,
     /// Timer tick in milliseconds (heartbeats every tick; elections after 10–20 ticks).
     #[arg(long, default_value_t = 50)]
@@ -67,13 +70,137 @@ impl Args {
     pub fn grpc_peers(&self) -> BTreeMap<NodeId, String> {
         self.grpc_peers.iter().map(|(n, url)| (NodeId(*n), url.clone())).collect()
     }
+
+    /// Checks across flags, run before anything starts. With `--transport grpc` the voters come
+    /// from `--peer` while traffic goes to `--peer-grpc`: both must name the same nodes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.transport == TransportKind::Grpc {
+            let voters: BTreeSet<u64> = self.peers.iter().map(|(n, _)| *n).collect();
+            let reachable: BTreeSet<u64> = self.grpc_peers.iter().map(|(n, _)| *n).collect();
+            if voters != reachable {
+                let only_http: Vec<_> = voters.difference(&reachable).collect();
+                let only_grpc: Vec<_> = reachable.difference(&voters).collect();
+                return Err(format!(
+                    "with --transport grpc, --peer and --peer-grpc must name the same node ids \
+                     (voters come from --peer, traffic goes to --peer-grpc); \
+                     only in --peer: {only_http:?}, only in --peer-grpc: {only_grpc:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Suspicious but valid settings, to log at startup.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.peers.is_empty() {
+            warnings.push("no --peer given: this node forms a single-node cluster on its own".to_string());
+        }
+        if self.transport == TransportKind::Rest && !self.grpc_peers.is_empty() {
+            warnings.push("--peer-grpc is ignored with --transport rest".to_string());
+        }
+        warnings
+    }
+}
+
+/// Bytes a cluster id may have (the transports' limit, `MessageLimits::max_cluster_id_bytes`).
+const MAX_CLUSTER_ID_BYTES: usize = 256;
+
+fn parse_cluster_id(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > MAX_CLUSTER_ID_BYTES {
+        return Err(format!("the cluster id must have 1 to {MAX_CLUSTER_ID_BYTES} bytes, not {}", text.len()));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the cluster id must be printable ASCII without spaces (it travels in HTTP headers)".into());
+    }
+    Ok(text.to_string())
+}
+
+fn parse_secret(text: &str) -> Result<String, String> {
+    kommander::net::check_secret(text.as_bytes()).map_err(|error| match error {
+        kommander::core::TransportError::Setup(why) => why,
+        other => other.to_string(),
+    })?;
+    Ok(text.to_string())
 }
 
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
     let (id, url) = text.split_once('=').ok_or("expected ID=URL")?;
     let id = id.trim().parse::<u64>().map_err(|e| format!("bad node id {id:?}: {e}"))?;
-    if !url.starts_with("http://") && !url.starts_with("https://") {
-        return Err(format!("peer URL {url:?} must start with http:// or https://"));
+    if url.starts_with("https://") {
+        return Err(format!(
+            "peer URL {url:?}: https:// is not supported, this build has no TLS; use http:// on a trusted \
+             network (or behind a TLS-terminating proxy)"
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Err(format!("peer URL {url:?} must start with http://"));
     }
     Ok((id, url.trim_end_matches('/').to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["kommander-server", "--node-id", "1", "--secret", "s3cret-s3cret"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn grpc_peers_must_name_the_voters() {
+        let grpc = ["--transport", "grpc", "--peer", "2=http://h:1", "--peer", "3=http://h:2"];
+        let same = parse(&[&grpc[..], &["--peer-grpc", "2=http://h:11", "--peer-grpc", "3=http://h:12"]].concat());
+        assert_eq!(same.unwrap().validate(), Ok(()));
+        let other = parse(&[&grpc[..], &["--peer-grpc", "2=http://h:11", "--peer-grpc", "4=http://h:12"]].concat());
+        let error = other.unwrap().validate().unwrap_err();
+        assert!(error.contains("only in --peer: [3]") && error.contains("only in --peer-grpc: [4]"), "{error}");
+        let missing = parse(&grpc).unwrap().validate().unwrap_err();
+        assert!(missing.contains("--peer-grpc"), "{missing}");
+        // REST ignores --peer-grpc (with a warning).
+        let rest = parse(&["--peer", "2=http://h:1", "--peer-grpc", "5=http://h:9"]).unwrap();
+        assert_eq!(rest.validate(), Ok(()));
+        assert_eq!(rest.warnings().len(), 1);
+    }
+
+    #[test]
+    fn a_node_without_peers_is_warned_about() {
+        let alone = parse(&[]).unwrap();
+        assert_eq!(alone.validate(), Ok(()));
+        assert!(alone.warnings().iter().any(|w| w.contains("no --peer")));
+        assert!(parse(&["--peer", "2=http://h:1"]).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn https_peers_are_refused_with_a_clear_message() {
+        for flag in ["--peer", "--peer-grpc"] {
+            let error = parse(&[flag, "2=https://h:1"]).unwrap_err().to_string();
+            assert!(error.contains("no TLS"), "{error}");
+        }
+        assert!(parse(&["--peer", "2=ftp://h:1"]).is_err());
+        assert_eq!(parse(&["--peer", "2=http://h:1/"]).unwrap().peers, vec![(2, "http://h:1".to_string())]);
+    }
+
+    #[test]
+    fn cluster_ids_must_be_short_printable_ascii() {
+        let long = "c".repeat(257);
+        for bad in ["", "clüster", "with space", "tab\there", long.as_str()] {
+            assert!(parse(&["--cluster-id", bad]).is_err(), "{bad:?} accepted");
+        }
+        let longest = "c".repeat(256);
+        assert_eq!(parse(&["--cluster-id", &longest]).unwrap().cluster_id, longest);
+    }
+
+    #[test]
+    fn secrets_must_have_at_least_eight_bytes() {
+        for bad in ["", "1234567"] {
+            let argv = ["kommander-server", "--node-id", "1", "--secret", bad];
+            let error = Args::try_parse_from(argv).unwrap_err().to_string();
+            assert!(error.contains("secret"), "{error}");
+        }
+        let argv = ["kommander-server", "--node-id", "1", "--secret", "12345678"];
+        assert_eq!(Args::try_parse_from(argv).unwrap().secret, "12345678");
+    }
 }

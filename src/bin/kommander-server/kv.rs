@@ -72,6 +72,7 @@ impl Handler<RaftEvent> for KvApp {
             RaftEvent::LeaderChanged { partition, term, leader } => {
                 tracing::info!(%partition, term, leader = ?leader, "leader changed")
             }
+            _ => {}
         }
     }
 }

@@ -16,7 +16,7 @@ mod transport;
 use actix::prelude::*;
 use actix_web::{App, HttpServer};
 use args::Args;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use kommander::prelude::*;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +30,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Err(message) = args.validate() {
+        Args::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
+    for warning in args.warnings() {
+        tracing::warn!("{warning}");
+    }
     let system = System::new();
     match system.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,

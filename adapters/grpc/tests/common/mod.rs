@@ -14,7 +14,8 @@ pub const CLUSTER: &str = "cluster-test";
 pub const SECRET: &[u8] = b"cluster-test-secret";
 
 /// Records accepted batches after the checks `actors/src/router.rs` runs: cluster, destination,
-/// [`validate_batch`], then that every partition is hosted here.
+/// [`validate_batch`] (any failure rejects the whole batch), then partitions: envelopes of
+/// partitions not hosted here are dropped, and the batch is rejected only if none is hosted.
 pub struct RecordingSink {
     node: NodeId,
     cluster_id: String,
@@ -62,11 +63,16 @@ impl InboundSink for RecordingSink {
             return Err(InboundRejection::WrongDestination { addressed: batch.to, local: self.node });
         }
         validate_batch(&batch, &self.limits)?;
-        if let Some(unknown) = batch.messages.iter().map(|e| e.partition).find(|p| !self.partitions.contains(p)) {
-            return Err(InboundRejection::UnknownPartition(unknown));
+        let mut batch = batch;
+        let unknown = batch.messages.iter().map(|e| e.partition).filter(|p| !self.partitions.contains(p)).min();
+        batch.messages.retain(|e| self.partitions.contains(&e.partition));
+        match unknown {
+            Some(partition) if batch.messages.is_empty() => Err(InboundRejection::UnknownPartition(partition)),
+            _ => {
+                self.batches.lock().unwrap().push(batch);
+                Ok(())
+            }
         }
-        self.batches.lock().unwrap().push(batch);
-        Ok(())
     }
 }
 

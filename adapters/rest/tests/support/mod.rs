@@ -33,8 +33,14 @@ impl Node {
     /// cluster whose other voter (node 2) is never started: node 1 keeps pre-voting without
     /// changing its term, so its replica state stays put until someone sends it a valid message.
     pub async fn start() -> Node {
+        Node::start_with(|_| {}).await
+    }
+
+    /// [`Node::start`] with the transport settings edited by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut RestConfig)) -> Node {
         let mut config = RestConfig::new(LOCAL, CLUSTER, SECRET.to_vec()).peer(PEER, "http://127.0.0.1:9");
         config.max_body_bytes = MAX_BODY;
+        edit(&mut config);
         let transport = RestTransport::new(config).expect("transport");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -76,6 +82,16 @@ impl Node {
             .collect();
         let accepted = self.manager.inbound_router().expect("router").accepted_batches.load(Ordering::Relaxed);
         (partitions, accepted)
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").split('/').next().expect("host").to_string()
+    }
+
+    /// The batch route's path.
+    pub fn path(&self) -> &'static str {
+        BATCH_PATH
     }
 
     pub async fn stop(self) {

@@ -1,0 +1,167 @@
+//! The partition-map and membership API of [`RaftManager`]: routing keys, reading the map and the
+//! roster, guarded writes, and the changes committed through partition 0 (create, remove, split,
+//! merge). Changes must be asked of the partition-0 leader (other nodes answer `NotLeader` with
+//! the leader's id); reads work on every node and see the map as applied locally.
+
+use crate::error::ReplicateError;
+use crate::executor::Replicate;
+use crate::manager::RaftManager;
+use crate::transfer::RESERVED_PREFIX;
+use kommander_core::raft::ProposalCommitted;
+use kommander_core::system::{
+    PartitionInfo, PartitionMap, PartitionState, Roster, SystemCommand, SystemEvent, SystemState,
+};
+use kommander_core::PartitionId;
+use std::time::{Duration, Instant};
+
+impl RaftManager {
+    fn system_state(&self) -> Result<SystemState, ReplicateError> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        let running = running.as_ref().ok_or(ReplicateError::NotJoined)?;
+        let state = running.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(state)
+    }
+
+    fn system_client(&self) -> Result<crate::coordinator::SystemClient, ReplicateError> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(running.as_ref().ok_or(ReplicateError::NotJoined)?.client.clone())
+    }
+
+    pub(crate) fn is_live_partition(&self, partition: PartitionId) -> bool {
+        self.system_state().is_ok_and(|s| partition.is_system() || s.map.get(partition).is_some_and(|p| p.is_live()))
+    }
+
+    /// The partition map as applied on this node.
+    pub fn partition_map(&self) -> Result<PartitionMap, ReplicateError> {
+        self.system_state().map(|s| s.map)
+    }
+
+    /// The roster as applied on this node.
+    pub fn roster(&self) -> Result<Roster, ReplicateError> {
+        self.system_state().map(|s| s.roster)
+    }
+
+    /// The partition owning `key` (xxHash64 of the key, looked up in the map), with its generation
+    /// to pass to [`RaftManager::replicate_guarded`].
+    pub fn partition_for_key(&self, key: &[u8]) -> Result<PartitionInfo, ReplicateError> {
+        let map = self.partition_map()?;
+        map.route(key).cloned().ok_or_else(|| ReplicateError::SystemRefused("no partition owns the key".into()))
+    }
+
+    /// Replicate auto-commit entries on `partition` guarded by `generation` (from
+    /// [`RaftManager::partition_for_key`]): if the map changed the partition since (a split or
+    /// merge started or finished), the write fails with [`ReplicateError::PartitionMoved`] and is
+    /// never delivered — look the key up again and retry.
+    pub async fn replicate_guarded(
+        &self,
+        partition: PartitionId,
+        generation: u64,
+        log_type: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<ProposalCommitted, ReplicateError> {
+        if partition.is_system() {
+            return Err(ReplicateError::SystemPartitionReserved);
+        }
+        if log_type.starts_with(RESERVED_PREFIX) {
+            return Err(ReplicateError::ReservedLogType(log_type.to_string()));
+        }
+        // A writer that routed with a newer map than this node has applied waits for it to catch up.
+        let deadline = Instant::now() + self.inner.config.proposal_timeout;
+        let info = loop {
+            let map = self.partition_map()?;
+            let info = map.get(partition).cloned().ok_or(ReplicateError::UnknownPartition(partition))?;
+            if info.generation >= generation || Instant::now() > deadline {
+                break info;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        if info.generation != generation || info.state != PartitionState::Active {
+            return Err(ReplicateError::PartitionMoved { partition, expected: generation, current: info.generation });
+        }
+        let message =
+            Replicate { log_type: log_type.to_string(), payloads, auto_commit: true, guard: Some(generation) };
+        let executor = self.partition(partition).ok_or(ReplicateError::UnknownPartition(partition))?;
+        match tokio::time::timeout(self.inner.config.proposal_timeout, executor.send(message)).await {
+            Err(_) => Err(ReplicateError::Timeout(partition)),
+            Ok(Err(_)) => Err(ReplicateError::PartitionUnavailable(partition)),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Route `key` with the current map and replicate one guarded entry to its partition.
+    pub async fn replicate_for_key(
+        &self,
+        key: &[u8],
+        log_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<(PartitionId, ProposalCommitted), ReplicateError> {
+        let info = self.partition_for_key(key)?;
+        let committed = self.replicate_guarded(info.id, info.generation, log_type, vec![payload]).await?;
+        Ok((info.id, committed))
+    }
+
+    async fn propose_system(&self, command: SystemCommand) -> Result<SystemEvent, ReplicateError> {
+        let p0 = PartitionId::SYSTEM;
+        if !self.am_i_leader(p0) {
+            return Err(ReplicateError::NotLeader { partition: p0, leader: self.get_leader(p0), endpoint: None });
+        }
+        self.system_client()?.propose(&command).await
+    }
+
+    /// Create a partition addressed by id only (it owns no key range). Returns its id once the
+    /// change is committed; every node starts a replica.
+    pub async fn create_partition(&self) -> Result<PartitionId, ReplicateError> {
+        match self.propose_system(SystemCommand::CreatePartition).await? {
+            SystemEvent::PartitionCreated(id) => Ok(id),
+            other => Err(ReplicateError::SystemRefused(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Remove a partition that owns no key range: it is tombstoned (its id is never reused), every
+    /// node stops its replica and reclaims its WAL.
+    pub async fn remove_partition(&self, partition: PartitionId) -> Result<(), ReplicateError> {
+        self.propose_system(SystemCommand::RemovePartition { id: partition }).await.map(|_| ())
+    }
+
+    /// Split `source` at key hash `boundary`: a new partition takes `[boundary, end]` with the
+    /// application state of those keys (see [`crate::transfer`]). Returns the new partition once
+    /// the split completed; fails if it was aborted.
+    pub async fn split_partition(&self, source: PartitionId, boundary: u64) -> Result<PartitionId, ReplicateError> {
+        let SystemEvent::SplitStarted { target, .. } =
+            self.propose_system(SystemCommand::BeginSplit { source, boundary }).await?
+        else {
+            return Err(ReplicateError::SystemRefused("split did not start".into()));
+        };
+        self.await_operation(target).await.map(|()| target)
+    }
+
+    /// Merge `source` into `survivor` (their ranges must touch): the survivor takes over the
+    /// source's range and state, the source is removed. Returns once the merge completed.
+    pub async fn merge_partitions(&self, survivor: PartitionId, source: PartitionId) -> Result<(), ReplicateError> {
+        self.propose_system(SystemCommand::BeginMerge { survivor, source }).await?;
+        self.await_operation(survivor).await
+    }
+
+    /// Abort the split or merge in progress (partition-0 leader only).
+    pub async fn abort_operation(&self) -> Result<(), ReplicateError> {
+        self.propose_system(SystemCommand::AbortOperation).await.map(|_| ())
+    }
+
+    /// Wait until no operation is pending; Ok if `receiver` ended up active (completed).
+    async fn await_operation(&self, receiver: PartitionId) -> Result<(), ReplicateError> {
+        let deadline = Instant::now() + self.inner.config.operation_timeout + self.inner.config.proposal_timeout;
+        loop {
+            let state = self.system_state()?;
+            if state.pending.is_none() {
+                return match state.map.get(receiver) {
+                    Some(info) if info.state == PartitionState::Active => Ok(()),
+                    _ => Err(ReplicateError::SystemRefused("the operation was aborted".into())),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(ReplicateError::Timeout(PartitionId::SYSTEM));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The REST transport's lifecycle: secrets it refuses, stop → start → exchange again (a restarted
+//! `RaftManager` reuses its transport), and that nothing queued before a stop is sent after it.
+
+use actix_web::dev::ServerHandle;
+use kommander_core::transport::{InboundRejection, InboundSink, Transport, TransportError};
+use kommander_core::{Envelope, MessageBatch, NodeId, PartitionId, RaftMessage};
+use kommander_transport_rest::{serve, RestConfig, RestTransport};
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "rest-lifecycle";
+const SECRET: &[u8] = b"rest lifecycle secret";
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<MessageBatch>>);
+
+impl Recorder {
+    fn terms(&self) -> Vec<u64> {
+        self.0.lock().unwrap().iter().flat_map(|b| b.messages.iter().map(|e| e.message.term())).collect()
+    }
+}
+
+impl InboundSink for Recorder {
+    fn deliver(&self, batch: MessageBatch) -> Result<(), InboundRejection> {
+        self.0.lock().unwrap().push(batch);
+        Ok(())
+    }
+}
+
+fn vote(from: u64, to: u64, term: u64) -> MessageBatch {
+    let (from, to) = (NodeId(from), NodeId(to));
+    let message = RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false };
+    let envelope = Envelope { partition: PartitionId(1), from, to, message };
+    MessageBatch { cluster_id: CLUSTER.into(), from, to, messages: vec![envelope] }
+}
+
+fn config(node: u64) -> RestConfig {
+    let mut config = RestConfig::new(NodeId(node), CLUSTER, SECRET.to_vec());
+    config.outbox.backoff_min = Duration::from_millis(10);
+    config.outbox.backoff_max = Duration::from_millis(50);
+    config
+}
+
+async fn until(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A receiving transport served on a loopback port.
+fn receiver(node: u64) -> (RestTransport, ServerHandle, String) {
+    let transport = RestTransport::new(config(node)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = serve(&transport, listener).unwrap();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (transport, handle, base)
+}
+
+#[test]
+fn empty_and_short_secrets_are_refused() {
+    for secret in [&b""[..], b"1234567"] {
+        match RestTransport::new(RestConfig::new(NodeId(1), CLUSTER, secret.to_vec())) {
+            Err(TransportError::Setup(why)) => assert!(why.contains("secret"), "{why}"),
+            other => panic!("secret {secret:?} accepted: {other:?}"),
+        }
+    }
+    assert!(RestTransport::new(RestConfig::new(NodeId(1), CLUSTER, b"12345678".to_vec())).is_ok());
+}
+
+#[actix_rt::test]
+async fn a_stopped_transport_starts_again_and_exchanges() {
+    let (receiver, server, base) = receiver(2);
+    let sender = RestTransport::new(config(1).peer(NodeId(2), base)).unwrap();
+    let first = Arc::new(Recorder::default());
+    receiver.start(first.clone()).unwrap();
+    sender.start(Arc::new(Recorder::default())).unwrap();
+    sender.send(vote(1, 2, 1)).unwrap();
+    until("the first batch", || first.terms() == vec![1]).await;
+
+    receiver.stop();
+    sender.stop();
+    assert_eq!(sender.send(vote(1, 2, 2)), Err(TransportError::NotRunning));
+    let second = Arc::new(Recorder::default());
+    receiver.start(second.clone()).unwrap();
+    sender.start(Arc::new(Recorder::default())).unwrap();
+    for term in 3..=5 {
+        sender.send(vote(1, 2, term)).unwrap();
+    }
+    until("the batches after the restart", || second.terms() == vec![3, 4, 5]).await;
+    assert_eq!(first.terms(), vec![1], "the first inbox gets nothing after the stop");
+    sender.stop();
+    receiver.stop();
+    server.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn nothing_queued_before_stop_is_sent_after_it() {
+    // A peer that accepts connections into its backlog and never answers: each frame times out.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = config(1).peer(NodeId(2), format!("http://{}", silent.local_addr().unwrap()));
+    config.request_timeout = Duration::from_millis(200);
+    config.outbox.max_messages_per_frame = 1;
+    let sender = RestTransport::new(config).unwrap();
+    sender.start(Arc::new(Recorder::default())).unwrap();
+    for term in 1..=5 {
+        sender.send(vote(1, 2, term)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sender.stop();
+    // Before the fix the old worker went on: one failed frame per 200 ms timeout.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let stats = sender.stats();
+    assert_eq!(stats.frames_failed.load(Ordering::Relaxed), 0, "frames were attempted after stop");
+    assert_eq!(stats.frames_sent.load(Ordering::Relaxed), 0);
+
+    // A restart runs fresh workers only: exactly the new batch is attempted.
+    sender.start(Arc::new(Recorder::default())).unwrap();
+    sender.send(vote(1, 2, 6)).unwrap();
+    until("the new frame to time out", || stats.frames_failed.load(Ordering::Relaxed) == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stats.frames_failed.load(Ordering::Relaxed), 1);
+    sender.stop();
+    drop(silent);
+}

@@ -1,0 +1,159 @@
+//! A partition's membership: who votes, who only learns. Membership changes travel as
+//! [`EntryKind::Config`] entries in the partition's own log, one node at a time (thesis §4.1:
+//! any two majorities of configurations that differ by one voter overlap), and take effect as soon
+//! as the entry is in a replica's log — committed or not; a truncated config entry reverts to the
+//! previous configuration. A new change is refused while the last one is uncommitted.
+
+use crate::entry::EntryKind;
+use crate::entry::LogEntry;
+use crate::ids::{LogIndex, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Voters and learners of a partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Membership {
+    /// Vote, count toward quorums, may lead.
+    pub voters: BTreeSet<NodeId>,
+    /// Receive the log; never vote, never campaign, never counted.
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    /// Voters only.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Membership { voters: voters.into_iter().collect(), learners: BTreeSet::new() }
+    }
+
+    /// Is `node` a voter or a learner?
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.voters.contains(&node) || self.learners.contains(&node)
+    }
+
+    /// Voters, then learners.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+
+    /// `count` voters need `count / 2 + 1` for a quorum.
+    pub fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// True when going from `self` to `next` changes at most one node's role (adding a learner,
+    /// promoting, demoting or removing one node), keeps at least one voter and no node in both sets.
+    pub fn is_single_step_to(&self, next: &Membership) -> bool {
+        if next.voters.is_empty() || !next.voters.is_disjoint(&next.learners) {
+            return false;
+        }
+        let all: BTreeSet<NodeId> = self.members().chain(next.members()).collect();
+        let role = |m: &Membership, n: NodeId| (m.voters.contains(&n), m.learners.contains(&n));
+        all.into_iter().filter(|&n| role(self, n) != role(next, n)).count() <= 1
+    }
+
+    /// Encode as an entry payload: `u32 voters | u64 ids | u32 learners | u64 ids`, little endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 8 * (self.voters.len() + self.learners.len()));
+        for set in [&self.voters, &self.learners] {
+            out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for node in set {
+                out.extend_from_slice(&node.0.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decode [`Membership::encode`]'s output; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Membership> {
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let slice = bytes.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(slice)
+        };
+        let mut sets = [BTreeSet::new(), BTreeSet::new()];
+        for set in &mut sets {
+            let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            if count > 4096 {
+                return None;
+            }
+            for _ in 0..count {
+                set.insert(NodeId(u64::from_le_bytes(take(8)?.try_into().ok()?)));
+            }
+        }
+        let [voters, learners] = sets;
+        (at == bytes.len()).then_some(Membership { voters, learners })
+    }
+}
+
+/// The configurations in a log: a base (before any config entry) and every config entry's.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MembershipLog {
+    base: Membership,
+    changes: Vec<(LogIndex, Membership)>,
+}
+
+impl MembershipLog {
+    pub(crate) fn new(base: Membership) -> Self {
+        MembershipLog { base, changes: Vec::new() }
+    }
+
+    /// The configuration in effect: the last one in the log.
+    pub(crate) fn current(&self) -> &Membership {
+        self.changes.last().map_or(&self.base, |(_, m)| m)
+    }
+
+    /// Index of the last config entry (0 if none).
+    pub(crate) fn latest_index(&self) -> LogIndex {
+        self.changes.last().map_or(0, |(i, _)| *i)
+    }
+
+    /// Track `entry` just appended to the log.
+    pub(crate) fn appended(&mut self, entry: &LogEntry) {
+        if entry.kind == EntryKind::Config {
+            match Membership::decode(&entry.payload) {
+                Some(membership) => self.changes.push((entry.index, membership)),
+                None => tracing::error!(index = entry.index, "unreadable config entry ignored"),
+            }
+        }
+    }
+
+    /// The log lost its suffix from `from`: forget the configurations it carried.
+    pub(crate) fn truncated(&mut self, from: LogIndex) {
+        self.changes.retain(|(i, _)| *i < from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(voters: &[u64], learners: &[u64]) -> Membership {
+        Membership {
+            voters: voters.iter().map(|&n| NodeId(n)).collect(),
+            learners: learners.iter().map(|&n| NodeId(n)).collect(),
+        }
+    }
+
+    #[test]
+    fn single_steps_change_one_node_at_a_time() {
+        let base = m(&[1, 2, 3], &[]);
+        assert!(base.is_single_step_to(&m(&[1, 2, 3], &[4])));
+        assert!(m(&[1, 2, 3], &[4]).is_single_step_to(&m(&[1, 2, 3, 4], &[])));
+        assert!(base.is_single_step_to(&m(&[1, 2], &[])));
+        assert!(base.is_single_step_to(&m(&[1, 2], &[3])));
+        assert!(!base.is_single_step_to(&m(&[1, 2, 3, 4, 5], &[])));
+        assert!(!base.is_single_step_to(&m(&[1], &[])));
+        assert!(!base.is_single_step_to(&m(&[], &[1, 2, 3])));
+        assert!(!base.is_single_step_to(&m(&[1, 2, 3], &[3])));
+    }
+
+    #[test]
+    fn encoding_round_trips_and_rejects_garbage() {
+        let membership = m(&[1, 2, 9], &[4]);
+        assert_eq!(Membership::decode(&membership.encode()), Some(membership.clone()));
+        let bytes = membership.encode();
+        assert_eq!(Membership::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Membership::decode(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
+}
