@@ -242,7 +242,7 @@ async fn run(partitions: u32, clients: usize, window: Duration, wal: &str) -> Re
         Ok(leaders) => leaders,
         Err(error) => {
             for m in &managers {
-                m.leave_cluster().await;
+                m.shutdown().await;
             }
             return Err(error.into());
         }
@@ -288,7 +288,7 @@ async fn run(partitions: u32, clients: usize, window: Duration, wal: &str) -> Re
     let leader_nodes = leading.iter().map(|&i| managers[i].node().0).collect();
 
     for m in managers.iter() {
-        m.leave_cluster().await;
+        m.shutdown().await;
     }
     // Let the node arbiters wind down before the next cluster starts.
     actix::clock::sleep(Duration::from_millis(200)).await;

@@ -332,6 +332,9 @@ struct LoadReport {
     #[serde(default)]
     warmup_errors: u64,
     latencies_us: Vec<u32>,
+    /// CPU ticks of the HTTP worker thread that ran the node's clients, over the window.
+    #[serde(default)]
+    worker_cpu_ticks: Option<u64>,
 }
 
 async fn post_load(client: reqwest::Client, url: String, body: Vec<u8>) -> Result<LoadReport, String> {
@@ -368,6 +371,51 @@ fn host_busy_seconds(ticks_per_second: f64) -> Option<f64> {
     Some(busy / ticks_per_second)
 }
 
+/// Every thread of a process: `tid -> (name, CPU seconds, context switches)`.
+type Threads = BTreeMap<u32, (String, f64, u64)>;
+
+/// The threads of `pid` from `/proc/<pid>/task` (empty if unreadable).
+fn threads(pid: u32, ticks_per_second: f64) -> Threads {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Threads::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| {
+            let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let cpu = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks_per_second;
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let switches = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            Some((tid, (name, cpu, switches)))
+        })
+        .collect()
+}
+
+/// Thread name without its instance number (`tokio-rt-worker`, `actix-rt|system`, ...).
+fn thread_group(name: &str) -> String {
+    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '#' || c == ' ').to_string()
+}
+
+/// CPU seconds per thread group and context switches between two samples of the same processes
+/// (threads started in between count from zero; threads that ended are lost).
+fn thread_deltas(first: &[Threads], last: &[Threads]) -> (BTreeMap<String, f64>, u64) {
+    let mut groups: BTreeMap<String, f64> = BTreeMap::new();
+    let mut switches = 0;
+    for (before, after) in first.iter().zip(last) {
+        for (tid, (name, cpu, sw)) in after {
+            let (cpu0, sw0) = before.get(tid).map_or((0.0, 0), |t| (t.1, t.2));
+            *groups.entry(thread_group(name)).or_default() += cpu - cpu0;
+            switches += sw.saturating_sub(sw0);
+        }
+    }
+    (groups, switches)
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -383,6 +431,7 @@ struct Snapshot {
     status: Vec<NodeStatus>,
     cpu: Vec<Option<f64>>,
     host: Option<f64>,
+    threads: Vec<Threads>,
     at: Instant,
 }
 
@@ -390,7 +439,8 @@ async fn snapshot(client: &reqwest::Client, cluster: &Cluster, ticks: f64) -> Re
     let at = Instant::now();
     let cpu = cluster.pids().into_iter().map(|pid| cpu_seconds(pid, ticks)).collect();
     let host = host_busy_seconds(ticks);
-    Ok(Snapshot { status: all_status(client, cluster).await?, cpu, host, at })
+    let threads = cluster.pids().into_iter().map(|pid| threads(pid, ticks)).collect();
+    Ok(Snapshot { status: all_status(client, cluster).await?, cpu, host, threads, at })
 }
 
 /// The `q` quantile (ms) of samples that each stand for `weight` proposals.
@@ -424,6 +474,12 @@ struct RunResult {
     cpu_percent: Vec<f64>,
     /// Host CPU busy outside the three nodes (this driver, kernel softirq for loopback, other jobs).
     other_cpu_percent: f64,
+    /// CPU % of one core per thread group, summed over the nodes; `client worker` is the HTTP
+    /// worker thread running the bench clients (with REST it also serves some inbound Raft
+    /// frames), split out of `actix-rt|system` (the Raft arbiter and the other HTTP worker).
+    thread_cpu_percent: Vec<(String, f64)>,
+    /// Context switches of the nodes' threads per committed proposal.
+    switches_per_op: f64,
     errors: u64,
     error_kinds: BTreeMap<String, u64>,
     warmup_errors: u64,
@@ -506,10 +562,24 @@ async fn run_once(
         (Some(a), Some(b)) => (b - a) / window * 100.0,
         _ => f64::NAN,
     };
+    let (mut groups, switches) = thread_deltas(&first.threads, &last.threads);
+    let worker_seconds: f64 = reports.iter().filter_map(|r| r.worker_cpu_ticks).map(|t| t as f64 / ticks).sum();
+    if worker_seconds > 0.0 {
+        if let Some(arbiters) = groups.get_mut("actix-rt|system") {
+            *arbiters -= worker_seconds;
+        }
+        groups.insert("client worker".into(), worker_seconds);
+    }
+    let mut thread_cpu_percent: Vec<(String, f64)> =
+        groups.into_iter().map(|(name, seconds)| (name, seconds / window * 100.0)).collect();
+    thread_cpu_percent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ops: u64 = reports.iter().map(|r| r.ops).sum();
     let max_term = |views: &[NodeStatus], p: u64| views.iter().filter_map(|v| v.partitions.get(&p)).map(|s| s.0).max();
     Ok(RunResult {
         clients,
-        throughput: reports.iter().map(|r| r.ops).sum::<u64>() as f64 / options.seconds,
+        throughput: ops as f64 / options.seconds,
+        thread_cpu_percent,
+        switches_per_op: if ops == 0 { f64::NAN } else { switches as f64 / (ops as f64 * window / options.seconds) },
         p50_ms: weighted_percentile_ms(&samples, 0.50),
         p99_ms: weighted_percentile_ms(&samples, 0.99),
         entries_per_sync: if syncs == 0 { f64::NAN } else { entries as f64 / syncs as f64 },
@@ -517,7 +587,7 @@ async fn run_once(
         frames_per_s: frames as f64 / window,
         batches_per_frame: if frames == 0 { f64::NAN } else { batches as f64 / frames as f64 },
         frames_failed: delta(|s| s.frames_failed),
-        other_cpu_percent: host_percent - cpu_percent.iter().sum::<f64>(),
+        other_cpu_percent: (host_percent - cpu_percent.iter().sum::<f64>()).max(0.0),
         cpu_percent,
         errors: reports.iter().map(|r| r.errors).sum(),
         error_kinds: result_errors,
@@ -626,6 +696,13 @@ async fn bench_transport(
                     "clients={clients}: host CPU outside the nodes {:.0} % (driver, kernel, other jobs)",
                     r.other_cpu_percent
                 ));
+                let threads: Vec<String> =
+                    r.thread_cpu_percent.iter().filter(|t| t.1 >= 0.5).map(|(n, c)| format!("{n} {c:.0}")).collect();
+                notes.push(format!(
+                    "clients={clients}: CPU % by thread group (3 nodes): {}; context switches per proposal {:.1}",
+                    threads.join(", "),
+                    r.switches_per_op
+                ));
                 if let Some(fsync) = r.fsync_p50_ms.filter(|_| r.p50_ms.is_finite()) {
                     notes.push(format!(
                         "clients={clients}: fdatasync p50 {fsync:.3} ms; commit p50 = {:.2} x fdatasync p50",
@@ -647,7 +724,10 @@ async fn bench_transport(
         "\n(entries/sync: WAL entries per group-commit sync, summed over the 3 nodes; syncs/s/nd: syncs per second \
          per node; frames/s: transport frames sent per second, all nodes; batch/frm: Raft message batches per frame; \
          cpu %: CPU time of each process over the window, 100 = one core; elect.: partitions whose term changed; \
-         clients/node: clients run by each node, i.e. by the leaders of their partitions)"
+         clients/node: clients run by each node, i.e. by the leaders of their partitions; thread groups in the notes: \
+         kommander-rest/grpc = the transport's tokio runtime, actix-rt|system = the Raft arbiter and the HTTP worker \
+         without clients (with REST both HTTP workers also serve inbound Raft frames), client worker = the HTTP \
+         worker running the clients, tokio-rt-worker = the blocking pool running WAL writes and reads)"
     );
     for note in &notes {
         println!("note: {note}");

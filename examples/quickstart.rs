@@ -186,7 +186,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     actix::clock::sleep(Duration::from_millis(300)).await;
     let victim = managers.iter().position(|m| m.am_i_leader(PartitionId(1))).unwrap_or(0);
     println!("stopping node {} (leader of p1) mid-run", NODES[victim]);
-    managers[victim].leave_cluster().await;
+    managers[victim].shutdown().await;
     actix::clock::sleep(Duration::from_millis(800)).await;
     // A new manager reopens the same WAL file: everything acknowledged before the stop is there.
     let restarted = start_node(NODES[victim], &transports[victim], &wals[victim], &apps[victim]).await?;
@@ -234,7 +234,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64()
     );
     for m in &managers {
-        m.leave_cluster().await;
+        m.shutdown().await;
     }
     if !converged {
         eprintln!("MISMATCH: nodes applied different sequences");

@@ -35,8 +35,18 @@ pub struct RuntimeConfig {
     pub seed: u64,
     /// A split or merge still unfinished after this long is aborted by the partition-0 leader.
     pub operation_timeout: Duration,
-    /// How often the system coordinator checks whether it can take a split/merge step.
+    /// How often the system coordinator checks whether it can take a split/merge or membership step.
     pub system_check_interval: Duration,
+    /// Join a running cluster instead of founding one: the node starts as a learner of every
+    /// partition, asks the contacts from discovery to add it, and is promoted to voter once it
+    /// caught up. A founding node (false) bootstraps with discovery's contacts as fellow voters.
+    pub join_existing: bool,
+    /// Where other nodes reach this one (sent with join requests).
+    pub advertise_address: String,
+    /// A learner within this many entries of the leader counts as caught up.
+    pub promotion_lag: u64,
+    /// How long a learner must stay caught up (on partition 0) before the roster promotes it.
+    pub promotion_window: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +67,10 @@ impl Default for RuntimeConfig {
             seed: 0x6b6f_6d6d_616e_6465,
             operation_timeout: Duration::from_secs(30),
             system_check_interval: Duration::from_millis(50),
+            join_existing: false,
+            advertise_address: String::new(),
+            promotion_lag: 64,
+            promotion_window: Duration::from_millis(500),
         }
     }
 }

@@ -100,6 +100,9 @@ impl ReplicateError {
             ProposeError::UnknownTicket(ticket) => ReplicateError::UnknownTicket(ticket),
             ProposeError::AlreadyResolved { ticket, outcome } => ReplicateError::AlreadyResolved { ticket, outcome },
             ProposeError::NotTwoPhase(ticket) => ReplicateError::NotTwoPhase(ticket),
+            ProposeError::MembershipChangePending | ProposeError::InvalidMembership => {
+                ReplicateError::SystemRefused(error.to_string())
+            }
             ProposeError::PartitionMoved { expected, current } => {
                 ReplicateError::PartitionMoved { partition, expected, current }
             }

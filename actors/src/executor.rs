@@ -18,7 +18,7 @@ use crate::transfer::{decode_import, IMPORT_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
-use kommander_core::raft::{ClientReply, ProposalCommitted, RestoreState};
+use kommander_core::raft::{ClientReply, Membership, ProposalCommitted, RestoreState};
 use kommander_core::{
     Envelope, HardState, LogEntry, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine, Ticket,
     TicketOutcome, Transport, Wal, WalError,
@@ -82,6 +82,28 @@ pub struct ProposeFence {
     /// The new generation.
     pub generation: u64,
 }
+
+/// Move this partition's membership one step toward `desired` (leaders only, and only when the
+/// previous change committed). A member is promoted to voter only once its log is within
+/// `max_lag` entries of the leader's. Answers the membership now in effect (after any proposal).
+#[derive(Message)]
+#[rtype(result = "Option<Membership>")]
+pub struct ReconcileMembership {
+    /// The membership the roster asks for.
+    pub desired: Membership,
+    /// Largest lag (entries) at which a learner counts as caught up.
+    pub max_lag: u64,
+}
+
+/// The membership in effect on this replica, and whether its last change is uncommitted.
+#[derive(Message)]
+#[rtype(result = "Option<(Membership, bool)>")]
+pub struct GetMembership;
+
+/// On a leader: how many entries each learner is behind (empty on followers).
+#[derive(Message)]
+#[rtype(result = "BTreeMap<NodeId, u64>")]
+pub struct LearnerLag;
 
 /// Retire the partition replica for good (it was removed from the partition map): the executor
 /// stops serving and never restarts.
@@ -374,6 +396,53 @@ impl Handler<Retire> for PartitionExecutor {
         self.retired = true;
         self.status.set(PartitionStatus { restoring: true, ..PartitionStatus::default() });
         ctx.stop();
+    }
+}
+
+impl Handler<ReconcileMembership> for PartitionExecutor {
+    type Result = Option<Membership>;
+
+    fn handle(&mut self, msg: ReconcileMembership, ctx: &mut Context<Self>) -> Self::Result {
+        let sm = self.sm.as_mut()?;
+        if sm.is_leader() && !sm.membership_change_pending() {
+            let last = sm.last_index();
+            let caught_up = |node| sm.progress(node).is_some_and(|p| p.match_index + msg.max_lag >= last);
+            if let Some(next) = sm.membership().next_step_toward(&msg.desired, caught_up) {
+                let partition = self.config.partition;
+                match sm.propose_membership(next.clone(), now_ms()) {
+                    Ok(_) => {
+                        tracing::info!(%partition, voters = ?next.voters, learners = ?next.learners, "membership change proposed");
+                        self.schedule_flush(ctx);
+                    }
+                    Err(error) => tracing::debug!(%partition, %error, "membership change not proposed"),
+                }
+            }
+        }
+        self.sm.as_ref().map(|sm| sm.membership().clone())
+    }
+}
+
+impl Handler<GetMembership> for PartitionExecutor {
+    type Result = Option<(Membership, bool)>;
+
+    fn handle(&mut self, _: GetMembership, _: &mut Context<Self>) -> Self::Result {
+        self.sm.as_ref().map(|sm| (sm.membership().clone(), sm.membership_change_pending()))
+    }
+}
+
+impl Handler<LearnerLag> for PartitionExecutor {
+    type Result = MessageResult<LearnerLag>;
+
+    fn handle(&mut self, _: LearnerLag, _: &mut Context<Self>) -> Self::Result {
+        let Some(sm) = self.sm.as_ref().filter(|sm| sm.is_leader()) else { return MessageResult(BTreeMap::new()) };
+        let last = sm.last_index();
+        let lag = sm
+            .membership()
+            .learners
+            .iter()
+            .map(|&n| (n, last.saturating_sub(sm.progress(n).map_or(0, |p| p.match_index))))
+            .collect();
+        MessageResult(lag)
     }
 }
 

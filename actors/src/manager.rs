@@ -2,10 +2,11 @@
 //! discovery, schedulers, partitions (each restores its WAL and replays committed entries as
 //! `Restored`), then the transport — after which every partition's timer runs and leaders are
 //! elected per partition. All of a node's actors live on one dedicated actix `Arbiter` (thread),
-//! which `leave_cluster` stops.
+//! which `shutdown` stops. `leave_cluster` first removes the node from the cluster through a committed
+//! roster change, then shuts down.
 
 use crate::config::RuntimeConfig;
-use crate::coordinator::{AppliedOutcomes, CoordinatorParts, SystemClient, SystemCoordinator};
+use crate::coordinator::{AppliedOutcomes, CoordinatorParts, MembershipSettings, SystemClient, SystemCoordinator};
 use crate::error::{ManagerError, ReplicateError};
 use crate::events::RaftEvent;
 use crate::executor::{ExecutorShared, PartitionExecutor, Replicate, Resolve};
@@ -89,6 +90,7 @@ impl RaftManagerBuilder {
                 transfer: self.transfer,
                 wal_stats: Arc::new(WalStats::default()),
                 running: Mutex::new(None),
+                leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
         })
     }
@@ -114,6 +116,8 @@ pub(crate) struct Inner {
     transfer: Option<Recipient<ExportState>>,
     wal_stats: Arc<WalStats>,
     pub(crate) running: Mutex<Option<Running>>,
+    /// Set while `leave_cluster` asks the cluster to remove this node.
+    pub(crate) leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A node of a kommander cluster. Cheap to clone.
@@ -153,10 +157,21 @@ impl RaftManager {
         if System::try_current().is_none() {
             return Err(ManagerError::NoSystem);
         }
-        let contacts = inner.discovery.contacts().map_err(|e| ManagerError::Discovery(e.to_string()))?;
-        let mut voters: Vec<NodeId> = contacts.iter().map(|c| c.node).chain([inner.node]).collect();
-        voters.sort();
-        voters.dedup();
+        let contacts: Vec<_> = inner
+            .discovery
+            .contacts()
+            .map_err(|e| ManagerError::Discovery(e.to_string()))?
+            .into_iter()
+            .filter(|c| c.node != inner.node)
+            .collect();
+        let mut founders: Vec<(NodeId, String)> = contacts.iter().map(|c| (c.node, c.address.clone())).collect();
+        founders.push((inner.node, inner.config.advertise_address.clone()));
+        founders.sort();
+        founders.dedup_by_key(|(node, _)| *node);
+        let voters: Vec<NodeId> = founders.iter().map(|(node, _)| *node).collect();
+        // A founding node starts with the founders as every partition's voters; a joining node as a
+        // learner that knows nobody and learns the membership from the logs it receives.
+        let base = if inner.config.join_existing { (Vec::new(), vec![inner.node]) } else { (voters, Vec::new()) };
         let endpoints = contacts.into_iter().map(|c| (c.node, c.address)).collect();
         {
             let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,12 +203,11 @@ impl RaftManager {
                 handle.clone(),
                 shared,
                 router.clone(),
-                voters.clone(),
+                base,
             ));
             // Every node computes the same genesis from the same configuration; partition 0's log
             // is applied on top of it.
-            let genesis =
-                SystemState::genesis(inner.config.initial_partitions, voters.iter().map(|n| (*n, String::new())));
+            let genesis = SystemState::genesis(inner.config.initial_partitions, []);
             let state = Arc::new(RwLock::new(genesis.clone()));
             let client = SystemClient {
                 registry: registry.clone(),
@@ -210,9 +224,22 @@ impl RaftManager {
                 wal_scheduler,
                 operation_timeout: inner.config.operation_timeout,
                 check_interval: inner.config.system_check_interval,
+                members: MembershipSettings {
+                    node: inner.node,
+                    founders: (!inner.config.join_existing).then_some(founders),
+                    advertise_address: inner.config.advertise_address.clone(),
+                    cluster_id: inner.config.cluster_id.clone(),
+                    transport: inner.transport.clone(),
+                    discovery: inner.discovery.clone(),
+                    promotion_lag: inner.config.promotion_lag,
+                    promotion_window: inner.config.promotion_window,
+                    leaving: inner.leaving.clone(),
+                },
             };
             let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| SystemCoordinator::new(parts));
             registry.set_system_events(coordinator.clone().recipient());
+            router.set_membership_asks(coordinator.clone().recipient());
+            inner.leaving.store(false, std::sync::atomic::Ordering::SeqCst);
             // Partition 0 first: the coordinator starts the user partitions once it has rebuilt
             // the map from partition 0's log.
             registry.ensure_running(PartitionId::SYSTEM);
@@ -227,7 +254,31 @@ impl RaftManager {
     }
 
     /// Stop the node: transport first, then every actor of the node. Callers in flight get errors.
+    /// Leave the cluster for good: ask the partition-0 leader to remove this node from the roster
+    /// (committed through Raft), wait until the removal is applied here and this node leads no
+    /// partition any more (each partition's leader then takes it out of its membership; a leader
+    /// that removes itself steps down once that commits), then [`RaftManager::shutdown`]. Gives up
+    /// waiting after `operation_timeout` and shuts down anyway. A node that only stops and comes
+    /// back later should call `shutdown` instead.
     pub async fn leave_cluster(&self) {
+        self.inner.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + self.inner.config.operation_timeout;
+        loop {
+            let removed = self.roster().map(|r| !r.members.contains_key(&self.node())).unwrap_or(true);
+            let leads_any = self.partitions().into_iter().chain([PartitionId::SYSTEM]).any(|p| self.am_i_leader(p));
+            if (removed && !leads_any) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.inner.config.tick).await;
+        }
+        // Give the partitions' leaders a moment to commit the membership changes that drop us.
+        tokio::time::sleep(self.inner.config.election_timeout.1).await;
+        self.shutdown().await;
+    }
+
+    /// Stop the node without leaving the cluster (it stays a member; restart it with a new
+    /// manager over the same WAL): transport first, then every actor of the node.
+    pub async fn shutdown(&self) {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(running) = running {
             self.inner.transport.stop();

@@ -20,20 +20,21 @@ pub struct PartitionRegistry {
     handle: ArbiterHandle,
     shared: Mutex<ExecutorShared>,
     router: Arc<InboundRouter>,
-    voters: Mutex<Vec<NodeId>>,
+    base: (Vec<NodeId>, Vec<NodeId>),
     running: Mutex<BTreeMap<PartitionId, Running>>,
     retired: Mutex<BTreeSet<PartitionId>>,
 }
 
 impl PartitionRegistry {
-    /// A registry starting executors on `handle` with `shared`, voters `voters`.
+    /// A registry starting executors on `handle` with `shared`; `base` is every partition's
+    /// membership before any config entry (voters, learners).
     pub(crate) fn new(
         node: NodeId,
         config: RuntimeConfig,
         handle: ArbiterHandle,
         shared: ExecutorShared,
         router: Arc<InboundRouter>,
-        voters: Vec<NodeId>,
+        base: (Vec<NodeId>, Vec<NodeId>),
     ) -> Self {
         PartitionRegistry {
             node,
@@ -41,7 +42,7 @@ impl PartitionRegistry {
             handle,
             shared: Mutex::new(shared),
             router,
-            voters: Mutex::new(voters),
+            base,
             running: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(BTreeSet::new()),
         }
@@ -61,8 +62,9 @@ impl PartitionRegistry {
         if running.contains_key(&partition) {
             return false;
         }
-        let voters = self.voters.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let config = self.config.partition_config(self.node, partition, voters);
+        let (voters, learners) = self.base.clone();
+        let mut config = self.config.partition_config(self.node, partition, voters);
+        config.learners = learners;
         let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let status = Arc::new(StatusCell::default());
         let cell = status.clone();

@@ -9,12 +9,24 @@
 //! rejected with [`InboundRejection::UnknownPartition`], so the sender hears about it.
 
 use crate::executor::{Inbound, PartitionExecutor};
-use actix::Addr;
+use actix::{Addr, Message, Recipient};
 use kommander_core::transport::{InboundRejection, InboundSink};
-use kommander_core::{validate_batch, Envelope, MessageBatch, MessageLimits, NodeId, PartitionId};
+use kommander_core::{validate_batch, Envelope, MessageBatch, MessageLimits, NodeId, PartitionId, RaftMessage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+
+/// Another node asks to join (as a learner) or to leave the cluster.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct MembershipAsk {
+    /// The asking node.
+    pub node: NodeId,
+    /// Join (true) or leave (false).
+    pub join: bool,
+    /// Where it is reachable.
+    pub address: String,
+}
 
 /// The node's inbound router.
 #[derive(Debug)]
@@ -23,6 +35,7 @@ pub struct InboundRouter {
     cluster_id: String,
     limits: MessageLimits,
     partitions: RwLock<HashMap<PartitionId, Addr<PartitionExecutor>>>,
+    membership_asks: RwLock<Option<Recipient<MembershipAsk>>>,
     /// Batches dispatched to partitions.
     pub accepted_batches: AtomicU64,
     /// Batches rejected (wrong cluster or destination, malformed, only unknown partitions).
@@ -39,6 +52,7 @@ impl InboundRouter {
             cluster_id,
             limits: MessageLimits::default(),
             partitions: RwLock::new(HashMap::new()),
+            membership_asks: RwLock::new(None),
             accepted_batches: AtomicU64::new(0),
             rejected_batches: AtomicU64::new(0),
             dropped_messages: AtomicU64::new(0),
@@ -48,6 +62,11 @@ impl InboundRouter {
     /// Route messages of `partition` to `executor`.
     pub fn register(&self, partition: PartitionId, executor: Addr<PartitionExecutor>) {
         self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(partition, executor);
+    }
+
+    /// Hand join and leave requests of other nodes to `recipient` (the system coordinator).
+    pub fn set_membership_asks(&self, recipient: Recipient<MembershipAsk>) {
+        *self.membership_asks.write().unwrap_or_else(|p| p.into_inner()) = Some(recipient);
     }
 
     /// Stop routing to `partition`.
@@ -81,6 +100,13 @@ impl InboundRouter {
         }
         let mut by_partition: BTreeMap<PartitionId, Vec<Envelope>> = BTreeMap::new();
         for envelope in batch.messages {
+            if let RaftMessage::MembershipRequest { join, address } = envelope.message {
+                let asks = self.membership_asks.read().unwrap_or_else(|p| p.into_inner());
+                if let Some(asks) = asks.as_ref() {
+                    asks.do_send(MembershipAsk { node: envelope.from, join, address });
+                }
+                continue;
+            }
             by_partition.entry(envelope.partition).or_default().push(envelope);
         }
         let (mut delivered, mut dropped, mut first_unknown) = (0usize, 0u64, None);

@@ -4,14 +4,16 @@
 //! the leader's id); reads work on every node and see the map as applied locally.
 
 use crate::error::ReplicateError;
+use crate::executor::GetMembership;
 use crate::executor::Replicate;
 use crate::manager::RaftManager;
 use crate::transfer::RESERVED_PREFIX;
+use kommander_core::raft::Membership;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::system::{
     PartitionInfo, PartitionMap, PartitionState, Roster, SystemCommand, SystemEvent, SystemState,
 };
-use kommander_core::PartitionId;
+use kommander_core::{NodeId, PartitionId};
 use std::time::{Duration, Instant};
 
 impl RaftManager {
@@ -140,6 +142,24 @@ impl RaftManager {
     pub async fn merge_partitions(&self, survivor: PartitionId, source: PartitionId) -> Result<(), ReplicateError> {
         self.propose_system(SystemCommand::BeginMerge { survivor, source }).await?;
         self.await_operation(survivor).await
+    }
+
+    /// The membership of `partition` in effect on this node's replica, and whether its last change
+    /// is still uncommitted.
+    pub async fn partition_membership(&self, partition: PartitionId) -> Result<(Membership, bool), ReplicateError> {
+        let executor = self.partition(partition).ok_or(ReplicateError::UnknownPartition(partition))?;
+        executor.send(GetMembership).await.ok().flatten().ok_or(ReplicateError::PartitionUnavailable(partition))
+    }
+
+    /// Add `node` (reachable at `address`) to the roster as a learner (partition-0 leader only);
+    /// it is promoted to voter automatically once caught up. Joining nodes ask for this themselves.
+    pub async fn add_learner(&self, node: NodeId, address: &str) -> Result<(), ReplicateError> {
+        self.propose_system(SystemCommand::AddLearner { node, address: address.to_string() }).await.map(|_| ())
+    }
+
+    /// Remove `node` from the roster (partition-0 leader only); every partition then drops it.
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), ReplicateError> {
+        self.propose_system(SystemCommand::RemoveNode { node }).await.map(|_| ())
     }
 
     /// Abort the split or merge in progress (partition-0 leader only).

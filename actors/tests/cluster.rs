@@ -222,7 +222,7 @@ impl Cluster {
     /// Stop node `i`; returns its (now stopped) manager.
     async fn stop_node(&mut self, i: usize) -> RaftManager {
         let manager = self.managers[i].take().unwrap_or_else(|| panic!("node {} is not running", NODES[i]));
-        manager.leave_cluster().await;
+        manager.shutdown().await;
         manager
     }
 
@@ -316,7 +316,7 @@ impl Drop for Cluster {
     /// (`leave_cluster` completes without awaiting anything, so one poll runs it to the end.)
     fn drop(&mut self) {
         for manager in self.managers.iter_mut().filter_map(Option::take) {
-            let leave = std::pin::pin!(manager.leave_cluster());
+            let leave = std::pin::pin!(manager.shutdown());
             let _ = leave.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
         }
     }

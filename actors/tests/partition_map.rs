@@ -457,7 +457,7 @@ async fn a_crash_of_the_partition_0_leader_mid_split_is_resolved_after_restart()
     // Crash (stop) the partition-0 leader mid-split, then restart it from its WAL.
     let crashed =
         cluster.managers.iter().position(|m| m.as_ref().is_some_and(|m| m.node() == p0_leader.node())).unwrap();
-    cluster.managers[crashed].take().unwrap().leave_cluster().await;
+    cluster.managers[crashed].take().unwrap().shutdown().await;
     drop(split);
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.start_node(crashed).await;

@@ -58,6 +58,7 @@ fn kind_code(kind: EntryKind) -> u8 {
         EntryKind::RollbackMarker => 5,
         EntryKind::Fence { .. } => 6,
         EntryKind::Guarded { .. } => 7,
+        EntryKind::Config => 8,
     }
 }
 
@@ -77,6 +78,7 @@ fn kind_of(code: u8, r: &mut Reader<'_>) -> Option<EntryKind> {
         5 => EntryKind::RollbackMarker,
         6 => EntryKind::Fence { generation: r.u64()? },
         7 => EntryKind::Guarded { generation: r.u64()? },
+        8 => EntryKind::Config,
         _ => return None,
     })
 }

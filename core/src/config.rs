@@ -11,8 +11,11 @@ pub struct PartitionConfig {
     pub node: NodeId,
     /// The partition this state machine runs.
     pub partition: PartitionId,
-    /// Voting members of the partition, including `node`.
+    /// Voting members of the partition before any config entry in its log.
     pub voters: Vec<NodeId>,
+    /// Non-voting members before any config entry in its log (a joining node lists itself here
+    /// with no voters: it never campaigns and learns the membership from the log).
+    pub learners: Vec<NodeId>,
     /// A leader sends heartbeats every this many ticks.
     pub heartbeat_ticks: u32,
     /// Lower bound (inclusive) of the randomized election timeout, in ticks.
@@ -55,6 +58,7 @@ impl PartitionConfig {
             node,
             partition,
             voters,
+            learners: Vec::new(),
             heartbeat_ticks: 1,
             election_timeout_min_ticks: 10,
             election_timeout_max_ticks: 20,
@@ -79,17 +83,18 @@ impl PartitionConfig {
         if self.election_timeout_max_ticks <= self.election_timeout_min_ticks {
             return Err(ConfigError::Timing("election_timeout_max_ticks must exceed election_timeout_min_ticks"));
         }
-        if self.voters.is_empty() {
+        let is_learner = self.learners.contains(&self.node);
+        if self.voters.is_empty() && !is_learner {
             return Err(ConfigError::Membership("voters must not be empty"));
         }
-        if !self.voters.contains(&self.node) {
-            return Err(ConfigError::Membership("voters must contain this node"));
+        if !self.voters.contains(&self.node) && !is_learner {
+            return Err(ConfigError::Membership("this node must be a voter or a learner"));
         }
-        let mut sorted = self.voters.clone();
+        let mut sorted: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
         sorted.sort();
         sorted.dedup();
-        if sorted.len() != self.voters.len() {
-            return Err(ConfigError::Membership("voters must not repeat a node"));
+        if sorted.len() != self.voters.len() + self.learners.len() {
+            return Err(ConfigError::Membership("voters and learners must not repeat a node"));
         }
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::Limit("max_inflight_appends must be at least 1"));

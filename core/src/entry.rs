@@ -30,6 +30,9 @@ pub enum EntryKind {
         /// The partition's new generation.
         generation: u64,
     },
+    /// A membership change of the partition; the payload is the new
+    /// [`crate::raft::Membership`] (encoded). Takes effect when appended; never delivered.
+    Config,
     /// Application data (delivered on Raft commit, like an auto-commit entry) written by a client
     /// that routed it with partition-map generation `generation`. Delivered only if no fence of a
     /// newer generation applied before it; otherwise the client gets `PartitionMoved`.
@@ -76,6 +79,7 @@ impl LogEntry {
             EntryKind::RollbackMarker => 5,
             EntryKind::Fence { generation } => 6 ^ generation.rotate_left(8),
             EntryKind::Guarded { generation } => 7 ^ generation.rotate_left(8),
+            EntryKind::Config => 8,
         });
         h.write(self.log_type.as_bytes());
         h.write(&self.payload);

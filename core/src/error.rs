@@ -49,6 +49,13 @@ pub enum ProposeError {
     /// [`ProposeError::UnknownTicket`].)
     #[error("ticket {0} is an auto-commit proposal")]
     NotTwoPhase(Ticket),
+    /// A membership change is already in the log and not yet committed (one at a time).
+    #[error("a membership change is still uncommitted")]
+    MembershipChangePending,
+    /// The requested membership differs from the current one by more than one node, or has no
+    /// voter.
+    #[error("invalid membership change (one node at a time, at least one voter)")]
+    InvalidMembership,
     /// A guarded write expected an older partition generation than the partition's log has: the
     /// partition map changed (split, merge) under the writer. Re-route with the current map.
     #[error("partition moved: write expected generation {expected}, partition is at {current}")]

@@ -54,6 +54,14 @@ pub enum RaftMessage {
         /// Outcome.
         result: AppendResult,
     },
+    /// Not part of Raft: a node asks the cluster (on partition 0, sent to any member, acted on by
+    /// the partition-0 leader) to add it as a learner (`join`) or to remove it.
+    MembershipRequest {
+        /// Join (true) or leave (false).
+        join: bool,
+        /// Where peers reach the sender.
+        address: String,
+    },
 }
 
 /// Outcome of an append on a follower.
@@ -83,6 +91,7 @@ impl RaftMessage {
             | RaftMessage::VoteResponse { term, .. }
             | RaftMessage::AppendRequest { term, .. }
             | RaftMessage::AppendResponse { term, .. } => *term,
+            RaftMessage::MembershipRequest { .. } => 0,
         }
     }
 
@@ -95,6 +104,7 @@ impl RaftMessage {
             RaftMessage::VoteResponse { .. } => "vote_response",
             RaftMessage::AppendRequest { .. } => "append_request",
             RaftMessage::AppendResponse { .. } => "append_response",
+            RaftMessage::MembershipRequest { .. } => "membership_request",
         }
     }
 }

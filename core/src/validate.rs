@@ -156,6 +156,12 @@ pub fn validate_batch(batch: &MessageBatch, limits: &MessageLimits) -> Result<()
 }
 
 fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &MessageLimits) -> Result<(), InvalidBatch> {
+    if let RaftMessage::MembershipRequest { address, .. } = message {
+        if !partition.is_system() || address.len() > limits.max_cluster_id_bytes {
+            return Err(InvalidBatch::InconsistentResponse(partition));
+        }
+        return Ok(());
+    }
     if message.term() == 0 {
         return Err(InvalidBatch::ZeroTerm(partition));
     }
@@ -174,7 +180,7 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
                 return Err(InvalidBatch::InconsistentTerm(partition));
             }
         }
-        RaftMessage::VoteResponse { .. } => {}
+        RaftMessage::VoteResponse { .. } | RaftMessage::MembershipRequest { .. } => {}
         RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit: _ } => {
             if entries.len() > limits.max_entries_per_message {
                 return Err(InvalidBatch::TooManyEntries { partition, count: entries.len() });

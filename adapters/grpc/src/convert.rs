@@ -143,6 +143,9 @@ fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
             prev_log_index: *prev_log_index,
             result: Some(result_to_proto(result)),
         }),
+        RaftMessage::MembershipRequest { join, address } => {
+            M::MembershipRequest(proto::MembershipRequest { join: *join, address: address.clone() })
+        }
     }
 }
 
@@ -168,6 +171,7 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
             prev_log_index: m.prev_log_index,
             result: result_from_proto(m.result.ok_or(ConvertError::MissingAppendResult)?),
         },
+        M::MembershipRequest(m) => RaftMessage::MembershipRequest { join: m.join, address: m.address },
     })
 }
 
@@ -233,6 +237,7 @@ fn kind_to_proto(kind: EntryKind) -> proto::EntryKind {
         EntryKind::RollbackMarker => proto::EntryKind::RollbackMarker,
         EntryKind::Fence { .. } => proto::EntryKind::Fence,
         EntryKind::Guarded { .. } => proto::EntryKind::Guarded,
+        EntryKind::Config => proto::EntryKind::Config,
     }
 }
 
@@ -246,6 +251,7 @@ fn kind_from_proto(index: u64, value: i32, generation: u64) -> Result<EntryKind,
         Ok(proto::EntryKind::RollbackMarker) => Ok(EntryKind::RollbackMarker),
         Ok(proto::EntryKind::Fence) => Ok(EntryKind::Fence { generation }),
         Ok(proto::EntryKind::Guarded) => Ok(EntryKind::Guarded { generation }),
+        Ok(proto::EntryKind::Config) => Ok(EntryKind::Config),
         Err(_) => Err(ConvertError::UnknownEntryKind { index, value }),
     }
 }

@@ -136,7 +136,7 @@ async fn three_nodes_replicate_over_rest_inside_user_apps() {
     assert!(frames > 0 && batches >= frames);
     assert_eq!(stats.rejected_auth.load(Ordering::Relaxed), 0);
     for node in nodes {
-        node.manager.leave_cluster().await;
+        node.manager.shutdown().await;
         node.server.stop(false).await;
     }
 }
@@ -196,7 +196,7 @@ async fn a_node_with_the_wrong_secret_or_cluster_is_rejected() {
     assert!(after.term < 1_000_000 && after.term >= term_before, "the intruder's term leaked in: {after:?}");
     assert!(after.is_leader, "the leader was disturbed: {after:?}");
     for node in nodes {
-        node.manager.leave_cluster().await;
+        node.manager.shutdown().await;
         node.server.stop(false).await;
     }
 }

@@ -64,7 +64,7 @@ impl Applier {
                     self.held.entry(entry.ticket).or_default().push(entry.clone());
                 }
             }
-            EntryKind::Barrier => {}
+            EntryKind::Barrier | EntryKind::Config => {}
             EntryKind::CommitMarker | EntryKind::RollbackMarker => {
                 let outcome = if entry.kind == EntryKind::CommitMarker {
                     TicketOutcome::Committed

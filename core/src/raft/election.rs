@@ -9,6 +9,11 @@ use crate::message::RaftMessage;
 
 impl PartitionStateMachine {
     pub(super) fn tick_election(&mut self) {
+        if !self.is_voter() {
+            // Learners (and removed nodes) never campaign.
+            self.reset_election_timer();
+            return;
+        }
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_timeout {
             self.start_pre_vote();
@@ -35,9 +40,10 @@ impl PartitionStateMachine {
 
     /// Check-quorum: did a quorum (counting this leader) talk to us since the last round?
     fn quorum_active(&mut self) -> bool {
-        let mut active = 1;
-        for progress in self.progress.values_mut() {
-            if std::mem::replace(&mut progress.recent_active, false) {
+        let voters = self.log.membership.current().voters.clone();
+        let mut active = usize::from(voters.contains(&self.config.node));
+        for (node, progress) in self.progress.iter_mut() {
+            if std::mem::replace(&mut progress.recent_active, false) && voters.contains(node) {
                 active += 1;
             }
         }
@@ -59,7 +65,7 @@ impl PartitionStateMachine {
 
     /// Start a pre-vote round for `term + 1` without changing any durable state.
     pub(super) fn start_pre_vote(&mut self) {
-        if self.config.voters.len() == 1 {
+        if self.membership().voters.len() == 1 {
             self.start_election();
             return;
         }
@@ -70,8 +76,7 @@ impl PartitionStateMachine {
         self.votes.insert(self.config.node, true);
         self.reset_election_timer();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
+        for peer in self.voter_peers() {
             self.send(peer, RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: true });
         }
         self.publish_leader();
@@ -93,8 +98,7 @@ impl PartitionStateMachine {
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
+        for peer in self.voter_peers() {
             self.send_after_persist(
                 peer,
                 RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false },
@@ -184,7 +188,7 @@ impl PartitionStateMachine {
         self.check_quorum_elapsed = 0;
         self.votes.clear();
         let next = self.log.last_index() + 1;
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers: Vec<NodeId> = self.peers();
         self.progress = peers.into_iter().map(|p| (p, Progress::new(next))).collect();
         let barrier = LogEntry {
             index: next,

@@ -4,6 +4,7 @@
 //! Rules kept here: entries at or below `commit` are never removed or replaced; only durable,
 //! applied entries are evicted from memory (older ones are read back from the WAL on demand).
 
+use super::membership::MembershipLog;
 use crate::entry::LogEntry;
 use crate::ids::{LogIndex, Term};
 use crate::wal::PartitionWrite;
@@ -36,6 +37,8 @@ pub(crate) struct RaftLog {
     /// Pending explicit truncation for the next write.
     truncate_from: Option<LogIndex>,
     in_flight: VecDeque<InFlightWrite>,
+    /// Configurations carried by the log's config entries (and the base before them).
+    pub(crate) membership: MembershipLog,
 }
 
 impl Default for RaftLog {
@@ -48,7 +51,12 @@ impl RaftLog {
     /// A log restored from durable entries (consecutive from 1).
     pub(crate) fn restored(entries: Vec<LogEntry>, commit: LogIndex) -> Self {
         let last = entries.last().map_or(0, |e| e.index);
+        let mut membership = MembershipLog::default();
+        for entry in &entries {
+            membership.appended(entry);
+        }
         RaftLog {
+            membership,
             entries: entries.into(),
             offset: 0,
             offset_term: 0,
@@ -108,6 +116,7 @@ impl RaftLog {
     /// Append an entry at `last_index() + 1`.
     pub(crate) fn push(&mut self, entry: LogEntry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
+        self.membership.appended(&entry);
         self.entries.push_back(entry);
     }
 
@@ -118,6 +127,7 @@ impl RaftLog {
             return;
         }
         self.entries.truncate((from - self.offset - 1) as usize);
+        self.membership.truncated(from);
         self.stable = self.stable.min(from - 1);
         if from < self.unpersisted_from {
             self.unpersisted_from = from;

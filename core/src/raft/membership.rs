@@ -51,6 +51,36 @@ impl Membership {
         all.into_iter().filter(|&n| role(self, n) != role(next, n)).count() <= 1
     }
 
+    /// The next single step from `self` toward `desired`, or `None` when there is nothing to do:
+    /// drop learners that are not wanted, add missing members as learners, promote wanted voters
+    /// once `caught_up` says so, then remove unwanted voters one at a time (never the last).
+    pub fn next_step_toward(&self, desired: &Membership, caught_up: impl Fn(NodeId) -> bool) -> Option<Membership> {
+        let mut next = self.clone();
+        if let Some(&gone) = self.learners.iter().find(|n| !desired.contains(**n)) {
+            next.learners.remove(&gone);
+            return Some(next);
+        }
+        if let Some(new) = desired.members().find(|n| !self.contains(*n)) {
+            next.learners.insert(new);
+            return Some(next);
+        }
+        if let Some(&ready) = self.learners.iter().find(|n| desired.voters.contains(*n) && caught_up(**n)) {
+            next.learners.remove(&ready);
+            next.voters.insert(ready);
+            return Some(next);
+        }
+        if let Some(&gone) = self.voters.iter().find(|n| !desired.voters.contains(*n)) {
+            if self.voters.len() > 1 {
+                next.voters.remove(&gone);
+                if desired.learners.contains(&gone) {
+                    next.learners.insert(gone);
+                }
+                return Some(next);
+            }
+        }
+        None
+    }
+
     /// Encode as an entry payload: `u32 voters | u64 ids | u32 learners | u64 ids`, little endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + 8 * (self.voters.len() + self.learners.len()));
@@ -65,7 +95,7 @@ impl Membership {
 
     /// Decode [`Membership::encode`]'s output; `None` if malformed.
     pub fn decode(bytes: &[u8]) -> Option<Membership> {
-        let mut at = 0;
+        let mut at: usize = 0;
         let mut take = |n: usize| {
             let slice = bytes.get(at..at.checked_add(n)?)?;
             at += n;
@@ -94,8 +124,9 @@ pub(crate) struct MembershipLog {
 }
 
 impl MembershipLog {
-    pub(crate) fn new(base: Membership) -> Self {
-        MembershipLog { base, changes: Vec::new() }
+    /// Set the configuration before any config entry.
+    pub(crate) fn set_base(&mut self, base: Membership) {
+        self.base = base;
     }
 
     /// The configuration in effect: the last one in the log.
@@ -146,6 +177,30 @@ mod tests {
         assert!(!base.is_single_step_to(&m(&[1], &[])));
         assert!(!base.is_single_step_to(&m(&[], &[1, 2, 3])));
         assert!(!base.is_single_step_to(&m(&[1, 2, 3], &[3])));
+    }
+
+    #[test]
+    fn steps_toward_a_target_are_single_and_wait_for_catch_up() {
+        let desired = m(&[1, 2, 3, 4, 5], &[]);
+        let mut current = m(&[1, 2, 3], &[]);
+        while let Some(next) = current.next_step_toward(&desired, |n| n != NodeId(5)) {
+            assert!(current.is_single_step_to(&next), "{current:?} -> {next:?}");
+            current = next;
+        }
+        assert_eq!(current, m(&[1, 2, 3, 4], &[5]), "5 stays a learner until it caught up");
+        while let Some(next) = current.next_step_toward(&desired, |_| true) {
+            assert!(current.is_single_step_to(&next), "{current:?} -> {next:?}");
+            current = next;
+        }
+        assert_eq!(current, desired);
+        let shrink = m(&[1, 2], &[]);
+        while let Some(next) = current.next_step_toward(&shrink, |_| true) {
+            assert!(current.is_single_step_to(&next));
+            current = next;
+        }
+        assert_eq!(current, shrink);
+        assert_eq!(m(&[1], &[]).next_step_toward(&m(&[2], &[]), |_| false), Some(m(&[1], &[2])));
+        assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| false), None, "2 must catch up first");
     }
 
     #[test]

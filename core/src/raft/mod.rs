@@ -14,11 +14,13 @@
 mod apply;
 mod election;
 mod log;
+mod membership;
 mod progress;
 mod proposals;
 pub mod ready;
 mod replication;
 
+pub use membership::Membership;
 pub use progress::{Progress, ProgressState};
 pub use proposals::{Proposal, ProposalAccepted};
 pub use ready::{ClientReply, Delivery, LeaderChange, ProposalCommitted, ReadRequest, Ready, WriteRequest};
@@ -142,8 +144,16 @@ impl PartitionStateMachine {
             halted: None,
             config,
         };
+        sm.log.membership.set_base(sm.base_membership());
         sm.reset_election_timer();
         Ok(sm)
+    }
+
+    fn base_membership(&self) -> Membership {
+        Membership {
+            voters: self.config.voters.iter().copied().collect(),
+            learners: self.config.learners.iter().copied().collect(),
+        }
     }
 
     /// A replica restored from its WAL. Committed application entries are queued as `restored`
@@ -175,6 +185,7 @@ impl PartitionStateMachine {
             sm.clock.observe(newest, 0);
         }
         sm.log = RaftLog::restored(state.entries, hard_state.commit);
+        sm.log.membership.set_base(sm.base_membership());
         sm.apply_committed(true);
         Ok(sm)
     }
@@ -249,9 +260,22 @@ impl PartitionStateMachine {
     pub fn halted(&self) -> Option<&FatalError> {
         self.halted.as_ref()
     }
-    /// Voting members.
-    pub fn voters(&self) -> &[NodeId] {
-        &self.config.voters
+    /// Voting members (of the configuration in effect).
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.membership().voters.iter().copied().collect()
+    }
+    /// The configuration in effect: the last config entry in the log (committed or not), or the
+    /// configured base before any.
+    pub fn membership(&self) -> &Membership {
+        self.log.membership.current()
+    }
+    /// True while the last membership change is not committed (no new change may start).
+    pub fn membership_change_pending(&self) -> bool {
+        self.log.membership.latest_index() > self.log.commit
+    }
+    /// Index of the last config entry in the log (0 if none).
+    pub fn membership_index(&self) -> LogIndex {
+        self.log.membership.latest_index()
     }
     /// Number of two-phase tickets held (Raft-committed, awaiting commit/rollback).
     pub fn held_tickets(&self) -> usize {
@@ -280,7 +304,10 @@ impl PartitionStateMachine {
             return Err(StepError::WrongPartition { expected: self.config.partition, got: envelope.partition });
         }
         let from = envelope.from;
-        if from == self.config.node || !self.config.voters.contains(&from) {
+        // Votes count only between voters; appends may come from a leader this replica does not
+        // know yet (a joining learner learns the membership from the log it receives).
+        let is_vote = matches!(envelope.message, RaftMessage::VoteRequest { .. } | RaftMessage::VoteResponse { .. });
+        if from == self.config.node || (is_vote && !self.membership().voters.contains(&from)) {
             return Err(StepError::UnknownSender(from));
         }
         if let RaftMessage::AppendRequest { term, prev_log_index, entries, .. } = &envelope.message {
@@ -308,6 +335,8 @@ impl PartitionStateMachine {
             RaftMessage::AppendResponse { term, prev_log_index, result } => {
                 self.handle_append_response(from, term, prev_log_index, result)
             }
+            // Handled by the runtime's system coordinator, never by a partition.
+            RaftMessage::MembershipRequest { .. } => {}
         }
         Ok(())
     }
@@ -356,12 +385,45 @@ impl PartitionStateMachine {
     // ----- shared internals ------------------------------------------------------------------
 
     fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+        self.membership().quorum()
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+    fn is_voter(&self) -> bool {
+        self.membership().voters.contains(&self.config.node)
+    }
+
+    /// Every other member (voters and learners): who a leader replicates to.
+    fn peers(&self) -> Vec<NodeId> {
         let me = self.config.node;
-        self.config.voters.iter().copied().filter(move |&n| n != me)
+        self.membership().members().filter(|&n| n != me).collect()
+    }
+
+    /// Every other voter: who a candidate asks for votes.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        let me = self.config.node;
+        self.membership().voters.iter().copied().filter(|&n| n != me).collect()
+    }
+
+    /// The leader's own proposal changed the membership: track new members, forget removed ones.
+    fn membership_changed(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let peers = self.peers();
+        let next = self.log.last_index() + 1;
+        self.progress.retain(|node, _| peers.contains(node));
+        for peer in peers {
+            self.progress.entry(peer).or_insert_with(|| Progress::new(next));
+        }
+        self.needs_broadcast = true;
+    }
+
+    /// §4.2.2 of the thesis: a leader that is not a voter of the committed configuration steps down.
+    fn step_down_if_removed(&mut self) {
+        if self.role == Role::Leader && !self.is_voter() && self.log.commit >= self.log.membership.latest_index() {
+            tracing::info!(partition = %self.config.partition, node = %self.config.node, "removed from the voters; stepping down");
+            self.become_follower(self.term, None);
+        }
     }
 
     fn envelope(&self, to: NodeId, message: RaftMessage) -> Envelope {

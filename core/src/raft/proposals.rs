@@ -2,6 +2,7 @@
 //! commit / rollback markers. Markers are new entries; nothing already in the log is rewritten.
 
 use super::apply::{WaitFor, Waiter};
+use super::membership::Membership;
 use super::{PartitionStateMachine, Role};
 use crate::entry::{EntryKind, LogEntry};
 use crate::error::{ProposeError, TicketOutcome};
@@ -57,6 +58,22 @@ impl PartitionStateMachine {
     pub fn propose_fence(&mut self, generation: u64, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
         let fence = Proposal { log_type: String::new(), payloads: vec![Vec::new()], auto_commit: true };
         self.append_proposal(fence, EntryKind::Fence { generation }, now_ms)
+    }
+
+    /// Propose changing the membership to `next` (leaders only): at most one node's role may
+    /// change (see [`Membership::is_single_step_to`]), and only once the previous change has
+    /// committed. Takes effect on this leader at once; the reply comes when it is applied.
+    pub fn propose_membership(&mut self, next: Membership, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
+        if self.membership_change_pending() {
+            return Err(ProposeError::MembershipChangePending);
+        }
+        if !self.membership().is_single_step_to(&next) {
+            return Err(ProposeError::InvalidMembership);
+        }
+        let change = Proposal { log_type: String::new(), payloads: vec![next.encode()], auto_commit: true };
+        let accepted = self.append_proposal(change, EntryKind::Config, now_ms)?;
+        self.membership_changed();
+        Ok(accepted)
     }
 
     /// The partition generation: the highest fence applied so far.
@@ -160,7 +177,7 @@ impl PartitionStateMachine {
                 EntryKind::Application { auto_commit: true } | EntryKind::Guarded { .. } => {
                     return Err(ProposeError::NotTwoPhase(ticket))
                 }
-                EntryKind::Barrier | EntryKind::Fence { .. } => {}
+                EntryKind::Barrier | EntryKind::Fence { .. } | EntryKind::Config => {}
             }
         }
         if let Some((index, term)) = existing_marker {

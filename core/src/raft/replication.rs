@@ -13,7 +13,7 @@ use crate::wal::WalError;
 impl PartitionStateMachine {
     /// Heartbeat round: refresh followers' commit index, resend lost appends.
     pub(super) fn heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers: Vec<NodeId> = self.peers();
         for peer in peers {
             let Some(pr) = self.progress.get_mut(&peer) else { continue };
             match pr.state {
@@ -67,7 +67,7 @@ impl PartitionStateMachine {
 
     /// Send new entries to every follower with room in its window.
     pub(super) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers: Vec<NodeId> = self.peers();
         for peer in peers {
             self.send_append(peer, false);
         }
@@ -376,10 +376,15 @@ impl PartitionStateMachine {
     /// §5.3/§5.4.2: commit the highest index stored on a quorum, but only by counting replicas of
     /// an entry of the current term (Figure 8).
     pub(super) fn maybe_commit(&mut self) {
-        let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.stable);
+        // Only voters of the configuration in effect count, this leader included only if it is one.
+        let voters = &self.log.membership.current().voters;
+        let mut matches: Vec<LogIndex> =
+            self.progress.iter().filter(|(node, _)| voters.contains(node)).map(|(_, p)| p.match_index).collect();
+        if voters.contains(&self.config.node) {
+            matches.push(self.log.stable);
+        }
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[self.quorum() - 1];
+        let Some(&candidate) = matches.get(self.quorum() - 1) else { return };
         if candidate <= self.log.commit {
             return;
         }
@@ -389,6 +394,7 @@ impl PartitionStateMachine {
             self.commit_dirty = true;
             self.needs_broadcast = true;
             self.apply_committed(false);
+            self.step_down_if_removed();
         }
     }
 

@@ -595,7 +595,7 @@ impl World {
                     sm.last_index()
                 ));
                 for peer in sm.voters() {
-                    if let Some(pr) = sm.progress(*peer) {
+                    if let Some(pr) = sm.progress(peer) {
                         out.push_str(&format!(
                             " | {peer}: {:?} match {} next {}",
                             pr.state, pr.match_index, pr.next_index

@@ -8,6 +8,12 @@ use thiserror::Error;
 /// A change to the system state, proposed on partition 0 and applied by every node in log order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SystemCommand {
+    /// Record the founding members (once, by the first partition-0 leader); later bootstraps are
+    /// refused.
+    Bootstrap {
+        /// The founding voters and their addresses.
+        members: Vec<(NodeId, String)>,
+    },
     /// Create a partition addressed by id only (no key range); it gets the next unused id.
     CreatePartition,
     /// Tombstone a partition that owns no key range (its id is never reused).
@@ -149,6 +155,12 @@ pub enum SystemError {
     /// The node is not a learner.
     #[error("{0} is not a learner")]
     NotLearner(NodeId),
+    /// The roster was already bootstrapped.
+    #[error("the roster is already bootstrapped")]
+    AlreadyBootstrapped,
+    /// Membership commands need a bootstrapped roster.
+    #[error("the roster is not bootstrapped yet")]
+    NotBootstrapped,
     /// Removing the node would leave no voter.
     #[error("cannot remove the last voter {0}")]
     LastVoter(NodeId),

@@ -33,6 +33,14 @@ pub struct Roster {
 }
 
 impl Roster {
+    /// The roster as a partition membership (voters and learners).
+    pub fn membership(&self) -> crate::raft::Membership {
+        crate::raft::Membership {
+            voters: self.voters().into_iter().collect(),
+            learners: self.learners().into_iter().collect(),
+        }
+    }
+
     /// The bootstrap roster: every given node a voter.
     pub fn genesis(voters: impl IntoIterator<Item = (NodeId, String)>) -> Self {
         let members =

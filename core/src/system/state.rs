@@ -185,7 +185,22 @@ impl SystemState {
                 }
                 Ok(SystemEvent::OperationAborted)
             }
+            SystemCommand::Bootstrap { ref members } => {
+                if !self.roster.members.is_empty() {
+                    return Err(SystemError::AlreadyBootstrapped);
+                }
+                if members.is_empty() {
+                    return Err(SystemError::NotBootstrapped);
+                }
+                let version = self.roster.version;
+                self.roster = Roster::genesis(members.iter().cloned());
+                self.roster.version = version;
+                Ok(SystemEvent::RosterChanged)
+            }
             SystemCommand::AddLearner { node, ref address } => {
+                if self.roster.members.is_empty() {
+                    return Err(SystemError::NotBootstrapped);
+                }
                 if self.roster.members.contains_key(&node) {
                     return Err(SystemError::AlreadyMember(node));
                 }
@@ -306,6 +321,19 @@ mod tests {
             assert!(s.apply(command).is_err(), "{command:?} should be refused");
             assert_eq!(s, before, "{command:?} changed the state");
         }
+    }
+
+    #[test]
+    fn the_roster_is_bootstrapped_once() {
+        let mut s = SystemState::genesis(1, []);
+        let add = SystemCommand::AddLearner { node: NodeId(4), address: "d".into() };
+        assert_eq!(s.apply(&add), Err(SystemError::NotBootstrapped));
+        let members = vec![(NodeId(1), "a".to_string()), (NodeId(2), "b".to_string())];
+        s.apply(&SystemCommand::Bootstrap { members: members.clone() }).unwrap();
+        assert_eq!(s.roster.voters(), vec![NodeId(1), NodeId(2)]);
+        assert_eq!(s.apply(&SystemCommand::Bootstrap { members }), Err(SystemError::AlreadyBootstrapped));
+        s.apply(&add).unwrap();
+        assert_eq!(s.roster.learners(), vec![NodeId(4)]);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct LoadReport {
     pub latencies_us: Vec<u32>,
     /// Length of the window as measured on this node, in seconds.
     pub window_seconds: f64,
+    /// CPU time (user + system, in clock ticks) of the HTTP worker thread that ran the clients,
+    /// over the window; `None` off Linux.
+    pub worker_cpu_ticks: Option<u64>,
 }
 
 #[derive(Default)]
@@ -98,7 +101,15 @@ async fn run(manager: &RaftManager, request: &LoadRequest) -> LoadReport {
         .iter()
         .map(|&p| actix_rt::spawn(client(manager.clone(), PartitionId(p), payload.clone(), window_start, deadline)))
         .collect();
-    let mut report = LoadReport::default();
+    // The clients run on this worker thread: sample its CPU time when the window opens and closes.
+    actix_rt::time::sleep_until(window_start.into()).await;
+    let worker_start = thread_cpu_ticks();
+    actix_rt::time::sleep_until(deadline.into()).await;
+    let worker_end = thread_cpu_ticks();
+    let mut report = LoadReport {
+        worker_cpu_ticks: worker_start.zip(worker_end).map(|(a, b)| b.saturating_sub(a)),
+        ..LoadReport::default()
+    };
     for task in tasks {
         // A client task only fails if it panicked; its results are then lost, not the whole load.
         let Ok(client) = task.await else {
@@ -150,6 +161,14 @@ async fn client(
         }
     }
     report
+}
+
+/// CPU time (user + system, clock ticks) of the calling thread, from `/proc/thread-self/stat`.
+fn thread_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 fn error_kind(error: &ReplicateError) -> &'static str {

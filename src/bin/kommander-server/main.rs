@@ -101,7 +101,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     wait_for_shutdown_signal().await;
     tracing::info!(%node, "shutting down");
-    manager.leave_cluster().await;
+    manager.shutdown().await;
     network.transport.stop();
     server_handle.stop(true).await;
     tracing::info!(%node, "stopped");

@@ -95,7 +95,7 @@ impl Node {
     }
 
     pub async fn stop(self) {
-        self.manager.leave_cluster().await;
+        self.manager.shutdown().await;
         self.server.stop(false).await;
     }
 }

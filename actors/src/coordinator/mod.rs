@@ -19,6 +19,8 @@
 //! An operation still pending after `RuntimeConfig::operation_timeout` is aborted by the
 //! partition-0 leader (the map returns to its previous ranges with bumped generations).
 
+mod membership;
+
 use crate::error::ReplicateError;
 use crate::events::RaftEvent;
 use crate::executor::{ProposeFence, Replicate};
@@ -111,7 +113,10 @@ pub struct SystemCoordinator {
     pending_since: Option<(Operation, Instant)>,
     operation_timeout: Duration,
     check_interval: Duration,
+    members: membership::MembershipDriver,
 }
+
+pub(crate) use membership::MembershipSettings;
 
 /// What the coordinator needs from the manager.
 pub(crate) struct CoordinatorParts {
@@ -124,6 +129,7 @@ pub(crate) struct CoordinatorParts {
     pub(crate) wal_scheduler: Addr<WalScheduler>,
     pub(crate) operation_timeout: Duration,
     pub(crate) check_interval: Duration,
+    pub(crate) members: membership::MembershipSettings,
 }
 
 impl SystemCoordinator {
@@ -141,6 +147,7 @@ impl SystemCoordinator {
             pending_since: None,
             operation_timeout: parts.operation_timeout,
             check_interval: parts.check_interval,
+            members: membership::MembershipDriver::new(parts.members),
         }
     }
 
@@ -349,7 +356,10 @@ impl Actor for SystemCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.check_interval, |act, ctx| act.drive(ctx));
+        ctx.run_interval(self.check_interval, |act, ctx| {
+            act.drive(ctx);
+            act.drive_membership(ctx);
+        });
     }
 }
 

@@ -1,0 +1,185 @@
+//! Membership driving, on every node, from the committed roster:
+//! * the first partition-0 leader of a new cluster commits the founding voters (`Bootstrap`);
+//! * a joining node asks the contacts from discovery, over the transport, to add it; the
+//!   partition-0 leader commits it to the roster as a learner; a leaving node asks for removal;
+//! * every partition's leader moves its partition's membership one step at a time toward the
+//!   roster (adding learners, promoting caught-up learners the roster lists as voters, removing
+//!   nodes the roster dropped) through config entries in the partition's own log;
+//! * the partition-0 leader promotes a learner in the roster once it stayed within
+//!   `promotion_lag` entries of partition 0's log for `promotion_window`.
+//!
+//! Learners never count toward a quorum, so the quorum is never weakened while a node catches up.
+
+use super::SystemCoordinator;
+use crate::executor::{LearnerLag, ReconcileMembership};
+use crate::router::MembershipAsk;
+use actix::prelude::*;
+use kommander_core::system::{MemberRole, SystemCommand};
+use kommander_core::{Discovery, Envelope, MessageBatch, NodeId, PartitionId, RaftMessage, Transport};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REQUEST_EVERY: Duration = Duration::from_millis(300);
+const RECONCILE_EVERY: Duration = Duration::from_millis(100);
+
+/// What membership driving needs from the manager.
+pub(crate) struct MembershipSettings {
+    pub(crate) node: NodeId,
+    /// The founding voters (founding nodes only).
+    pub(crate) founders: Option<Vec<(NodeId, String)>>,
+    pub(crate) advertise_address: String,
+    pub(crate) cluster_id: String,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) discovery: Arc<dyn Discovery>,
+    pub(crate) promotion_lag: u64,
+    pub(crate) promotion_window: Duration,
+    /// Set by `leave_cluster`.
+    pub(crate) leaving: Arc<AtomicBool>,
+}
+
+pub(crate) struct MembershipDriver {
+    settings: MembershipSettings,
+    caught_up_since: BTreeMap<NodeId, Instant>,
+    last_request: Option<Instant>,
+    last_reconcile: Option<Instant>,
+    in_flight: bool,
+}
+
+impl MembershipDriver {
+    pub(crate) fn new(settings: MembershipSettings) -> Self {
+        MembershipDriver {
+            settings,
+            caught_up_since: BTreeMap::new(),
+            last_request: None,
+            last_reconcile: None,
+            in_flight: false,
+        }
+    }
+
+    fn due(last: &mut Option<Instant>, every: Duration) -> bool {
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Send a join or leave request to `targets` over the transport (partition 0 envelopes).
+    fn request(&self, join: bool, targets: impl IntoIterator<Item = NodeId>) {
+        let s = &self.settings;
+        for to in targets.into_iter().filter(|&n| n != s.node) {
+            let message = RaftMessage::MembershipRequest { join, address: s.advertise_address.clone() };
+            let envelope = Envelope { partition: PartitionId::SYSTEM, from: s.node, to, message };
+            let batch = MessageBatch { cluster_id: s.cluster_id.clone(), from: s.node, to, messages: vec![envelope] };
+            if let Err(error) = s.transport.send(batch) {
+                tracing::debug!(%to, %error, "membership request not sent");
+            }
+        }
+    }
+}
+
+impl SystemCoordinator {
+    /// One round of membership driving (see the module docs).
+    pub(super) fn drive_membership(&mut self, ctx: &mut Context<Self>) {
+        if !self.restored {
+            return;
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let registry = self.registry().clone();
+        let p0_leader = registry.leads(PartitionId::SYSTEM);
+        let me = self.members.settings.node;
+        if state.roster.members.is_empty() {
+            if let Some(founders) = self.members.settings.founders.clone() {
+                if p0_leader {
+                    self.propose_membership_command(ctx, SystemCommand::Bootstrap { members: founders });
+                }
+                return;
+            }
+        }
+        let leaving = self.members.settings.leaving.load(Ordering::SeqCst);
+        let listed = state.roster.members.contains_key(&me);
+        let wants_in = self.members.settings.founders.is_none() && !leaving && !listed;
+        if ((leaving && listed) || wants_in) && MembershipDriver::due(&mut self.members.last_request, REQUEST_EVERY) {
+            if leaving && p0_leader {
+                self.propose_membership_command(ctx, SystemCommand::RemoveNode { node: me });
+            } else {
+                let contacts = self.members.settings.discovery.contacts().unwrap_or_default();
+                let targets: Vec<NodeId> =
+                    contacts.iter().map(|c| c.node).chain(state.roster.members.keys().copied()).collect();
+                self.members.request(!leaving, targets);
+            }
+        }
+        if MembershipDriver::due(&mut self.members.last_reconcile, RECONCILE_EVERY) {
+            let desired = state.roster.membership();
+            let max_lag = self.members.settings.promotion_lag;
+            for partition in registry.running() {
+                if let Some((executor, _)) = registry.get(partition) {
+                    executor.do_send(ReconcileMembership { desired: desired.clone(), max_lag });
+                }
+            }
+            if p0_leader && !state.roster.learners().is_empty() {
+                self.check_promotions(ctx);
+            }
+        }
+    }
+
+    /// On the partition-0 leader: promote the first learner that stayed caught up long enough.
+    fn check_promotions(&mut self, ctx: &mut Context<Self>) {
+        let Some((p0, _)) = self.registry().get(PartitionId::SYSTEM) else { return };
+        let request = p0.send(LearnerLag);
+        ctx.spawn(request.into_actor(self).map(|lags, act, ctx| {
+            let Ok(lags) = lags else { return };
+            let (lag_limit, window) = (act.members.settings.promotion_lag, act.members.settings.promotion_window);
+            act.members.caught_up_since.retain(|node, _| lags.get(node).is_some_and(|&lag| lag <= lag_limit));
+            for (&node, &lag) in &lags {
+                if lag <= lag_limit {
+                    act.members.caught_up_since.entry(node).or_insert_with(Instant::now);
+                }
+            }
+            let roster = act.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone();
+            let ready = act.members.caught_up_since.iter().find(|(node, since)| {
+                since.elapsed() >= window && roster.members.get(node).is_some_and(|m| m.role == MemberRole::Learner)
+            });
+            if let Some((&node, _)) = ready {
+                act.propose_membership_command(ctx, SystemCommand::PromoteLearner { node });
+            }
+        }));
+    }
+
+    fn propose_membership_command(&mut self, ctx: &mut Context<Self>, command: SystemCommand) {
+        if self.members.in_flight {
+            return;
+        }
+        self.members.in_flight = true;
+        let client = self.client.clone();
+        let work = async move { (client.propose(&command).await, command) };
+        ctx.spawn(work.into_actor(self).map(|(result, command), act, _| {
+            act.members.in_flight = false;
+            match result {
+                Ok(_) => tracing::info!(?command, "membership command committed"),
+                Err(error) => tracing::debug!(?command, %error, "membership command not applied"),
+            }
+        }));
+    }
+}
+
+impl Handler<MembershipAsk> for SystemCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, ask: MembershipAsk, ctx: &mut Context<Self>) {
+        if !self.registry().leads(PartitionId::SYSTEM) {
+            return;
+        }
+        let roster = self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone();
+        let listed = roster.members.contains_key(&ask.node);
+        let command = match (ask.join, listed) {
+            (true, false) => SystemCommand::AddLearner { node: ask.node, address: ask.address },
+            (false, true) => SystemCommand::RemoveNode { node: ask.node },
+            _ => return,
+        };
+        tracing::info!(node = %ask.node, join = ask.join, "membership request");
+        self.propose_membership_command(ctx, command);
+    }
+}

@@ -1,0 +1,226 @@
+//! Membership changes of one partition (thesis §4): learners replicate but never vote or
+//! campaign, changes go one node at a time through config entries that take effect when appended,
+//! a new change waits for the previous one to commit, a leader removed from the voters steps down
+//! once the change commits, and a truncated config entry reverts to the previous configuration.
+
+use kommander_core::raft::{Membership, Proposal};
+use kommander_core::{
+    Envelope, NodeId, PartitionConfig, PartitionId, PartitionStateMachine, ProposeError, RaftMessage, Role, StepError,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+const P: PartitionId = PartitionId(1);
+
+fn ids(nodes: &[u64]) -> Vec<NodeId> {
+    nodes.iter().map(|&n| NodeId(n)).collect()
+}
+
+fn membership(voters: &[u64], learners: &[u64]) -> Membership {
+    Membership { voters: ids(voters).into_iter().collect(), learners: ids(learners).into_iter().collect() }
+}
+
+fn machine(node: u64, voters: &[u64], learners: &[u64]) -> PartitionStateMachine {
+    let mut config = PartitionConfig::new(NodeId(node), P, ids(voters));
+    config.learners = ids(learners);
+    config.seed = 7;
+    PartitionStateMachine::new(config).expect("config")
+}
+
+/// Nodes exchanging messages instantly; every write completes at once; `isolated` nodes neither
+/// send nor receive.
+struct Net {
+    sms: BTreeMap<u64, PartitionStateMachine>,
+    isolated: BTreeSet<u64>,
+    now: u64,
+}
+
+impl Net {
+    fn new(voters: &[u64]) -> Net {
+        let sms = voters.iter().map(|&n| (n, machine(n, voters, &[]))).collect();
+        Net { sms, isolated: BTreeSet::new(), now: 1_000 }
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            let mut queue: VecDeque<Envelope> = VecDeque::new();
+            for (node, sm) in self.sms.iter_mut() {
+                for _ in 0..4 {
+                    let ready = sm.ready();
+                    if let Some(write) = &ready.write {
+                        sm.on_write_complete(write.id);
+                    }
+                    if !self.isolated.contains(node) {
+                        queue.extend(ready.messages);
+                    }
+                }
+            }
+            if queue.is_empty() {
+                return;
+            }
+            while let Some(envelope) = queue.pop_front() {
+                let to = envelope.to.0;
+                if self.isolated.contains(&to) {
+                    continue;
+                }
+                if let Some(sm) = self.sms.get_mut(&to) {
+                    let _ = sm.step(envelope);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, times: usize) {
+        for _ in 0..times {
+            for sm in self.sms.values_mut() {
+                sm.tick();
+            }
+            self.settle();
+        }
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let leaders: Vec<u64> = self.sms.iter().filter(|(_, sm)| sm.is_leader()).map(|(n, _)| *n).collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    fn elect(&mut self) -> u64 {
+        for _ in 0..200 {
+            self.tick(1);
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    fn sm(&mut self, node: u64) -> &mut PartitionStateMachine {
+        self.sms.get_mut(&node).expect("node")
+    }
+
+    fn write(&mut self, leader: u64, payload: &[u8]) -> u64 {
+        self.now += 1;
+        let now = self.now;
+        let proposal = Proposal { log_type: "t".into(), payloads: vec![payload.to_vec()], auto_commit: true };
+        let accepted = self.sm(leader).propose(proposal, now).expect("propose");
+        self.settle();
+        accepted.last_index
+    }
+
+    fn change(&mut self, leader: u64, next: Membership) -> Result<u64, ProposeError> {
+        self.now += 1;
+        let now = self.now;
+        let accepted = self.sm(leader).propose_membership(next, now)?;
+        self.settle();
+        Ok(accepted.last_index)
+    }
+}
+
+#[test]
+fn a_learner_never_campaigns_and_its_vote_requests_are_refused() {
+    let mut learner = machine(4, &[], &[4]);
+    for _ in 0..500 {
+        learner.tick();
+        let ready = learner.ready();
+        assert!(ready.messages.iter().all(|m| !matches!(m.message, RaftMessage::VoteRequest { .. })));
+        assert_eq!(learner.role(), Role::Follower);
+    }
+    let mut voter = machine(1, &[1, 2, 3], &[]);
+    let request = RaftMessage::VoteRequest { term: 5, last_log_index: 9, last_log_term: 4, pre_vote: false };
+    let envelope = Envelope { partition: P, from: NodeId(4), to: NodeId(1), message: request };
+    assert_eq!(voter.step(envelope), Err(StepError::UnknownSender(NodeId(4))));
+    assert_eq!(voter.term(), 0, "a learner's vote request changes nothing");
+}
+
+#[test]
+fn a_joining_learner_catches_up_is_promoted_and_then_counts_toward_quorum() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    for i in 0..20 {
+        net.write(leader, format!("before-{i}").as_bytes());
+    }
+    // Node 4 starts knowing nothing but itself, as a learner.
+    net.sms.insert(4, machine(4, &[], &[4]));
+    net.change(leader, membership(&[1, 2, 3], &[4])).expect("add learner");
+    net.tick(5);
+    let last = net.sm(leader).last_index();
+    assert_eq!(net.sm(4).commit_index(), last, "the learner caught up");
+    assert_eq!(net.sm(4).membership(), &membership(&[1, 2, 3], &[4]), "and learned the membership from the log");
+
+    // A learner is not counted: with two voters cut off, nothing commits even though 4 is alive.
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != leader).collect();
+    net.isolated.extend(others.iter().copied());
+    let stuck = net.write(leader, b"needs-a-voter");
+    assert!(net.sm(leader).commit_index() < stuck, "learners never make a quorum");
+    net.isolated.clear();
+    net.tick(3);
+    assert!(net.sm(leader).commit_index() >= stuck);
+
+    // One change at a time, one node at a time.
+    net.now += 1;
+    let now = net.now;
+    net.sm(leader).propose_membership(membership(&[1, 2, 3, 4], &[]), now).expect("promote");
+    assert_eq!(
+        net.sm(leader).propose_membership(membership(&[1, 2, 3], &[4]), now + 1),
+        Err(ProposeError::MembershipChangePending)
+    );
+    net.settle();
+    net.tick(2);
+    assert_eq!(
+        net.sm(leader).propose_membership(membership(&[1, 2, 3, 4, 5, 6], &[]), now + 2),
+        Err(ProposeError::InvalidMembership)
+    );
+    assert_eq!(net.sm(leader).voters(), ids(&[1, 2, 3, 4]));
+
+    // Now 4 votes: with 4 voters the quorum is 3, so the leader and 4 alone cannot commit.
+    net.isolated.extend(others.iter().copied());
+    let blocked = net.write(leader, b"two-of-four");
+    assert!(net.sm(leader).commit_index() < blocked);
+    net.isolated.remove(&others[0]);
+    net.tick(3);
+    assert!(net.sm(leader).commit_index() >= blocked, "leader + 4 + one more voter commit");
+}
+
+#[test]
+fn a_leader_removed_from_the_voters_steps_down_once_the_change_commits() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    net.write(leader, b"x");
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != leader).collect();
+    let index = net.change(leader, membership(&rest, &[])).expect("remove the leader");
+    assert!(net.sm(leader).commit_index() >= index);
+    assert_ne!(net.sm(leader).role(), Role::Leader, "the removed leader stepped down");
+    net.tick(60);
+    let next = net.leader().expect("the remaining voters elect a leader");
+    assert!(rest.contains(&next));
+    assert_ne!(net.sm(leader).role(), Role::Candidate, "a removed node never campaigns");
+    let committed = net.write(next, b"after");
+    net.tick(2);
+    assert!(net.sm(next).commit_index() >= committed, "two voters commit without the removed node");
+}
+
+#[test]
+fn a_truncated_config_entry_reverts_to_the_previous_membership() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    net.write(leader, b"x");
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != leader).collect();
+    // The leader appends a config change but is cut off before anyone receives it.
+    net.isolated.insert(leader);
+    net.now += 1;
+    let now = net.now;
+    net.sm(leader).propose_membership(membership(&[1, 2, 3], &[9]), now).expect("propose");
+    assert_eq!(net.sm(leader).membership(), &membership(&[1, 2, 3], &[9]), "in effect once appended");
+    net.settle();
+    // The others elect a new leader, which overwrites the uncommitted suffix.
+    let new_leader = loop {
+        net.tick(1);
+        if let Some(l) = rest.iter().copied().find(|&n| net.sms[&n].is_leader()) {
+            break l;
+        }
+    };
+    net.write(new_leader, b"y");
+    net.isolated.clear();
+    net.tick(20);
+    assert_eq!(net.sm(leader).membership(), &membership(&[1, 2, 3], &[]), "the truncated change is gone");
+    assert!(!net.sm(leader).membership_change_pending());
+}
