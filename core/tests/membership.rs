@@ -116,7 +116,7 @@ impl Net {
 }
 
 #[test]
-fn a_learner_never_campaigns_and_its_vote_requests_are_refused() {
+fn a_learner_never_campaigns_and_its_vote_never_counts() {
     let mut learner = machine(4, &[], &[4]);
     for _ in 0..500 {
         learner.tick();
@@ -124,11 +124,17 @@ fn a_learner_never_campaigns_and_its_vote_requests_are_refused() {
         assert!(ready.messages.iter().all(|m| !matches!(m.message, RaftMessage::VoteRequest { .. })));
         assert_eq!(learner.role(), Role::Follower);
     }
-    let mut voter = machine(1, &[1, 2, 3], &[]);
-    let request = RaftMessage::VoteRequest { term: 5, last_log_index: 9, last_log_term: 4, pre_vote: false };
-    let envelope = Envelope { partition: P, from: NodeId(4), to: NodeId(1), message: request };
-    assert_eq!(voter.step(envelope), Err(StepError::UnknownSender(NodeId(4))));
-    assert_eq!(voter.term(), 0, "a learner's vote request changes nothing");
+    // A candidate of voters {1, 2, 3} does not count a vote granted by learner 4.
+    let mut candidate = machine(1, &[1, 2, 3], &[4]);
+    while candidate.role() != Role::PreCandidate {
+        candidate.tick();
+    }
+    let _ = candidate.ready();
+    let term = candidate.term() + 1;
+    let grant = RaftMessage::VoteResponse { term, granted: true, pre_vote: true };
+    let envelope = Envelope { partition: P, from: NodeId(4), to: NodeId(1), message: grant };
+    assert_eq!(candidate.step(envelope), Err(StepError::UnknownSender(NodeId(4))));
+    assert_eq!(candidate.role(), Role::PreCandidate, "a learner's grant is not a vote");
 }
 
 #[test]

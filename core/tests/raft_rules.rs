@@ -1314,7 +1314,7 @@ fn malformed_or_misaddressed_input_is_rejected_and_changes_nothing() {
 
     let wrong_partition = Envelope { partition: PartitionId(9), ..env(2, 1, append_req(9, 2, 2, vec![app(3, 9)], 3)) };
     assert_eq!(sm.step(wrong_partition), Err(StepError::WrongPartition { expected: P, got: PartitionId(9) }));
-    assert_eq!(sm.step(env(7, 1, vote_req(9, 5, 5))), Err(StepError::UnknownSender(id(7))));
+    assert_eq!(sm.step(env(7, 1, vote_resp(9, true, false))), Err(StepError::UnknownSender(id(7))));
     assert_eq!(sm.step(env(1, 1, vote_req(9, 5, 5))), Err(StepError::UnknownSender(id(1))), "not from itself");
 
     let malformed = vec![

@@ -20,13 +20,15 @@ fn faulty_seeds_hold_every_invariant() {
     let first = env_u64("SIM_FIRST_SEED", 1);
     let options = SimOptions::default();
     let started = Instant::now();
-    let (mut steps, mut acked, mut crashes) = (0u64, 0u64, 0u64);
+    let (mut steps, mut acked, mut crashes, mut changes, mut dynamic) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in first..first + seeds {
         match run_seed(seed, &options) {
             Ok(report) => {
                 steps += report.steps;
                 acked += report.acked;
                 crashes += report.crashes;
+                changes += report.membership_changes;
+                dynamic += u64::from(report.membership_changes > 0);
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -34,10 +36,11 @@ fn faulty_seeds_hold_every_invariant() {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "simulator: {seeds} faulty seeds ({first}..{}), 0 violations, {steps} steps in {secs:.1} s ({:.0} steps/s), \
-         {acked} proposals acknowledged, {crashes} crashes",
+         {acked} proposals acknowledged, {crashes} crashes, {changes} membership changes in {dynamic} seeds",
         first + seeds - 1,
         steps as f64 / secs
     );
+    assert!(dynamic > seeds / 20, "membership must actually change in some seeds ({dynamic})");
     assert!(acked > seeds, "the workload must actually commit proposals ({acked} acknowledged)");
     assert!(crashes > seeds / 4, "faults must actually be injected ({crashes} crashes)");
 }

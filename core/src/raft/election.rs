@@ -9,12 +9,12 @@ use crate::message::RaftMessage;
 
 impl PartitionStateMachine {
     pub(super) fn tick_election(&mut self) {
-        if !self.is_voter() {
-            // Learners (and removed nodes) never campaign.
-            self.reset_election_timer();
+        // The timer runs on every replica (it tells whether a leader was heard from recently, which
+        // pre-vote answers depend on), but learners and removed nodes never campaign.
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if !self.can_campaign() {
             return;
         }
-        self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_timeout {
             self.start_pre_vote();
         }
@@ -65,7 +65,7 @@ impl PartitionStateMachine {
 
     /// Start a pre-vote round for `term + 1` without changing any durable state.
     pub(super) fn start_pre_vote(&mut self) {
-        if self.membership().voters.len() == 1 {
+        if self.membership().voters.len() == 1 && self.is_voter() {
             self.start_election();
             return;
         }
@@ -106,12 +106,16 @@ impl PartitionStateMachine {
         }
     }
 
+    /// Granted votes of voters of the configuration in effect (a candidate being removed does not
+    /// count its own).
     fn votes_granted(&self) -> usize {
-        self.votes.values().filter(|&&g| g).count()
+        let voters = &self.log.membership.current().voters;
+        self.votes.iter().filter(|(n, &g)| g && voters.contains(n)).count()
     }
 
     fn votes_rejected(&self) -> usize {
-        self.votes.values().filter(|&&g| !g).count()
+        let voters = &self.log.membership.current().voters;
+        self.votes.iter().filter(|(n, &g)| !g && voters.contains(n)).count()
     }
 
     /// §5.4.1: the candidate's log is at least as up-to-date as ours.

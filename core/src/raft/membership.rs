@@ -69,8 +69,11 @@ impl Membership {
             next.voters.insert(ready);
             return Some(next);
         }
+        // Voters leave only once every wanted voter votes, so the voter count never drops below
+        // the target's while learners catch up.
+        let waiting = desired.voters.iter().any(|n| !self.voters.contains(n));
         if let Some(&gone) = self.voters.iter().find(|n| !desired.voters.contains(*n)) {
-            if self.voters.len() > 1 {
+            if self.voters.len() > 1 && !waiting {
                 next.voters.remove(&gone);
                 if desired.learners.contains(&gone) {
                     next.learners.insert(gone);
@@ -132,6 +135,14 @@ impl MembershipLog {
     /// The configuration in effect: the last one in the log.
     pub(crate) fn current(&self) -> &Membership {
         self.changes.last().map_or(&self.base, |(_, m)| m)
+    }
+
+    /// The configuration before the last one (the base if there is at most one change).
+    pub(crate) fn previous(&self) -> &Membership {
+        match self.changes.len() {
+            0 | 1 => &self.base,
+            n => &self.changes[n - 2].1,
+        }
     }
 
     /// Index of the last config entry (0 if none).
@@ -201,6 +212,8 @@ mod tests {
         assert_eq!(current, shrink);
         assert_eq!(m(&[1], &[]).next_step_toward(&m(&[2], &[]), |_| false), Some(m(&[1], &[2])));
         assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| false), None, "2 must catch up first");
+        assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| true), Some(m(&[1, 2], &[])));
+        assert_eq!(m(&[1, 2], &[]).next_step_toward(&m(&[2], &[]), |_| true), Some(m(&[2], &[])));
     }
 
     #[test]

@@ -304,10 +304,12 @@ impl PartitionStateMachine {
             return Err(StepError::WrongPartition { expected: self.config.partition, got: envelope.partition });
         }
         let from = envelope.from;
-        // Votes count only between voters; appends may come from a leader this replica does not
-        // know yet (a joining learner learns the membership from the log it receives).
-        let is_vote = matches!(envelope.message, RaftMessage::VoteRequest { .. } | RaftMessage::VoteResponse { .. });
-        if from == self.config.node || (is_vote && !self.membership().voters.contains(&from)) {
+        // Only voters' votes count. Requests are answered whoever sends them (thesis §4.1: a
+        // replica's configuration may be stale, so it must not refuse a candidate or a leader it
+        // does not know yet — a joining learner learns the membership from the log it receives);
+        // pre-vote and leader stickiness keep removed nodes from disrupting a live leader.
+        let is_vote_answer = matches!(envelope.message, RaftMessage::VoteResponse { .. });
+        if from == self.config.node || (is_vote_answer && !self.membership().voters.contains(&from)) {
             return Err(StepError::UnknownSender(from));
         }
         if let RaftMessage::AppendRequest { term, prev_log_index, entries, .. } = &envelope.message {
@@ -390,6 +392,14 @@ impl PartitionStateMachine {
 
     fn is_voter(&self) -> bool {
         self.membership().voters.contains(&self.config.node)
+    }
+
+    /// Voters campaign; so does a voter being removed by a change that is not known committed yet
+    /// (thesis §4.2.2: it may be the only one able to finish committing that change — its votes
+    /// are counted in the new configuration, without itself). Learners never campaign.
+    fn can_campaign(&self) -> bool {
+        let me = self.config.node;
+        self.is_voter() || (self.membership_change_pending() && self.log.membership.previous().voters.contains(&me))
     }
 
     /// Every other member (voters and learners): who a leader replicates to.

@@ -17,7 +17,9 @@ pub use world::{NetworkFaults, SimTime, World};
 use crate::config::PartitionConfig;
 use crate::error::TicketOutcome;
 use crate::ids::{NodeId, PartitionId};
+use crate::raft::Membership;
 use crate::rng::SplitMix64;
+use std::collections::BTreeMap;
 use world::PendingDecision;
 
 /// Knobs of a randomized run (the seed picks the rest).
@@ -35,6 +37,10 @@ pub struct SimOptions {
     pub nodes: Option<usize>,
     /// Force the entries per append (otherwise drawn from 1..=6).
     pub max_entries_per_append: Option<usize>,
+    /// In five-node scenarios, start with three voters (nodes 4 and 5 outside) and keep changing
+    /// every partition's membership (add learners, promote, remove — one node at a time) toward
+    /// random targets during the faulty phase (on about half of those seeds).
+    pub membership_changes: bool,
     /// Planted bugs (feature `canary-bugs`).
     #[cfg(feature = "canary-bugs")]
     pub canary: crate::config::CanaryBugs,
@@ -49,6 +55,7 @@ impl Default for SimOptions {
             fault_every_ticks: 40,
             nodes: None,
             max_entries_per_append: None,
+            membership_changes: true,
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
         }
@@ -62,6 +69,8 @@ pub struct SimReport {
     pub seed: u64,
     /// Nodes in the cluster.
     pub nodes: usize,
+    /// Membership changes proposed (0 when the scenario keeps a fixed membership).
+    pub membership_changes: u64,
     /// Partitions per node.
     pub partitions: usize,
     /// Events processed.
@@ -125,7 +134,16 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     let window = 1 + (rng.next_u64() % 4) as usize;
     #[cfg(feature = "canary-bugs")]
     let canary = options.canary;
+    let dynamic = options.membership_changes && nodes == 5 && rng.next_u64() % 2 == 0;
+    let founders: Vec<NodeId> = (1..=if dynamic { 3 } else { nodes as u64 }).map(NodeId).collect();
     let configs = cluster_configs(nodes, partitions, seed, |c| {
+        if !founders.contains(&c.node) {
+            // Not a member yet: knows the founders, learns the membership from the log.
+            c.voters = founders.clone();
+            c.learners = vec![c.node];
+        } else {
+            c.voters = founders.clone();
+        }
         c.log_cache_entries = cache;
         c.max_entries_per_append = max_entries;
         c.max_inflight_appends = window;
@@ -152,6 +170,8 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     let mut crashes = 0;
     let mut decisions: Vec<(SimTime, PendingDecision)> = Vec::new();
     let mut payload = 0u64;
+    let mut membership_changes = 0u64;
+    let mut targets: BTreeMap<PartitionId, Membership> = BTreeMap::new();
     while world.now() < active_end {
         let step = 1 + world.random(tick);
         world.run_for(step).map_err(|v| fail(&world, v))?;
@@ -181,6 +201,19 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
                 decisions.push((at + world.random(3 * tick), PendingDecision { partition, ticket, outcome: other }));
             }
         }
+        // Membership: pick new random targets now and then, and step every partition toward its own.
+        if dynamic {
+            for &partition in &partition_ids {
+                if world.random(40) == 0 || !targets.contains_key(&partition) {
+                    targets.insert(partition, random_membership(&mut world, &node_ids));
+                }
+                if world.random(4) == 0
+                    && world.change_membership(partition, &targets[&partition]).map_err(|v| fail(&world, v))?
+                {
+                    membership_changes += 1;
+                }
+            }
+        }
         // While faults run, a client sometimes gives up on a decision it could not deliver.
         decide_due(&mut world, &mut decisions, |w| w.random(4) != 0).map_err(|v| fail(&world, v))?;
         if options.faults && world.random(options.fault_every_ticks * tick) < step {
@@ -193,8 +226,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     for &node in &node_ids {
         world.restart(node).map_err(|v| fail(&world, v))?;
     }
+    // Heal for at least `heal_ticks`; learners far behind a fast single-voter group may need
+    // longer to catch up, so keep going (up to ten times as long) until the check passes.
     let heal_end = world.now() + options.heal_ticks * tick;
-    while world.now() < heal_end {
+    let give_up = world.now() + 10 * options.heal_ticks * tick;
+    while world.now() < heal_end || (world.now() < give_up && world.check_converged().is_err()) {
         world.run_for(tick).map_err(|v| fail(&world, v))?;
         decide_due(&mut world, &mut decisions, |_| true).map_err(|v| fail(&world, v))?;
     }
@@ -211,7 +247,25 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         delivered: world.checker().delivered_count(),
         crashes,
         trace_hash: world.trace_hash(),
+        membership_changes,
     })
+}
+
+/// A random membership over `nodes`: three to five voters, some of the rest as learners.
+fn random_membership(world: &mut World, nodes: &[NodeId]) -> Membership {
+    let mut shuffled = nodes.to_vec();
+    for i in (1..shuffled.len()).rev() {
+        let j = world.random(i as u64 + 1) as usize;
+        shuffled.swap(i, j);
+    }
+    let voters = 3 + world.random(nodes.len() as u64 - 2) as usize;
+    let mut membership = Membership::with_voters(shuffled[..voters.min(nodes.len())].iter().copied());
+    for &node in &shuffled[voters.min(nodes.len())..] {
+        if world.random(2) == 0 {
+            membership.learners.insert(node);
+        }
+    }
+    membership
 }
 
 /// Send every decision that is due to the current leader; one that could not be delivered (no

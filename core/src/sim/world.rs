@@ -10,7 +10,7 @@ use crate::hlc::Ticket;
 use crate::ids::{NodeId, PartitionId};
 use crate::memory_wal::MemoryWal;
 use crate::message::Envelope;
-use crate::raft::{ClientReply, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
+use crate::raft::{ClientReply, Membership, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
 use crate::rng::SplitMix64;
 use crate::wal::{Wal, WalBatch};
 use std::cmp::Reverse;
@@ -152,6 +152,8 @@ pub struct World {
     pub acked: u64,
     /// Tickets of two-phase proposals.
     two_phase: std::collections::HashSet<(PartitionId, Ticket)>,
+    /// Tickets of membership changes (never delivered).
+    config_tickets: std::collections::HashSet<(PartitionId, Ticket)>,
 }
 
 impl World {
@@ -172,6 +174,7 @@ impl World {
             held_tickets: Vec::new(),
             acked: 0,
             two_phase: Default::default(),
+            config_tickets: Default::default(),
         };
         for config in configs {
             world.nodes.entry(config.node).or_insert_with(|| SimNode {
@@ -329,6 +332,37 @@ impl World {
         }
         self.process_ready(leader, partition)?;
         Ok(accepted.is_ok())
+    }
+
+    /// Ask the published leader of `partition` to take one membership step toward `target`
+    /// (adding learners, promoting learners within 4 entries of its log, removing nodes). Returns
+    /// whether a change was proposed.
+    pub fn change_membership(&mut self, partition: PartitionId, target: &Membership) -> Result<bool, Violation> {
+        let Some(leader) = self.leader(partition) else { return Ok(false) };
+        let now = self.now;
+        let sm = self.sm_mut(leader, partition).expect("leader is alive");
+        if sm.membership_change_pending() {
+            return Ok(false);
+        }
+        let last = sm.last_index();
+        let next =
+            sm.membership().next_step_toward(target, |n| sm.progress(n).is_some_and(|p| p.match_index + 4 >= last));
+        let Some(next) = next else { return Ok(false) };
+        let proposed = sm.propose_membership(next, now);
+        if let Ok(accepted) = &proposed {
+            self.config_tickets.insert((partition, accepted.ticket));
+        }
+        self.process_ready(leader, partition)?;
+        Ok(proposed.is_ok())
+    }
+
+    /// The members (voters and learners) of `partition` according to its current leader, or every
+    /// configured replica when there is no leader.
+    pub fn members(&self, partition: PartitionId) -> Vec<NodeId> {
+        match self.leader(partition).and_then(|l| self.replica(l, partition)) {
+            Some(sm) => sm.membership().members().collect(),
+            None => self.configs.keys().filter(|(_, p)| *p == partition).map(|(n, _)| *n).collect(),
+        }
     }
 
     /// Ask the published leader to commit or roll back `ticket`.
@@ -522,6 +556,11 @@ impl World {
         }
         for reply in ready.replies {
             match reply {
+                ClientReply::Proposal { ticket, result: Ok(_) }
+                    if self.config_tickets.contains(&(partition, ticket)) =>
+                {
+                    // A membership change committed: nothing to deliver.
+                }
                 ClientReply::Proposal { ticket, result: Ok(done) } => {
                     self.acked += 1;
                     let two_phase = self.two_phase.contains(&(partition, ticket));
@@ -585,14 +624,17 @@ impl World {
             }
             for (partition, sm) in &n.partitions {
                 out.push_str(&format!(
-                    "{node} {partition}: {:?} term {} leader {:?} commit {} applied {} stable {} last {}",
+                    "{node} {partition}: {:?} term {} leader {:?} commit {} applied {} stable {} last {} voters {:?} learners {:?} config@{}",
                     sm.role(),
                     sm.term(),
                     sm.leader(),
                     sm.commit_index(),
                     sm.applied_index(),
                     sm.stable_index(),
-                    sm.last_index()
+                    sm.last_index(),
+                    sm.membership().voters.iter().map(|n| n.0).collect::<Vec<_>>(),
+                    sm.membership().learners.iter().map(|n| n.0).collect::<Vec<_>>(),
+                    sm.membership_index()
                 ));
                 for peer in sm.voters() {
                     if let Some(pr) = sm.progress(peer) {
@@ -610,7 +652,9 @@ impl World {
 
     /// Check the end state after faults healed: one delivery sequence everywhere, nothing lost.
     pub fn check_converged(&self) -> Result<(), Violation> {
-        let replicas: Vec<(NodeId, PartitionId)> = self.configs.keys().map(|&(n, p)| (n, p)).collect();
+        // Only current members must hold the whole sequence (removed nodes stop receiving it).
+        let replicas: Vec<(NodeId, PartitionId)> =
+            self.partition_ids().into_iter().flat_map(|p| self.members(p).into_iter().map(move |n| (n, p))).collect();
         for partition in self.partition_ids() {
             if self.leader(partition).is_none() {
                 return Err(Violation {
