@@ -406,8 +406,12 @@ impl Handler<ReconcileMembership> for PartitionExecutor {
         let sm = self.sm.as_mut()?;
         if sm.is_leader() && !sm.membership_change_pending() {
             let last = sm.last_index();
+            let commit = sm.commit_index();
             let caught_up = |node| sm.progress(node).is_some_and(|p| p.match_index + msg.max_lag >= last);
-            if let Some(next) = sm.membership().next_step_toward(&msg.desired, caught_up) {
+            // A departing node first gets everything committed (so it sees its own removal in the
+            // roster), unless it stopped answering.
+            let can_drop = |node| sm.progress(node).is_none_or(|p| p.match_index >= commit || !p.is_recently_active());
+            if let Some(next) = sm.membership().next_step_toward(&msg.desired, caught_up, can_drop) {
                 let partition = self.config.partition;
                 match sm.propose_membership(next.clone(), now_ms()) {
                     Ok(_) => {

@@ -266,7 +266,12 @@ impl RaftManager {
         loop {
             let removed = self.roster().map(|r| !r.members.contains_key(&self.node())).unwrap_or(true);
             let leads_any = self.partitions().into_iter().chain([PartitionId::SYSTEM]).any(|p| self.am_i_leader(p));
-            if (removed && !leads_any) || tokio::time::Instant::now() >= deadline {
+            if removed && !leads_any {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let led: Vec<PartitionId> = self.partitions().into_iter().filter(|p| self.am_i_leader(*p)).collect();
+                tracing::warn!(node = %self.node(), removed, ?led, "leaving: gave up waiting; shutting down anyway");
                 break;
             }
             tokio::time::sleep(self.inner.config.tick).await;

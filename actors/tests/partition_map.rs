@@ -7,307 +7,16 @@
 //! a hash range on request, replaces a range's keys on `Imported`, and drops keys its partition no
 //! longer owns when the map changes.
 
-use actix::prelude::*;
-use kommander_actors::{
-    ExportState, InMemoryNetwork, RaftEvent, RaftManager, Replicate, ReplicateError, RuntimeConfig,
-};
-use kommander_core::system::{key_hash, HashRange, PartitionMap, PartitionState};
-use kommander_core::{MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery, Wal};
-use std::collections::{BTreeMap, HashMap};
+mod support;
+
+use kommander_actors::{Replicate, ReplicateError};
+use kommander_core::system::{key_hash, HashRange, PartitionState};
+use kommander_core::{PartitionId, Wal};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const NODES: [u64; 3] = [1, 2, 3];
-const P0: PartitionId = PartitionId::SYSTEM;
-
-type Store = BTreeMap<PartitionId, BTreeMap<String, String>>;
-
-/// The application of one node.
-struct KvApp {
-    store: Store,
-    map: Option<PartitionMap>,
-    /// While set, exports fail (to hold a split in the middle).
-    export_blocked: Arc<AtomicBool>,
-}
-
-impl Actor for KvApp {
-    type Context = Context<Self>;
-}
-
-fn in_range(key: &str, range: &HashRange) -> bool {
-    range.contains(key_hash(key.as_bytes()))
-}
-
-impl KvApp {
-    fn prune(&mut self) {
-        let Some(map) = &self.map else { return };
-        for (partition, keys) in self.store.iter_mut() {
-            match map.get(*partition) {
-                Some(info) if info.state == PartitionState::Removed => keys.clear(),
-                // A source keeps its whole range until the split completes.
-                Some(info) => {
-                    if let (Some(range), PartitionState::Active) = (info.range, info.state) {
-                        keys.retain(|k, _| in_range(k, &range));
-                    }
-                }
-                None => {}
-            }
-        }
-    }
-}
-
-impl Handler<RaftEvent> for KvApp {
-    type Result = ();
-    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
-        match event {
-            RaftEvent::RestoreStarted { partition } => {
-                self.store.remove(&partition);
-            }
-            RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                let keys = self.store.entry(partition).or_default();
-                for entry in entries {
-                    let text = String::from_utf8(entry.payload).expect("utf-8 payload");
-                    let (k, v) = text.split_once('=').expect("key=value");
-                    keys.insert(k.to_string(), v.to_string());
-                }
-                self.prune();
-            }
-            RaftEvent::Imported { partition, range, data, .. } => {
-                let keys = self.store.entry(partition).or_default();
-                keys.retain(|k, _| !in_range(k, &range));
-                let imported: BTreeMap<String, String> = serde_json::from_slice(&data).expect("our own export");
-                keys.extend(imported);
-            }
-            RaftEvent::PartitionMapChanged { map, .. } => {
-                self.map = Some(map);
-                self.prune();
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Handler<ExportState> for KvApp {
-    type Result = Result<Vec<u8>, String>;
-    fn handle(&mut self, msg: ExportState, _: &mut Context<Self>) -> Self::Result {
-        if self.export_blocked.load(Ordering::SeqCst) {
-            return Err("export blocked by the test".into());
-        }
-        let keys: BTreeMap<&String, &String> = self
-            .store
-            .get(&msg.partition)
-            .map(|m| m.iter().filter(|(k, _)| in_range(k, &msg.range)).collect())
-            .unwrap_or_default();
-        Ok(serde_json::to_vec(&keys).expect("serialize"))
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Store")]
-struct Dump;
-
-impl Handler<Dump> for KvApp {
-    type Result = MessageResult<Dump>;
-    fn handle(&mut self, _: Dump, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.store.clone())
-    }
-}
-
-struct Cluster {
-    network: InMemoryNetwork,
-    wals: Vec<MemoryWal>,
-    apps: Vec<Addr<KvApp>>,
-    managers: Vec<Option<RaftManager>>,
-    export_blocked: Arc<AtomicBool>,
-}
-
-fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        cluster_id: "map-tests".into(),
-        initial_partitions: 2,
-        tick: Duration::from_millis(20),
-        heartbeat_interval: Duration::from_millis(20),
-        election_timeout: (Duration::from_millis(160), Duration::from_millis(300)),
-        proposal_timeout: Duration::from_secs(3),
-        operation_timeout: Duration::from_secs(20),
-        system_check_interval: Duration::from_millis(20),
-        ..RuntimeConfig::default()
-    }
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let export_blocked = Arc::new(AtomicBool::new(false));
-        let apps = NODES
-            .iter()
-            .map(|_| KvApp { store: Store::new(), map: None, export_blocked: export_blocked.clone() }.start())
-            .collect();
-        let mut cluster = Cluster {
-            network: InMemoryNetwork::new(),
-            wals: NODES.iter().map(|_| MemoryWal::new()).collect(),
-            apps,
-            managers: NODES.iter().map(|_| None).collect(),
-            export_blocked,
-        };
-        for i in 0..NODES.len() {
-            cluster.start_node(i).await;
-        }
-        cluster
-    }
-
-    async fn start_node(&mut self, i: usize) {
-        let node = NodeId(NODES[i]);
-        let contacts = NODES
-            .iter()
-            .filter(|&&n| n != node.0)
-            .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://{n}") })
-            .collect();
-        let manager = RaftManager::builder(node)
-            .config(config())
-            .wal(Arc::new(self.wals[i].clone()))
-            .transport(self.network.transport(node))
-            .discovery(Arc::new(StaticDiscovery::new(contacts)))
-            .events(self.apps[i].clone().recipient())
-            .state_transfer(self.apps[i].clone().recipient())
-            .build()
-            .expect("manager");
-        manager.join_cluster().await.expect("join");
-        self.managers[i] = Some(manager);
-    }
-
-    fn running(&self) -> Vec<RaftManager> {
-        self.managers.iter().flatten().cloned().collect()
-    }
-
-    /// Wait for the running nodes to agree on a leader of `partition`; returns its manager.
-    async fn leader(&self, partition: PartitionId) -> RaftManager {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let running = self.running();
-            let leaders: Vec<_> = running.iter().filter(|m| m.am_i_leader(partition)).collect();
-            if leaders.len() == 1 && running.iter().all(|m| m.get_leader(partition) == Some(leaders[0].node())) {
-                return leaders[0].clone();
-            }
-            assert!(Instant::now() < deadline, "no agreed leader of {partition}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Write `key=value` through the current owner of the key, retrying across leader changes and
-    /// map changes; true once acknowledged.
-    async fn put(&self, key: &str, value: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            for manager in self.running() {
-                let Ok(info) = manager.partition_for_key(key.as_bytes()) else { continue };
-                if !manager.am_i_leader(info.id) {
-                    continue;
-                }
-                let payload = format!("{key}={value}").into_bytes();
-                match manager.replicate_guarded(info.id, info.generation, "kv", vec![payload]).await {
-                    Ok(_) => return true,
-                    Err(
-                        ReplicateError::PartitionMoved { .. }
-                        | ReplicateError::NotLeader { .. }
-                        | ReplicateError::LeadershipPending(_)
-                        | ReplicateError::Timeout(_)
-                        | ReplicateError::PartitionUnavailable(_)
-                        | ReplicateError::UnknownPartition(_)
-                        | ReplicateError::Superseded { .. },
-                    ) => {}
-                    Err(other) => panic!("unexpected write error: {other}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    }
-
-    /// Every acknowledged key is held, with its value, by the partition owning it, on every node.
-    async fn check_readable(&self, acked: &HashMap<String, String>) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let mut problems = Vec::new();
-            for (i, manager) in self.managers.iter().enumerate() {
-                let Some(manager) = manager else { continue };
-                let map = manager.partition_map().expect("map");
-                let store = self.apps[i].send(Dump).await.expect("dump");
-                for (key, value) in acked {
-                    let owner = map.route(key.as_bytes()).expect("owner").id;
-                    if store.get(&owner).and_then(|m| m.get(key)) != Some(value) {
-                        problems.push(format!("n{}: {key} not in {owner}", NODES[i]));
-                    }
-                }
-            }
-            if problems.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} keys unreadable, e.g. {:?}",
-                problems.len(),
-                &problems[..problems.len().min(5)]
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The running nodes hold the same map, with nothing pending.
-    async fn settled_map(&self) -> PartitionMap {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let maps: Vec<PartitionMap> = self.running().iter().map(|m| m.partition_map().unwrap()).collect();
-            if maps.iter().all(|m| *m == maps[0]) {
-                return maps[0].clone();
-            }
-            assert!(Instant::now() < deadline, "maps differ: {maps:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-fn midpoint(range: HashRange) -> u64 {
-    range.start + (range.end - range.start) / 2
-}
-
-/// Keep writing keys `prefix-0..` until `stop`; returns the acknowledged ones.
-fn writer(cluster: Arc<Cluster>, prefix: String, stop: Arc<AtomicBool>) -> actix::prelude::Request<Writer, Run> {
-    Writer { cluster, prefix, stop }.start().send(Run)
-}
-
-struct Writer {
-    cluster: Arc<Cluster>,
-    prefix: String,
-    stop: Arc<AtomicBool>,
-}
-
-impl Actor for Writer {
-    type Context = Context<Self>;
-}
-
-#[derive(Message)]
-#[rtype(result = "HashMap<String, String>")]
-struct Run;
-
-impl Handler<Run> for Writer {
-    type Result = ResponseFuture<HashMap<String, String>>;
-    fn handle(&mut self, _: Run, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, prefix, stop) = (self.cluster.clone(), self.prefix.clone(), self.stop.clone());
-        Box::pin(async move {
-            let mut acked = HashMap::new();
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let (key, value) = (format!("{prefix}-{i}"), format!("v{i}"));
-                if cluster.put(&key, &value).await {
-                    acked.insert(key, value);
-                }
-                i += 1;
-            }
-            acked
-        })
-    }
-}
+use support::{in_range, midpoint, writer, Cluster, FOUNDERS, P0};
 
 #[actix_rt::test]
 async fn split_under_load_then_merge_keeps_every_key_readable_from_its_owner() {
@@ -408,7 +117,7 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
         leader.replicate_logs(created, "kv", vec![format!("k{i}=v").into_bytes()], true).await.expect("write");
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while cluster.wals.iter().any(|w| w.last_index(created).unwrap() < 6) {
+    while cluster.wals[..FOUNDERS].iter().any(|w| w.last_index(created).unwrap() < 6) {
         assert!(Instant::now() < deadline, "not every node stored the new partition's log");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -418,7 +127,7 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
     assert!(matches!(p0_leader.remove_partition(PartitionId(1)).await, Err(ReplicateError::SystemRefused(_))));
     p0_leader.remove_partition(created).await.expect("remove");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while cluster.wals.iter().any(|w| w.last_index(created).unwrap() != 0) {
+    while cluster.wals[..FOUNDERS].iter().any(|w| w.last_index(created).unwrap() != 0) {
         assert!(Instant::now() < deadline, "the removed partition's WAL was not reclaimed everywhere");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -460,7 +169,7 @@ async fn a_crash_of_the_partition_0_leader_mid_split_is_resolved_after_restart()
     cluster.managers[crashed].take().unwrap().shutdown().await;
     drop(split);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    cluster.start_node(crashed).await;
+    cluster.start_node(crashed, false).await;
     cluster.export_blocked.store(false, Ordering::SeqCst);
 
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -77,4 +77,21 @@ pub trait Transport: Send + Sync {
 
     /// Stop sending and receiving.
     fn stop(&self);
+
+    /// Make `node` reachable at `address` (an address as given to `advertise_address` or by
+    /// discovery, e.g. a base URL). Replaces a known peer's address; idempotent (adding a known
+    /// peer at the same address changes nothing). May be called before [`Transport::start`]: the
+    /// peer is remembered and used once started, also across a stop and restart. Adding the local
+    /// node is a no-op. The default does nothing, for transports that reach every node anyway.
+    fn add_peer(&self, node: NodeId, address: &str) -> Result<(), TransportError> {
+        let _ = (node, address);
+        Ok(())
+    }
+
+    /// Forget `node`: batches still queued for it are dropped and later sends to it fail with
+    /// [`TransportError::UnknownPeer`] (on transports that know their peers). Idempotent. The
+    /// default does nothing.
+    fn remove_peer(&self, node: NodeId) {
+        let _ = node;
+    }
 }

@@ -9,20 +9,30 @@
 //!   `promotion_lag` entries of partition 0's log for `promotion_window`.
 //!
 //! Learners never count toward a quorum, so the quorum is never weakened while a node catches up.
+//!
+//! Reachability follows the roster: every round, each other member with an address the transport
+//! was not told yet (or was told a different one) is handed to [`Transport::add_peer`], so a
+//! transport that only knew its configured peers reaches a node that joined later. A node the
+//! transport was told about is removed with [`Transport::remove_peer`] once it is neither in the
+//! roster nor in any local partition's membership, and stayed so for [`REMOVE_PEER_AFTER`] (so a
+//! removed node that still leads a partition can finish taking itself out of it).
 
 use super::SystemCoordinator;
 use crate::executor::{LearnerLag, ReconcileMembership};
 use crate::router::MembershipAsk;
 use actix::prelude::*;
-use kommander_core::system::{MemberRole, SystemCommand};
+use kommander_core::system::{MemberRole, Roster, SystemCommand};
 use kommander_core::{Discovery, Envelope, MessageBatch, NodeId, PartitionId, RaftMessage, Transport};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REQUEST_EVERY: Duration = Duration::from_millis(300);
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
+/// How long a node must be out of the roster and of every local partition membership before the
+/// transport forgets it.
+pub(crate) const REMOVE_PEER_AFTER: Duration = Duration::from_secs(3);
 
 /// What membership driving needs from the manager.
 pub(crate) struct MembershipSettings {
@@ -45,6 +55,16 @@ pub(crate) struct MembershipDriver {
     last_request: Option<Instant>,
     last_reconcile: Option<Instant>,
     in_flight: bool,
+    /// The address the transport was told for each node (by this driver).
+    told: BTreeMap<NodeId, String>,
+    /// Addresses the transport refused (logged once per address).
+    refused: BTreeMap<NodeId, String>,
+    /// Told nodes out of the roster and of every local membership, since when.
+    absent_since: BTreeMap<NodeId, Instant>,
+    /// The members (voters and learners) of each running partition, as its replica last reported.
+    memberships: BTreeMap<PartitionId, BTreeSet<NodeId>>,
+    /// Version of the roster the transport's peers were last synchronised with.
+    synced_version: u64,
 }
 
 impl MembershipDriver {
@@ -55,6 +75,54 @@ impl MembershipDriver {
             last_request: None,
             last_reconcile: None,
             in_flight: false,
+            told: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            absent_since: BTreeMap::new(),
+            memberships: BTreeMap::new(),
+            synced_version: 0,
+        }
+    }
+
+    /// Tell the transport about every other member's address, and make it forget nodes that left
+    /// (see the module docs).
+    fn sync_peers(&mut self, roster: &Roster) {
+        // An older version means partition 0 is being replayed after a restore: wait for it.
+        if roster.version < self.synced_version {
+            return;
+        }
+        self.synced_version = roster.version;
+        let (me, transport) = (self.settings.node, self.settings.transport.clone());
+        for (&node, member) in &roster.members {
+            let address = member.address.as_str();
+            if node == me || address.is_empty() || self.told.get(&node).is_some_and(|told| told == address) {
+                continue;
+            }
+            match transport.add_peer(node, address) {
+                Ok(()) => {
+                    tracing::debug!(%node, %address, "transport told the member's address");
+                    self.told.insert(node, address.to_owned());
+                    self.refused.remove(&node);
+                }
+                Err(error) => {
+                    if self.refused.get(&node).is_none_or(|refused| refused != address) {
+                        tracing::warn!(%node, %address, %error, "the transport refused a member's address");
+                        self.refused.insert(node, address.to_owned());
+                    }
+                }
+            }
+        }
+        let in_use: BTreeSet<NodeId> = self.memberships.values().flatten().copied().collect();
+        let gone: Vec<NodeId> =
+            self.told.keys().copied().filter(|n| !roster.members.contains_key(n) && !in_use.contains(n)).collect();
+        self.absent_since.retain(|node, _| gone.contains(node));
+        for node in gone {
+            let since = *self.absent_since.entry(node).or_insert_with(Instant::now);
+            if since.elapsed() >= REMOVE_PEER_AFTER {
+                tracing::info!(%node, "node left the cluster; transport forgets it");
+                transport.remove_peer(node);
+                self.told.remove(&node);
+                self.absent_since.remove(&node);
+            }
         }
     }
 
@@ -90,6 +158,7 @@ impl SystemCoordinator {
         let registry = self.registry().clone();
         let p0_leader = registry.leads(PartitionId::SYSTEM);
         let me = self.members.settings.node;
+        self.members.sync_peers(&state.roster);
         if state.roster.members.is_empty() {
             if let Some(founders) = self.members.settings.founders.clone() {
                 if p0_leader {
@@ -114,9 +183,16 @@ impl SystemCoordinator {
         if MembershipDriver::due(&mut self.members.last_reconcile, RECONCILE_EVERY) {
             let desired = state.roster.membership();
             let max_lag = self.members.settings.promotion_lag;
-            for partition in registry.running() {
+            let running = registry.running();
+            self.members.memberships.retain(|partition, _| running.contains(partition));
+            for partition in running {
                 if let Some((executor, _)) = registry.get(partition) {
-                    executor.do_send(ReconcileMembership { desired: desired.clone(), max_lag });
+                    let request = executor.send(ReconcileMembership { desired: desired.clone(), max_lag });
+                    ctx.spawn(request.into_actor(self).map(move |reply, act, _| {
+                        if let Ok(Some(membership)) = reply {
+                            act.members.memberships.insert(partition, membership.members().collect());
+                        }
+                    }));
                 }
             }
             if p0_leader && !state.roster.learners().is_empty() {

@@ -54,9 +54,16 @@ impl Membership {
     /// The next single step from `self` toward `desired`, or `None` when there is nothing to do:
     /// drop learners that are not wanted, add missing members as learners, promote wanted voters
     /// once `caught_up` says so, then remove unwanted voters one at a time (never the last).
-    pub fn next_step_toward(&self, desired: &Membership, caught_up: impl Fn(NodeId) -> bool) -> Option<Membership> {
+    /// A member is dropped only once `can_drop` allows it (a leader lets a departing node first
+    /// receive everything committed, so it learns it was removed, unless it stopped answering).
+    pub fn next_step_toward(
+        &self,
+        desired: &Membership,
+        caught_up: impl Fn(NodeId) -> bool,
+        can_drop: impl Fn(NodeId) -> bool,
+    ) -> Option<Membership> {
         let mut next = self.clone();
-        if let Some(&gone) = self.learners.iter().find(|n| !desired.contains(**n)) {
+        if let Some(&gone) = self.learners.iter().find(|n| !desired.contains(**n) && can_drop(**n)) {
             next.learners.remove(&gone);
             return Some(next);
         }
@@ -72,7 +79,7 @@ impl Membership {
         // Voters leave only once every wanted voter votes, so the voter count never drops below
         // the target's while learners catch up.
         let waiting = desired.voters.iter().any(|n| !self.voters.contains(n));
-        if let Some(&gone) = self.voters.iter().find(|n| !desired.voters.contains(*n)) {
+        if let Some(&gone) = self.voters.iter().find(|n| !desired.voters.contains(*n) && can_drop(**n)) {
             if self.voters.len() > 1 && !waiting {
                 next.voters.remove(&gone);
                 if desired.learners.contains(&gone) {
@@ -194,26 +201,27 @@ mod tests {
     fn steps_toward_a_target_are_single_and_wait_for_catch_up() {
         let desired = m(&[1, 2, 3, 4, 5], &[]);
         let mut current = m(&[1, 2, 3], &[]);
-        while let Some(next) = current.next_step_toward(&desired, |n| n != NodeId(5)) {
+        while let Some(next) = current.next_step_toward(&desired, |n| n != NodeId(5), |_| true) {
             assert!(current.is_single_step_to(&next), "{current:?} -> {next:?}");
             current = next;
         }
         assert_eq!(current, m(&[1, 2, 3, 4], &[5]), "5 stays a learner until it caught up");
-        while let Some(next) = current.next_step_toward(&desired, |_| true) {
+        while let Some(next) = current.next_step_toward(&desired, |_| true, |_| true) {
             assert!(current.is_single_step_to(&next), "{current:?} -> {next:?}");
             current = next;
         }
         assert_eq!(current, desired);
         let shrink = m(&[1, 2], &[]);
-        while let Some(next) = current.next_step_toward(&shrink, |_| true) {
+        while let Some(next) = current.next_step_toward(&shrink, |_| true, |_| true) {
             assert!(current.is_single_step_to(&next));
             current = next;
         }
         assert_eq!(current, shrink);
-        assert_eq!(m(&[1], &[]).next_step_toward(&m(&[2], &[]), |_| false), Some(m(&[1], &[2])));
-        assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| false), None, "2 must catch up first");
-        assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| true), Some(m(&[1, 2], &[])));
-        assert_eq!(m(&[1, 2], &[]).next_step_toward(&m(&[2], &[]), |_| true), Some(m(&[2], &[])));
+        assert_eq!(m(&[1], &[]).next_step_toward(&m(&[2], &[]), |_| false, |_| true), Some(m(&[1], &[2])));
+        assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| false, |_| true), None, "2 must catch up first");
+        assert_eq!(m(&[1], &[2]).next_step_toward(&m(&[2], &[]), |_| true, |_| true), Some(m(&[1, 2], &[])));
+        assert_eq!(m(&[1, 2], &[]).next_step_toward(&m(&[2], &[]), |_| true, |_| true), Some(m(&[2], &[])));
+        assert_eq!(m(&[1, 2], &[]).next_step_toward(&m(&[2], &[]), |_| true, |_| false), None, "1 not droppable yet");
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Did the follower answer since the last check-quorum round?
+    pub fn is_recently_active(&self) -> bool {
+        self.recent_active
+    }
+
     pub(crate) fn new(next_index: LogIndex) -> Self {
         Progress {
             match_index: 0,

@@ -345,8 +345,11 @@ impl World {
             return Ok(false);
         }
         let last = sm.last_index();
-        let next =
-            sm.membership().next_step_toward(target, |n| sm.progress(n).is_some_and(|p| p.match_index + 4 >= last));
+        let next = sm.membership().next_step_toward(
+            target,
+            |n| sm.progress(n).is_some_and(|p| p.match_index + 4 >= last),
+            |_| true,
+        );
         let Some(next) = next else { return Ok(false) };
         let proposed = sm.propose_membership(next, now);
         if let Ok(accepted) = &proposed {
