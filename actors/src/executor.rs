@@ -141,6 +141,9 @@ pub struct PartitionExecutor {
     flush_scheduled: bool,
     retired: bool,
     last_import: Option<(PartitionId, u64)>,
+    /// Departing members that hold everything committed, and since when (they are dropped only
+    /// after a few heartbeats told them the commit index too).
+    departing_caught_up: HashMap<NodeId, std::time::Instant>,
 }
 
 impl PartitionExecutor {
@@ -157,6 +160,7 @@ impl PartitionExecutor {
             flush_scheduled: false,
             retired: false,
             last_import: None,
+            departing_caught_up: HashMap::new(),
         }
     }
 
@@ -408,9 +412,23 @@ impl Handler<ReconcileMembership> for PartitionExecutor {
             let last = sm.last_index();
             let commit = sm.commit_index();
             let caught_up = |node| sm.progress(node).is_some_and(|p| p.match_index + msg.max_lag >= last);
-            // A departing node first gets everything committed (so it sees its own removal in the
-            // roster), unless it stopped answering.
-            let can_drop = |node| sm.progress(node).is_none_or(|p| p.match_index >= commit || !p.is_recently_active());
+            // A departing node first gets everything committed and, over a few heartbeats, the
+            // commit index (so it sees its own removal in the roster) — unless it stopped answering.
+            let departing: Vec<NodeId> = sm.membership().members().filter(|n| !msg.desired.contains(*n)).collect();
+            self.departing_caught_up.retain(|n, _| departing.contains(n));
+            for &node in &departing {
+                if sm.progress(node).is_some_and(|p| p.match_index >= commit) {
+                    self.departing_caught_up.entry(node).or_insert_with(std::time::Instant::now);
+                } else {
+                    self.departing_caught_up.remove(&node);
+                }
+            }
+            let settle = self.shared.tick * 4;
+            let departing_caught_up = &self.departing_caught_up;
+            let can_drop = |node| {
+                sm.progress(node).is_none_or(|p| !p.is_recently_active())
+                    || departing_caught_up.get(&node).is_some_and(|since| since.elapsed() >= settle)
+            };
             if let Some(next) = sm.membership().next_step_toward(&msg.desired, caught_up, can_drop) {
                 let partition = self.config.partition;
                 match sm.propose_membership(next.clone(), now_ms()) {

@@ -3,6 +3,11 @@
 //! the outbox workers: nothing queued is sent afterwards) but keeps the bound listener, so `start`
 //! can run the transport again on a fresh runtime, on the same address (a `RaftManager` restart
 //! reuses its transport this way).
+//!
+//! Peers can be added and removed at any time ([`Transport::add_peer`] with the peer's
+//! `http://host:port`, [`Transport::remove_peer`]). The transport keeps the current peers (those
+//! of the configuration, then every change); a running transport opens or drops the peer's channel
+//! and worker at once, a stopped one uses the current peers at its next start.
 
 use crate::client::GrpcSender;
 use crate::config::GrpcConfig;
@@ -23,7 +28,8 @@ const RUNTIME_THREADS: usize = 2;
 #[derive(Debug)]
 pub struct GrpcTransport {
     config: GrpcConfig,
-    endpoints: BTreeMap<NodeId, Endpoint>,
+    /// The current peers: their URIs as given and their endpoints.
+    peers: RwLock<BTreeMap<NodeId, (String, Endpoint)>>,
     local_addr: SocketAddr,
     gate: Arc<InboundGate>,
     stats: Arc<NetStats>,
@@ -43,6 +49,7 @@ enum Lifecycle {
 #[derive(Debug)]
 struct Running {
     runtime: NetRuntime,
+    sender: Arc<GrpcSender>,
     outbox: Outbox,
     shutdown: oneshot::Sender<()>,
     /// The listener again (a duplicate of the socket the server accepts on), for the next start.
@@ -56,16 +63,9 @@ impl GrpcTransport {
     pub fn bind(config: GrpcConfig) -> Result<GrpcTransport, TransportError> {
         let setup = |what: &str, error: &dyn std::fmt::Display| TransportError::Setup(format!("{what}: {error}"));
         let auth = ClusterAuth::try_new(config.cluster_id.clone(), &config.secret, config.replay_window)?;
-        let mut endpoints = BTreeMap::new();
+        let mut peers = BTreeMap::new();
         for (&peer, uri) in config.peers.iter().filter(|(&peer, _)| peer != config.node) {
-            let what = format!("peer {peer} uri {uri:?}");
-            let endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| setup(&what, &e))?;
-            if endpoint.uri().scheme_str() != Some("http") || endpoint.uri().host().is_none() {
-                return Err(setup(&what, &"expected http://host:port"));
-            }
-            let endpoint =
-                endpoint.connect_timeout(config.connect_timeout).timeout(config.request_timeout).tcp_nodelay(true);
-            endpoints.insert(peer, endpoint);
+            peers.insert(peer, (uri.clone(), endpoint(&config, peer, uri)?));
         }
         let listener = TcpListener::bind(config.listen).map_err(|e| setup(&format!("bind {}", config.listen), &e))?;
         listener.set_nonblocking(true).map_err(|e| setup("listener", &e))?;
@@ -74,7 +74,8 @@ impl GrpcTransport {
         let gate = InboundGate::new(config.node, auth, config.max_body_bytes, stats.clone())
             .with_inflight_budget(config.max_inflight_bytes, kommander_net::DEFAULT_BUDGET_WAIT);
         let gate = Arc::new(gate);
-        Ok(GrpcTransport { config, endpoints, local_addr, gate, stats, state: RwLock::new(Lifecycle::Bound(listener)) })
+        let (peers, state) = (RwLock::new(peers), RwLock::new(Lifecycle::Bound(listener)));
+        Ok(GrpcTransport { config, peers, local_addr, gate, stats, state })
     }
 
     /// The address the server listens on (the actual port when bound to port 0).
@@ -85,6 +86,11 @@ impl GrpcTransport {
     /// The transport's counters.
     pub fn stats(&self) -> Arc<NetStats> {
         self.stats.clone()
+    }
+
+    /// The current peers and their URIs (the configuration's, then every added or removed one).
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(&n, (uri, _))| (n, uri.clone())).collect()
     }
 
     /// Run server, channels and outbox on a fresh runtime. On failure the listener is handed back.
@@ -114,11 +120,12 @@ impl GrpcTransport {
             let _ = stopped.await;
         }));
         let auth = ClusterAuth::new(self.config.cluster_id.clone(), &self.config.secret, self.config.replay_window);
-        let sender = Arc::new(GrpcSender::new(auth, &self.endpoints));
-        let peers = self.endpoints.keys().copied();
-        let outbox =
-            Outbox::start(runtime.handle(), self.config.node, peers, &self.config.outbox, sender, self.stats.clone());
-        Ok(Running { runtime, outbox, shutdown, listener })
+        let endpoints: BTreeMap<NodeId, Endpoint> =
+            self.peers.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(&n, (_, e))| (n, e.clone())).collect();
+        let sender = Arc::new(GrpcSender::new(auth, &endpoints));
+        let (node, config, stats) = (self.config.node, &self.config.outbox, self.stats.clone());
+        let outbox = Outbox::start(runtime.handle(), node, endpoints.into_keys(), config, sender.clone(), stats);
+        Ok(Running { runtime, sender, outbox, shutdown, listener })
     }
 }
 
@@ -163,7 +170,8 @@ impl Transport for GrpcTransport {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         *state = match std::mem::replace(&mut *state, Lifecycle::Failed) {
             Lifecycle::Running(running) => {
-                let Running { runtime, outbox, shutdown, listener } = *running;
+                let Running { runtime, sender, outbox, shutdown, listener } = *running;
+                drop(sender);
                 let _ = shutdown.send(());
                 drop(outbox);
                 runtime.shutdown();
@@ -173,6 +181,55 @@ impl Transport for GrpcTransport {
             other => other,
         };
     }
+
+    /// `address` is the peer's gRPC listener, `http://host:port`. When running, a new peer gets a
+    /// lazily connected channel and a worker at once; a known peer at a new address gets a new
+    /// channel (its queue is kept); the same address again changes nothing.
+    fn add_peer(&self, node: NodeId, address: &str) -> Result<(), TransportError> {
+        if node == self.config.node {
+            return Ok(());
+        }
+        let endpoint = endpoint(&self.config, node, address)?;
+        // Under the state lock, so a concurrent start or stop sees the peer either fully or not.
+        let state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        let changed = peers.get(&node).is_none_or(|(known, _)| known != address);
+        if changed {
+            peers.insert(node, (address.to_owned(), endpoint.clone()));
+            tracing::info!(local = %self.config.node, peer = %node, %address, "gRPC peer added");
+        }
+        if let Lifecycle::Running(running) = &*state {
+            if changed || !running.outbox.contains(node) {
+                let _context = running.runtime.handle().enter();
+                running.sender.set_peer(node, &endpoint);
+                running.outbox.add_peer(node);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget `node`: its worker is aborted (what was queued for it is dropped) and its channel
+    /// closed.
+    fn remove_peer(&self, node: NodeId) {
+        let state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Lifecycle::Running(running) = &*state {
+            running.outbox.remove_peer(node);
+            running.sender.remove_peer(node);
+        }
+        if self.peers.write().unwrap_or_else(|p| p.into_inner()).remove(&node).is_some() {
+            tracing::info!(local = %self.config.node, peer = %node, "gRPC peer removed");
+        }
+    }
+}
+
+/// The endpoint of `peer` at `uri` (`http://host:port`), with the configuration's timeouts.
+fn endpoint(config: &GrpcConfig, peer: NodeId, uri: &str) -> Result<Endpoint, TransportError> {
+    let what = format!("peer {peer} uri {uri:?}");
+    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| TransportError::Setup(format!("{what}: {e}")))?;
+    if endpoint.uri().scheme_str() != Some("http") || endpoint.uri().host().is_none() {
+        return Err(TransportError::Setup(format!("{what}: expected http://host:port")));
+    }
+    Ok(endpoint.connect_timeout(config.connect_timeout).timeout(config.request_timeout).tcp_nodelay(true))
 }
 
 impl Drop for GrpcTransport {

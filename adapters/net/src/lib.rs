@@ -9,8 +9,9 @@
 //! * [`outbox`]: one bounded queue and one worker per peer. The worker coalesces what is queued for
 //!   the peer (all partitions) into one frame of at most [`OutboxConfig::max_messages_per_frame`]
 //!   messages and about [`OutboxConfig::max_frame_bytes`] bytes, sends one frame at a time (per-peer
-//!   FIFO) and backs off after failures; a slow or dead peer never delays the others. Dropping the
-//!   outbox stops its workers at once.
+//!   FIFO) and backs off after failures; a slow or dead peer never delays the others. Peers can be
+//!   added and removed while it runs (dynamic membership). Dropping the outbox stops its workers at
+//!   once.
 //! * [`runtime`]: the dedicated tokio runtime transports run their network I/O on, independent of
 //!   the actix arbiters that run partitions.
 

@@ -6,6 +6,9 @@
 //! alone: the receiver judges it. After a failure the worker backs off exponentially; the batches
 //! of the failed frame are dropped (Raft retransmits), and other peers are unaffected.
 //!
+//! Peers can be added and removed at run time (dynamic membership): adding one starts its queue
+//! and worker, removing one aborts its worker and drops what was queued for it.
+//!
 //! Dropping the [`Outbox`] (what a transport's `stop` does) aborts its workers: nothing queued
 //! before is sent afterwards, and a restarted transport's new workers never race old ones.
 
@@ -14,7 +17,7 @@ use crate::stats::NetStats;
 use kommander_core::{MessageBatch, NodeId, RaftMessage, TransportError};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -79,17 +82,39 @@ impl Default for OutboxConfig {
     }
 }
 
-/// The per-peer queues of one node. Dropping it aborts the workers (see the module docs).
+/// Spawns the worker of one peer (captures the runtime handle, the sender and the settings).
+type SpawnWorker = dyn Fn(NodeId, mpsc::Receiver<MessageBatch>) -> JoinHandle<()> + Send + Sync;
+
+/// The queue and the worker of one peer.
 #[derive(Debug)]
+struct PeerQueue {
+    tx: mpsc::Sender<MessageBatch>,
+    worker: JoinHandle<()>,
+}
+
+/// The per-peer queues of one node. Peers can be added and removed while it runs
+/// ([`Outbox::add_peer`], [`Outbox::remove_peer`]). Dropping it aborts the workers (see the
+/// module docs).
 pub struct Outbox {
     local: NodeId,
-    queues: HashMap<NodeId, mpsc::Sender<MessageBatch>>,
-    workers: Vec<JoinHandle<()>>,
+    queues: RwLock<HashMap<NodeId, PeerQueue>>,
+    spawn: Box<SpawnWorker>,
+    queue_capacity: usize,
     stats: Arc<NetStats>,
 }
 
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("local", &self.local)
+            .field("peers", &self.peers())
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Outbox {
-    /// Start one worker per peer on `handle`.
+    /// Start one worker per peer on `handle`. Workers of peers added later run on `handle` too.
     pub fn start<S: PeerSender>(
         handle: &Handle,
         local: NodeId,
@@ -98,23 +123,76 @@ impl Outbox {
         sender: Arc<S>,
         stats: Arc<NetStats>,
     ) -> Self {
-        let mut queues = HashMap::new();
-        let mut workers = Vec::new();
-        for peer in peers.into_iter().filter(|&p| p != local) {
-            let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (handle, worker_stats) = (handle.clone(), stats.clone());
+        let max_messages = config.max_messages_per_frame.max(1);
+        let max_bytes = config.max_frame_bytes.max(1);
+        let (backoff_min, backoff_max) = (config.backoff_min, config.backoff_max);
+        let spawn = move |peer: NodeId, rx: mpsc::Receiver<MessageBatch>| {
             let worker = PeerWorker {
                 peer,
                 rx,
                 sender: sender.clone(),
-                stats: stats.clone(),
-                max_messages: config.max_messages_per_frame.max(1),
-                max_bytes: config.max_frame_bytes.max(1),
-                backoff: Backoff::new(config.backoff_min, config.backoff_max, local.0 ^ (peer.0 << 32)),
+                stats: worker_stats.clone(),
+                max_messages,
+                max_bytes,
+                backoff: Backoff::new(backoff_min, backoff_max, local.0 ^ (peer.0 << 32)),
             };
-            workers.push(handle.spawn(worker.run()));
-            queues.insert(peer, tx);
+            handle.spawn(worker.run())
+        };
+        let outbox = Outbox {
+            local,
+            queues: RwLock::new(HashMap::new()),
+            spawn: Box::new(spawn),
+            queue_capacity: config.queue_capacity.max(1),
+            stats,
+        };
+        for peer in peers {
+            outbox.add_peer(peer);
         }
-        Outbox { local, queues, workers, stats }
+        outbox
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<NodeId, PeerQueue>> {
+        self.queues.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<NodeId, PeerQueue>> {
+        self.queues.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start a queue and a worker for `peer`. Returns false (and changes nothing) if `peer` is
+    /// known already or is the local node.
+    pub fn add_peer(&self, peer: NodeId) -> bool {
+        if peer == self.local {
+            return false;
+        }
+        let mut queues = self.write();
+        if queues.contains_key(&peer) {
+            return false;
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let worker = (self.spawn)(peer, rx);
+        queues.insert(peer, PeerQueue { tx, worker });
+        true
+    }
+
+    /// Stop sending to `peer`: its worker is aborted (nothing queued for it is sent afterwards,
+    /// a frame in flight is abandoned) and later sends to it fail with `UnknownPeer`. Returns
+    /// false if `peer` was not known.
+    pub fn remove_peer(&self, peer: NodeId) -> bool {
+        let removed = self.write().remove(&peer);
+        match removed {
+            Some(queue) => {
+                queue.worker.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Is `peer` one of the peers this outbox sends to?
+    pub fn contains(&self, peer: NodeId) -> bool {
+        self.read().contains_key(&peer)
     }
 
     /// Enqueue `batch` for `batch.to`.
@@ -125,9 +203,10 @@ impl Outbox {
                 batch.from, self.local
             )));
         }
-        let queue = self.queues.get(&batch.to).ok_or(TransportError::UnknownPeer(batch.to))?;
         let to = batch.to;
-        queue.try_send(batch).map_err(|e| match e {
+        let queues = self.read();
+        let queue = queues.get(&to).ok_or(TransportError::UnknownPeer(to))?;
+        queue.tx.try_send(batch).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 NetStats::bump(&self.stats.queue_full);
                 TransportError::QueueFull(to)
@@ -136,16 +215,18 @@ impl Outbox {
         })
     }
 
-    /// The peers this outbox sends to.
-    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.queues.keys().copied()
+    /// The peers this outbox sends to, in ascending order.
+    pub fn peers(&self) -> Vec<NodeId> {
+        let mut peers: Vec<NodeId> = self.read().keys().copied().collect();
+        peers.sort();
+        peers
     }
 }
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        for worker in &self.workers {
-            worker.abort();
+        for queue in self.write().values() {
+            queue.worker.abort();
         }
     }
 }
@@ -346,5 +427,47 @@ mod tests {
         gate.add_permits(10);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(sender.frames.lock().unwrap().len(), 1, "frames were sent after the outbox was dropped");
+    }
+
+    async fn wait_for_frames(sender: &Recorder, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sender.frames.lock().unwrap().len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} frames went out",
+                sender.frames.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_added_at_run_time_get_a_worker_and_removed_ones_stop() {
+        let gate = Arc::new(Semaphore::new(0));
+        let sender = Arc::new(Recorder { frames: Mutex::default(), gate: Some(gate.clone()) });
+        let config = OutboxConfig { max_messages_per_frame: 1, ..OutboxConfig::default() };
+        let outbox = Outbox::start(&Handle::current(), NodeId(1), [], &config, sender.clone(), Arc::default());
+        assert_eq!(outbox.send(append(10)), Err(TransportError::UnknownPeer(NodeId(2))));
+        assert!(!outbox.add_peer(NodeId(1)), "the local node is never a peer");
+        assert!(outbox.add_peer(NodeId(2)));
+        assert!(!outbox.add_peer(NodeId(2)), "adding twice is a no-op");
+        assert_eq!(outbox.peers(), vec![NodeId(2)]);
+        for _ in 0..3 {
+            outbox.send(append(10)).unwrap();
+        }
+        gate.add_permits(1);
+        wait_for_frames(&sender, 1).await;
+        // Two batches are still queued (and the worker waits on the gate): removing the peer drops them.
+        assert!(outbox.remove_peer(NodeId(2)));
+        assert!(!outbox.remove_peer(NodeId(2)));
+        assert!(!outbox.contains(NodeId(2)));
+        assert_eq!(outbox.send(append(10)), Err(TransportError::UnknownPeer(NodeId(2))));
+        gate.add_permits(10);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sender.frames.lock().unwrap().len(), 1, "frames were sent to a removed peer");
+        // Added again: a fresh queue and worker.
+        assert!(outbox.add_peer(NodeId(2)));
+        outbox.send(append(10)).unwrap();
+        wait_for_frames(&sender, 2).await;
     }
 }

@@ -7,12 +7,14 @@ use kommander_core::{MessageBatch, NodeId};
 use kommander_net::auth::to_hex;
 use kommander_net::{ClusterAuth, FrameHeader, NonceSource, PeerSender};
 use std::collections::BTreeMap;
+use std::sync::{PoisonError, RwLock};
 
 /// Sends frames to peers over HTTP.
 #[derive(Debug)]
 pub struct RestPeerSender {
     client: reqwest::Client,
-    urls: BTreeMap<NodeId, String>,
+    /// The batch endpoint URL of every peer; changes when peers are added or removed.
+    urls: RwLock<BTreeMap<NodeId, String>>,
     auth: ClusterAuth,
     nonces: NonceSource,
 }
@@ -30,17 +32,46 @@ impl RestPeerSender {
         let urls = config
             .peers
             .iter()
-            .map(|(node, base)| (*node, format!("{}{}", base.trim_end_matches('/'), BATCH_PATH)))
+            .filter(|(&node, _)| node != config.node)
+            .map(|(&node, base)| (node, batch_url(base)))
             .collect();
         let auth = ClusterAuth::try_new(config.cluster_id.clone(), &config.secret, config.replay_window)
             .map_err(|e| e.to_string())?;
-        Ok(RestPeerSender { client, urls, auth, nonces: NonceSource::new() })
+        Ok(RestPeerSender { client, urls: RwLock::new(urls), auth, nonces: NonceSource::new() })
     }
+
+    /// Send to `peer` at `base_url` from now on (the next frame uses it). Returns false if `peer`
+    /// was known at exactly that address already.
+    pub fn set_peer(&self, peer: NodeId, base_url: &str) -> bool {
+        let url = batch_url(base_url);
+        let mut urls = self.urls.write().unwrap_or_else(PoisonError::into_inner);
+        urls.insert(peer, url.clone()).as_ref() != Some(&url)
+    }
+
+    /// Forget `peer`'s address. Returns false if it was not known.
+    pub fn remove_peer(&self, peer: NodeId) -> bool {
+        self.urls.write().unwrap_or_else(PoisonError::into_inner).remove(&peer).is_some()
+    }
+
+    /// The peers with an address, in ascending order.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.urls.read().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+
+    /// The batch endpoint URL of `peer`, if known.
+    pub fn url(&self, peer: NodeId) -> Option<String> {
+        self.urls.read().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned()
+    }
+}
+
+/// The batch endpoint under a peer's base URL.
+fn batch_url(base_url: &str) -> String {
+    format!("{}{}", base_url.trim_end_matches('/'), BATCH_PATH)
 }
 
 impl PeerSender for RestPeerSender {
     async fn send_frame(&self, peer: NodeId, batch: MessageBatch) -> Result<(), String> {
-        let url = self.urls.get(&peer).ok_or_else(|| format!("no address for {peer}"))?;
+        let url = self.url(peer).ok_or_else(|| format!("no address for {peer}"))?;
         let body = wire::encode_batch(&batch);
         let header = FrameHeader {
             cluster_id: batch.cluster_id.clone(),
@@ -52,7 +83,7 @@ impl PeerSender for RestPeerSender {
         let signature = self.auth.sign(&header, &body);
         let response = self
             .client
-            .post(url)
+            .post(&url)
             .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE)
             .header(H_CLUSTER, &header.cluster_id)
             .header(H_FROM, header.from.0.to_string())

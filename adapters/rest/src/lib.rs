@@ -15,6 +15,9 @@
 //!   no room within [`kommander_net::DEFAULT_BUDGET_WAIT`] gets 503.
 //! * [`Transport::stop`] aborts the outbound workers (nothing queued is sent afterwards);
 //!   [`Transport::start`] after a stop starts fresh ones.
+//! * Peers can be added and removed at any time ([`Transport::add_peer`] with the peer's base URL,
+//!   [`Transport::remove_peer`]): a running transport starts or stops the peer's worker at once; a
+//!   stopped one remembers the change for its next start.
 
 #![warn(missing_docs)]
 
@@ -41,7 +44,8 @@ pub struct RestConfig {
     pub cluster_id: String,
     /// Shared secret of the cluster (HMAC key; at least [`kommander_net::MIN_SECRET_BYTES`]).
     pub secret: Vec<u8>,
-    /// Base URL of every peer, e.g. `http://127.0.0.1:7002`.
+    /// Base URL of every peer known at construction, e.g. `http://127.0.0.1:7002` (more can be
+    /// added later with [`Transport::add_peer`]).
     pub peers: BTreeMap<NodeId, String>,
     /// Largest request body accepted (413 above). Default
     /// [`kommander_net::DEFAULT_MAX_BODY_BYTES`] (8 MiB + 256 KiB: one largest entry).
@@ -127,10 +131,30 @@ impl RestTransport {
         self.inner.stats.clone()
     }
 
-    /// The settings.
+    /// The settings (`peers` as constructed; see [`RestTransport::peers`] for the current ones).
     pub fn config(&self) -> &RestConfig {
         &self.inner.config
     }
+
+    /// The peers the transport sends to now (or will once started), with their batch URLs.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        let sender = &self.inner.sender;
+        sender.peers().into_iter().filter_map(|peer| sender.url(peer).map(|url| (peer, url))).collect()
+    }
+}
+
+/// Checks a peer's base URL: `http://host[:port][/prefix]` (or `https://` where the HTTP client
+/// was built with TLS).
+fn check_base_url(node: NodeId, address: &str) -> Result<(), TransportError> {
+    let url = reqwest::Url::parse(address)
+        .map_err(|e| TransportError::Setup(format!("peer {node} address {address:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(TransportError::Setup(format!("peer {node} address {address:?}: expected http://host:port")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(TransportError::Setup(format!("peer {node} address {address:?}: a base URL has no query")));
+    }
+    Ok(())
 }
 
 impl Transport for RestTransport {
@@ -143,7 +167,7 @@ impl Transport for RestTransport {
         *outbox = Some(Outbox::start(
             self.inner.runtime.handle(),
             config.node,
-            config.peers.keys().copied(),
+            self.inner.sender.peers(),
             &config.outbox,
             self.inner.sender.clone(),
             self.inner.stats.clone(),
@@ -162,5 +186,35 @@ impl Transport for RestTransport {
     fn stop(&self) {
         self.inner.gate.close();
         drop(self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
+    /// `address` is the peer's base URL, e.g. `http://10.0.0.4:7001` (batches go to
+    /// [`BATCH_PATH`] under it). A new peer gets a worker at once when running; a known peer's
+    /// frames go to the new address from the next one on (its queue is kept).
+    fn add_peer(&self, node: NodeId, address: &str) -> Result<(), TransportError> {
+        if node == self.inner.config.node {
+            return Ok(());
+        }
+        check_base_url(node, address)?;
+        // Under the outbox lock, so a concurrent start or stop sees the peer either fully or not.
+        let outbox = self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.sender.set_peer(node, address) {
+            tracing::info!(local = %self.inner.config.node, peer = %node, %address, "REST peer added");
+        }
+        if let Some(outbox) = outbox.as_ref() {
+            outbox.add_peer(node);
+        }
+        Ok(())
+    }
+
+    /// Forget `node`: its worker is aborted (what was queued for it is dropped).
+    fn remove_peer(&self, node: NodeId) {
+        let outbox = self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(outbox) = outbox.as_ref() {
+            outbox.remove_peer(node);
+        }
+        if self.inner.sender.remove_peer(node) {
+            tracing::info!(local = %self.inner.config.node, peer = %node, "REST peer removed");
+        }
     }
 }

@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:7101")]
     pub grpc_listen: SocketAddr,
     /// A peer's HTTP base URL: `ID=http://host:port` (repeat for each peer). These peers are the
-    /// partitions' voters whatever the transport. No TLS: `https://` is refused.
+    /// founding voters whatever the transport (with `--join`: the seeds asked to add this node).
+    /// No TLS: `https://` is refused.
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<(u64, String)>,
     /// A peer's gRPC URL: `ID=http://host:port` (with `--transport grpc`; exactly the node ids of
@@ -58,6 +59,19 @@ pub struct Args {
     /// Timer tick in milliseconds (heartbeats every tick; elections after 10–20 ticks).
     #[arg(long, default_value_t = 50)]
     pub tick_ms: u64,
+    /// Join a running cluster instead of founding one: start as a learner of every partition, ask
+    /// the `--peer` nodes (the seeds) to add this node, and become a voter once caught up. The
+    /// cluster's nodes need not know this node beforehand: they learn its `--advertise` address.
+    #[arg(long)]
+    pub join: bool,
+    /// The URL other nodes reach this node's transport at, recorded in the cluster's roster.
+    /// Default: `http://<--listen>` with `--transport rest`, `http://<--grpc-listen>` with gRPC.
+    #[arg(long, value_parser = parse_url)]
+    pub advertise: Option<String>,
+    /// On SIGTERM, leave the cluster for good (a committed roster removal) before exiting, instead
+    /// of only stopping (the node stays a member and may come back). Ctrl-C always only stops.
+    #[arg(long)]
+    pub leave_on_sigterm: bool,
 }
 
 impl Args {
@@ -71,9 +85,36 @@ impl Args {
         self.grpc_peers.iter().map(|(n, url)| (NodeId(*n), url.clone())).collect()
     }
 
+    /// Peers' addresses on the chosen transport (what discovery hands the node, and what the
+    /// roster records): `--peer` with REST, `--peer-grpc` with gRPC.
+    pub fn transport_peers(&self) -> BTreeMap<NodeId, String> {
+        match self.transport {
+            TransportKind::Rest => self.http_peers(),
+            TransportKind::Grpc => self.grpc_peers(),
+        }
+    }
+
+    /// Where other nodes reach this node's transport: `--advertise`, or the transport's listener.
+    pub fn advertise_address(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| match self.transport {
+            TransportKind::Rest => format!("http://{}", self.listen),
+            TransportKind::Grpc => format!("http://{}", self.grpc_listen),
+        })
+    }
+
+    fn listener(&self) -> SocketAddr {
+        match self.transport {
+            TransportKind::Rest => self.listen,
+            TransportKind::Grpc => self.grpc_listen,
+        }
+    }
+
     /// Checks across flags, run before anything starts. With `--transport grpc` the voters come
     /// from `--peer` while traffic goes to `--peer-grpc`: both must name the same nodes.
     pub fn validate(&self) -> Result<(), String> {
+        if self.join && self.peers.is_empty() {
+            return Err("--join needs at least one --peer: the running nodes (seeds) asked to add this one".into());
+        }
         if self.transport == TransportKind::Grpc {
             let voters: BTreeSet<u64> = self.peers.iter().map(|(n, _)| *n).collect();
             let reachable: BTreeSet<u64> = self.grpc_peers.iter().map(|(n, _)| *n).collect();
@@ -95,6 +136,12 @@ impl Args {
         let mut warnings = Vec::new();
         if self.peers.is_empty() {
             warnings.push("no --peer given: this node forms a single-node cluster on its own".to_string());
+        }
+        if self.advertise.is_none() && self.listener().ip().is_unspecified() {
+            warnings.push(format!(
+                "advertising {} to other nodes: an unspecified address; pass --advertise with a reachable URL",
+                self.advertise_address()
+            ));
         }
         if self.transport == TransportKind::Rest && !self.grpc_peers.is_empty() {
             warnings.push("--peer-grpc is ignored with --transport rest".to_string());
@@ -127,16 +174,24 @@ fn parse_secret(text: &str) -> Result<String, String> {
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
     let (id, url) = text.split_once('=').ok_or("expected ID=URL")?;
     let id = id.trim().parse::<u64>().map_err(|e| format!("bad node id {id:?}: {e}"))?;
+    Ok((id, parse_url(url)?))
+}
+
+fn parse_url(url: &str) -> Result<String, String> {
     if url.starts_with("https://") {
         return Err(format!(
-            "peer URL {url:?}: https:// is not supported, this build has no TLS; use http:// on a trusted \
+            "URL {url:?}: https:// is not supported, this build has no TLS; use http:// on a trusted \
              network (or behind a TLS-terminating proxy)"
         ));
     }
     if !url.starts_with("http://") {
-        return Err(format!("peer URL {url:?} must start with http://"));
+        return Err(format!("URL {url:?} must start with http://"));
     }
-    Ok((id, url.trim_end_matches('/').to_string()))
+    let trimmed = url.trim_end_matches('/');
+    if trimmed.strip_prefix("http://").is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+        return Err(format!("URL {url:?} has no host"));
+    }
+    Ok(trimmed.to_string())
 }
 
 #[cfg(test)]
@@ -181,6 +236,28 @@ mod tests {
         }
         assert!(parse(&["--peer", "2=ftp://h:1"]).is_err());
         assert_eq!(parse(&["--peer", "2=http://h:1/"]).unwrap().peers, vec![(2, "http://h:1".to_string())]);
+    }
+
+    #[test]
+    fn join_advertise_and_leave_flags() {
+        let founder = parse(&["--peer", "2=http://h:1"]).unwrap();
+        assert!(!founder.join && !founder.leave_on_sigterm);
+        assert_eq!(founder.advertise_address(), "http://127.0.0.1:7001");
+        assert_eq!(founder.transport_peers(), founder.http_peers());
+        let grpc = parse(&["--transport", "grpc", "--grpc-listen", "127.0.0.1:9000"]).unwrap();
+        assert_eq!(grpc.advertise_address(), "http://127.0.0.1:9000");
+        let joiner = parse(&["--join", "--peer", "2=http://h:1", "--advertise", "http://me:7/", "--leave-on-sigterm"]);
+        let joiner = joiner.unwrap();
+        assert!(joiner.join && joiner.leave_on_sigterm);
+        assert_eq!(joiner.advertise_address(), "http://me:7");
+        assert_eq!(joiner.validate(), Ok(()));
+        let alone = parse(&["--join"]).unwrap().validate().unwrap_err();
+        assert!(alone.contains("--join needs"), "{alone}");
+        for bad in ["https://me:7", "me:7", "http://", "http:///x"] {
+            assert!(parse(&["--advertise", bad]).is_err(), "{bad:?} accepted");
+        }
+        let wildcard = parse(&["--listen", "0.0.0.0:7001", "--peer", "2=http://h:1"]).unwrap();
+        assert!(wildcard.warnings().iter().any(|w| w.contains("--advertise")), "{:?}", wildcard.warnings());
     }
 
     #[test]

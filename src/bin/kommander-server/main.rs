@@ -6,7 +6,18 @@
 //! ```
 //! Flags: see `--help`. `PUT /kv/{key}` with the value as body writes through the key's partition
 //! leader; `GET /kv/{key}` reads this replica; `GET /status` shows partitions and counters.
-//! SIGTERM or Ctrl-C stops the node cleanly (transport, partitions, HTTP server).
+//! SIGTERM or Ctrl-C stops the node cleanly (transport, partitions, HTTP server); the node stays a
+//! member of the cluster. With `--leave-on-sigterm`, SIGTERM first removes the node from the
+//! cluster (`leave_cluster`).
+//!
+//! A node joins a running cluster with `--join`, naming running nodes (seeds) with `--peer`; the
+//! other nodes learn its transport address from the roster (`--advertise`, by default its
+//! listener's address):
+//!
+//! ```text
+//! cargo run --bin kommander-server -- --node-id 4 --listen 127.0.0.1:7004 --join \
+//!     --peer 1=http://127.0.0.1:7001 --peer 2=http://127.0.0.1:7002 --dir data/n4 --secret s3cret
+//! ```
 
 mod api;
 mod args;
@@ -61,9 +72,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tick,
         heartbeat_interval: tick,
         election_timeout: (tick * 10, tick * 20),
+        join_existing: args.join,
+        advertise_address: args.advertise_address(),
         ..RuntimeConfig::default()
     };
-    let contacts = args.http_peers().into_iter().map(|(node, address)| NodeContact { node, address }).collect();
+    // The contacts carry transport addresses, like the roster (and `--advertise`): the membership
+    // driver hands roster addresses to the transport.
+    let contacts = args.transport_peers().into_iter().map(|(node, address)| NodeContact { node, address }).collect();
     let manager = RaftManager::builder(node)
         .config(config)
         .wal(wal)
@@ -97,22 +112,35 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server_handle = server.handle();
     actix_rt::spawn(server);
     manager.join_cluster().await?;
-    tracing::info!(%node, listen = %args.listen, transport = ?args.transport, wal = ?backend, "node running");
+    let advertise = args.advertise_address();
+    let (listen, transport) = (args.listen, args.transport);
+    tracing::info!(%node, %listen, ?transport, %advertise, join = args.join, wal = ?backend, "node running");
 
-    wait_for_shutdown_signal().await;
-    tracing::info!(%node, "shutting down");
-    manager.shutdown().await;
+    let signal = wait_for_shutdown_signal().await;
+    if signal == Signal::Terminate && args.leave_on_sigterm {
+        tracing::info!(%node, "leaving the cluster");
+        manager.leave_cluster().await;
+    } else {
+        tracing::info!(%node, "shutting down");
+        manager.shutdown().await;
+    }
     network.transport.stop();
     server_handle.stop(true).await;
     tracing::info!(%node, "stopped");
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    Terminate,
+    Interrupt,
+}
+
+async fn wait_for_shutdown_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => Signal::Terminate,
+        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
     }
 }
