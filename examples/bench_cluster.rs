@@ -165,7 +165,9 @@ impl Cluster {
             ];
             for (j, &peer) in NODES.iter().enumerate().filter(|&(j, _)| j != i) {
                 args.push(format!("--peer={peer}=http://127.0.0.1:{}", http[j]));
-                args.push(format!("--peer-grpc={peer}=http://127.0.0.1:{}", grpc[j]));
+                if transport == "grpc" {
+                    args.push(format!("--peer-grpc={peer}=http://127.0.0.1:{}", grpc[j]));
+                }
             }
             let log = dir.join(format!("n{id}.log"));
             let child = Command::new(server)
@@ -254,7 +256,12 @@ struct NodeStatus {
 }
 
 async fn status(client: &reqwest::Client, node: &Node) -> Result<NodeStatus, String> {
-    let response = client.get(format!("{}/status", node.http)).send().await.map_err(|e| e.to_string())?;
+    let url = format!("{}/status", node.http);
+    // One retry: a pooled connection may have been closed by the server just as it was reused.
+    let response = match client.get(&url).send().await {
+        Ok(response) => response,
+        Err(_) => client.get(&url).send().await.map_err(|e| format!("node {}: GET /status: {e}", node.id))?,
+    };
     let body: Value = serde_json::from_slice(&response.bytes().await.map_err(|e| e.to_string())?)
         .map_err(|e| format!("node {}: bad /status: {e}", node.id))?;
     let partitions = body["partitions"]
@@ -671,7 +678,9 @@ async fn bench_transport(
 ) -> Result<Vec<RunResult>, Box<dyn Error>> {
     let dir = tempfile::Builder::new().prefix(&format!("bench-cluster-{transport}-")).tempdir_in(base)?;
     let timeout = Duration::from_secs_f64(options.seconds + options.warmup + 60.0);
-    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    // Idle connections are dropped well before actix-web's 5 s keep-alive closes them, so a request
+    // never races the server closing the pooled connection it reuses.
+    let client = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(1)).build()?;
     let mut cluster = Cluster::start(server, transport, options, dir.path())?;
     let leaders = wait_for_leaders(&client, &cluster, options.partitions).await?;
     let mut leading: BTreeMap<u64, usize> = BTreeMap::new();

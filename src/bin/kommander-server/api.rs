@@ -3,10 +3,7 @@
 //! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
 //! `examples/bench_cluster.rs`, in [`bench`]).
 
-// Declared here rather than in main.rs so mounting the benchmark route touches only this file.
-#[path = "bench.rs"]
-mod bench;
-
+use crate::bench;
 use crate::kv::{partition_for_key, KvState, Put, PUT};
 use actix_web::{web, HttpRequest, HttpResponse};
 use kommander::net::NetStats;

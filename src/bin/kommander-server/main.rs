@@ -21,6 +21,7 @@
 
 mod api;
 mod args;
+mod bench;
 mod kv;
 mod transport;
 
