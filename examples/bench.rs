@@ -144,18 +144,6 @@ struct ClientResult {
     warmup_errors: u64,
 }
 
-fn error_kind(error: &ReplicateError) -> &'static str {
-    match error {
-        ReplicateError::NotLeader { .. } => "not-leader",
-        ReplicateError::LeadershipPending(_) => "leadership-pending",
-        ReplicateError::Timeout(_) => "timeout",
-        ReplicateError::Backpressure { .. } => "backpressure",
-        ReplicateError::PartitionUnavailable(_) => "unavailable",
-        ReplicateError::Superseded { .. } => "superseded",
-        _ => "other",
-    }
-}
-
 /// One closed-loop client: propose, wait for the commit, repeat.
 async fn client(
     index: usize,
@@ -180,7 +168,7 @@ async fn client(
             Ok(_) => {}
             Err(error) => {
                 if measuring {
-                    *result.errors.entry(error_kind(&error)).or_default() += 1;
+                    *result.errors.entry(error.kind()).or_default() += 1;
                 } else {
                     result.warmup_errors += 1;
                 }

@@ -87,6 +87,19 @@ pub enum ReplicateError {
 }
 
 impl ReplicateError {
+    /// A short stable name of the error's kind, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplicateError::NotLeader { .. } => "not-leader",
+            ReplicateError::LeadershipPending(_) => "leadership-pending",
+            ReplicateError::Timeout(_) => "timeout",
+            ReplicateError::Backpressure { .. } => "backpressure",
+            ReplicateError::PartitionUnavailable(_) => "unavailable",
+            ReplicateError::Superseded { .. } => "superseded",
+            _ => "other",
+        }
+    }
+
     /// Translate a core error for `partition`.
     pub fn from_core(partition: PartitionId, error: ProposeError) -> Self {
         match error {

@@ -1,55 +1,17 @@
 //! The REST transport's lifecycle: secrets it refuses, stop → start → exchange again (a restarted
 //! `RaftManager` reuses its transport), and that nothing queued before a stop is sent after it.
 
+mod peers;
+
 use actix_web::dev::ServerHandle;
-use kommander_core::transport::{InboundRejection, InboundSink, Transport, TransportError};
-use kommander_core::{Envelope, MessageBatch, NodeId, PartitionId, RaftMessage};
+use kommander_core::transport::{Transport, TransportError};
+use kommander_core::NodeId;
 use kommander_transport_rest::{serve, RestConfig, RestTransport};
+use peers::{config, until, vote, Recorder, CLUSTER};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const CLUSTER: &str = "rest-lifecycle";
-const SECRET: &[u8] = b"rest lifecycle secret";
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<MessageBatch>>);
-
-impl Recorder {
-    fn terms(&self) -> Vec<u64> {
-        self.0.lock().unwrap().iter().flat_map(|b| b.messages.iter().map(|e| e.message.term())).collect()
-    }
-}
-
-impl InboundSink for Recorder {
-    fn deliver(&self, batch: MessageBatch) -> Result<(), InboundRejection> {
-        self.0.lock().unwrap().push(batch);
-        Ok(())
-    }
-}
-
-fn vote(from: u64, to: u64, term: u64) -> MessageBatch {
-    let (from, to) = (NodeId(from), NodeId(to));
-    let message = RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false };
-    let envelope = Envelope { partition: PartitionId(1), from, to, message };
-    MessageBatch { cluster_id: CLUSTER.into(), from, to, messages: vec![envelope] }
-}
-
-fn config(node: u64) -> RestConfig {
-    let mut config = RestConfig::new(NodeId(node), CLUSTER, SECRET.to_vec());
-    config.outbox.backoff_min = Duration::from_millis(10);
-    config.outbox.backoff_max = Duration::from_millis(50);
-    config
-}
-
-async fn until(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A receiving transport served on a loopback port.
 fn receiver(node: u64) -> (RestTransport, ServerHandle, String) {

@@ -152,7 +152,7 @@ async fn client(
             Ok(_) => {}
             Err(error) => {
                 if in_window {
-                    *report.error_kinds.entry(error_kind(&error)).or_default() += 1;
+                    *report.error_kinds.entry(error.kind()).or_default() += 1;
                 } else if done < window_start {
                     report.warmup_errors += 1;
                 }
@@ -169,18 +169,6 @@ fn thread_cpu_ticks() -> Option<u64> {
     // Fields after the command name (which may contain spaces) start at field 3 (state).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-fn error_kind(error: &ReplicateError) -> &'static str {
-    match error {
-        ReplicateError::NotLeader { .. } => "not-leader",
-        ReplicateError::LeadershipPending(_) => "leadership-pending",
-        ReplicateError::Timeout(_) => "timeout",
-        ReplicateError::Backpressure { .. } => "backpressure",
-        ReplicateError::PartitionUnavailable(_) => "unavailable",
-        ReplicateError::Superseded { .. } => "superseded",
-        _ => "other",
-    }
 }
 
 /// Keep at most `max` of the sorted `samples`, at evenly spaced ranks (first and last kept).
