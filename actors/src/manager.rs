@@ -409,7 +409,7 @@ impl RaftManager {
 
     /// Live user partitions of the partition map.
     pub fn partitions(&self) -> Vec<PartitionId> {
-        self.partition_map().map(|map| map.live().map(|p| p.id).collect()).unwrap_or_default()
+        self.with_state(|s| s.map.live().map(|p| p.id).collect()).unwrap_or_default()
     }
 
     /// The inbound router of a running node (its accepted/rejected batch counters).

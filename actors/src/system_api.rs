@@ -17,11 +17,17 @@ use kommander_core::{NodeId, PartitionId};
 use std::time::{Duration, Instant};
 
 impl RaftManager {
-    fn system_state(&self) -> Result<SystemState, ReplicateError> {
+    /// Read the applied system state under its lock, without copying the whole of it (writes
+    /// look up one partition per call).
+    pub(crate) fn with_state<T>(&self, read: impl FnOnce(&SystemState) -> T) -> Result<T, ReplicateError> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         let running = running.as_ref().ok_or(ReplicateError::NotJoined)?;
-        let state = running.state.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(state)
+        let state = running.state.read().unwrap_or_else(|p| p.into_inner());
+        Ok(read(&state))
+    }
+
+    fn system_state(&self) -> Result<SystemState, ReplicateError> {
+        self.with_state(SystemState::clone)
     }
 
     fn system_client(&self) -> Result<crate::coordinator::SystemClient, ReplicateError> {
@@ -30,24 +36,24 @@ impl RaftManager {
     }
 
     pub(crate) fn is_live_partition(&self, partition: PartitionId) -> bool {
-        self.system_state().is_ok_and(|s| partition.is_system() || s.map.get(partition).is_some_and(|p| p.is_live()))
+        partition.is_system() || self.with_state(|s| s.map.get(partition).is_some_and(|p| p.is_live())).unwrap_or(false)
     }
 
     /// The partition map as applied on this node.
     pub fn partition_map(&self) -> Result<PartitionMap, ReplicateError> {
-        self.system_state().map(|s| s.map)
+        self.with_state(|s| s.map.clone())
     }
 
     /// The roster as applied on this node.
     pub fn roster(&self) -> Result<Roster, ReplicateError> {
-        self.system_state().map(|s| s.roster)
+        self.with_state(|s| s.roster.clone())
     }
 
     /// The partition owning `key` (xxHash64 of the key, looked up in the map), with its generation
     /// to pass to [`RaftManager::replicate_guarded`].
     pub fn partition_for_key(&self, key: &[u8]) -> Result<PartitionInfo, ReplicateError> {
-        let map = self.partition_map()?;
-        map.route(key).cloned().ok_or_else(|| ReplicateError::SystemRefused("no partition owns the key".into()))
+        self.with_state(|s| s.map.route(key).cloned())?
+            .ok_or_else(|| ReplicateError::SystemRefused("no partition owns the key".into()))
     }
 
     /// Replicate auto-commit entries on `partition` guarded by `generation` (from
@@ -70,8 +76,9 @@ impl RaftManager {
         // A writer that routed with a newer map than this node has applied waits for it to catch up.
         let deadline = Instant::now() + self.inner.config.proposal_timeout;
         let info = loop {
-            let map = self.partition_map()?;
-            let info = map.get(partition).cloned().ok_or(ReplicateError::UnknownPartition(partition))?;
+            let info = self
+                .with_state(|s| s.map.get(partition).cloned())?
+                .ok_or(ReplicateError::UnknownPartition(partition))?;
             if info.generation >= generation || Instant::now() > deadline {
                 break info;
             }
