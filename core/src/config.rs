@@ -32,14 +32,21 @@ pub struct PartitionConfig {
     pub max_uncommitted_entries: usize,
     /// Applied entries kept in memory to serve lagging followers without a WAL read.
     pub log_cache_entries: usize,
+    /// Run a pre-vote round before a real election (thesis §9.6), so a partitioned or rejoining
+    /// replica cannot raise everyone's term. On by default.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum within the minimum election timeout steps down,
+    /// and a replica that heard from a live leader within that timeout ignores real vote requests
+    /// (thesis §6.2, §4.2.3). On by default.
+    pub check_quorum: bool,
     /// Planted bugs for proving the simulator's checkers can fail. Test-only.
     #[cfg(feature = "canary-bugs")]
     pub canary: CanaryBugs,
 }
 
 /// Known Raft bugs that can be switched on to prove the simulator catches them (feature
-/// `canary-bugs`, never for production).
-#[cfg(feature = "canary-bugs")]
+/// `canary-bugs`, never for production). The type always exists so the state machine can name
+/// its switches; only that feature lets a configuration turn one on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CanaryBugs {
     /// Commit an entry of a previous term by counting its replicas (violates §5.4.2, Figure 8).
@@ -48,6 +55,27 @@ pub struct CanaryBugs {
     pub grant_two_votes_per_term: bool,
     /// On a conflicting append, overwrite in place and keep the stale suffix (violates §5.3).
     pub skip_conflict_truncation: bool,
+    /// Accept appends from a leader of a lower term as if it were current (violates §5.1).
+    pub accept_stale_term_append: bool,
+    /// Grant pre-votes even while a live leader is heard (defeats §9.6 / §4.2.3).
+    pub grant_pre_vote_despite_leader: bool,
+    /// A single voter leads before its own vote is durable: after a crash it can lead the same
+    /// term again with a different log (violates §5.2 across restarts).
+    pub lead_before_vote_is_durable: bool,
+    /// A follower takes the leader's commit index as is, even when it is lower than its own
+    /// (a commit index must never decrease).
+    pub commit_index_regresses: bool,
+    /// The leader counts its own entries as replicated before they are durable (acknowledges
+    /// writes a crash can lose).
+    pub count_unstable_self: bool,
+    /// A leader removed from the voters keeps leading after the removal commits (violates §4.2.2).
+    pub keep_leading_when_removed: bool,
+    /// A leader answers `UnknownTicket` from its own view, without the log confirming it is
+    /// still the leader (a deposed leader then denies a ticket a newer leader committed).
+    pub unknown_ticket_without_quorum: bool,
+    /// A new leader may change the membership before its barrier commits (the single-server
+    /// change bug, Ongaro 2015).
+    pub membership_change_before_barrier: bool,
 }
 
 impl PartitionConfig {
@@ -67,6 +95,8 @@ impl PartitionConfig {
             max_entries_per_append: 256,
             max_uncommitted_entries: 16 * 1024,
             log_cache_entries: 1024,
+            pre_vote: true,
+            check_quorum: true,
             #[cfg(feature = "canary-bugs")]
             canary: CanaryBugs::default(),
         }

@@ -65,6 +65,13 @@ impl LogEntry {
         matches!(self.kind, EntryKind::Application { .. } | EntryKind::Guarded { .. })
     }
 
+    /// True when the entry's ticket was issued by its leader's clock for this entry. A commit or
+    /// rollback marker only names the ticket of an earlier proposal (possibly one a client made
+    /// up), so clocks never observe it.
+    pub fn issues_ticket(&self) -> bool {
+        !matches!(self.kind, EntryKind::CommitMarker | EntryKind::RollbackMarker)
+    }
+
     /// A small stable fingerprint of the entry's content (not cryptographic), used by tests and the
     /// simulator to compare logs cheaply.
     pub fn fingerprint(&self) -> u64 {

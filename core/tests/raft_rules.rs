@@ -572,7 +572,7 @@ fn leader_steps_down_on_a_higher_term_in_any_message() {
             RaftMessage::AppendResponse { term: 5, prev_log_index: 1, result: AppendResult::StaleTerm },
             None,
         ),
-        ("vote request", vote_req(5, 0, 0), None),
+        ("vote response", vote_resp(5, false, false), None),
     ];
     for (name, message, leader) in cases {
         let mut net = three_with_leader();
@@ -590,6 +590,46 @@ fn leader_steps_down_on_a_higher_term_in_any_message() {
         assert!(turn.leader_changes.iter().any(|c| c.term == 5 && c.leader == leader), "{name}: {turn:?}");
         assert_eq!(n1.propose(auto(b"x"), 1), Err(ProposeError::NotLeader { leader }), "{name}");
     }
+}
+
+/// Thesis §4.2.3 (with check-quorum): a real vote request of a higher term reaching a live leader,
+/// or a follower that heard from it within the minimum election timeout, is ignored — term
+/// included — so a removed or rejoining voter cannot depose a healthy leader. Without
+/// check-quorum, §5.1 applies: the higher term wins. A follower that has not heard from a leader
+/// for an election timeout adopts the term either way.
+#[test]
+fn a_live_leader_and_its_followers_ignore_higher_term_vote_requests_with_check_quorum() {
+    for check_quorum in [true, false] {
+        let mut cfg = config(1, &[1, 2, 3]);
+        cfg.check_quorum = check_quorum;
+        let mut leader = PartitionStateMachine::new(cfg).expect("config");
+        make_leader_by_hand(&mut leader);
+        leader.step(env(3, 1, vote_req(5, 9, 9))).unwrap();
+        let expected = if check_quorum { (Role::Leader, 1) } else { (Role::Follower, 5) };
+        assert_eq!((leader.role(), leader.term()), expected, "leader, check-quorum {check_quorum}");
+
+        let mut cfg = config(2, &[1, 2, 3]);
+        cfg.check_quorum = check_quorum;
+        let mut follower = PartitionStateMachine::new(cfg).expect("config");
+        follower.step(env(1, 2, append_req(1, 0, 0, vec![], 0))).unwrap();
+        follower.step(env(3, 2, vote_req(5, 9, 9))).unwrap();
+        let expected = if check_quorum { 1 } else { 5 };
+        assert_eq!(follower.term(), expected, "follower, check-quorum {check_quorum}");
+        assert_eq!(follower.voted_for(), (!check_quorum).then_some(id(3)));
+        // Silence for the minimum election timeout: the leader is no longer presumed alive.
+        let mut silent = machine(2, &[1, 2, 3]);
+        silent.step(env(1, 2, append_req(1, 0, 0, vec![], 0))).unwrap();
+        for _ in 0..silent_ticks() {
+            silent.tick();
+        }
+        silent.step(env(3, 2, vote_req(5, 9, 9))).unwrap();
+        assert_eq!((silent.term(), silent.voted_for()), (5, Some(id(3))));
+    }
+}
+
+/// The minimum election timeout of [`config`], in ticks.
+fn silent_ticks() -> u32 {
+    config(1, &[1]).election_timeout_min_ticks
 }
 
 /// §5.2: a candidate that receives an append from a leader of its own term recognises it and
@@ -1148,8 +1188,14 @@ fn two_phase_proposals_are_held_until_resolved_by_a_marker() {
         Err(ProposeError::AlreadyResolved { ticket: c.ticket, outcome: TicketOutcome::RolledBack })
     )));
 
-    // Bad tickets.
-    assert_eq!(net.sm_mut(1).commit(ticket(424_242)), Err(ProposeError::UnknownTicket(ticket(424_242))));
+    // Bad tickets. A ticket this leader does not hold may still be committed by a newer leader it
+    // has not heard of yet: "unknown" is answered only once the log backs it (a marker applies and
+    // resolves nothing). The zero ticket is never valid and is refused at once.
+    net.sm_mut(1).commit(ticket(424_242)).unwrap();
+    net.settle();
+    let unknown =
+        resolution(ticket(424_242), TicketOutcome::Committed, Err(ProposeError::UnknownTicket(ticket(424_242))));
+    assert!(net.take_output(1).replies.contains(&unknown));
     assert_eq!(net.sm_mut(1).rollback(HlcTimestamp::ZERO), Err(ProposeError::UnknownTicket(HlcTimestamp::ZERO)));
     let d = net.sm_mut(1).propose(auto(b"d"), 1).unwrap();
     assert_eq!(net.sm_mut(1).commit(d.ticket), Err(ProposeError::NotTwoPhase(d.ticket)));
@@ -1229,20 +1275,29 @@ fn deliveries_are_in_order_exactly_once_and_skip_protocol_entries() {
     assert_eq!(net.sm(1).entry(marker).map(|e| e.kind), Some(EntryKind::CommitMarker));
 }
 
-/// `NotTwoPhase` refuses commit/rollback of an auto-commit ticket while its entry is unapplied; once
-/// applied, auto-commit tickets are not remembered (memory stays bounded) and the documented answer
-/// is `UnknownTicket`. Either way nothing is appended.
+/// `NotTwoPhase` refuses commit/rollback of an auto-commit ticket while its entry is unapplied
+/// (nothing is appended); once applied, auto-commit tickets are not remembered (memory stays
+/// bounded) and the answer is `UnknownTicket`, given when the marker that asked applies (the log,
+/// not the leader's possibly stale view, backs it) and delivering nothing.
 #[test]
 fn commit_of_an_auto_commit_ticket_is_refused_before_and_after_apply() {
     let mut net = three_with_leader();
     let a = net.sm_mut(1).propose(auto(b"a"), 1).unwrap();
+    let last = net.sm(1).last_index();
     assert_eq!(net.sm_mut(1).commit(a.ticket), Err(ProposeError::NotTwoPhase(a.ticket)), "before apply");
+    assert_eq!(net.sm(1).last_index(), last, "no marker appended");
     net.settle();
     assert_eq!(net.sm(1).applied_index(), a.last_index);
-    let last = net.sm(1).last_index();
-    assert_eq!(net.sm_mut(1).commit(a.ticket), Err(ProposeError::UnknownTicket(a.ticket)), "after apply");
-    assert_eq!(net.sm_mut(1).rollback(a.ticket), Err(ProposeError::UnknownTicket(a.ticket)), "after apply");
-    assert_eq!(net.sm(1).last_index(), last, "no marker appended");
+    net.take_output(1);
+    net.sm_mut(1).commit(a.ticket).unwrap();
+    net.sm_mut(1).rollback(a.ticket).unwrap();
+    net.settle();
+    let out = net.take_output(1);
+    for requested in [TicketOutcome::Committed, TicketOutcome::RolledBack] {
+        let unknown = resolution(a.ticket, requested, Err(ProposeError::UnknownTicket(a.ticket)));
+        assert!(out.replies.contains(&unknown), "{requested:?}: {:?}", out.replies);
+    }
+    assert!(out.deliveries.is_empty(), "an unknown ticket resolves nothing");
 }
 
 // ===== restore and input validation ============================================================
@@ -1336,8 +1391,8 @@ fn malformed_or_misaddressed_input_is_rejected_and_changes_nothing() {
 #[test]
 fn stale_term_append_is_refused_and_the_stale_leader_steps_down() {
     let mut net = three_with_leader();
-    // Node 2 moves on to term 3 (a vote request it rejects because the candidate's log is stale).
-    net.sm_mut(2).step(env(3, 2, vote_req(3, 0, 0))).unwrap();
+    // Node 2 moves on to term 3 (a higher-term answer from node 3).
+    net.sm_mut(2).step(env(3, 2, vote_resp(3, false, false))).unwrap();
     net.flush(2);
     assert_eq!(net.sm(2).term(), 3);
     net.cut(1, 3);
@@ -1445,8 +1500,11 @@ fn backpressure_and_not_leader_hints() {
 fn single_voter_elects_itself_and_commits_on_its_own_write() {
     let mut sm = machine(1, &[1]);
     tick_until_timeout(&mut sm);
-    assert_eq!((sm.role(), sm.term(), sm.voted_for()), (Role::Leader, 1, Some(id(1))));
+    // Its own vote must be durable before it leads: otherwise a crash could let it lead term 1
+    // a second time with a different log.
+    assert_eq!((sm.role(), sm.term(), sm.voted_for()), (Role::Candidate, 1, Some(id(1))));
     let turn = drain(&mut sm);
+    assert_eq!(sm.role(), Role::Leader);
     assert!(turn.messages.is_empty());
     assert!(sm.is_leader());
     assert_eq!(turn.leader_changes, vec![LeaderChange { term: 1, leader: Some(id(1)) }]);

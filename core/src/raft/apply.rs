@@ -71,7 +71,12 @@ impl Applier {
                 } else {
                     TicketOutcome::RolledBack
                 };
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.resolved.entry(entry.ticket) {
+                // A marker for a ticket that holds nothing and was never resolved resolves nothing:
+                // its waiter is told the ticket is unknown (a decision backed by the committed log).
+                let known = self.held.contains_key(&entry.ticket);
+                if let (true, std::collections::hash_map::Entry::Vacant(slot)) =
+                    (known, self.resolved.entry(entry.ticket))
+                {
                     slot.insert(outcome);
                     let held = self.held.remove(&entry.ticket).unwrap_or_default();
                     if outcome == TicketOutcome::Committed {
@@ -105,7 +110,7 @@ impl Applier {
                 WaitFor::Resolution { requested } => ClientReply::Resolution {
                     ticket: waiter.ticket,
                     requested,
-                    result: self.resolution_result(waiter.ticket, requested, entry.index),
+                    result: self.resolution_result(waiter.ticket, requested, entry.index, same),
                 },
             });
         }
@@ -116,11 +121,15 @@ impl Applier {
         ticket: Ticket,
         requested: TicketOutcome,
         index: LogIndex,
+        same: bool,
     ) -> Result<TicketOutcome, ProposeError> {
-        // A marker that applied has recorded its outcome; no outcome means it was superseded.
+        // A marker that applied for a known ticket recorded its outcome; a waiter whose own marker
+        // applied (same term and ticket) without an outcome asked about an unknown ticket; anything
+        // else was superseded.
         match self.resolved.get(&ticket) {
             Some(&outcome) if outcome == requested => Ok(outcome),
             Some(&outcome) => Err(ProposeError::AlreadyResolved { ticket, outcome }),
+            None if same => Err(ProposeError::UnknownTicket(ticket)),
             None => Err(ProposeError::Superseded { index }),
         }
     }

@@ -23,7 +23,7 @@ impl PartitionStateMachine {
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.check_quorum_elapsed += 1;
-        if self.check_quorum_elapsed >= self.config.election_timeout_min_ticks {
+        if self.config.check_quorum && self.check_quorum_elapsed >= self.config.election_timeout_min_ticks {
             self.check_quorum_elapsed = 0;
             if !self.quorum_active() {
                 tracing::debug!(partition = %self.config.partition, node = %self.config.node, term = self.term,
@@ -65,7 +65,7 @@ impl PartitionStateMachine {
 
     /// Start a pre-vote round for `term + 1` without changing any durable state.
     pub(super) fn start_pre_vote(&mut self) {
-        if self.membership().voters.len() == 1 && self.is_voter() {
+        if !self.config.pre_vote || (self.membership().voters.len() == 1 && self.is_voter()) {
             self.start_election();
             return;
         }
@@ -93,10 +93,12 @@ impl PartitionStateMachine {
         self.votes.clear();
         self.votes.insert(self.config.node, true);
         self.reset_election_timer();
-        if self.votes_granted() >= self.quorum() {
+        if self.canary(|c| c.lead_before_vote_is_durable) && self.votes_granted() >= self.quorum() {
             self.become_leader();
             return;
         }
+        // A lone voter wins once its own vote is durable (`on_write_complete`): leading before
+        // that would let a crash make it lead the same term twice with different logs.
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.voter_peers() {
             self.send_after_persist(
@@ -135,15 +137,14 @@ impl PartitionStateMachine {
         if pre_vote {
             // Grant only if we would vote in that term and we have not heard from a live leader
             // within the minimum election timeout: a stable leader is never disturbed.
-            let leader_alive = self.role == Role::Leader
-                || (self.leader.is_some() && self.election_elapsed < self.config.election_timeout_min_ticks);
+            let leader_alive = self.leader_recently_heard() && !self.canary(|c| c.grant_pre_vote_despite_leader);
             let granted = term > self.term && fresh && !leader_alive;
             let reply_term = if granted { term } else { self.term };
             self.send(from, RaftMessage::VoteResponse { term: reply_term, granted, pre_vote: true });
             return;
         }
         // Real vote: `step` already adopted a higher term.
-        let can_vote = self.voted_for.is_none_or(|v| v == from) || self.canary_double_vote();
+        let can_vote = self.voted_for.is_none_or(|v| v == from) || self.canary(|c| c.grant_two_votes_per_term);
         let granted = term == self.term && can_vote && fresh && self.role != Role::Leader;
         if granted {
             self.voted_for = Some(from);
@@ -153,14 +154,24 @@ impl PartitionStateMachine {
         self.send_after_persist(from, RaftMessage::VoteResponse { term: self.term, granted, pre_vote: false });
     }
 
-    #[cfg(feature = "canary-bugs")]
-    fn canary_double_vote(&self) -> bool {
-        self.config.canary.grant_two_votes_per_term
+    /// This replica leads, or heard from a leader of its term within the minimum election timeout.
+    pub(super) fn leader_recently_heard(&self) -> bool {
+        self.role == Role::Leader
+            || (self.leader.is_some() && self.election_elapsed < self.config.election_timeout_min_ticks)
     }
 
-    #[cfg(not(feature = "canary-bugs"))]
-    fn canary_double_vote(&self) -> bool {
-        false
+    /// Thesis §4.2.3 (with check-quorum): a real vote request of a higher term that arrives while a
+    /// live leader is heard is ignored, term included, so a removed or partitioned voter cannot
+    /// depose a healthy leader even without pre-vote.
+    pub(super) fn ignores_vote_request(&self, term: Term) -> bool {
+        self.config.check_quorum && term > self.term && self.leader_recently_heard()
+    }
+
+    /// A candidate whose own vote just became durable (`start_election` deferred this).
+    pub(super) fn win_if_elected(&mut self) {
+        if self.role == Role::Candidate && self.votes_granted() >= self.quorum() {
+            self.become_leader();
+        }
     }
 
     pub(super) fn handle_vote_response(&mut self, from: NodeId, term: Term, granted: bool, pre_vote: bool) {

@@ -181,7 +181,7 @@ impl PartitionStateMachine {
         sm.voted_for = hard_state.voted_for;
         // Tickets issued after a restart must order after every ticket already in the log (the
         // last entry may be a barrier or a marker carrying an older ticket).
-        if let Some(newest) = state.entries.iter().map(|e| e.ticket).max() {
+        if let Some(newest) = state.entries.iter().filter(|e| e.issues_ticket()).map(|e| e.ticket).max() {
             sm.clock.observe(newest, 0);
         }
         sm.log = RaftLog::restored(state.entries, hard_state.commit);
@@ -320,6 +320,11 @@ impl PartitionStateMachine {
         // pre-vote answer carries the prospective term and must not.
         let granted_pre_vote = matches!(message, RaftMessage::VoteResponse { pre_vote: true, granted: true, .. });
         let pre_vote_request = matches!(message, RaftMessage::VoteRequest { pre_vote: true, .. });
+        let ignored_vote_request = matches!(message, RaftMessage::VoteRequest { pre_vote: false, term, .. }
+            if self.ignores_vote_request(term));
+        if ignored_vote_request {
+            return Ok(());
+        }
         if message.term() > self.term && !granted_pre_vote && !pre_vote_request {
             let leader = matches!(message, RaftMessage::AppendRequest { .. }).then_some(from);
             self.become_follower(message.term(), leader);
@@ -354,8 +359,10 @@ impl PartitionStateMachine {
             std::mem::take(&mut self.held_messages).into_iter().partition(|m| m.after_write <= id);
         self.held_messages = held;
         self.out.messages.extend(ready.into_iter().map(|m| m.envelope));
-        if self.role == Role::Leader {
-            self.maybe_commit();
+        match self.role {
+            Role::Leader => self.maybe_commit(),
+            Role::Candidate => self.win_if_elected(),
+            _ => {}
         }
         self.apply_committed(false);
     }
@@ -430,6 +437,9 @@ impl PartitionStateMachine {
 
     /// §4.2.2 of the thesis: a leader that is not a voter of the committed configuration steps down.
     fn step_down_if_removed(&mut self) {
+        if self.canary(|c| c.keep_leading_when_removed) {
+            return;
+        }
         if self.role == Role::Leader && !self.is_voter() && self.log.commit >= self.log.membership.latest_index() {
             tracing::info!(partition = %self.config.partition, node = %self.config.node, "removed from the voters; stepping down");
             self.become_follower(self.term, None);
@@ -496,6 +506,17 @@ impl PartitionStateMachine {
             self.out.leader_change = Some(LeaderChange { term: self.term, leader: visible });
             self.reported_leader = visible;
         }
+    }
+
+    /// Is the planted bug selected by `bug` switched on? Always false without `canary-bugs`.
+    #[cfg(feature = "canary-bugs")]
+    fn canary(&self, bug: fn(&crate::config::CanaryBugs) -> bool) -> bool {
+        bug(&self.config.canary)
+    }
+
+    #[cfg(not(feature = "canary-bugs"))]
+    fn canary(&self, _bug: fn(&crate::config::CanaryBugs) -> bool) -> bool {
+        false
     }
 
     fn halt(&mut self, fatal: FatalError) {

@@ -71,7 +71,14 @@ impl PartitionStateMachine {
             return Err(ProposeError::InvalidMembership);
         }
         let change = Proposal { log_type: String::new(), payloads: vec![next.encode()], auto_commit: true };
-        let accepted = self.append_proposal(change, EntryKind::Config, now_ms)?;
+        let accepted = if self.canary(|c| c.membership_change_before_barrier) && self.role == Role::Leader {
+            self.published = true; // planted bug: skip the wait for this term's barrier
+            let accepted = self.append_proposal(change, EntryKind::Config, now_ms);
+            self.published = self.log.applied >= self.barrier_index;
+            accepted?
+        } else {
+            self.append_proposal(change, EntryKind::Config, now_ms)?
+        };
         self.membership_changed();
         Ok(accepted)
     }
@@ -184,8 +191,17 @@ impl PartitionStateMachine {
             self.applier.wait(index, Waiter { ticket, term, wait: WaitFor::Resolution { requested } });
             return Ok(());
         }
-        if !proposal_found {
+        // A ticket this replica does not know may still be committed: a newer leader may have
+        // committed it while this one has not yet learned that it was deposed. "Unknown" is final
+        // only when backed by the log, so the marker is appended anyway and the answer comes when
+        // it applies (`Applier`: a marker for a ticket that holds nothing and was never resolved
+        // answers `UnknownTicket`). A deposed leader's marker never commits: its caller gets a
+        // retryable `Superseded`/`NotLeader` instead of a wrong final answer.
+        if !proposal_found && self.canary(|c| c.unknown_ticket_without_quorum) {
             return Err(ProposeError::UnknownTicket(ticket));
+        }
+        if !proposal_found {
+            tracing::debug!(partition = %self.config.partition, %ticket, "resolving a ticket not in this log: confirming through the log");
         }
         self.check_room_for(1)?;
         let kind = match requested {

@@ -174,7 +174,7 @@ impl PartitionStateMachine {
         entries: Vec<LogEntry>,
         leader_commit: LogIndex,
     ) {
-        if term < self.term {
+        if term < self.term && !self.canary(|c| c.accept_stale_term_append) {
             self.send(
                 from,
                 RaftMessage::AppendResponse { term: self.term, prev_log_index, result: AppendResult::StaleTerm },
@@ -182,7 +182,7 @@ impl PartitionStateMachine {
             return;
         }
         // term == self.term here (`step` adopted a higher one). A candidate learns it lost.
-        if self.role != Role::Follower {
+        if self.role != Role::Follower && term == self.term {
             self.become_follower(term, Some(from));
         }
         if self.leader != Some(from) {
@@ -232,10 +232,7 @@ impl PartitionStateMachine {
             return;
         }
         let match_index = prev + entries.len() as LogIndex;
-        if let Err(fatal) = self.append_entries(entries) {
-            self.halt(fatal);
-            return;
-        }
+        self.append_entries(entries);
         self.reply_success(from, prev_log_index, match_index, leader_commit);
     }
 
@@ -262,7 +259,8 @@ impl PartitionStateMachine {
 
     fn reply_success(&mut self, to: NodeId, prev_log_index: LogIndex, match_index: LogIndex, leader_commit: LogIndex) {
         let new_commit = leader_commit.min(match_index);
-        if new_commit > self.log.commit {
+        if new_commit > self.log.commit || (self.canary(|c| c.commit_index_regresses) && new_commit != self.log.commit)
+        {
             self.log.commit = new_commit;
             self.commit_dirty = true;
             self.apply_committed(false);
@@ -278,23 +276,18 @@ impl PartitionStateMachine {
     }
 
     /// Append entries that follow a matching anchor: skip ones we already have, truncate at the
-    /// first conflict (never at or below the commit index), append the rest.
-    fn append_entries(&mut self, entries: Vec<LogEntry>) -> Result<(), FatalError> {
+    /// first conflict, append the rest. Every entry here lies above the commit index: the caller
+    /// re-anchored at the commit index after `verify_committed_prefix` compared (and halted on)
+    /// anything at or below it, so no committed entry can be truncated here. (An earlier guard
+    /// for that case was unreachable; the check lives where it can fire.)
+    fn append_entries(&mut self, entries: Vec<LogEntry>) {
         let mut iter = entries.into_iter().peekable();
         while let Some(entry) = iter.peek() {
             match self.log.term_at(entry.index) {
                 Some(t) if t == entry.term => {
                     iter.next();
                 }
-                Some(local_term) => {
-                    if entry.index <= self.log.commit {
-                        return Err(FatalError::CommittedEntryConflict {
-                            index: entry.index,
-                            commit: self.log.commit,
-                            local_term,
-                            incoming_term: entry.term,
-                        });
-                    }
+                Some(_) => {
                     #[cfg(feature = "canary-bugs")]
                     if self.config.canary.skip_conflict_truncation {
                         // Planted bug: overwrite in place and keep the stale suffix.
@@ -305,7 +298,7 @@ impl PartitionStateMachine {
                                 self.log.push(entry);
                             }
                         }
-                        return Ok(());
+                        return;
                     }
                     let from = entry.index;
                     self.log.truncate_from(from);
@@ -319,10 +312,11 @@ impl PartitionStateMachine {
         }
         for entry in iter {
             // Later local tickets must order after every ticket this replica has stored.
-            self.clock.observe(entry.ticket, 0);
+            if entry.issues_ticket() {
+                self.clock.observe(entry.ticket, 0);
+            }
             self.log.push(entry);
         }
-        Ok(())
     }
 
     pub(super) fn handle_append_response(
@@ -381,7 +375,8 @@ impl PartitionStateMachine {
         let mut matches: Vec<LogIndex> =
             self.progress.iter().filter(|(node, _)| voters.contains(node)).map(|(_, p)| p.match_index).collect();
         if voters.contains(&self.config.node) {
-            matches.push(self.log.stable);
+            let own = if self.canary(|c| c.count_unstable_self) { self.log.last_index() } else { self.log.stable };
+            matches.push(own);
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&candidate) = matches.get(self.quorum() - 1) else { return };
@@ -389,23 +384,13 @@ impl PartitionStateMachine {
             return;
         }
         let current_term = self.log.term_at(candidate) == Some(self.term);
-        if current_term || self.canary_commit_previous_term() {
+        if current_term || self.canary(|c| c.commit_previous_term_by_count) {
             self.log.commit = candidate;
             self.commit_dirty = true;
             self.needs_broadcast = true;
             self.apply_committed(false);
             self.step_down_if_removed();
         }
-    }
-
-    #[cfg(feature = "canary-bugs")]
-    fn canary_commit_previous_term(&self) -> bool {
-        self.config.canary.commit_previous_term_by_count
-    }
-
-    #[cfg(not(feature = "canary-bugs"))]
-    fn canary_commit_previous_term(&self) -> bool {
-        false
     }
 }
 

@@ -1,6 +1,8 @@
 //! Safety invariants the simulator checks after every step (Raft paper Figure 3):
-//! election safety, log matching, leader completeness, state-machine safety, and that no
-//! acknowledged proposal is lost or a rolled-back one delivered.
+//! election safety (one leader per term, even across restarts of the same node), log matching,
+//! leader completeness, state-machine safety, commit indexes that never decrease (in memory per
+//! incarnation, and durably), leaders inside their configuration, and that no acknowledged
+//! proposal is lost, no rolled-back one delivered, and no acknowledged ticket answered "unknown".
 //!
 //! Logs are compared through *chain hashes*: the hash at index `i` covers every entry up to `i`, so
 //! two logs with the same (index, term) must have the same chain hash (log matching), and one
@@ -33,6 +35,15 @@ pub enum ViolationKind {
     Liveness,
     /// A state machine halted with a fatal error.
     Fatal,
+    /// A replica's commit index (in memory, or in its durable hard state) went down, or its
+    /// durable term did.
+    CommitRegressed,
+    /// A replica leads a partition whose committed configuration does not count it as a voter.
+    LeaderOutsideConfiguration,
+    /// A ticket acknowledged as Raft-committed was answered `UnknownTicket`.
+    UnknownAcknowledgedTicket,
+    /// Leadership changed while the network was stable (more elections than the bound).
+    Disruption,
 }
 
 /// A broken invariant, with enough detail to debug the seed.
@@ -73,6 +84,9 @@ struct ReplicaView {
     checked_commit: LogIndex,
     /// Terms in which this replica was already seen as leader and checked.
     led: HashSet<Term>,
+    /// Hard state last made durable (survives restarts): term and commit never decrease.
+    durable_term: Term,
+    durable_commit: LogIndex,
 }
 
 impl ReplicaView {
@@ -90,10 +104,11 @@ pub struct Checker {
     replicas: HashMap<(NodeId, PartitionId), ReplicaView>,
     /// Chain hash of every (partition, index, term) ever written anywhere.
     chains: HashMap<(PartitionId, LogIndex, Term), u64>,
-    /// Committed entries per partition: index → shadow entry.
-    committed: HashMap<PartitionId, BTreeMap<LogIndex, ShadowEntry>>,
-    /// Leader of each (partition, term).
-    leaders: HashMap<(PartitionId, Term), NodeId>,
+    /// Committed entries per partition: index → (shadow entry, term in which it was first known
+    /// committed — the committing leader's term).
+    committed: HashMap<PartitionId, BTreeMap<LogIndex, (ShadowEntry, Term)>>,
+    /// Leader of each (partition, term), with the replica incarnation that led it.
+    leaders: HashMap<(PartitionId, Term), (NodeId, u64)>,
     /// The delivery sequence every replica must follow: (index, fingerprint, ticket).
     deliveries: HashMap<PartitionId, Vec<(LogIndex, u64, Ticket)>>,
     /// Acknowledged auto-commit proposals: (partition, ticket) → last index. Tickets are scoped to
@@ -104,6 +119,8 @@ pub struct Checker {
     acked_rollbacks: HashSet<(PartitionId, Ticket)>,
     /// Tickets that were delivered at least once.
     delivered_tickets: HashSet<(PartitionId, Ticket)>,
+    /// Two-phase tickets acknowledged as Raft-committed (every later leader must know them).
+    acked_two_phase: HashSet<(PartitionId, Ticket)>,
 }
 
 impl Checker {
@@ -179,10 +196,41 @@ impl Checker {
         Ok(())
     }
 
-    /// Record the replica's commit index; everything up to it is committed and must agree.
-    pub fn committed_to(&mut self, node: NodeId, partition: PartitionId, commit: LogIndex) -> Result<(), Violation> {
+    /// A write completed: the replica's durable term and commit index must never go down.
+    pub fn durable(&mut self, node: NodeId, write: &PartitionWrite) -> Result<(), Violation> {
+        let Some(hard_state) = write.hard_state else { return Ok(()) };
+        let view = self.replicas.entry((node, write.partition)).or_default();
+        if hard_state.term < view.durable_term || hard_state.commit < view.durable_commit {
+            return Err(violation(
+                ViolationKind::CommitRegressed,
+                format!(
+                    "{node} {}: durable hard state went from term {} commit {} to term {} commit {}",
+                    write.partition, view.durable_term, view.durable_commit, hard_state.term, hard_state.commit
+                ),
+            ));
+        }
+        view.durable_term = hard_state.term;
+        view.durable_commit = hard_state.commit;
+        Ok(())
+    }
+
+    /// Record the replica's commit index; everything up to it is committed and must agree, and it
+    /// never decreases within one incarnation.
+    pub fn committed_to(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        commit: LogIndex,
+        term: Term,
+    ) -> Result<(), Violation> {
         let view = self.replicas.entry((node, partition)).or_default();
-        if commit <= view.checked_commit {
+        if commit < view.checked_commit {
+            return Err(violation(
+                ViolationKind::CommitRegressed,
+                format!("{node} {partition}: commit index went down from {} to {commit}", view.checked_commit),
+            ));
+        }
+        if commit == view.checked_commit {
             return Ok(());
         }
         let committed = self.committed.entry(partition).or_default();
@@ -193,7 +241,7 @@ impl Checker {
                     format!("{node} {partition}: commit index {commit} beyond its log ({})", view.log.len()),
                 ));
             };
-            match committed.get(&index) {
+            match committed.get(&index).map(|(known, _)| known) {
                 Some(known) if known.chain != shadow.chain => {
                     return Err(violation(
                         ViolationKind::StateMachineSafety,
@@ -205,7 +253,7 @@ impl Checker {
                 }
                 Some(_) => {}
                 None => {
-                    committed.insert(index, shadow);
+                    committed.insert(index, (shadow, term));
                 }
             }
         }
@@ -213,25 +261,47 @@ impl Checker {
         Ok(())
     }
 
-    /// The replica is leader of `term`: at most one per term, and it must hold every committed entry.
-    pub fn leader_seen(&mut self, node: NodeId, partition: PartitionId, term: Term) -> Result<(), Violation> {
+    /// The replica (incarnation `incarnation` of `node`) is leader of `term`: at most one leader
+    /// per term — a node that restarts may not lead the same term again — and it must hold every
+    /// committed entry.
+    pub fn leader_seen(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        term: Term,
+        incarnation: u64,
+    ) -> Result<(), Violation> {
         match self.leaders.get(&(partition, term)) {
-            Some(&other) if other != node => {
+            Some(&(other, _)) if other != node => {
                 return Err(violation(
                     ViolationKind::ElectionSafety,
                     format!("{partition}: both {other} and {node} lead term {term}"),
                 ));
             }
+            Some(&(_, earlier)) if earlier != incarnation => {
+                return Err(violation(
+                    ViolationKind::ElectionSafety,
+                    format!("{partition}: {node} leads term {term} again after a restart"),
+                ));
+            }
             Some(_) => {}
             None => {
-                self.leaders.insert((partition, term), node);
+                self.leaders.insert((partition, term), (node, incarnation));
             }
         }
         let view = self.replicas.entry((node, partition)).or_default();
         if !view.led.insert(term) {
             return Ok(());
         }
-        if let Some((&index, known)) = self.committed.get(&partition).and_then(|c| c.last_key_value()) {
+        // Leader Completeness (§5.4): entries committed in earlier terms are in every later leader.
+        // A leader of an older term (elected late, e.g. after a pause) need not hold what a newer
+        // term committed; it can no longer commit anything.
+        let committed_before = self
+            .committed
+            .get(&partition)
+            .and_then(|c| c.iter().rev().find(|(_, (_, committed_in))| *committed_in < term))
+            .map(|(&index, &(known, _))| (index, known));
+        if let Some((index, known)) = committed_before {
             if view.chain_at(index).map(|e| e.chain) != Some(known.chain) {
                 return Err(violation(
                     ViolationKind::LeaderCompleteness,
@@ -284,7 +354,7 @@ impl Checker {
         last_index: LogIndex,
         two_phase: bool,
     ) -> Result<(), Violation> {
-        let entry = self.committed.get(&partition).and_then(|c| c.get(&last_index)).copied();
+        let entry = self.committed.get(&partition).and_then(|c| c.get(&last_index)).map(|(e, _)| *e);
         if entry.map(|e| e.ticket) != Some(ticket) {
             return Err(violation(
                 ViolationKind::LostAcknowledgedWrite,
@@ -292,8 +362,27 @@ impl Checker {
                 "{partition}: ticket {ticket} acknowledged at {last_index} but the committed entry there is {entry:?}"),
             ));
         }
-        if !two_phase {
+        if two_phase {
+            self.acked_two_phase.insert((partition, ticket));
+        } else {
             self.acked.insert((partition, ticket), last_index);
+        }
+        Ok(())
+    }
+
+    /// `node` answered `UnknownTicket` for `ticket`: never allowed for a ticket acknowledged as
+    /// Raft-committed (a final answer must be backed by the log, not by a stale leader's view).
+    pub fn unknown_ticket_answered(
+        &self,
+        node: NodeId,
+        partition: PartitionId,
+        ticket: Ticket,
+    ) -> Result<(), Violation> {
+        if self.acked_two_phase.contains(&(partition, ticket)) {
+            return Err(violation(
+                ViolationKind::UnknownAcknowledgedTicket,
+                format!("{node} {partition}: acknowledged two-phase ticket {ticket} answered as unknown"),
+            ));
         }
         Ok(())
     }
@@ -341,7 +430,7 @@ impl Checker {
             }
         }
         for ((partition, ticket), index) in &self.acked {
-            let known = self.committed.get(partition).and_then(|c| c.get(index));
+            let known = self.committed.get(partition).and_then(|c| c.get(index)).map(|(e, _)| e);
             if known.map(|e| e.ticket) != Some(*ticket) || !self.delivered_tickets.contains(&(*partition, *ticket)) {
                 return Err(violation(
                     ViolationKind::LostAcknowledgedWrite,

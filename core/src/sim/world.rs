@@ -7,7 +7,7 @@ use super::checker::{Checker, Violation, ViolationKind};
 use crate::config::PartitionConfig;
 use crate::error::TicketOutcome;
 use crate::hlc::Ticket;
-use crate::ids::{NodeId, PartitionId};
+use crate::ids::{NodeId, PartitionId, Term};
 use crate::memory_wal::MemoryWal;
 use crate::message::Envelope;
 use crate::raft::{ClientReply, Membership, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 /// Virtual time, in abstract units (a tick is [`NetworkFaults::tick_interval`] units).
 pub type SimTime = u64;
 
-/// Network and storage behaviour of a run.
+/// Network, clock and storage behaviour of a run. The default is a calm, healthy cluster.
 #[derive(Clone, Debug)]
 pub struct NetworkFaults {
     /// Probability (0..=1000 per mille) that a message is dropped.
@@ -30,12 +30,29 @@ pub struct NetworkFaults {
     pub min_delay: SimTime,
     /// Maximum message delay (a wide range reorders messages).
     pub max_delay: SimTime,
-    /// Time units per tick.
+    /// Probability (per mille) that a message is held back far longer than an election timeout
+    /// (up to [`NetworkFaults::long_delay`]): it arrives after terms moved on.
+    pub long_delay_per_mille: u32,
+    /// Upper bound of a long delay.
+    pub long_delay: SimTime,
+    /// Time units per tick of a node whose clock runs at the nominal rate.
     pub tick_interval: SimTime,
+    /// Clock drift: each node's tick lasts `tick_interval` ± up to this many per mille (drawn per
+    /// node at its start).
+    pub clock_drift_per_mille: u32,
     /// Minimum WAL write latency.
     pub min_wal_latency: SimTime,
     /// Maximum WAL write latency.
     pub max_wal_latency: SimTime,
+    /// Probability (per mille) that a flush is slow (up to [`NetworkFaults::slow_wal_latency`]).
+    pub slow_wal_per_mille: u32,
+    /// Upper bound of a slow flush.
+    pub slow_wal_latency: SimTime,
+    /// Probability (per mille) that a flush fails: nothing in it becomes durable and every
+    /// partition in it restarts from its WAL (the runtime's supervisor does the same).
+    pub failed_wal_per_mille: u32,
+    /// Probability (per mille) that a flush hangs until the node crashes.
+    pub hung_wal_per_mille: u32,
 }
 
 impl Default for NetworkFaults {
@@ -45,9 +62,16 @@ impl Default for NetworkFaults {
             duplicate_per_mille: 0,
             min_delay: 1,
             max_delay: 3,
+            long_delay_per_mille: 0,
+            long_delay: 0,
             tick_interval: 10,
+            clock_drift_per_mille: 0,
             min_wal_latency: 1,
             max_wal_latency: 2,
+            slow_wal_per_mille: 0,
+            slow_wal_latency: 0,
+            failed_wal_per_mille: 0,
+            hung_wal_per_mille: 0,
         }
     }
 }
@@ -68,17 +92,20 @@ enum Event {
         node: NodeId,
         epoch: u64,
         partition: PartitionId,
+        incarnation: u64,
     },
-    /// A group-commit flush finished: every write in it is durable.
+    /// A group-commit flush finished: every write in it is durable (or, with `failed`, none).
     FlushDone {
         node: NodeId,
         epoch: u64,
-        writes: Vec<(PartitionId, WriteRequest)>,
+        writes: Vec<QueuedWrite>,
+        failed: bool,
     },
     ReadDone {
         node: NodeId,
         epoch: u64,
         partition: PartitionId,
+        incarnation: u64,
         id: u64,
         from: u64,
         to: u64,
@@ -109,6 +136,14 @@ impl Ord for Scheduled {
     }
 }
 
+/// A write waiting for (or in) a flush, with the incarnation of the replica that issued it.
+#[derive(Clone, Debug)]
+struct QueuedWrite {
+    partition: PartitionId,
+    incarnation: u64,
+    request: WriteRequest,
+}
+
 /// One simulated node.
 struct SimNode {
     alive: bool,
@@ -117,10 +152,18 @@ struct SimNode {
     /// The durable WAL (survives crashes; only completed writes reach it).
     wal: MemoryWal,
     partitions: BTreeMap<PartitionId, PartitionStateMachine>,
+    /// Incarnation of each replica: bumped when the node or the partition alone restarts.
+    incarnations: BTreeMap<PartitionId, u64>,
     /// Writes waiting for the next flush (group commit, like the runtime's WAL scheduler).
-    wal_queue: Vec<(PartitionId, WriteRequest)>,
+    wal_queue: Vec<QueuedWrite>,
     /// A flush is in progress.
     flushing: bool,
+    /// The running flush hangs until the node crashes.
+    hung: bool,
+    /// This node's tick length (clock drift).
+    tick_interval: SimTime,
+    /// The process is paused (SIGSTOP) until then: nothing it would do happens before.
+    paused_until: SimTime,
 }
 
 /// A two-phase ticket awaiting its commit/rollback decision.
@@ -154,6 +197,11 @@ pub struct World {
     two_phase: std::collections::HashSet<(PartitionId, Ticket)>,
     /// Tickets of membership changes (never delivered).
     config_tickets: std::collections::HashSet<(PartitionId, Ticket)>,
+    /// Source of replica incarnation numbers.
+    incarnations: u64,
+    /// Highest-term published leader seen per partition, and how often it changed.
+    leadership: BTreeMap<PartitionId, (Term, NodeId)>,
+    elections: u64,
 }
 
 impl World {
@@ -175,6 +223,9 @@ impl World {
             acked: 0,
             two_phase: Default::default(),
             config_tickets: Default::default(),
+            incarnations: 0,
+            leadership: BTreeMap::new(),
+            elections: 0,
         };
         for config in configs {
             world.nodes.entry(config.node).or_insert_with(|| SimNode {
@@ -182,8 +233,12 @@ impl World {
                 epoch: 0,
                 wal: MemoryWal::new(),
                 partitions: BTreeMap::new(),
+                incarnations: BTreeMap::new(),
                 wal_queue: Vec::new(),
                 flushing: false,
+                hung: false,
+                tick_interval: 0,
+                paused_until: 0,
             });
             world.configs.insert((config.node, config.partition), config);
         }
@@ -233,6 +288,20 @@ impl World {
     pub fn wal(&self, node: NodeId) -> &MemoryWal {
         &self.nodes[&node].wal
     }
+    /// How many times a partition's highest-term published leader changed (summed over
+    /// partitions): the disruption measure.
+    pub fn elections(&self) -> u64 {
+        self.elections
+    }
+    /// Running replicas of `partition` in the leader role (published or not, deposed or not).
+    pub fn leader_role(&self, partition: PartitionId) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.alive)
+            .filter(|(_, n)| n.partitions.get(&partition).is_some_and(|sm| sm.role() == Role::Leader))
+            .map(|(&id, _)| id)
+            .collect()
+    }
     /// A running replica that leads `partition` with published leadership (highest term wins).
     pub fn leader(&self, partition: PartitionId) -> Option<NodeId> {
         self.nodes
@@ -255,6 +324,27 @@ impl World {
         self.cut.remove(&(a, b));
         self.cut.remove(&(b, a));
     }
+    /// Cut the direction `from` → `to` only (the other direction keeps working).
+    pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+    /// Pause `node` (like SIGSTOP) for `duration`: its timers, deliveries and flushes wait.
+    pub fn pause(&mut self, node: NodeId, duration: SimTime) {
+        let until = self.now + duration;
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.paused_until = n.paused_until.max(until);
+        }
+    }
+    /// End every pause.
+    pub fn unpause_all(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.paused_until = 0;
+        }
+    }
+    /// Is `node` up with a flush that hangs?
+    pub fn is_hung(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.alive && n.hung)
+    }
     /// Cut every link of `node`.
     pub fn isolate(&mut self, node: NodeId) {
         for other in self.node_ids() {
@@ -275,6 +365,8 @@ impl World {
             n.partitions.clear();
             n.wal_queue.clear();
             n.flushing = false;
+            n.hung = false;
+            n.paused_until = 0;
         }
     }
     /// Restart a crashed node from its durable WAL.
@@ -286,31 +378,55 @@ impl World {
     }
 
     fn start_node(&mut self, node: NodeId) -> Result<(), Violation> {
-        let configs: Vec<PartitionConfig> =
-            self.configs.iter().filter(|((n, _), _)| *n == node).map(|(_, c)| c.clone()).collect();
-        let wal = self.nodes[&node].wal.clone();
-        let mut machines = BTreeMap::new();
-        for config in configs {
-            let partition = config.partition;
-            let hard_state = wal.load_hard_state(partition).map_err(|e| fatal(node, e.to_string()))?;
-            let last = wal.last_index(partition).map_err(|e| fatal(node, e.to_string()))?;
-            let entries = wal.read_range(partition, 1, last).map_err(|e| fatal(node, e.to_string()))?;
-            self.checker.restarted(node, partition, &entries)?;
-            let sm = PartitionStateMachine::restore(config, RestoreState { hard_state, entries })
-                .map_err(|e| fatal(node, e.to_string()))?;
-            machines.insert(partition, sm);
-        }
-        let offset = self.rng.next_u64() % self.faults.tick_interval;
+        let partitions: Vec<PartitionId> = self.configs.keys().filter(|(n, _)| *n == node).map(|&(_, p)| p).collect();
+        let base = self.faults.tick_interval;
+        let drift = base * u64::from(self.faults.clock_drift_per_mille) / 1000;
+        let tick_interval = (base - drift.min(base - 1)) + self.rng.next_u64() % (2 * drift + 1);
+        let offset = self.rng.next_u64() % tick_interval;
         let n = self.nodes.get_mut(&node).expect("node exists");
         n.alive = true;
-        n.partitions = machines;
+        n.tick_interval = tick_interval;
         let epoch = n.epoch;
+        for &partition in &partitions {
+            self.restore_partition(node, partition)?;
+        }
         self.schedule(offset + 1, Event::Tick { node, epoch });
-        let partitions: Vec<PartitionId> = self.nodes[&node].partitions.keys().copied().collect();
         for partition in partitions {
             self.process_ready(node, partition)?;
         }
         Ok(())
+    }
+
+    /// (Re)create one replica from the node's durable WAL, as a new incarnation.
+    fn restore_partition(&mut self, node: NodeId, partition: PartitionId) -> Result<(), Violation> {
+        let config = self.configs[&(node, partition)].clone();
+        let wal = self.nodes[&node].wal.clone();
+        let hard_state = wal.load_hard_state(partition).map_err(|e| fatal(node, e.to_string()))?;
+        let last = wal.last_index(partition).map_err(|e| fatal(node, e.to_string()))?;
+        let entries = wal.read_range(partition, 1, last).map_err(|e| fatal(node, e.to_string()))?;
+        self.checker.restarted(node, partition, &entries)?;
+        let sm = PartitionStateMachine::restore(config, RestoreState { hard_state, entries })
+            .map_err(|e| fatal(node, e.to_string()))?;
+        self.incarnations += 1;
+        let n = self.nodes.get_mut(&node).expect("node exists");
+        n.partitions.insert(partition, sm);
+        n.incarnations.insert(partition, self.incarnations);
+        Ok(())
+    }
+
+    /// A WAL failure stopped these replicas: each restarts from what is durable, and the writes
+    /// it still had queued are dropped (the runtime fences its WAL scheduler the same way).
+    fn restart_partitions(&mut self, node: NodeId, partitions: &BTreeSet<PartitionId>) -> Result<(), Violation> {
+        self.nodes.get_mut(&node).expect("alive").wal_queue.retain(|w| !partitions.contains(&w.partition));
+        for &partition in partitions {
+            self.restore_partition(node, partition)?;
+            self.process_ready(node, partition)?;
+        }
+        Ok(())
+    }
+
+    fn incarnation(&self, node: NodeId, partition: PartitionId) -> u64 {
+        self.nodes.get(&node).and_then(|n| n.incarnations.get(&partition)).copied().unwrap_or(0)
     }
 
     // ----- clients ---------------------------------------------------------------------------
@@ -323,14 +439,26 @@ impl World {
         auto_commit: bool,
     ) -> Result<bool, Violation> {
         let Some(leader) = self.leader(partition) else { return Ok(false) };
+        self.propose_at(leader, partition, payloads, auto_commit)
+    }
+
+    /// Propose through the replica on `node`, whatever its role (an unpublished, deposed or
+    /// follower replica must refuse or never acknowledge wrongly). Returns whether it was accepted.
+    pub fn propose_at(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        payloads: Vec<Vec<u8>>,
+        auto_commit: bool,
+    ) -> Result<bool, Violation> {
         let now = self.now;
-        let sm = self.sm_mut(leader, partition).expect("leader is alive");
+        let Some(sm) = self.sm_mut(node, partition) else { return Ok(false) };
         let proposal = Proposal { log_type: "sim".into(), payloads, auto_commit };
         let accepted = sm.propose(proposal, now);
         if let (Ok(accepted), false) = (&accepted, auto_commit) {
             self.two_phase.insert((partition, accepted.ticket));
         }
-        self.process_ready(leader, partition)?;
+        self.process_ready(node, partition)?;
         Ok(accepted.is_ok())
     }
 
@@ -339,23 +467,41 @@ impl World {
     /// whether a change was proposed.
     pub fn change_membership(&mut self, partition: PartitionId, target: &Membership) -> Result<bool, Violation> {
         let Some(leader) = self.leader(partition) else { return Ok(false) };
-        let now = self.now;
-        let sm = self.sm_mut(leader, partition).expect("leader is alive");
-        if sm.membership_change_pending() {
-            return Ok(false);
-        }
+        let Some(next) = self.next_membership_step(leader, partition, target) else { return Ok(false) };
+        self.propose_membership_at(leader, partition, next)
+    }
+
+    /// The step the replica on `node` would take toward `target` (`None` when there is none).
+    pub fn next_membership_step(
+        &self,
+        node: NodeId,
+        partition: PartitionId,
+        target: &Membership,
+    ) -> Option<Membership> {
+        let sm = self.replica(node, partition)?;
         let last = sm.last_index();
-        let next = sm.membership().next_step_toward(
+        sm.membership().next_step_toward(
             target,
             |n| sm.progress(n).is_some_and(|p| p.match_index + 4 >= last),
             |_| true,
-        );
-        let Some(next) = next else { return Ok(false) };
+        )
+    }
+
+    /// Propose membership `next` on the replica on `node`, unfiltered: the state machine itself
+    /// must refuse what is not allowed (not a leader, a change pending, more than one step).
+    pub fn propose_membership_at(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        next: Membership,
+    ) -> Result<bool, Violation> {
+        let now = self.now;
+        let Some(sm) = self.sm_mut(node, partition) else { return Ok(false) };
         let proposed = sm.propose_membership(next, now);
         if let Ok(accepted) = &proposed {
             self.config_tickets.insert((partition, accepted.ticket));
         }
-        self.process_ready(leader, partition)?;
+        self.process_ready(node, partition)?;
         Ok(proposed.is_ok())
     }
 
@@ -368,22 +514,35 @@ impl World {
         }
     }
 
-    /// Ask the published leader to commit or roll back `ticket`.
-    pub(crate) fn decide(&mut self, decision: PendingDecision) -> Result<bool, Violation> {
-        let Some(leader) = self.leader(decision.partition) else { return Ok(false) };
-        let sm = self.sm_mut(leader, decision.partition).expect("leader is alive");
+    /// Ask the replica on `node` (any role) to resolve `ticket` of `partition` with `outcome`.
+    /// Returns whether it accepted the request (the answer comes later, through its replies).
+    pub fn resolve_at(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        ticket: Ticket,
+        outcome: TicketOutcome,
+    ) -> Result<bool, Violation> {
+        self.decide_at(node, PendingDecision { partition, ticket, outcome })
+    }
+
+    /// Take the two-phase tickets acknowledged as Raft-committed since the last call.
+    pub fn take_acknowledged_two_phase(&mut self) -> Vec<(PartitionId, Ticket)> {
+        std::mem::take(&mut self.held_tickets)
+    }
+
+    /// Ask the replica on `node` (any role) to commit or roll back `ticket`. The answer arrives
+    /// through its replies; a ticket acknowledged as Raft-committed must never be answered
+    /// "unknown" (checked in [`Checker::unknown_ticket_answered`]).
+    pub(crate) fn decide_at(&mut self, node: NodeId, decision: PendingDecision) -> Result<bool, Violation> {
+        let Some(sm) = self.sm_mut(node, decision.partition) else { return Ok(false) };
         let result = match decision.outcome {
             TicketOutcome::Committed => sm.commit(decision.ticket),
             TicketOutcome::RolledBack => sm.rollback(decision.ticket),
         };
-        self.process_ready(leader, decision.partition)?;
+        self.process_ready(node, decision.partition)?;
         if let Err(crate::error::ProposeError::UnknownTicket(ticket)) = result {
-            // Decisions are only made for tickets acknowledged as Raft-committed: every later
-            // leader must know them.
-            return Err(Violation {
-                kind: ViolationKind::LostAcknowledgedWrite,
-                detail: format!("{leader} {}: acknowledged two-phase ticket {ticket} is unknown", decision.partition),
-            });
+            self.checker.unknown_ticket_answered(node, decision.partition, ticket)?;
         }
         Ok(result.is_ok())
     }
@@ -450,7 +609,24 @@ impl World {
         }
     }
 
+    /// The node an event happens on.
+    fn event_node(event: &Event) -> NodeId {
+        match event {
+            Event::Tick { node, .. }
+            | Event::Ready { node, .. }
+            | Event::FlushDone { node, .. }
+            | Event::ReadDone { node, .. } => *node,
+            Event::Deliver { envelope } => envelope.to,
+        }
+    }
+
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        let paused_until = self.nodes.get(&Self::event_node(&event)).map_or(0, |n| n.paused_until);
+        if paused_until > self.now {
+            // A paused process does nothing; whatever would have happened waits, in order.
+            self.schedule(paused_until - self.now, event);
+            return Ok(());
+        }
         match event {
             Event::Tick { node, epoch } => {
                 if !self.current(node, epoch) {
@@ -464,7 +640,7 @@ impl World {
                     }
                     self.process_ready(node, partition)?;
                 }
-                let interval = self.faults.tick_interval;
+                let interval = self.nodes[&node].tick_interval;
                 self.schedule(interval, Event::Tick { node, epoch });
             }
             Event::Deliver { envelope } => {
@@ -481,37 +657,49 @@ impl World {
                 if self.random(3) == 0 {
                     // Let more inputs pile up before this replica's next turn.
                     let epoch = self.nodes[&to].epoch;
+                    let incarnation = self.incarnation(to, partition);
                     let delay = self.random(3);
-                    self.schedule(delay, Event::Ready { node: to, epoch, partition });
+                    self.schedule(delay, Event::Ready { node: to, epoch, partition, incarnation });
                 } else {
                     self.process_ready(to, partition)?;
                 }
             }
-            Event::Ready { node, epoch, partition } => {
-                if self.current(node, epoch) {
+            Event::Ready { node, epoch, partition, incarnation } => {
+                if self.current(node, epoch) && self.incarnation(node, partition) == incarnation {
                     self.mix_trace(5, node.0);
                     self.process_ready(node, partition)?;
                 }
             }
-            Event::FlushDone { node, epoch, writes } => {
+            Event::FlushDone { node, epoch, writes, failed } => {
                 if !self.current(node, epoch) {
                     return Ok(());
                 }
-                self.mix_trace(3, writes.len() as u64);
-                let ids: Vec<(PartitionId, u64)> = writes.iter().map(|(p, r)| (*p, r.id)).collect();
-                let batch = WalBatch { writes: writes.into_iter().map(|(_, r)| r.write).collect() };
-                self.nodes[&node].wal.write(&batch).map_err(|e| fatal(node, e.to_string()))?;
+                self.mix_trace(3, writes.len() as u64 + u64::from(failed));
                 self.nodes.get_mut(&node).expect("alive").flushing = false;
-                for (partition, id) in ids {
-                    if let Some(sm) = self.sm_mut(node, partition) {
-                        sm.on_write_complete(id);
+                if failed {
+                    // One transaction: nothing in it is durable, and every replica in it stops.
+                    let stopped: BTreeSet<PartitionId> = writes.iter().map(|w| w.partition).collect();
+                    self.restart_partitions(node, &stopped)?;
+                } else {
+                    let batch = WalBatch { writes: writes.iter().map(|w| w.request.write.clone()).collect() };
+                    self.nodes[&node].wal.write(&batch).map_err(|e| fatal(node, e.to_string()))?;
+                    for write in &writes {
+                        self.checker.durable(node, &write.request.write)?;
                     }
-                    self.process_ready(node, partition)?;
+                    for write in writes {
+                        if self.incarnation(node, write.partition) != write.incarnation {
+                            continue;
+                        }
+                        if let Some(sm) = self.sm_mut(node, write.partition) {
+                            sm.on_write_complete(write.request.id);
+                        }
+                        self.process_ready(node, write.partition)?;
+                    }
                 }
                 self.start_flush(node);
             }
-            Event::ReadDone { node, epoch, partition, id, from, to } => {
-                if !self.current(node, epoch) {
+            Event::ReadDone { node, epoch, partition, incarnation, id, from, to } => {
+                if !self.current(node, epoch) || self.incarnation(node, partition) != incarnation {
                     return Ok(());
                 }
                 self.mix_trace(4, id);
@@ -531,27 +719,45 @@ impl World {
 
     /// Take the replica's outputs, feed the checker, and turn them into future events.
     fn process_ready(&mut self, node: NodeId, partition: PartitionId) -> Result<(), Violation> {
+        let incarnation = self.incarnation(node, partition);
         let Some(sm) = self.sm_mut(node, partition) else { return Ok(()) };
         let ready: Ready = sm.ready();
-        let (role, term, commit) = (sm.role(), sm.term(), sm.commit_index());
+        let (role, term, commit, published) = (sm.role(), sm.term(), sm.commit_index(), sm.is_leader());
+        // A leader belongs to its configuration: a voter of it, or a voter being removed by a
+        // change not yet committed (thesis §4.2.2).
+        let outside_config =
+            role == Role::Leader && !sm.membership().voters.contains(&node) && !sm.membership_change_pending();
         let epoch = self.nodes[&node].epoch;
         if let Some(fatal) = ready.fatal {
             return Err(Violation { kind: ViolationKind::Fatal, detail: format!("{node} {partition}: {fatal}") });
         }
         if let Some(request) = ready.write {
             self.checker.written(node, &request.write)?;
-            self.nodes.get_mut(&node).expect("alive").wal_queue.push((partition, request));
+            self.nodes.get_mut(&node).expect("alive").wal_queue.push(QueuedWrite { partition, incarnation, request });
             self.start_flush(node);
         }
-        self.checker.committed_to(node, partition, commit)?;
+        self.checker.committed_to(node, partition, commit, term)?;
         if role == Role::Leader {
-            self.checker.leader_seen(node, partition, term)?;
+            self.checker.leader_seen(node, partition, term, incarnation)?;
+            if outside_config {
+                return Err(Violation {
+                    kind: ViolationKind::LeaderOutsideConfiguration,
+                    detail: format!(
+                        "{node} leads {partition} in term {term} but is not a voter of its committed configuration"
+                    ),
+                });
+            }
+        }
+        if published && self.leadership.get(&partition).is_none_or(|&(t, _)| t < term) {
+            if self.leadership.insert(partition, (term, node)).is_some() {
+                self.elections += 1;
+            }
         }
         for read in ready.reads {
             let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
             self.schedule(
                 latency,
-                Event::ReadDone { node, epoch, partition, id: read.id, from: read.from, to: read.to },
+                Event::ReadDone { node, epoch, partition, incarnation, id: read.id, from: read.from, to: read.to },
             );
         }
         for delivery in &ready.deliveries {
@@ -575,6 +781,11 @@ impl World {
                 ClientReply::Resolution { ticket, result: Ok(outcome), .. } => {
                     self.checker.resolution_acked(partition, ticket, outcome == TicketOutcome::Committed)?;
                 }
+                ClientReply::Resolution {
+                    ticket, result: Err(crate::error::ProposeError::UnknownTicket(_)), ..
+                } => {
+                    self.checker.unknown_ticket_answered(node, partition, ticket)?;
+                }
                 _ => {}
             }
         }
@@ -591,29 +802,51 @@ impl World {
             return;
         }
         let epoch = n.epoch;
-        let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+        let mut latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+        if self.per_mille(self.faults.slow_wal_per_mille) {
+            latency += self.between(0, self.faults.slow_wal_latency);
+        }
+        let failed = self.per_mille(self.faults.failed_wal_per_mille);
+        let hung = self.per_mille(self.faults.hung_wal_per_mille);
         let n = self.nodes.get_mut(&node).expect("alive");
         n.flushing = true;
         let writes = std::mem::take(&mut n.wal_queue);
-        self.schedule(latency, Event::FlushDone { node, epoch, writes });
+        if hung {
+            // Never completes: the node's WAL is stuck until it crashes (the writes are lost).
+            n.hung = true;
+            return;
+        }
+        self.schedule(latency, Event::FlushDone { node, epoch, writes, failed });
+    }
+
+    fn per_mille(&mut self, p: u32) -> bool {
+        p > 0 && self.rng.next_u64() % 1000 < u64::from(p)
     }
 
     fn between(&mut self, lo: SimTime, hi: SimTime) -> SimTime {
         lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1)
     }
 
+    fn message_delay(&mut self) -> SimTime {
+        if self.per_mille(self.faults.long_delay_per_mille) {
+            self.between(self.faults.max_delay, self.faults.long_delay.max(self.faults.max_delay))
+        } else {
+            self.between(self.faults.min_delay, self.faults.max_delay)
+        }
+    }
+
     fn send(&mut self, envelope: Envelope) {
         if self.cut.contains(&(envelope.from, envelope.to)) {
             return;
         }
-        if (self.rng.next_u64() % 1000) < u64::from(self.faults.drop_per_mille) {
+        if self.per_mille(self.faults.drop_per_mille) {
             return;
         }
-        if (self.rng.next_u64() % 1000) < u64::from(self.faults.duplicate_per_mille) {
-            let delay = self.between(self.faults.min_delay, self.faults.max_delay);
+        if self.per_mille(self.faults.duplicate_per_mille) {
+            let delay = self.message_delay();
             self.schedule(delay, Event::Deliver { envelope: envelope.clone() });
         }
-        let delay = self.between(self.faults.min_delay, self.faults.max_delay);
+        let delay = self.message_delay();
         self.schedule(delay, Event::Deliver { envelope });
     }
 
