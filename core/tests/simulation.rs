@@ -1,48 +1,67 @@
-//! The deterministic simulator against the real state machine: thousands of faulty seeds with
-//! every safety invariant checked after each step, replay of a single seed, determinism, and proof
-//! that the checkers catch planted bugs (feature `canary-bugs`).
+//! The deterministic simulator against the real state machine: a sweep of faulty seeds with every
+//! safety invariant checked after each step, replay of a single seed, determinism, and proof that
+//! the faults and checker rules catch a planted bug of each class (feature `canary-bugs`).
+//! Scripted scenarios of the known hard cases live in `scenarios.rs`.
 //!
-//! Knobs: `SIM_SEEDS` (default 2000) and `SIM_FIRST_SEED` (default 1) for the seed sweep;
-//! `SIM_SEED=<n>` to replay one seed in `replay_seed`.
+//! Knobs: `SIM_SEEDS` (default 10,000; the long mode is e.g. `SIM_SEEDS=1000000`) and
+//! `SIM_FIRST_SEED` (default 1) for the sweep; `SIM_SEED=<n>` to replay one seed in `replay_seed`.
 
 use kommander_core::config::CanaryBugs;
-use kommander_core::sim::{cluster_configs, run_seed, NetworkFaults, SimOptions, ViolationKind, World};
-use kommander_core::{NodeId, PartitionId, Role};
+use kommander_core::sim::{run_seed, SimFailure, SimOptions, SimReport, ViolationKind};
 use std::time::Instant;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Run `seeds` on every core (seed `first + i` on thread `i % threads`); the first failure wins.
+fn sweep(first: u64, seeds: u64, options: &SimOptions) -> Result<Vec<SimReport>, SimFailure> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let results: Vec<Result<Vec<SimReport>, SimFailure>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (first + t..first + seeds).step_by(threads as usize).map(|seed| run_seed(seed, options)).collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("sweep thread")).collect()
+    });
+    let mut reports = Vec::new();
+    for result in results {
+        reports.extend(result?);
+    }
+    Ok(reports)
+}
+
 #[test]
 fn faulty_seeds_hold_every_invariant() {
-    let seeds = env_u64("SIM_SEEDS", 2000);
+    let seeds = env_u64("SIM_SEEDS", 10_000);
     let first = env_u64("SIM_FIRST_SEED", 1);
-    let options = SimOptions::default();
     let started = Instant::now();
-    let (mut steps, mut acked, mut crashes, mut changes, mut dynamic) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for seed in first..first + seeds {
-        match run_seed(seed, &options) {
-            Ok(report) => {
-                steps += report.steps;
-                acked += report.acked;
-                crashes += report.crashes;
-                changes += report.membership_changes;
-                dynamic += u64::from(report.membership_changes > 0);
-            }
-            Err(failure) => panic!("{failure}"),
-        }
-    }
+    let reports = sweep(first, seeds, &SimOptions::default()).unwrap_or_else(|failure| panic!("{failure}"));
     let secs = started.elapsed().as_secs_f64();
+    let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let count = |f: fn(&SimReport) -> bool| reports.iter().filter(|r| f(r)).count() as u64;
+    let (steps, acked, crashes, changes) =
+        (sum(|r| r.steps), sum(|r| r.acked), sum(|r| r.crashes), sum(|r| r.membership_changes));
+    let dynamic = count(|r| r.membership_changes > 0);
+    let no_pre_vote = count(|r| !r.pre_vote);
+    let no_check_quorum = count(|r| !r.check_quorum);
+    let unprotected = count(|r| !r.pre_vote && !r.check_quorum);
+    let disruptions = sum(|r| r.disruptions);
     println!(
         "simulator: {seeds} faulty seeds ({first}..{}), 0 violations, {steps} steps in {secs:.1} s ({:.0} steps/s), \
-         {acked} proposals acknowledged, {crashes} crashes, {changes} membership changes in {dynamic} seeds",
+         {acked} proposals acknowledged, {crashes} crashes, {changes} membership changes in {dynamic} seeds, \
+         pre-vote off in {no_pre_vote}, check-quorum off in {no_check_quorum}, \
+         {disruptions} leadership changes in stable windows (all in the {unprotected} seeds with both off)",
         first + seeds - 1,
         steps as f64 / secs
     );
-    assert!(dynamic > seeds / 20, "membership must actually change in some seeds ({dynamic})");
+    assert!(dynamic > seeds / 4, "membership must change in a large share of seeds ({dynamic})");
     assert!(acked > seeds, "the workload must actually commit proposals ({acked} acknowledged)");
     assert!(crashes > seeds / 4, "faults must actually be injected ({crashes} crashes)");
+    assert!(no_pre_vote > seeds / 8 && no_check_quorum > seeds / 8, "seeds must run without pre-vote / check-quorum");
 }
 
 #[test]
@@ -72,6 +91,7 @@ fn fault_free_runs_commit_everything_they_acknowledge() {
     for seed in 1..=50 {
         let report = run_seed(seed, &options).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(report.crashes, 0);
+        assert_eq!(report.disruptions, 0, "seed {seed}: a calm cluster keeps its leaders");
         assert!(report.acked > 100, "seed {seed}: only {} proposals acknowledged", report.acked);
     }
 }
@@ -82,91 +102,79 @@ fn first_violation(canary: CanaryBugs, max_seeds: u64) -> Option<(u64, Violation
     (1..=max_seeds).find_map(|seed| run_seed(seed, &options).err().map(|f| (seed, f.violation.kind)))
 }
 
-#[test]
-fn canary_two_votes_per_term_is_caught() {
-    let canary = CanaryBugs { grant_two_votes_per_term: true, ..CanaryBugs::default() };
-    let (seed, kind) = first_violation(canary, 200).expect("double voting must be detected within 200 seeds");
-    println!("double vote caught at seed {seed}: {kind:?}");
-    assert_eq!(kind, ViolationKind::ElectionSafety);
+/// Each planted bug, the most seeds the random sweep may need to expose it, and the violations
+/// that count as catching it. The fault or rule that catches each is named in its comment.
+fn planted_bugs() -> Vec<(&'static str, CanaryBugs, u64, &'static [ViolationKind])> {
+    use ViolationKind::*;
+    let bug = CanaryBugs::default();
+    vec![
+        // Election safety rule.
+        ("two votes per term", CanaryBugs { grant_two_votes_per_term: true, ..bug }, 200, &[ElectionSafety]),
+        // Log matching via conflicting appends.
+        (
+            "skipped conflict truncation",
+            CanaryBugs { skip_conflict_truncation: true, ..bug },
+            200,
+            &[LogMatching, StateMachineSafety],
+        ),
+        // Long delays: stale-term appends arrive after terms moved on. (The first seed that
+        // catches it sees replicas that can no longer converge.)
+        (
+            "stale-term append accepted",
+            CanaryBugs { accept_stale_term_append: true, ..bug },
+            400,
+            &[LogMatching, StateMachineSafety, LeaderCompleteness, LostAcknowledgedWrite, Fatal, Liveness],
+        ),
+        // Immediate restarts + the "one leader per term across restarts" rule.
+        (
+            "lone voter leads before its vote is durable",
+            CanaryBugs { lead_before_vote_is_durable: true, ..bug },
+            1_000,
+            &[ElectionSafety],
+        ),
+        // Reordered/duplicated heartbeats + the monotonic commit rule.
+        ("commit index regresses", CanaryBugs { commit_index_regresses: true, ..bug }, 50, &[CommitRegressed]),
+        // Crashes and slow WAL flushes: acknowledged before durable.
+        (
+            "leader counts its unsynced entries",
+            CanaryBugs { count_unstable_self: true, ..bug },
+            50,
+            &[LeaderCompleteness, StateMachineSafety, LostAcknowledgedWrite, LogMatching],
+        ),
+        // Membership changes in most 5-node seeds + the "leader inside its configuration" rule.
+        (
+            "removed leader keeps leading",
+            CanaryBugs { keep_leading_when_removed: true, ..bug },
+            100,
+            &[LeaderOutsideConfiguration],
+        ),
+        // Clients on deposed leaders + the "no unknown acknowledged ticket" rule.
+        (
+            "unknown ticket answered without the log",
+            CanaryBugs { unknown_ticket_without_quorum: true, ..bug },
+            300,
+            &[UnknownAcknowledgedTicket],
+        ),
+    ]
 }
 
+/// The random sweep catches every planted bug below. Three more are caught by scripted scenarios
+/// (`scenarios.rs`), which the sweep does not reach within a CI budget: committing a previous-term
+/// entry by counting (Figure 8), a membership change before the barrier commits (the
+/// single-server change bug) and pre-votes granted despite a live leader (a disruption).
 #[test]
-fn canary_skipped_conflict_truncation_is_caught() {
-    let canary = CanaryBugs { skip_conflict_truncation: true, ..CanaryBugs::default() };
-    let (seed, kind) = first_violation(canary, 200).expect("a kept stale suffix must be detected within 200 seeds");
-    println!("skipped truncation caught at seed {seed}: {kind:?}");
-    assert!(
-        matches!(kind, ViolationKind::LogMatching | ViolationKind::StateMachineSafety),
-        "unexpected violation {kind:?}"
-    );
-}
-
-/// Raft paper Figure 8, scripted on the simulator (5 nodes). Returns `Ok(true)` when the leader of
-/// step (d) committed the previous-term entry before its own barrier reached a majority — which only
-/// the planted bug allows — after which the scenario lets the stale candidate win.
-fn figure_8(bug: bool) -> Result<bool, kommander_core::sim::Violation> {
-    let p = PartitionId(1);
-    let configs = cluster_configs(5, 1, 8, |c| {
-        c.max_entries_per_append = 1;
-        c.max_inflight_appends = 1;
-        c.canary.commit_previous_term_by_count = bug;
+fn every_planted_bug_is_caught_by_the_random_sweep() {
+    let bugs = planted_bugs();
+    let caught: Vec<(&str, Option<(u64, ViolationKind)>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bugs
+            .iter()
+            .map(|&(name, canary, max_seeds, _)| scope.spawn(move || (name, first_violation(canary, max_seeds))))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("canary thread")).collect()
     });
-    let mut w = World::new(8, configs, NetworkFaults::default())?;
-    let is_leader = |w: &World, n: NodeId| w.replica(n, p).is_some_and(|s| s.role() == Role::Leader);
-    // (a) A leads and replicates its barrier everywhere, then entry X only to B.
-    assert!(w.run_until_condition(50_000, |w| w.leader(p).is_some())?);
-    let a = w.leader(p).unwrap();
-    w.run_for(200)?;
-    let others: Vec<NodeId> = w.node_ids().into_iter().filter(|&n| n != a).collect();
-    let (b, rest) = (others[0], [others[1], others[2], others[3]]);
-    for n in rest {
-        w.cut_link(a, n);
+    for ((name, found), (_, _, max_seeds, kinds)) in caught.iter().zip(&bugs) {
+        let (seed, kind) = found.unwrap_or_else(|| panic!("{name}: not detected within {max_seeds} seeds"));
+        println!("{name}: caught at seed {seed} as {kind:?}");
+        assert!(kinds.contains(&kind), "{name}: unexpected violation {kind:?}");
     }
-    assert!(w.propose(p, vec![b"X".to_vec()], true)?);
-    let x = w.replica(a, p).unwrap().last_index();
-    assert!(w.run_until_condition(1_000, |w| w.replica(b, p).is_some_and(|s| s.last_index() >= x))?);
-    // (b) A crashes, B is cut off; one of C, D, E wins a new term and its barrier (index x) reaches nobody.
-    w.crash(a);
-    w.isolate(b);
-    assert!(w.run_until_condition(50_000, |w| rest.iter().any(|&n| is_leader(w, n)))?);
-    let stale = rest.into_iter().find(|&n| is_leader(&w, n)).unwrap();
-    let followers: Vec<NodeId> = rest.into_iter().filter(|&n| n != stale).collect();
-    w.isolate(stale);
-    // (c) A restarts; A or B wins a later term and re-replicates X (previous term) to the followers.
-    w.heal();
-    w.isolate(stale);
-    w.restart(a)?;
-    let buggy_commit = w.run_until_condition(50_000, |w| {
-        [a, b].iter().any(|&n| {
-            is_leader(w, n)
-                && w.replica(n, p).unwrap().commit_index() >= x
-                && followers.iter().all(|&f| w.replica(f, p).unwrap().last_index() <= x)
-        })
-    })?;
-    if !buggy_commit {
-        return Ok(false);
-    }
-    // (d) A and B are cut off before their barrier spreads; the stale candidate (term-2 entry at x)
-    // rejoins the followers and wins, overwriting the "committed" X.
-    w.heal();
-    w.isolate(a);
-    w.isolate(b);
-    w.run_for(50_000)?;
-    Ok(true)
-}
-
-#[test]
-fn canary_previous_term_commit_is_caught_in_figure_8() {
-    let outcome = figure_8(true);
-    let violation = outcome.expect_err("the planted bug must be detected");
-    println!("figure 8 with the planted bug: {violation}");
-    assert!(
-        matches!(violation.kind, ViolationKind::LeaderCompleteness | ViolationKind::StateMachineSafety),
-        "unexpected violation {violation}"
-    );
-}
-
-#[test]
-fn figure_8_without_the_bug_never_commits_a_previous_term_entry_by_count() {
-    assert_eq!(figure_8(false), Ok(false));
 }

@@ -52,6 +52,9 @@ fn a_peer_added_at_run_time_receives_batches_until_removed() {
         sender.send(vote_batch(term)).unwrap();
     }
     assert!(wait_until(WAIT, || terms(&sink) == vec![2, 3, 4]), "got {:?}", terms(&sink));
+    // A batch counts as sent once its answer is back (after the receiver recorded it): wait for
+    // that before removing the peer, whose worker would otherwise be stopped with it in flight.
+    assert!(wait_until(WAIT, || NetStats::get(&sender.stats().batches_sent) == 3));
 
     sender.remove_peer(NodeId(2));
     sender.remove_peer(NodeId(2)); // idempotent
@@ -59,7 +62,7 @@ fn a_peer_added_at_run_time_receives_batches_until_removed() {
     assert!(sender.peers().is_empty());
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(terms(&sink), vec![2, 3, 4], "a removed peer received a batch");
-    assert!(wait_until(WAIT, || NetStats::get(&sender.stats().batches_sent) == 3));
+    assert_eq!(NetStats::get(&sender.stats().batches_sent), 3, "nothing sent after the removal");
     sender.stop();
     receiver.stop();
 }

@@ -42,6 +42,9 @@ async fn a_peer_added_at_run_time_receives_batches_until_removed() {
         sender.send(vote(1, 2, term)).unwrap();
     }
     until("the batches to the added peer", || inbox.terms() == vec![2, 3, 4]).await;
+    // A batch counts as sent once its answer is back (after the receiver recorded it): wait for
+    // that before removing the peer, whose worker would otherwise be stopped with it in flight.
+    until("the answers to the added peer's batches", || sender.stats().batches_sent.load(Ordering::Relaxed) == 3).await;
 
     sender.remove_peer(NodeId(2));
     sender.remove_peer(NodeId(2)); // idempotent
@@ -49,7 +52,7 @@ async fn a_peer_added_at_run_time_receives_batches_until_removed() {
     assert!(sender.peers().is_empty());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(inbox.terms(), vec![2, 3, 4], "a removed peer received a batch");
-    assert_eq!(sender.stats().batches_sent.load(Ordering::Relaxed), 3);
+    assert_eq!(sender.stats().batches_sent.load(Ordering::Relaxed), 3, "nothing sent after the removal");
 
     sender.stop();
     receiver.stop();

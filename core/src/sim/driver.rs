@@ -307,7 +307,21 @@ impl Driver {
     fn inject_fault(&mut self) -> Result<(), Violation> {
         let node = self.random_node();
         let tick = self.world.faults.tick_interval;
-        match self.world.random(10) {
+        match self.world.random(12) {
+            10 | 11 => {
+                // Kill a leader (a new one, often, before its first entries spread); it may come
+                // straight back.
+                let partition = self.partitions[self.world.random(self.partitions.len() as u64) as usize];
+                let leaders = self.world.leader_role(partition);
+                if !leaders.is_empty() {
+                    let leader = leaders[self.world.random(leaders.len() as u64) as usize];
+                    self.world.crash(leader);
+                    self.crashes += 1;
+                    if self.world.random(2) == 0 {
+                        self.world.restart(leader)?;
+                    }
+                }
+            }
             0 | 1 => {
                 if self.world.is_alive(node) {
                     self.world.crash(node);
