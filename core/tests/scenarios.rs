@@ -4,7 +4,6 @@
 //! before its term's first entry commits), a disruptive rejoining node (pre-vote), and a two-phase
 //! ticket resolved through a leader that was deposed without knowing it.
 
-use kommander_core::config::CanaryBugs;
 use kommander_core::raft::Membership;
 use kommander_core::sim::{cluster_configs, NetworkFaults, Violation, ViolationKind, World};
 use kommander_core::{NodeId, PartitionConfig, PartitionId, Role, TicketOutcome};
