@@ -2,10 +2,16 @@
 //! writes everything queued with **one** `Wal::write` call (one transaction, one sync) on a
 //! blocking thread, then tells each partition its write is durable. While a flush runs, new
 //! requests queue up and go into the next flush together.
+//!
+//! A failed flush stops every partition incarnation in it: their queued writes are dropped at once
+//! and their later writes refused (answered with the error) until they restart with a newer
+//! incarnation. Otherwise a write queued behind the failed one could land on top of a log missing
+//! the failed write (e.g. entries after a truncation that never happened).
 
 use actix::prelude::*;
 use kommander_core::raft::WriteRequest;
 use kommander_core::{PartitionId, Wal, WalBatch, WalError};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -84,12 +90,15 @@ pub struct WalScheduler {
     flushing: bool,
     /// Fences waiting for the running flush to finish.
     fences: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Per partition, the newest incarnation a failed flush stopped: its writes (and older ones')
+    /// are refused.
+    failed: HashMap<PartitionId, u64>,
 }
 
 impl WalScheduler {
     /// A scheduler writing to `wal`, counting into `stats`.
     pub fn new(wal: Arc<dyn Wal>, stats: Arc<WalStats>) -> Self {
-        WalScheduler { wal, stats, queue: Vec::new(), flushing: false, fences: Vec::new() }
+        WalScheduler { wal, stats, queue: Vec::new(), flushing: false, fences: Vec::new(), failed: HashMap::new() }
     }
 
     fn start_flush(&mut self, ctx: &mut Context<Self>) {
@@ -114,6 +123,11 @@ impl WalScheduler {
                 act.stats.writes.fetch_add(waiting.len() as u64, Ordering::Relaxed);
             } else {
                 tracing::error!(?result, "wal write failed; the partitions involved restart from their WAL");
+                for q in &waiting {
+                    let newest = act.failed.entry(q.partition).or_insert(q.incarnation);
+                    *newest = (*newest).max(q.incarnation);
+                }
+                act.drop_stopped(&result);
             }
             for q in waiting {
                 act.stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
@@ -127,6 +141,24 @@ impl WalScheduler {
     }
 }
 
+impl WalScheduler {
+    /// Is this partition incarnation stopped by a failed flush?
+    fn is_stopped(&self, partition: PartitionId, incarnation: u64) -> bool {
+        self.failed.get(&partition).is_some_and(|&failed| incarnation <= failed)
+    }
+
+    /// Answer and drop the queued writes of stopped incarnations with the flush's error.
+    fn drop_stopped(&mut self, result: &Result<(), WalError>) {
+        let (stopped, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.queue).into_iter().partition(|(q, _)| self.is_stopped(q.partition, q.incarnation));
+        self.queue = kept;
+        for (q, _) in stopped {
+            self.stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
+            q.reply_to.do_send(WriteOutcome { incarnation: q.incarnation, id: q.id, result: result.clone() });
+        }
+    }
+}
+
 impl Actor for WalScheduler {
     type Context = Context<Self>;
 }
@@ -135,6 +167,14 @@ impl Handler<Persist> for WalScheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
+        if self.is_stopped(msg.partition, msg.incarnation) {
+            let result = Err(WalError::Io(format!(
+                "an earlier write of partition {} failed; it must restart from its WAL",
+                msg.partition
+            )));
+            msg.reply_to.do_send(WriteOutcome { incarnation: msg.incarnation, id: msg.request.id, result });
+            return;
+        }
         let entries = msg.request.write.entries.len();
         self.stats.backlog_entries.fetch_add(entries, Ordering::Relaxed);
         let queued = Queued {
@@ -221,5 +261,51 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), vec![1]);
         assert_eq!(stats.backlog_entries.load(Ordering::Relaxed), 0);
         assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+    }
+
+    #[actix::test]
+    async fn a_failed_flush_stops_its_partition_incarnations_until_they_restart() {
+        let memory = MemoryWal::new();
+        let stats = Arc::new(WalStats::default());
+        // The first write fails after 100 ms; later ones succeed.
+        let calls = Arc::new(Mutex::new(0));
+        let counter = calls.clone();
+        let flaky = WriteHookWal::new(memory.clone(), move |_: &WalBatch| {
+            let mut n = counter.lock().unwrap();
+            *n += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            if *n == 1 {
+                Err(WalError::Io("disk said no".into()))
+            } else {
+                Ok(())
+            }
+        });
+        let scheduler = WalScheduler::new(Arc::new(flaky), stats.clone()).start();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let outcomes = Outcomes(seen.clone()).start().recipient();
+        scheduler.do_send(persist(1, 1, 1, outcomes.clone())); // fails
+        scheduler.do_send(persist(2, 2, 1, outcomes.clone())); // queued behind it: must never land
+        let other = PartitionWrite { partition: PartitionId(2), entries: vec![entry(1, 1)], ..Default::default() };
+        let other = Persist {
+            partition: PartitionId(2),
+            incarnation: 1,
+            request: WriteRequest { id: 7, write: other },
+            reply_to: outcomes.clone(),
+        };
+        scheduler.do_send(other); // another partition, not in the failed flush: written
+        actix::clock::sleep(Duration::from_millis(400)).await;
+        scheduler.do_send(persist(3, 1, 1, outcomes.clone())); // the stopped incarnation again: refused
+        actix::clock::sleep(Duration::from_millis(100)).await;
+        assert_eq!(memory.last_index(PartitionId(1)), Ok(0), "nothing of the stopped incarnation is durable");
+        assert_eq!(memory.last_index(PartitionId(2)), Ok(1), "other partitions keep writing");
+        let mut answered = seen.lock().unwrap().clone();
+        answered.sort_unstable();
+        assert_eq!(answered, vec![1, 2, 3, 7], "every write is answered");
+        // After the restart (a fence with a newer incarnation) the partition writes again.
+        scheduler.send(FencePartition { partition: PartitionId(1), incarnation: 2 }).await.unwrap();
+        scheduler.do_send(persist(1, 1, 2, outcomes.clone()));
+        actix::clock::sleep(Duration::from_millis(300)).await;
+        assert_eq!(memory.last_index(PartitionId(1)), Ok(1));
+        assert_eq!(stats.backlog_entries.load(Ordering::Relaxed), 0);
     }
 }

@@ -1515,6 +1515,35 @@ fn single_voter_elects_itself_and_commits_on_its_own_write() {
     assert_eq!(turn.delivered_indexes(), vec![a.last_index]);
 }
 
+/// A lone voter whose vote write is slower than an election timeout campaigns again; completing
+/// the write of the *earlier* vote must not make it lead the later term: only the write holding
+/// its current vote counts.
+#[test]
+fn a_lone_voter_leads_only_once_the_write_of_its_current_vote_completes() {
+    let mut sm = machine(1, &[1]);
+    tick_until_timeout(&mut sm);
+    let first = sm.ready().write.expect("the term-1 vote is written");
+    tick_until_timeout_again(&mut sm);
+    assert_eq!((sm.role(), sm.term()), (Role::Candidate, 2));
+    let second = sm.ready().write.expect("the term-2 vote is written");
+    sm.on_write_complete(first.id);
+    assert_eq!(sm.role(), Role::Candidate, "the term-2 vote is not durable yet");
+    sm.on_write_complete(second.id);
+    assert_eq!((sm.role(), sm.term()), (Role::Leader, 2));
+}
+
+/// Tick until the candidate starts a new election (its term grows).
+fn tick_until_timeout_again(sm: &mut PartitionStateMachine) {
+    let term = sm.term();
+    for _ in 0..100 {
+        sm.tick();
+        if sm.term() > term {
+            return;
+        }
+    }
+    panic!("election timer never fired again");
+}
+
 /// Tickets (HLC timestamps) issued after a restart order after every ticket in the restored log,
 /// even when the last entry is a barrier or a marker carrying an older ticket, and even if the
 /// caller's physical clock went backwards.

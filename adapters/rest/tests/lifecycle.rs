@@ -75,18 +75,22 @@ async fn nothing_queued_before_stop_is_sent_after_it() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     sender.stop();
-    // Before the fix the old worker went on: one failed frame per 200 ms timeout.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // On a loaded machine the first frame may already have timed out before `stop` ran; what
+    // matters is that nothing is attempted after it. Before the fix the old worker went on: one
+    // failed frame per 200 ms timeout.
     let stats = sender.stats();
-    assert_eq!(stats.frames_failed.load(Ordering::Relaxed), 0, "frames were attempted after stop");
+    let at_stop = stats.frames_failed.load(Ordering::Relaxed);
+    assert!(at_stop <= 1, "{at_stop} frames failed before the stop");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(stats.frames_failed.load(Ordering::Relaxed), at_stop, "frames were attempted after stop");
     assert_eq!(stats.frames_sent.load(Ordering::Relaxed), 0);
 
     // A restart runs fresh workers only: exactly the new batch is attempted.
     sender.start(Arc::new(Recorder::default())).unwrap();
     sender.send(vote(1, 2, 6)).unwrap();
-    until("the new frame to time out", || stats.frames_failed.load(Ordering::Relaxed) == 1).await;
+    until("the new frame to time out", || stats.frames_failed.load(Ordering::Relaxed) == at_stop + 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stats.frames_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.frames_failed.load(Ordering::Relaxed), at_stop + 1);
     sender.stop();
     drop(silent);
 }

@@ -88,6 +88,7 @@ impl PartitionStateMachine {
         self.set_term(term);
         self.voted_for = Some(self.config.node);
         self.hard_state_dirty = true;
+        self.vote_write_id = self.next_write_id;
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
@@ -169,7 +170,8 @@ impl PartitionStateMachine {
 
     /// A candidate whose own vote just became durable (`start_election` deferred this).
     pub(super) fn win_if_elected(&mut self) {
-        if self.role == Role::Candidate && self.votes_granted() >= self.quorum() {
+        let vote_durable = self.completed_write_id >= self.vote_write_id;
+        if self.role == Role::Candidate && vote_durable && self.votes_granted() >= self.quorum() {
             self.become_leader();
         }
     }

@@ -96,6 +96,8 @@ pub struct PartitionStateMachine {
     commit_dirty: bool,
     next_write_id: u64,
     completed_write_id: u64,
+    /// The write that makes this candidate's own vote durable (it counts only once completed).
+    vote_write_id: u64,
     held_messages: Vec<HeldMessage>,
     next_read_id: u64,
     pending_reads: HashMap<u64, (NodeId, Term, ReadRequest)>,
@@ -135,6 +137,7 @@ impl PartitionStateMachine {
             commit_dirty: false,
             next_write_id: 1,
             completed_write_id: 0,
+            vote_write_id: 0,
             held_messages: Vec::new(),
             next_read_id: 1,
             pending_reads: HashMap::new(),

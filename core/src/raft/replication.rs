@@ -288,6 +288,10 @@ impl PartitionStateMachine {
                     iter.next();
                 }
                 Some(_) => {
+                    debug_assert!(
+                        entry.index > self.log.commit || self.canary(|c| c.commit_index_regresses),
+                        "truncation at or below the commit index"
+                    );
                     #[cfg(feature = "canary-bugs")]
                     if self.config.canary.skip_conflict_truncation {
                         // Planted bug: overwrite in place and keep the stale suffix.
