@@ -1515,6 +1515,94 @@ fn single_voter_elects_itself_and_commits_on_its_own_write() {
     assert_eq!(turn.delivered_indexes(), vec![a.last_index]);
 }
 
+/// Thesis §9.6: a pre-vote is granted only for a term above the receiver's own (the term a real
+/// election would run in), and only once no leader was heard for a full minimum election timeout
+/// (a learner is used: its timer runs but it never campaigns, so the boundary is exact).
+#[test]
+fn pre_votes_need_a_higher_term_and_a_full_election_timeout_of_silence() {
+    let mut sm = restored(config(2, &[1, 2, 3]), hs(3, None, 0), vec![]);
+    sm.step(env(3, 2, pre_vote_req(3, 0, 0))).unwrap();
+    sm.step(env(3, 2, pre_vote_req(4, 0, 0))).unwrap();
+    let answers: Vec<RaftMessage> = drain(&mut sm).messages.into_iter().map(|e| e.message).collect();
+    assert_eq!(answers, vec![vote_resp(3, false, true), vote_resp(4, true, true)]);
+
+    let mut cfg = config(4, &[1, 2, 3]);
+    cfg.learners = vec![id(4)];
+    let mut learner = PartitionStateMachine::new(cfg).expect("config");
+    learner.step(env(1, 4, append_req(1, 0, 0, vec![], 0))).unwrap();
+    for _ in 1..silent_ticks() {
+        learner.tick();
+    }
+    learner.step(env(2, 4, pre_vote_req(2, 0, 0))).unwrap();
+    learner.tick(); // now silent for exactly the minimum election timeout
+    learner.step(env(2, 4, pre_vote_req(2, 0, 0))).unwrap();
+    let answers: Vec<RaftMessage> = drain(&mut learner)
+        .messages
+        .into_iter()
+        .map(|e| e.message)
+        .filter(|m| matches!(m, RaftMessage::VoteResponse { .. }))
+        .collect();
+    assert_eq!(answers, vec![vote_resp(1, false, true), vote_resp(2, true, true)]);
+}
+
+/// Vote stickiness ignores only *higher-term* requests: a same-term vote request reaching a
+/// follower that hears its leader is still answered (a doomed candidate learns it lost).
+#[test]
+fn a_same_term_vote_request_is_answered_while_a_leader_is_heard() {
+    let mut sm = machine(2, &[1, 2, 3]);
+    sm.step(env(1, 2, append_req(1, 0, 0, vec![], 0))).unwrap();
+    sm.step(env(3, 2, vote_req(1, 0, 0))).unwrap();
+    let answers = drain(&mut sm).messages;
+    assert_eq!(to_node(&answers, 3).len(), 1, "{answers:?}");
+}
+
+/// Vote answers count only in the round they answer: late pre-vote grants reaching a replica that
+/// already returned to follower, and rejections of an older term reaching a candidate, are ignored.
+#[test]
+fn late_or_stale_vote_answers_are_ignored() {
+    let mut sm = machine(1, &[1, 2, 3, 4, 5]);
+    tick_until_timeout(&mut sm);
+    assert_eq!(sm.role(), Role::PreCandidate);
+    sm.step(env(2, 1, append_req(1, 0, 0, vec![], 0))).unwrap();
+    assert_eq!(sm.role(), Role::Follower);
+    for peer in [3, 4, 5] {
+        sm.step(env(peer, 1, vote_resp(2, true, true))).unwrap();
+    }
+    assert_eq!((sm.role(), sm.term()), (Role::Follower, 1), "late pre-vote grants start nothing");
+
+    let mut sm = restored(config(1, &[1, 2, 3, 4, 5]), hs(4, None, 0), vec![]);
+    tick_until_timeout(&mut sm);
+    for peer in [2, 3] {
+        sm.step(env(peer, 1, vote_resp(5, true, true))).unwrap();
+    }
+    drain(&mut sm);
+    assert_eq!((sm.role(), sm.term()), (Role::Candidate, 5));
+    for peer in [2, 3, 4] {
+        sm.step(env(peer, 1, vote_resp(4, false, false))).unwrap();
+    }
+    assert_eq!(sm.role(), Role::Candidate, "rejections of term 4 do not count in term 5");
+}
+
+/// §5.2: a candidate gives up only when a majority of the voters rejected it; grants and a minority
+/// of rejections keep it campaigning (5 voters: quorum 3).
+#[test]
+fn a_candidate_gives_up_only_after_a_majority_of_rejections() {
+    let mut sm = machine(1, &[1, 2, 3, 4, 5]);
+    tick_until_timeout(&mut sm);
+    let term = sm.term() + 1;
+    for peer in [2, 3] {
+        sm.step(env(peer, 1, vote_resp(term, true, true))).unwrap();
+    }
+    assert_eq!(sm.role(), Role::Candidate);
+    drain(&mut sm);
+    sm.step(env(2, 1, vote_resp(term, true, false))).unwrap();
+    sm.step(env(3, 1, vote_resp(term, false, false))).unwrap();
+    sm.step(env(4, 1, vote_resp(term, false, false))).unwrap();
+    assert_eq!(sm.role(), Role::Candidate, "2 grants (with its own) and 2 rejections: undecided");
+    sm.step(env(5, 1, vote_resp(term, false, false))).unwrap();
+    assert_eq!((sm.role(), sm.term()), (Role::Follower, term), "3 of 5 rejected");
+}
+
 /// A lone voter whose vote write is slower than an election timeout campaigns again; completing
 /// the write of the *earlier* vote must not make it lead the later term: only the write holding
 /// its current vote counts.

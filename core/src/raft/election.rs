@@ -94,8 +94,7 @@ impl PartitionStateMachine {
         self.votes.clear();
         self.votes.insert(self.config.node, true);
         self.reset_election_timer();
-        if self.canary(|c| c.lead_before_vote_is_durable) && self.votes_granted() >= self.quorum() {
-            self.become_leader();
+        if self.canary_lead_before_the_vote_is_durable() {
             return;
         }
         // A lone voter wins once its own vote is durable (`on_write_complete`): leading before
@@ -153,6 +152,15 @@ impl PartitionStateMachine {
             self.reset_election_timer();
         }
         self.send_after_persist(from, RaftMessage::VoteResponse { term: self.term, granted, pre_vote: false });
+    }
+
+    /// Planted bug: win at once, before the own vote is durable. Returns whether it won.
+    fn canary_lead_before_the_vote_is_durable(&mut self) -> bool {
+        let won = self.canary(|c| c.lead_before_vote_is_durable) && self.votes_granted() >= self.quorum();
+        if won {
+            self.become_leader();
+        }
+        won
     }
 
     /// This replica leads, or heard from a leader of its term within the minimum election timeout.
