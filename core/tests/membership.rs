@@ -164,7 +164,8 @@ fn a_joining_learner_catches_up_is_promoted_and_then_counts_toward_quorum() {
     // One change at a time, one node at a time.
     net.now += 1;
     let now = net.now;
-    net.sm(leader).propose_membership(membership(&[1, 2, 3, 4], &[]), now).expect("promote");
+    let promote = net.sm(leader).propose_membership(membership(&[1, 2, 3, 4], &[]), now).expect("promote");
+    assert_eq!(net.sm(leader).membership_index(), promote.last_index, "the config entry's index");
     assert_eq!(
         net.sm(leader).propose_membership(membership(&[1, 2, 3], &[4]), now + 1),
         Err(ProposeError::MembershipChangePending)
@@ -216,6 +217,9 @@ fn a_truncated_config_entry_reverts_to_the_previous_membership() {
     let now = net.now;
     net.sm(leader).propose_membership(membership(&[1, 2, 3], &[9]), now).expect("propose");
     assert_eq!(net.sm(leader).membership(), &membership(&[1, 2, 3], &[9]), "in effect once appended");
+    let last = net.sm(leader).last_index();
+    let probe = net.sm(leader).progress(NodeId(9)).map(|p| (p.match_index, p.next_index));
+    assert_eq!(probe, Some((0, last + 1)), "a new member is probed from the end of the leader's log");
     net.settle();
     // The others elect a new leader, which overwrites the uncommitted suffix.
     let new_leader = loop {

@@ -843,6 +843,47 @@ fn conflict_at_or_below_commit_halts_the_follower() {
     assert!(matches!(n2.step(env(1, 2, append_req(3, 3, 3, vec![], 3))), Err(StepError::Halted(_))));
 }
 
+/// A halted replica emits nothing more: not even the acknowledgements it held for a write that
+/// completes after the halt. Its accessors report the halt.
+#[test]
+fn a_halted_replica_releases_nothing_when_its_writes_complete() {
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 3), log_of(&[1, 1, 2]));
+    drain(&mut n2);
+    assert_eq!((n2.partition(), n2.halted()), (P, None));
+    n2.step(env(1, 2, append_req(2, 3, 2, vec![app(4, 2)], 3))).unwrap();
+    let held = n2.ready();
+    let write = held.write.expect("entry 4 is written");
+    assert!(to_node(&held.messages, 1).is_empty(), "the acknowledgement waits for the write");
+    n2.step(env(1, 2, append_req(3, 1, 1, vec![app(2, 1), app(3, 3)], 3))).unwrap();
+    assert!(n2.ready().fatal.is_some());
+    assert!(n2.halted().is_some());
+    n2.on_write_complete(write.id);
+    assert!(n2.ready().messages.is_empty(), "a halted replica acknowledges nothing");
+}
+
+/// A write is issued only for something to persist: a message held for a write in flight does not
+/// force another (empty) write, and a completion of an earlier id than the last one completed
+/// changes nothing.
+#[test]
+fn no_empty_writes_and_no_backwards_completions() {
+    let mut n2 = machine(2, &[1, 2, 3]);
+    n2.step(env(1, 2, append_req(1, 0, 0, vec![app(1, 1)], 0))).unwrap();
+    let first = n2.ready().write.expect("entry 1 and term 1");
+    n2.step(env(1, 2, append_req(1, 1, 1, vec![app(2, 1)], 0))).unwrap();
+    let second = n2.ready().write.expect("entry 2");
+    assert!(n2.ready().write.is_none(), "held acknowledgements force no empty write");
+    n2.on_write_complete(second.id);
+    let acks = n2.ready().messages;
+    assert_eq!(to_node(&acks, 1).len(), 2, "both acknowledgements released");
+    assert_eq!(n2.stable_index(), 2);
+    n2.on_write_complete(first.id);
+    assert_eq!(n2.stable_index(), 2);
+    n2.step(env(1, 2, append_req(1, 2, 1, vec![], 0))).unwrap();
+    let turn = n2.ready();
+    assert!(turn.write.is_none(), "nothing new to persist");
+    assert_eq!(to_node(&turn.messages, 1).len(), 1, "a completed write is never waited for again");
+}
+
 /// §5.4.2 / Figure 8: a leader never commits an entry of a previous term by counting replicas; it
 /// commits it indirectly once an entry of its own term (here its barrier) is on a majority.
 #[test]
