@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 files=(-f 'core/src/raft/*.rs' -f 'core/src/system/*.rs')
 if [ "$#" -gt 0 ]; then files=(); fi
 SIM_SEEDS="${MUTANTS_SIM_SEEDS:-500}" cargo mutants -p kommander-core "${files[@]}" "$@" \
-  --exclude-re 'canary|fmt::Display|impl Debug' \
+  --exclude-re 'canary|overwrite_in_place|fmt::Display|impl Debug' \
   --output core/mutants \
   -- --lib --test raft_rules --test simulation --test scenarios --test membership --test generations \
   -- --skip canary --skip every_planted_bug --skip replay_seed --skip same_seed

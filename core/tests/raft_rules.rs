@@ -993,6 +993,74 @@ fn new_leader_is_pending_until_its_barrier_is_applied() {
     assert!(n1.propose(auto(b"x"), 1).is_ok());
 }
 
+/// §5.3 with durability: after a conflict truncates its log, a follower counts as durable only what
+/// precedes the conflict until the replacement is written (it never delivers an entry that is not
+/// durable), and a truncation of entries that were never written is not sent to the WAL.
+#[test]
+fn a_truncated_suffix_is_not_durable_until_its_replacement_is_written() {
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 2), log_of(&[1, 1, 2, 2, 2]));
+    drain(&mut n2);
+    assert_eq!(n2.stable_index(), 5);
+    n2.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 3), app(4, 3)], 4))).unwrap();
+    assert_eq!(n2.stable_index(), 2, "entries from the conflict on are not durable");
+    let turn = n2.ready();
+    assert!(turn.deliveries.is_empty(), "committed but not durable: not delivered yet");
+    let write = turn.write.expect("the replacement is written");
+    assert_eq!(write.write.truncate_from, Some(3));
+    n2.on_write_complete(write.id);
+    let turn = drain(&mut n2);
+    assert_eq!(turn.delivered_indexes(), vec![3, 4]);
+
+    // Entries 3 and 4 durable, 5 and 6 only in memory: replacing 5.. truncates nothing stored.
+    n2.step(env(1, 2, append_req(3, 4, 3, vec![app(5, 3), app(6, 3)], 4))).unwrap();
+    n2.step(env(1, 2, append_req(4, 4, 3, vec![app(5, 4)], 4))).unwrap();
+    let write = n2.ready().write.expect("entry 5 of term 4");
+    assert_eq!(write.write.truncate_from, None, "nothing from 5 on was ever written");
+    assert_eq!(write.write.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(5, 4)]);
+}
+
+/// A deposed leader's clients learn that their proposal was superseded as soon as a new leader's
+/// entries truncate it, not only once something else commits at that index.
+#[test]
+fn waiters_of_truncated_entries_are_answered_at_the_truncation() {
+    let mut net = three_with_leader();
+    net.cut(1, 2);
+    net.cut(1, 3);
+    let lost = net.sm_mut(1).propose(auto(b"lost"), 1).unwrap();
+    net.flush(1);
+    let n1 = net.sm_mut(1);
+    let term = n1.term() + 1;
+    let barrier = protocol(lost.first_index, term, EntryKind::Barrier, HlcTimestamp::ZERO);
+    n1.step(env(2, 1, append_req(term, lost.first_index - 1, 1, vec![barrier], 0))).unwrap();
+    assert_eq!(n1.role(), Role::Follower);
+    let turn = n1.ready();
+    let index = lost.first_index;
+    let superseded = ClientReply::Proposal { ticket: lost.ticket, result: Err(ProposeError::Superseded { index }) };
+    assert!(turn.replies.contains(&superseded), "{:?}", turn.replies);
+}
+
+/// The barrier must be applied *locally*: followers can commit it before the leader's own write
+/// is durable; applying the earlier entries it commits does not publish the leader.
+#[test]
+fn a_leader_is_published_only_once_its_own_barrier_is_applied() {
+    let mut n1 = restored(config(1, &[1, 2, 3]), hs(1, None, 0), log_of(&[1, 1]));
+    drain(&mut n1);
+    make_leader_by_hand(&mut n1);
+    let barrier = n1.last_index();
+    let write = n1.ready().write.expect("barrier written");
+    for peer in [2, 3] {
+        n1.step(env(peer, 1, success(2, 0, barrier))).unwrap();
+    }
+    assert_eq!(n1.commit_index(), barrier, "committed by the followers");
+    let turn = n1.ready();
+    assert_eq!(turn.deliveries.len(), 2, "the entries before the barrier are applied");
+    assert!(!n1.is_leader(), "the barrier is not durable here yet");
+    assert_eq!(n1.propose(auto(b"x"), 1), Err(ProposeError::LeadershipPending));
+    n1.on_write_complete(write.id);
+    drain(&mut n1);
+    assert!(n1.is_leader());
+}
+
 /// §5.3 + thesis §10.2 (batching): proposals made between two `ready()` calls go out to each follower
 /// as one append message.
 #[test]

@@ -748,10 +748,11 @@ impl World {
                 });
             }
         }
-        if published && self.leadership.get(&partition).is_none_or(|&(t, _)| t < term) {
-            if self.leadership.insert(partition, (term, node)).is_some() {
-                self.elections += 1;
-            }
+        if published
+            && self.leadership.get(&partition).is_none_or(|&(t, _)| t < term)
+            && self.leadership.insert(partition, (term, node)).is_some()
+        {
+            self.elections += 1;
         }
         for read in ready.reads {
             let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
