@@ -277,4 +277,15 @@ mod tests {
         assert_eq!(log.first_index_of_term_run(4, 0), 3);
         assert_eq!(log.first_index_of_term_run(2, 2), 2);
     }
+
+    #[test]
+    fn term_search_stays_inside_the_window() {
+        // Terms 2 at 5..=9, 3 at 10; entries up to 7 evicted (the offset keeps 7's term).
+        let mut log = RaftLog::restored((1..=10).map(|i| e(i, 1 + i / 5 + i / 10)).collect(), 10);
+        log.applied = 10;
+        log.evict(3);
+        assert_eq!(log.first_in_memory(), 8);
+        assert_eq!(log.first_index_of_term_run(9, 0), 8, "a hint never points below the window");
+        assert_eq!(log.last_index_of_term(2, 10), Some(9));
+    }
 }
