@@ -3,9 +3,10 @@
 //! a new change waits for the previous one to commit, a leader removed from the voters steps down
 //! once the change commits, and a truncated config entry reverts to the previous configuration.
 
-use kommander_core::raft::{Membership, Proposal};
+use kommander_core::raft::{Membership, Proposal, RestoreState};
 use kommander_core::{
-    Envelope, NodeId, PartitionConfig, PartitionId, PartitionStateMachine, ProposeError, RaftMessage, Role, StepError,
+    EntryKind, Envelope, HardState, HlcTimestamp, LogEntry, NodeId, PartitionConfig, PartitionId,
+    PartitionStateMachine, ProposeError, RaftMessage, Role, StepError,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -233,4 +234,37 @@ fn a_truncated_config_entry_reverts_to_the_previous_membership() {
     net.tick(20);
     assert_eq!(net.sm(leader).membership(), &membership(&[1, 2, 3], &[]), "the truncated change is gone");
     assert!(!net.sm(leader).membership_change_pending());
+}
+
+/// Thesis §4.2.2: a voter that a change not yet committed removes may still campaign (it may be the
+/// only one able to finish the change); whether it is being removed is judged against the
+/// configuration before the last one, not the base.
+#[test]
+fn a_voter_removed_by_a_pending_change_may_still_campaign() {
+    let config_entry = |index: u64, voters: &[u64], learners: &[u64]| LogEntry {
+        index,
+        term: 1,
+        kind: EntryKind::Config,
+        log_type: String::new(),
+        payload: membership(voters, learners).encode(),
+        ticket: HlcTimestamp::ZERO,
+    };
+    let barrier = LogEntry {
+        index: 1,
+        term: 1,
+        kind: EntryKind::Barrier,
+        log_type: String::new(),
+        payload: Vec::new(),
+        ticket: HlcTimestamp::ZERO,
+    };
+    let log = vec![barrier, config_entry(2, &[1, 2, 3], &[4]), config_entry(3, &[1, 3], &[4])];
+    let config = PartitionConfig::new(NodeId(2), PartitionId(1), ids(&[1, 2, 3]));
+    let hard_state = HardState { term: 1, voted_for: None, commit: 2 };
+    let mut n2 = PartitionStateMachine::restore(config, RestoreState { hard_state: Some(hard_state), entries: log })
+        .expect("restore");
+    assert!(n2.membership_change_pending());
+    for _ in 0..100 {
+        n2.tick();
+    }
+    assert_ne!(n2.role(), Role::Follower, "the voter being removed campaigns");
 }

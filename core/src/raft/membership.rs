@@ -177,6 +177,48 @@ impl MembershipLog {
 mod tests {
     use super::*;
 
+    #[test]
+    fn voters_leave_only_after_every_wanted_voter_votes_and_never_the_last() {
+        let current = m(&[1, 2, 3], &[4]);
+        let target = m(&[1, 2, 4], &[]);
+        assert_eq!(current.next_step_toward(&target, |_| false, |_| true), None, "4 is not caught up: 3 stays");
+        assert_eq!(current.next_step_toward(&target, |_| true, |_| true), Some(m(&[1, 2, 3, 4], &[])));
+        let alone = m(&[1], &[]);
+        assert_eq!(alone.next_step_toward(&m(&[], &[1]), |_| true, |_| true), None, "never the last voter");
+    }
+
+    #[test]
+    fn decode_accepts_up_to_4096_members_per_set() {
+        let big = Membership::with_voters((1..=4096).map(NodeId));
+        assert_eq!(Membership::decode(&big.encode()), Some(big));
+        let too_big = Membership::with_voters((1..=4097).map(NodeId));
+        assert_eq!(Membership::decode(&too_big.encode()), None);
+    }
+
+    fn config_entry(index: LogIndex, membership: &Membership) -> LogEntry {
+        LogEntry {
+            index,
+            term: 1,
+            kind: EntryKind::Config,
+            log_type: String::new(),
+            payload: membership.encode(),
+            ticket: crate::hlc::HlcTimestamp::ZERO,
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_earlier_configurations_and_previous_is_the_one_before_the_last() {
+        let mut log = MembershipLog::default();
+        log.set_base(m(&[1, 2, 3], &[]));
+        log.appended(&config_entry(2, &m(&[1, 2, 3], &[4])));
+        log.appended(&config_entry(5, &m(&[1, 3], &[4])));
+        assert_eq!(log.previous(), &m(&[1, 2, 3], &[4]));
+        assert_eq!(log.current(), &m(&[1, 3], &[4]));
+        log.truncated(5);
+        assert_eq!((log.current(), log.latest_index()), (&m(&[1, 2, 3], &[4]), 2));
+        assert_eq!(log.previous(), &m(&[1, 2, 3], &[]));
+    }
+
     fn m(voters: &[u64], learners: &[u64]) -> Membership {
         Membership {
             voters: voters.iter().map(|&n| NodeId(n)).collect(),

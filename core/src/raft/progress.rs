@@ -104,3 +104,21 @@ impl Progress {
         self.probe_sent = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probing_never_goes_back_to_a_matched_index() {
+        let mut progress = Progress::new(1);
+        assert!(progress.is_recently_active(), "a new follower gets a full check-quorum round");
+        assert!(progress.acknowledged(5));
+        progress.probe_from(3);
+        assert_eq!((progress.state, progress.next_index), (ProgressState::Probe, 6));
+        progress.probe_from(9);
+        assert_eq!(progress.next_index, 9);
+        progress.recent_active = false;
+        assert!(!progress.is_recently_active());
+    }
+}

@@ -71,16 +71,27 @@ impl PartitionStateMachine {
             return Err(ProposeError::InvalidMembership);
         }
         let change = Proposal { log_type: String::new(), payloads: vec![next.encode()], auto_commit: true };
-        let accepted = if self.canary(|c| c.membership_change_before_barrier) && self.role == Role::Leader {
-            self.published = true; // planted bug: skip the wait for this term's barrier
-            let accepted = self.append_proposal(change, EntryKind::Config, now_ms);
-            self.published = self.log.applied >= self.barrier_index;
-            accepted?
-        } else {
-            self.append_proposal(change, EntryKind::Config, now_ms)?
+        let accepted = match self.canary_change_before_the_barrier(&change, now_ms) {
+            Some(accepted) => accepted?,
+            None => self.append_proposal(change, EntryKind::Config, now_ms)?,
         };
         self.membership_changed();
         Ok(accepted)
+    }
+
+    /// Planted bug: append a membership change without waiting for this term's barrier.
+    fn canary_change_before_the_barrier(
+        &mut self,
+        change: &Proposal,
+        now_ms: u64,
+    ) -> Option<Result<ProposalAccepted, ProposeError>> {
+        if !(self.canary(|c| c.membership_change_before_barrier) && self.role == Role::Leader) {
+            return None;
+        }
+        self.published = true;
+        let accepted = self.append_proposal(change.clone(), EntryKind::Config, now_ms);
+        self.published = self.log.applied >= self.barrier_index;
+        Some(accepted)
     }
 
     /// The partition generation: the highest fence applied so far.
