@@ -5,8 +5,8 @@
 
 use kommander_core::raft::{Membership, Proposal, RestoreState};
 use kommander_core::{
-    EntryKind, Envelope, HardState, HlcTimestamp, LogEntry, NodeId, PartitionConfig, PartitionId,
-    PartitionStateMachine, ProposeError, RaftMessage, Role, StepError,
+    EntryKind, Envelope, HardState, LogEntry, NodeId, PartitionConfig, PartitionId, PartitionStateMachine,
+    ProposeError, RaftMessage, Role, StepError,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -242,21 +242,11 @@ fn a_truncated_config_entry_reverts_to_the_previous_membership() {
 #[test]
 fn a_voter_removed_by_a_pending_change_may_still_campaign() {
     let config_entry = |index: u64, voters: &[u64], learners: &[u64]| LogEntry {
-        index,
-        term: 1,
         kind: EntryKind::Config,
-        log_type: String::new(),
         payload: membership(voters, learners).encode(),
-        ticket: HlcTimestamp::ZERO,
+        ..kommander_core::conformance::wal::entry(index, 1)
     };
-    let barrier = LogEntry {
-        index: 1,
-        term: 1,
-        kind: EntryKind::Barrier,
-        log_type: String::new(),
-        payload: Vec::new(),
-        ticket: HlcTimestamp::ZERO,
-    };
+    let barrier = LogEntry { kind: EntryKind::Barrier, ..kommander_core::conformance::wal::entry(1, 1) };
     let log = vec![barrier, config_entry(2, &[1, 2, 3], &[4]), config_entry(3, &[1, 3], &[4])];
     let config = PartitionConfig::new(NodeId(2), PartitionId(1), ids(&[1, 2, 3]));
     let hard_state = HardState { term: 1, voted_for: None, commit: 2 };
