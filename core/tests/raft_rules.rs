@@ -1172,6 +1172,14 @@ fn lagging_follower_is_caught_up_from_the_wal() {
     assert_eq!((read.partition, read.from, read.to), (P, 1, 5));
     assert!(appends(turn.to(3)).is_empty(), "nothing can be sent to 3 before the read");
 
+    // An empty result (a WAL that lost the range) is dropped; the next heartbeat reads again.
+    net.sm_mut(1).on_read_complete(read.id, Ok(Vec::new())).unwrap();
+    assert!(appends(net.flush(1).to(3)).is_empty());
+    net.tick(1);
+    let turn = net.flush(1);
+    assert_eq!(turn.reads.len(), 1, "read again: {turn:?}");
+    let read = turn.reads[0].clone();
+
     let entries = net.wals[&id(1)].read_range(P, read.from, read.to).unwrap();
     assert_eq!(entries.len(), 5);
     net.sm_mut(1).on_read_complete(read.id, Ok(entries.clone())).unwrap();
@@ -1808,4 +1816,26 @@ fn invalid_configuration_is_rejected_by_new() {
         }
     }
     assert!(PartitionStateMachine::new(config(1, &[1, 2, 3])).is_ok());
+}
+
+/// `Ready::is_empty` is true only when every output is empty.
+#[test]
+fn ready_is_empty_only_without_any_output() {
+    assert!(Ready::default().is_empty());
+    let envelope = env(1, 2, vote_resp(1, true, false));
+    let outputs: Vec<Ready> = vec![
+        Ready { messages: vec![envelope], ..Ready::default() },
+        Ready { write: Some(WriteRequest { id: 1, write: PartitionWrite::default() }), ..Ready::default() },
+        Ready { reads: vec![ReadRequest { id: 1, partition: P, from: 1, to: 1 }], ..Ready::default() },
+        Ready { deliveries: vec![Delivery { entry: app(1, 1), released_at: 1, restored: false }], ..Ready::default() },
+        Ready {
+            replies: vec![resolution(ticket(1), TicketOutcome::Committed, Ok(TicketOutcome::Committed))],
+            ..Ready::default()
+        },
+        Ready { leader_change: Some(LeaderChange { term: 1, leader: None }), ..Ready::default() },
+        Ready { fatal: Some(FatalError::CorruptRestore("x".into())), ..Ready::default() },
+    ];
+    for ready in outputs {
+        assert!(!ready.is_empty(), "{ready:?}");
+    }
 }

@@ -79,6 +79,11 @@ impl PartitionStateMachine {
         Ok(accepted)
     }
 
+    /// Planted bug: answer "unknown" from this leader's own view of the log.
+    fn canary_unknown_ticket_from_own_view(&self, proposal_found: bool) -> bool {
+        self.canary(|c| c.unknown_ticket_without_quorum) && !proposal_found
+    }
+
     /// Planted bug: append a membership change without waiting for this term's barrier.
     fn canary_change_before_the_barrier(
         &mut self,
@@ -208,12 +213,10 @@ impl PartitionStateMachine {
         // it applies (`Applier`: a marker for a ticket that holds nothing and was never resolved
         // answers `UnknownTicket`). A deposed leader's marker never commits: its caller gets a
         // retryable `Superseded`/`NotLeader` instead of a wrong final answer.
-        if !proposal_found && self.canary(|c| c.unknown_ticket_without_quorum) {
+        if self.canary_unknown_ticket_from_own_view(proposal_found) {
             return Err(ProposeError::UnknownTicket(ticket));
         }
-        if !proposal_found {
-            tracing::debug!(partition = %self.config.partition, %ticket, "resolving a ticket not in this log: confirming through the log");
-        }
+        tracing::debug!(partition = %self.config.partition, %ticket, known = proposal_found, "resolving through the log");
         self.check_room_for(1)?;
         let kind = match requested {
             TicketOutcome::Committed => EntryKind::CommitMarker,
