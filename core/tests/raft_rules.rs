@@ -717,9 +717,55 @@ fn append_is_anchored_on_prev_index_and_term_and_conflicts_carry_a_hint() {
     assert_eq!(drain(&mut n2).to(1), vec![&short], "log too short: hint last + 1");
     assert_eq!(n2.last_index(), 4);
 
+    n2.step(env(1, 2, append_req(3, 3, 3, vec![app(4, 3)], 4))).unwrap();
+    let inside = RaftMessage::AppendResponse {
+        term: 3,
+        prev_log_index: 3,
+        result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) },
+    };
+    assert_eq!(drain(&mut n2).to(1), vec![&inside], "anchor inside the log: the term-2 run");
+
     n2.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 2), app(4, 2), app(5, 3)], 4))).unwrap();
     assert_eq!(drain(&mut n2).to(1), vec![&success(3, 2, 5)], "matching anchor: accepted");
     assert_eq!((n2.last_index(), n2.commit_index()), (5, 4));
+
+    // The hint never reaches down into the committed prefix, even when the run does.
+    let mut n3 = restored(config(3, &[1, 2, 3]), hs(2, None, 2), log_of(&[2, 2, 2, 2]));
+    n3.step(env(1, 3, append_req(3, 4, 3, vec![], 4))).unwrap();
+    let floor = RaftMessage::AppendResponse {
+        term: 3,
+        prev_log_index: 4,
+        result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) },
+    };
+    assert_eq!(drain(&mut n3).to(1), vec![&floor]);
+}
+
+/// Leader Completeness, checked by followers: an anchor that contradicts a committed entry (a
+/// safety violation elsewhere) halts the follower instead of being answered.
+#[test]
+fn an_anchor_contradicting_a_committed_entry_halts_the_follower() {
+    let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 3), log_of(&[1, 1, 2]));
+    drain(&mut n2);
+    n2.step(env(1, 2, append_req(3, 2, 2, vec![], 3))).unwrap();
+    let turn = drain(&mut n2);
+    assert_eq!(
+        turn.fatal,
+        Some(FatalError::CommittedEntryConflict { index: 2, commit: 3, local_term: 1, incoming_term: 2 })
+    );
+}
+
+/// Answers count only in the term they answer: a leader re-elected in a later term ignores
+/// acknowledgements of its earlier term (its log may have been truncated in between).
+#[test]
+fn a_leader_ignores_acknowledgements_of_an_earlier_term() {
+    let mut n1 = restored(config(1, &[1, 2, 3]), hs(1, None, 0), log_of(&[1]));
+    drain(&mut n1);
+    make_leader_by_hand(&mut n1);
+    assert_eq!(n1.term(), 2);
+    n1.step(env(2, 1, success(1, 0, 1))).unwrap();
+    assert_eq!(n1.progress(id(2)).map(|p| p.match_index), Some(0), "a term-1 answer changes nothing");
+    n1.step(env(2, 1, success(2, 0, 1))).unwrap();
+    assert_eq!(n1.progress(id(2)).map(|p| p.match_index), Some(1));
 }
 
 /// §5.3 (end of section, the conflict-hint optimisation): the leader uses the follower's hint to

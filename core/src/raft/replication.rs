@@ -259,8 +259,7 @@ impl PartitionStateMachine {
 
     fn reply_success(&mut self, to: NodeId, prev_log_index: LogIndex, match_index: LogIndex, leader_commit: LogIndex) {
         let new_commit = leader_commit.min(match_index);
-        if new_commit > self.log.commit || (self.canary(|c| c.commit_index_regresses) && new_commit != self.log.commit)
-        {
+        if new_commit > self.log.commit || self.canary_commit_regresses(new_commit) {
             self.log.commit = new_commit;
             self.commit_dirty = true;
             self.apply_committed(false);
@@ -273,6 +272,11 @@ impl PartitionStateMachine {
                 result: AppendResult::Success { match_index },
             },
         );
+    }
+
+    /// Planted bug: take the leader's commit index even when it is lower than ours.
+    fn canary_commit_regresses(&self, new_commit: LogIndex) -> bool {
+        self.canary(|c| c.commit_index_regresses) && new_commit != self.log.commit
     }
 
     /// Append entries that follow a matching anchor: skip ones we already have, truncate at the
