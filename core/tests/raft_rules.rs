@@ -105,6 +105,10 @@ fn append_req(
     RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit }
 }
 
+fn conflict(term: Term, prev_log_index: LogIndex, hint_index: LogIndex, hint_term: Option<Term>) -> RaftMessage {
+    RaftMessage::AppendResponse { term, prev_log_index, result: AppendResult::Conflict { hint_index, hint_term } }
+}
+
 fn success(term: Term, prev_log_index: LogIndex, match_index: LogIndex) -> RaftMessage {
     RaftMessage::AppendResponse { term, prev_log_index, result: AppendResult::Success { match_index } }
 }
@@ -700,29 +704,17 @@ fn append_is_anchored_on_prev_index_and_term_and_conflicts_carry_a_hint() {
     // Log 1@1, 2@1, 3@2, 4@2.
     let mut n2 = restored(config(2, &[1, 2, 3]), hs(2, None, 1), log_of(&[1, 1, 2, 2]));
     n2.step(env(1, 2, append_req(3, 4, 3, vec![app(5, 3)], 4))).unwrap();
-    let conflict = RaftMessage::AppendResponse {
-        term: 3,
-        prev_log_index: 4,
-        result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) },
-    };
-    assert_eq!(drain(&mut n2).to(1), vec![&conflict], "term mismatch: skip the whole term-2 run");
+    let mismatch = conflict(3, 4, 3, Some(2));
+    assert_eq!(drain(&mut n2).to(1), vec![&mismatch], "term mismatch: skip the whole term-2 run");
     assert_eq!((n2.last_index(), n2.last_term(), n2.commit_index()), (4, 2, 1), "log untouched");
 
     n2.step(env(1, 2, append_req(3, 7, 3, vec![app(8, 3)], 4))).unwrap();
-    let short = RaftMessage::AppendResponse {
-        term: 3,
-        prev_log_index: 7,
-        result: AppendResult::Conflict { hint_index: 5, hint_term: None },
-    };
+    let short = conflict(3, 7, 5, None);
     assert_eq!(drain(&mut n2).to(1), vec![&short], "log too short: hint last + 1");
     assert_eq!(n2.last_index(), 4);
 
     n2.step(env(1, 2, append_req(3, 3, 3, vec![app(4, 3)], 4))).unwrap();
-    let inside = RaftMessage::AppendResponse {
-        term: 3,
-        prev_log_index: 3,
-        result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) },
-    };
+    let inside = conflict(3, 3, 3, Some(2));
     assert_eq!(drain(&mut n2).to(1), vec![&inside], "anchor inside the log: the term-2 run");
 
     n2.step(env(1, 2, append_req(3, 2, 1, vec![app(3, 2), app(4, 2), app(5, 3)], 4))).unwrap();
@@ -732,11 +724,7 @@ fn append_is_anchored_on_prev_index_and_term_and_conflicts_carry_a_hint() {
     // The hint never reaches down into the committed prefix, even when the run does.
     let mut n3 = restored(config(3, &[1, 2, 3]), hs(2, None, 2), log_of(&[2, 2, 2, 2]));
     n3.step(env(1, 3, append_req(3, 4, 3, vec![], 4))).unwrap();
-    let floor = RaftMessage::AppendResponse {
-        term: 3,
-        prev_log_index: 4,
-        result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) },
-    };
+    let floor = conflict(3, 4, 3, Some(2));
     assert_eq!(drain(&mut n3).to(1), vec![&floor]);
 }
 
@@ -791,14 +779,7 @@ fn leader_backs_off_a_whole_term_using_the_conflict_hint() {
         .iter()
         .find(|e| e.from == id(2) && matches!(e.message, RaftMessage::AppendResponse { .. }))
         .map(|e| e.message.clone());
-    assert_eq!(
-        hint,
-        Some(RaftMessage::AppendResponse {
-            term: 4,
-            prev_log_index: 5,
-            result: AppendResult::Conflict { hint_index: 3, hint_term: Some(2) }
-        })
-    );
+    assert_eq!(hint, Some(conflict(4, 5, 3, Some(2))));
     let follower: Vec<Term> = (1..=6).map(|i| net.sm(2).term_at(i).unwrap()).collect();
     assert_eq!(follower, vec![1, 1, 3, 3, 3, 4], "the uncommitted term-2 suffix was replaced");
 
