@@ -420,7 +420,6 @@ impl Driver {
         self.flaps.clear();
         for i in 0..self.nodes.len() {
             let node = self.nodes[i];
-            self.world.pause(node, 0);
             if self.world.is_hung(node) {
                 self.world.crash(node);
                 self.crashes += 1;
