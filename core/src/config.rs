@@ -76,6 +76,9 @@ pub struct CanaryBugs {
     /// A new leader may change the membership before its barrier commits (the single-server
     /// change bug, Ongaro 2015).
     pub membership_change_before_barrier: bool,
+    /// The leader heartbeats only every four fifths of the minimum election timeout: safe
+    /// while all clocks run at one rate, disruptive once a follower's clock runs fast.
+    pub heartbeat_near_election_timeout: bool,
 }
 
 impl PartitionConfig {

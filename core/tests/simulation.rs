@@ -7,7 +7,7 @@
 //! `SIM_FIRST_SEED` (default 1) for the sweep; `SIM_SEED=<n>` to replay one seed in `replay_seed`.
 
 use kommander_core::config::CanaryBugs;
-use kommander_core::sim::{run_seed, SimFailure, SimOptions, SimReport, ViolationKind};
+use kommander_core::sim::{run_seed, FaultClasses, SimFailure, SimOptions, SimReport, ViolationKind};
 use std::time::Instant;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -176,5 +176,142 @@ fn every_planted_bug_is_caught_by_the_random_sweep() {
         let (seed, kind) = found.unwrap_or_else(|| panic!("{name}: not detected within {max_seeds} seeds"));
         println!("{name}: caught at seed {seed} as {kind:?}");
         assert!(kinds.contains(&kind), "{name}: unexpected violation {kind:?}");
+    }
+}
+
+/// One fault class, a planted bug of its kind, and two runs over the same seeds: `with` the class
+/// on (it must catch the bug) and `without` it (it must not) — so the class, not some other fault,
+/// is what exposes bugs of its kind.
+struct ClassBug {
+    class: &'static str,
+    with: SimOptions,
+    without: SimOptions,
+    seeds: u64,
+    kinds: &'static [ViolationKind],
+}
+
+/// `base` classes plus the one `add` switches on, for planted `bug`; membership changes stay out
+/// (they depose leaders on their own).
+fn class_bug(
+    class: &'static str,
+    bug: CanaryBugs,
+    base: FaultClasses,
+    add: fn(&mut FaultClasses),
+    seeds: u64,
+    kinds: &'static [ViolationKind],
+) -> ClassBug {
+    let without = SimOptions { canary: bug, classes: base, membership_changes: false, ..SimOptions::default() };
+    let mut with = without.clone();
+    add(&mut with.classes);
+    ClassBug { class, with, without, seeds, kinds }
+}
+
+impl ClassBug {
+    /// Apply `tweak` to both runs.
+    fn also(mut self, tweak: impl Fn(&mut SimOptions)) -> Self {
+        tweak(&mut self.with);
+        tweak(&mut self.without);
+        self
+    }
+}
+
+fn class_bugs() -> Vec<ClassBug> {
+    use ViolationKind::*;
+    let bug = CanaryBugs::default();
+    let none = FaultClasses::NONE;
+    // Leadership never moves without a fault, and the first leader is the node whose clock runs
+    // fastest: classes that need a deposed leader or a slower one build on crashes.
+    let crashes = FaultClasses { crashes: true, ..none };
+    vec![
+        // Drops and partitions depose leaders holding entries nobody else has: the next leader's
+        // appends conflict with them.
+        class_bug(
+            "network",
+            CanaryBugs { skip_conflict_truncation: true, ..bug },
+            none,
+            |c| c.network = true,
+            200,
+            &[LogMatching, StateMachineSafety],
+        ),
+        // On top of WAL faults (whose partition restarts move terms on, but leave no message in
+        // flight for long), messages held back past an election timeout: a deposed leader's
+        // appends arrive after the term moved on. (Pauses alone deliver stale appends too: a
+        // paused leader's messages all leave late.)
+        class_bug(
+            "long delays",
+            CanaryBugs { accept_stale_term_append: true, ..bug },
+            FaultClasses { wal: true, ..none },
+            |c| c.long_delays = true,
+            300,
+            &[LogMatching, StateMachineSafety, LeaderCompleteness, LostAcknowledgedWrite, Fatal, Liveness],
+        ),
+        // A crash and an immediate restart of a lone voter whose vote was not yet durable.
+        class_bug(
+            "crashes",
+            CanaryBugs { lead_before_vote_is_durable: true, ..bug },
+            none,
+            |c| c.crashes = true,
+            400,
+            &[ElectionSafety],
+        )
+        .also(|o| o.nodes = Some(1)),
+        // A paused leader is deposed, resumes believing it leads, and answers a client.
+        class_bug(
+            "pauses",
+            CanaryBugs { unknown_ticket_without_quorum: true, ..bug },
+            none,
+            |c| c.pauses = true,
+            200,
+            &[UnknownAcknowledgedTicket],
+        ),
+        // A fast follower clock against a slow leader clock breaks a timing margin that holds at
+        // one clock rate; the disruption bound catches it once the network is stable.
+        class_bug(
+            "clock drift",
+            CanaryBugs { heartbeat_near_election_timeout: true, ..bug },
+            crashes,
+            |c| c.drift = true,
+            400,
+            &[Disruption],
+        )
+        .also(|o| {
+            // Pre-vote would hide most of it (followers that heard the leader refuse).
+            o.pre_vote = Some(false);
+            o.check_quorum = Some(true);
+        }),
+        // Failed and hung flushes restart partitions from what is durable: a leader that counted
+        // its unsynced entries acknowledged writes the restart loses.
+        class_bug(
+            "WAL faults",
+            CanaryBugs { count_unstable_self: true, ..bug },
+            none,
+            |c| c.wal = true,
+            200,
+            &[LeaderCompleteness, StateMachineSafety, LostAcknowledgedWrite, LogMatching],
+        ),
+    ]
+}
+
+#[test]
+fn each_fault_class_catches_a_planted_bug_only_it_exposes() {
+    let bugs = class_bugs();
+    let first = |options: &SimOptions, seeds: u64| {
+        (1..=seeds).find_map(|seed| run_seed(seed, options).err().map(|f| (seed, f.violation.kind)))
+    };
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            bugs.iter().map(|b| scope.spawn(move || (first(&b.with, b.seeds), first(&b.without, b.seeds)))).collect();
+        handles.into_iter().map(|h| h.join().expect("class thread")).collect()
+    });
+    for ((with, without), b) in results.iter().zip(&bugs) {
+        println!(
+            "{}: with the class {with:?}, without it {without:?} (first seed and violation, of {})",
+            b.class, b.seeds
+        );
+    }
+    for ((with, without), b) in results.into_iter().zip(&bugs) {
+        let (_, kind) = with.unwrap_or_else(|| panic!("{}: its planted bug survived {} seeds", b.class, b.seeds));
+        assert!(b.kinds.contains(&kind), "{}: unexpected violation {kind:?}", b.class);
+        assert_eq!(without, None, "{}: the bug must need its class to be caught", b.class);
     }
 }

@@ -32,7 +32,7 @@ impl PartitionStateMachine {
                 return;
             }
         }
-        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks && !self.canary_heartbeat_held_back() {
             self.heartbeat_elapsed = 0;
             self.heartbeat();
         }
@@ -152,6 +152,13 @@ impl PartitionStateMachine {
             self.reset_election_timer();
         }
         self.send_after_persist(from, RaftMessage::VoteResponse { term: self.term, granted, pre_vote: false });
+    }
+
+    /// Planted bug `heartbeat_near_election_timeout`: heartbeats go out only every four fifths of
+    /// the minimum election timeout, a margin that holds only while every clock runs at one rate.
+    fn canary_heartbeat_held_back(&self) -> bool {
+        self.canary(|c| c.heartbeat_near_election_timeout)
+            && self.heartbeat_elapsed < self.config.election_timeout_min_ticks * 4 / 5
     }
 
     /// Planted bug: win at once, before the own vote is durable. Returns whether it won.

@@ -10,7 +10,8 @@
 
 use super::world::PendingDecision;
 use super::{
-    cluster_configs, NetworkFaults, SimFailure, SimOptions, SimReport, SimTime, Violation, ViolationKind, World,
+    cluster_configs, FaultClasses, NetworkFaults, SimFailure, SimOptions, SimReport, SimTime, Violation, ViolationKind,
+    World,
 };
 use crate::error::TicketOutcome;
 use crate::hlc::HlcTimestamp;
@@ -54,11 +55,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
             c.canary = canary;
         }
     });
-    let faults = if options.faults { fault_profile(&mut rng) } else { NetworkFaults::default() };
+    let faults = if options.faults { fault_profile(&mut rng, options.classes) } else { NetworkFaults::default() };
     // Clocks drift in every phase: it is a property of the machines, not a fault that heals.
     let calm = NetworkFaults { clock_drift_per_mille: faults.clock_drift_per_mille, ..NetworkFaults::default() };
     let world = World::new(seed, configs, faults).map_err(|v| SimFailure { seed, at: 0, violation: v })?;
-    let mut driver = Driver::new(world, dynamic);
+    let mut driver = Driver::new(world, dynamic, options.classes);
     let fail = |world: &World, violation: Violation| SimFailure { seed, at: world.now(), violation };
 
     let tick = driver.world.faults.tick_interval;
@@ -118,8 +119,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     })
 }
 
-/// The faults of one seed's active phase, drawn from the seed.
-fn fault_profile(rng: &mut SplitMix64) -> NetworkFaults {
+/// The faults of one seed's active phase, drawn from the seed (the draws are the same whichever
+/// classes are on, so switching a class off changes nothing else about the seed).
+fn fault_profile(rng: &mut SplitMix64, classes: FaultClasses) -> NetworkFaults {
     let mut draw = |n: u64| rng.next_u64() % n;
     let mut faults = NetworkFaults {
         drop_per_mille: draw(150) as u32,
@@ -144,6 +146,24 @@ fn fault_profile(rng: &mut SplitMix64) -> NetworkFaults {
     if draw(4) == 0 {
         faults.hung_wal_per_mille = 1 + draw(3) as u32;
     }
+    let calm = NetworkFaults::default();
+    if !classes.network {
+        faults.drop_per_mille = 0;
+        faults.duplicate_per_mille = 0;
+        faults.max_delay = calm.max_delay;
+    }
+    if !classes.long_delays {
+        faults.long_delay_per_mille = 0;
+    }
+    if !classes.drift {
+        faults.clock_drift_per_mille = 0;
+    }
+    if !classes.wal {
+        faults.max_wal_latency = calm.max_wal_latency;
+        faults.slow_wal_per_mille = 0;
+        faults.failed_wal_per_mille = 0;
+        faults.hung_wal_per_mille = 0;
+    }
     faults
 }
 
@@ -153,6 +173,7 @@ struct Driver {
     nodes: Vec<NodeId>,
     partitions: Vec<PartitionId>,
     dynamic: bool,
+    classes: FaultClasses,
     decisions: Vec<(SimTime, PendingDecision)>,
     /// Links cut by a flap, restored at the given time.
     flaps: Vec<(SimTime, Vec<(NodeId, NodeId)>)>,
@@ -163,7 +184,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(world: World, dynamic: bool) -> Self {
+    fn new(world: World, dynamic: bool, classes: FaultClasses) -> Self {
         let nodes = world.node_ids();
         let partitions = world.partition_ids();
         Driver {
@@ -171,6 +192,7 @@ impl Driver {
             nodes,
             partitions,
             dynamic,
+            classes,
             decisions: Vec::new(),
             flaps: Vec::new(),
             targets: BTreeMap::new(),
@@ -307,7 +329,18 @@ impl Driver {
     fn inject_fault(&mut self) -> Result<(), Violation> {
         let node = self.random_node();
         let tick = self.world.faults.tick_interval;
-        match self.world.random(12) {
+        let kind = self.world.random(12);
+        let class_on = match kind {
+            0 | 1 | 10 | 11 => self.classes.crashes,
+            2..=5 => self.classes.network,
+            6 => self.classes.pauses,
+            7 => self.classes.wal,
+            _ => true,
+        };
+        if !class_on {
+            return Ok(());
+        }
+        match kind {
             10 | 11 => {
                 // Kill a leader (a new one, often, before its first entries spread); it may come
                 // straight back.

@@ -49,6 +49,9 @@ pub struct SimOptions {
     pub check_quorum: Option<bool>,
     /// Ticks the healed cluster must run without any leadership change (the disruption bound).
     pub stable_ticks: u64,
+    /// Which classes of faults the faulty phase may inject (all by default; switching one off
+    /// shows which planted bugs that class is needed for).
+    pub classes: FaultClasses,
     /// Planted bugs (feature `canary-bugs`).
     #[cfg(feature = "canary-bugs")]
     pub canary: crate::config::CanaryBugs,
@@ -67,10 +70,40 @@ impl Default for SimOptions {
             pre_vote: None,
             check_quorum: None,
             stable_ticks: 100,
+            classes: FaultClasses::default(),
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
         }
     }
+}
+
+/// The classes of faults a run may inject. Every class is on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultClasses {
+    /// Drops, duplicates, delays wider than a tick (reordering), partitions, one-way cuts, flaps.
+    pub network: bool,
+    /// Messages held back far past an election timeout (stale terms).
+    pub long_delays: bool,
+    /// Crashes (of any node or of a leader), with immediate or later restarts.
+    pub crashes: bool,
+    /// Processes paused shorter or longer than an election timeout.
+    pub pauses: bool,
+    /// Per-node clock rates (drift), kept through healing: a property of the machines.
+    pub drift: bool,
+    /// Slow, hanging and failing WAL flushes.
+    pub wal: bool,
+}
+
+impl Default for FaultClasses {
+    fn default() -> Self {
+        FaultClasses { network: true, long_delays: true, crashes: true, pauses: true, drift: true, wal: true }
+    }
+}
+
+impl FaultClasses {
+    /// No class at all: a faulty phase with only the clients' workload.
+    pub const NONE: FaultClasses =
+        FaultClasses { network: false, long_delays: false, crashes: false, pauses: false, drift: false, wal: false };
 }
 
 /// What one seed did.

@@ -160,8 +160,11 @@ struct SimNode {
     flushing: bool,
     /// The running flush hangs until the node crashes.
     hung: bool,
-    /// This node's tick length (clock drift).
-    tick_interval: SimTime,
+    /// This node's clock rate: a tick lasts `tick_interval × tick_per_mille / 1000` on average
+    /// (clock drift, at a resolution of one per mille).
+    tick_per_mille: u64,
+    /// Ticks since the node started (to spread the rate's remainder over its ticks).
+    ticks: u64,
     /// The process is paused (SIGSTOP) until then: nothing it would do happens before.
     paused_until: SimTime,
 }
@@ -237,7 +240,8 @@ impl World {
                 wal_queue: Vec::new(),
                 flushing: false,
                 hung: false,
-                tick_interval: 0,
+                tick_per_mille: 1000,
+                ticks: 0,
                 paused_until: 0,
             });
             world.configs.insert((config.node, config.partition), config);
@@ -379,13 +383,13 @@ impl World {
 
     fn start_node(&mut self, node: NodeId) -> Result<(), Violation> {
         let partitions: Vec<PartitionId> = self.configs.keys().filter(|(n, _)| *n == node).map(|&(_, p)| p).collect();
-        let base = self.faults.tick_interval;
-        let drift = base * u64::from(self.faults.clock_drift_per_mille) / 1000;
-        let tick_interval = (base - drift.min(base - 1)) + self.rng.next_u64() % (2 * drift + 1);
-        let offset = self.rng.next_u64() % tick_interval;
+        let drift = u64::from(self.faults.clock_drift_per_mille.min(900));
+        let tick_per_mille = 1000 - drift + self.rng.next_u64() % (2 * drift + 1);
+        let offset = self.rng.next_u64() % self.faults.tick_interval;
         let n = self.nodes.get_mut(&node).expect("node exists");
         n.alive = true;
-        n.tick_interval = tick_interval;
+        n.tick_per_mille = tick_per_mille;
+        n.ticks = 0;
         let epoch = n.epoch;
         for &partition in &partitions {
             self.restore_partition(node, partition)?;
@@ -640,7 +644,12 @@ impl World {
                     }
                     self.process_ready(node, partition)?;
                 }
-                let interval = self.nodes[&node].tick_interval;
+                let base = self.faults.tick_interval;
+                let n = self.nodes.get_mut(&node).expect("alive");
+                // The k-th tick ends at ⌊k × base × rate⌋: whole time units, the exact rate on average.
+                let end = |k: u64| k * base * n.tick_per_mille / 1000;
+                n.ticks += 1;
+                let interval = (end(n.ticks + 1) - end(n.ticks)).max(1);
                 self.schedule(interval, Event::Tick { node, epoch });
             }
             Event::Deliver { envelope } => {
