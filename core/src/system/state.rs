@@ -70,8 +70,14 @@ impl SystemState {
         }
     }
 
-    fn info_mut(&mut self, id: PartitionId) -> &mut PartitionInfo {
-        self.map.get_mut(id).expect("partition checked before mutation")
+    /// The one way a partition changes state: set it and bump its generation (the fence every
+    /// guarded write and every executor restart compares against). Returns the entry so the
+    /// caller can change its range in the same transition.
+    fn transition(&mut self, id: PartitionId, state: PartitionState) -> &mut PartitionInfo {
+        let info = self.map.get_mut(id).expect("partition checked before mutation");
+        info.state = state;
+        info.generation += 1;
+        info
     }
 
     fn new_partition(&mut self, state: PartitionState) -> Result<PartitionId, SystemError> {
@@ -81,7 +87,20 @@ impl SystemState {
         Ok(id)
     }
 
+    /// Dispatch by concern: the partition lifecycle, splits and merges, the roster.
     fn apply_in_place(&mut self, command: &SystemCommand) -> Result<SystemEvent, SystemError> {
+        match command {
+            SystemCommand::CreatePartition | SystemCommand::RemovePartition { .. } => self.apply_lifecycle(command),
+            SystemCommand::Bootstrap { .. }
+            | SystemCommand::AddLearner { .. }
+            | SystemCommand::PromoteLearner { .. }
+            | SystemCommand::RemoveNode { .. } => self.apply_roster(command),
+            _ => self.apply_operation(command),
+        }
+    }
+
+    /// Creating and removing partitions.
+    fn apply_lifecycle(&mut self, command: &SystemCommand) -> Result<SystemEvent, SystemError> {
         match *command {
             SystemCommand::CreatePartition => {
                 Ok(SystemEvent::PartitionCreated(self.new_partition(PartitionState::Active)?))
@@ -90,11 +109,16 @@ impl SystemState {
                 if self.active(id)?.range.is_some() {
                     return Err(SystemError::RangeMismatch(id));
                 }
-                let info = self.info_mut(id);
-                info.state = PartitionState::Removed;
-                info.generation += 1;
+                self.transition(id, PartitionState::Removed);
                 Ok(SystemEvent::PartitionRemoved(id))
             }
+            _ => unreachable!("dispatched by apply_in_place"),
+        }
+    }
+
+    /// Splits and merges: begin, complete, abort (one operation at a time).
+    fn apply_operation(&mut self, command: &SystemCommand) -> Result<SystemEvent, SystemError> {
+        match *command {
             SystemCommand::BeginSplit { source, boundary } => {
                 if self.pending.is_some() {
                     return Err(SystemError::OperationPending);
@@ -102,9 +126,7 @@ impl SystemState {
                 let range = self.active(source)?.range.ok_or(SystemError::RangeMismatch(source))?;
                 let (_, moving) = range.split_at(boundary).ok_or(SystemError::BoundaryOutsideRange(boundary))?;
                 let target = self.new_partition(PartitionState::Importing { source })?;
-                let info = self.info_mut(source);
-                info.state = PartitionState::Splitting { target, boundary };
-                info.generation += 1;
+                self.transition(source, PartitionState::Splitting { target, boundary });
                 self.pending = Some(Operation::Split { source, target, boundary });
                 Ok(SystemEvent::SplitStarted { source, target, moving })
             }
@@ -117,14 +139,8 @@ impl SystemState {
                 }
                 let range = self.live(source)?.range.expect("a splitting partition owns a range");
                 let (keep, moving) = range.split_at(boundary).expect("boundary checked when the split began");
-                let info = self.info_mut(source);
-                info.range = Some(keep);
-                info.state = PartitionState::Active;
-                info.generation += 1;
-                let info = self.info_mut(target);
-                info.range = Some(moving);
-                info.state = PartitionState::Active;
-                info.generation += 1;
+                self.transition(source, PartitionState::Active).range = Some(keep);
+                self.transition(target, PartitionState::Active).range = Some(moving);
                 self.pending = None;
                 Ok(SystemEvent::SplitCompleted { source, target })
             }
@@ -138,12 +154,8 @@ impl SystemState {
                 let a = self.active(survivor)?.range.ok_or(SystemError::RangeMismatch(survivor))?;
                 let b = self.active(source)?.range.ok_or(SystemError::RangeMismatch(source))?;
                 a.join(&b).ok_or(SystemError::NotAdjacent(survivor, source))?;
-                let info = self.info_mut(survivor);
-                info.state = PartitionState::Absorbing { source };
-                info.generation += 1;
-                let info = self.info_mut(source);
-                info.state = PartitionState::Merging { survivor };
-                info.generation += 1;
+                self.transition(survivor, PartitionState::Absorbing { source });
+                self.transition(source, PartitionState::Merging { survivor });
                 self.pending = Some(Operation::Merge { survivor, source });
                 Ok(SystemEvent::MergeStarted { survivor, source })
             }
@@ -154,37 +166,32 @@ impl SystemState {
                 let a = self.live(survivor)?.range.expect("merging partitions own ranges");
                 let b = self.live(source)?.range.expect("merging partitions own ranges");
                 let joined = a.join(&b).expect("adjacency checked when the merge began");
-                let info = self.info_mut(survivor);
-                info.range = Some(joined);
-                info.state = PartitionState::Active;
-                info.generation += 1;
-                let info = self.info_mut(source);
-                info.range = None;
-                info.state = PartitionState::Removed;
-                info.generation += 1;
+                self.transition(survivor, PartitionState::Active).range = Some(joined);
+                self.transition(source, PartitionState::Removed).range = None;
                 self.pending = None;
                 Ok(SystemEvent::MergeCompleted { survivor, source })
             }
             SystemCommand::AbortOperation => {
                 match self.pending.take().ok_or(SystemError::NoMatchingOperation)? {
                     Operation::Split { source, target, .. } => {
-                        let info = self.info_mut(source);
-                        info.state = PartitionState::Active;
-                        info.generation += 1;
-                        let info = self.info_mut(target);
-                        info.state = PartitionState::Removed;
-                        info.generation += 1;
+                        self.transition(source, PartitionState::Active);
+                        self.transition(target, PartitionState::Removed);
                     }
                     Operation::Merge { survivor, source } => {
                         for id in [survivor, source] {
-                            let info = self.info_mut(id);
-                            info.state = PartitionState::Active;
-                            info.generation += 1;
+                            self.transition(id, PartitionState::Active);
                         }
                     }
                 }
                 Ok(SystemEvent::OperationAborted)
             }
+            _ => unreachable!("dispatched by apply_in_place"),
+        }
+    }
+
+    /// The members of the cluster.
+    fn apply_roster(&mut self, command: &SystemCommand) -> Result<SystemEvent, SystemError> {
+        match *command {
             SystemCommand::Bootstrap { ref members } => {
                 if !self.roster.members.is_empty() {
                     return Err(SystemError::AlreadyBootstrapped);
@@ -224,6 +231,7 @@ impl SystemState {
                 self.roster.members.remove(&node);
                 Ok(SystemEvent::RosterChanged)
             }
+            _ => unreachable!("dispatched by apply_in_place"),
         }
     }
 }
@@ -271,6 +279,42 @@ mod tests {
         assert_eq!(s.map.route_hash(boundary - 1).unwrap().id, p(1));
         assert_eq!(s.pending, None);
         assert_eq!(s.map.get(p(1)).unwrap().generation, 3);
+    }
+
+    /// Every state change of a partition bumps its generation by exactly one; nothing else does.
+    #[test]
+    fn each_transition_bumps_the_generation_by_one() {
+        let mut s = state();
+        let half = |s: &SystemState, id| {
+            let r = s.map.get(id).unwrap().range.unwrap();
+            r.start + (r.end - r.start) / 2
+        };
+        let steps: Vec<Box<dyn Fn(&SystemState) -> SystemCommand>> = vec![
+            Box::new(|s| SystemCommand::BeginSplit { source: p(1), boundary: half(s, p(1)) }),
+            Box::new(|_| SystemCommand::AbortOperation),
+            Box::new(|s| SystemCommand::BeginSplit { source: p(1), boundary: half(s, p(1)) }),
+            Box::new(|_| SystemCommand::CompleteSplit { source: p(1), target: p(4) }),
+            Box::new(|_| SystemCommand::BeginMerge { survivor: p(1), source: p(4) }),
+            Box::new(|_| SystemCommand::AbortOperation),
+            Box::new(|_| SystemCommand::BeginMerge { survivor: p(4), source: p(2) }),
+            Box::new(|_| SystemCommand::CompleteMerge { survivor: p(4), source: p(2) }),
+            Box::new(|_| SystemCommand::CreatePartition),
+            Box::new(|_| SystemCommand::RemovePartition { id: p(5) }),
+        ];
+        for step in steps {
+            let before = s.clone();
+            let command = step(&s);
+            s.apply(&command).unwrap_or_else(|e| panic!("{command:?}: {e}"));
+            for (id, info) in &s.map.partitions {
+                match before.map.get(*id) {
+                    Some(old) if old.state != info.state => {
+                        assert_eq!(info.generation, old.generation + 1, "{command:?} on {id}")
+                    }
+                    Some(old) => assert_eq!(info.generation, old.generation, "{command:?} left {id} alone"),
+                    None => assert_eq!(info.generation, 1, "{command:?} created {id}"),
+                }
+            }
+        }
     }
 
     #[test]
