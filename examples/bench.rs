@@ -108,7 +108,7 @@ async fn start_cluster(partitions: u32, wal: &str, dir: &std::path::Path) -> Res
 
 /// Index of the manager with established leadership of `partition`, if any.
 fn find_leader(managers: &[RaftManager], partition: PartitionId) -> Option<usize> {
-    managers.iter().position(|m| m.am_i_leader(partition))
+    managers.iter().position(|m| m.is_leader(partition))
 }
 
 /// Wait until every partition has an established leader; returns the leading manager per partition.

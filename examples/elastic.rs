@@ -145,7 +145,7 @@ async fn put(nodes: &[RaftManager], key: &str, value: &str) -> bool {
     for _ in 0..400 {
         for manager in nodes {
             let Ok(info) = manager.partition_for_key(key.as_bytes()) else { continue };
-            if manager.am_i_leader(info.id) {
+            if manager.is_leader(info.id) {
                 let payload = format!("{key}={value}").into_bytes();
                 if manager.replicate_guarded(info.id, info.generation, "kv", vec![payload]).await.is_ok() {
                     return true;
@@ -233,7 +233,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     show_map("partition map before the split", &before);
     let range = before.get(PartitionId(1)).and_then(|p| p.range).ok_or("p1 has no range")?;
     let boundary = range.start + (range.end - range.start) / 2;
-    let p0_leader = nodes.iter().find(|n| n.manager.am_i_leader(PartitionId::SYSTEM)).ok_or("no p0 leader")?;
+    let p0_leader = nodes.iter().find(|n| n.manager.is_leader(PartitionId::SYSTEM)).ok_or("no p0 leader")?;
     let started = Instant::now();
     let new = p0_leader.manager.split_partition(PartitionId(1), boundary).await?;
     println!("split p1 at {boundary:#x} into p1 + {new} in {:.2} s", started.elapsed().as_secs_f64());

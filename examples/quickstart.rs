@@ -121,7 +121,7 @@ async fn start_node(
 async fn write(managers: &[RaftManager], partition: PartitionId, payload: Vec<u8>) -> Result<(), ReplicateError> {
     let mut last_error = None;
     for attempt in 0..200 {
-        let leader = managers.iter().find(|m| m.am_i_leader(partition));
+        let leader = managers.iter().find(|m| m.is_leader(partition));
         if let Some(manager) = leader {
             match manager.replicate_logs(partition, "kv.put", vec![payload.clone()], true).await {
                 Ok(_) => return Ok(()),
@@ -184,7 +184,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Mid-run: stop the node leading partition 1, then restart it from its WAL.
     actix::clock::sleep(Duration::from_millis(300)).await;
-    let victim = managers.iter().position(|m| m.am_i_leader(PartitionId(1))).unwrap_or(0);
+    let victim = managers.iter().position(|m| m.is_leader(PartitionId(1))).unwrap_or(0);
     println!("stopping node {} (leader of p1) mid-run", NODES[victim]);
     managers[victim].shutdown().await;
     actix::clock::sleep(Duration::from_millis(800)).await;

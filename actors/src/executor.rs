@@ -14,7 +14,7 @@ use crate::error::ReplicateError;
 use crate::events::RaftEvent;
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::status::{PartitionStatus, StatusCell};
-use crate::transfer::{decode_import, IMPORT_LOG_TYPE};
+use crate::transfer::{decode_import, IMPORT_LOG_TYPE, RESERVED_PREFIX};
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
@@ -31,56 +31,96 @@ use tokio::sync::oneshot;
 
 /// What every executor of a node shares.
 #[derive(Clone)]
-pub struct ExecutorShared {
+pub(crate) struct ExecutorShared {
     /// Cluster identity stamped on outgoing batches.
-    pub cluster_id: String,
+    pub(crate) cluster_id: String,
     /// The node's WAL (restore reads it directly, off the executor).
-    pub wal: Arc<dyn Wal>,
+    pub(crate) wal: Arc<dyn Wal>,
     /// The node's transport.
-    pub transport: Arc<dyn Transport>,
+    pub(crate) transport: Arc<dyn Transport>,
     /// Group-commit writer.
-    pub wal_scheduler: Addr<WalScheduler>,
+    pub(crate) wal_scheduler: Addr<WalScheduler>,
     /// Fair reader.
-    pub read_scheduler: Addr<ReadScheduler>,
+    pub(crate) read_scheduler: Addr<ReadScheduler>,
     /// WAL counters (backlog drives backpressure).
-    pub wal_stats: Arc<WalStats>,
+    pub(crate) wal_stats: Arc<WalStats>,
     /// Backlog limit.
-    pub max_wal_backlog_entries: usize,
+    pub(crate) max_wal_backlog_entries: usize,
     /// Length of a tick.
-    pub tick: Duration,
+    pub(crate) tick: Duration,
     /// Where application events go.
-    pub events: Option<Recipient<RaftEvent>>,
+    pub(crate) events: Option<Recipient<RaftEvent>>,
     /// Where partition 0's events go (the system coordinator).
-    pub system_events: Option<Recipient<RaftEvent>>,
+    pub(crate) system_events: Option<Recipient<RaftEvent>>,
 }
 
 /// Messages from other replicas of this partition.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Inbound(pub Vec<Envelope>);
+pub(crate) struct Inbound(pub(crate) Vec<Envelope>);
 
 /// Propose entries (answered once committed: auto-commit entries delivered, two-phase ones held).
+/// Built with [`Replicate::new`] or [`Replicate::two_phase`]; the partition refuses it with
+/// [`ReplicateError::SystemPartitionReserved`] on partition 0 and with
+/// [`ReplicateError::ReservedLogType`] for a `kommander.*` log type.
 #[derive(Message)]
 #[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
 pub struct Replicate {
-    /// Application type tag of the entries.
-    pub log_type: String,
-    /// One entry per payload.
-    pub payloads: Vec<Vec<u8>>,
+    pub(crate) log_type: String,
+    pub(crate) payloads: Vec<Vec<u8>>,
     /// Deliver on commit (true) or hold until [`Resolve`] (false).
-    pub auto_commit: bool,
+    pub(crate) auto_commit: bool,
     /// Partition generation the writer routed with: the write is rejected with
     /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation before
     /// it applied (guarded writes are auto-commit).
-    pub guard: Option<u64>,
+    pub(crate) guard: Option<u64>,
+    /// Written by the runtime itself (system commands, imports): exempt from the checks above.
+    pub(crate) runtime: bool,
+}
+
+impl Replicate {
+    /// Entries of `log_type`, one per payload, delivered once committed.
+    pub fn new(log_type: impl Into<String>, payloads: Vec<Vec<u8>>) -> Self {
+        Replicate { log_type: log_type.into(), payloads, auto_commit: true, guard: None, runtime: false }
+    }
+
+    /// Entries held once committed until [`Resolve`] commits or rolls back their ticket.
+    pub fn two_phase(log_type: impl Into<String>, payloads: Vec<Vec<u8>>) -> Self {
+        Replicate { auto_commit: false, ..Replicate::new(log_type, payloads) }
+    }
+
+    /// Auto-commit entries guarded by the partition `generation` the writer routed with (from
+    /// [`crate::RaftManager::partition_for_key`]): refused with
+    /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation.
+    pub fn guarded(log_type: impl Into<String>, payloads: Vec<Vec<u8>>, generation: u64) -> Self {
+        Replicate { guard: Some(generation), ..Replicate::new(log_type, payloads) }
+    }
+
+    /// The runtime's own entries (system commands on partition 0, imports).
+    pub(crate) fn runtime(log_type: &str, payloads: Vec<Vec<u8>>) -> Self {
+        Replicate { runtime: true, ..Replicate::new(log_type, payloads) }
+    }
+
+    /// Why this partition must refuse the write, if it must.
+    fn refusal(&self, partition: PartitionId) -> Option<ReplicateError> {
+        if self.runtime {
+            None
+        } else if partition.is_system() {
+            Some(ReplicateError::SystemPartitionReserved)
+        } else if self.log_type.starts_with(RESERVED_PREFIX) {
+            Some(ReplicateError::ReservedLogType(self.log_type.clone()))
+        } else {
+            None
+        }
+    }
 }
 
 /// Raise the partition's generation with a fence entry (leaders only; used by splits and merges).
 #[derive(Message)]
 #[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
-pub struct ProposeFence {
+pub(crate) struct ProposeFence {
     /// The new generation.
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 /// Move this partition's membership one step toward `desired` (leaders only, and only when the
@@ -88,28 +128,28 @@ pub struct ProposeFence {
 /// `max_lag` entries of the leader's. Answers the membership now in effect (after any proposal).
 #[derive(Message)]
 #[rtype(result = "Option<Membership>")]
-pub struct ReconcileMembership {
+pub(crate) struct ReconcileMembership {
     /// The membership the roster asks for.
-    pub desired: Membership,
+    pub(crate) desired: Membership,
     /// Largest lag (entries) at which a learner counts as caught up.
-    pub max_lag: u64,
+    pub(crate) max_lag: u64,
 }
 
 /// The membership in effect on this replica, and whether its last change is uncommitted.
 #[derive(Message)]
 #[rtype(result = "Option<(Membership, bool)>")]
-pub struct GetMembership;
+pub(crate) struct GetMembership;
 
 /// On a leader: how many entries each learner is behind (empty on followers).
 #[derive(Message)]
 #[rtype(result = "BTreeMap<NodeId, u64>")]
-pub struct LearnerLag;
+pub(crate) struct LearnerLag;
 
 /// Retire the partition replica for good (it was removed from the partition map): the executor
 /// stops serving and never restarts.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Retire;
+pub(crate) struct Retire;
 
 /// Commit or roll back a two-phase proposal by ticket.
 #[derive(Message)]
@@ -148,7 +188,7 @@ pub struct PartitionExecutor {
 
 impl PartitionExecutor {
     /// An executor for `config`'s partition; it restores from the WAL when started.
-    pub fn new(config: PartitionConfig, shared: ExecutorShared, status: Arc<StatusCell>) -> Self {
+    pub(crate) fn new(config: PartitionConfig, shared: ExecutorShared, status: Arc<StatusCell>) -> Self {
         PartitionExecutor {
             config,
             shared,
@@ -500,7 +540,7 @@ impl Handler<Replicate> for PartitionExecutor {
 
     fn handle(&mut self, msg: Replicate, ctx: &mut Context<Self>) -> Self::Result {
         let partition = self.partition();
-        let started = match (self.backpressure(), self.sm.as_mut()) {
+        let started = match (msg.refusal(partition).or_else(|| self.backpressure()), self.sm.as_mut()) {
             (Some(error), _) => Err(error),
             (None, None) => Err(ReplicateError::PartitionUnavailable(partition)),
             (None, Some(sm)) => {
@@ -548,6 +588,8 @@ impl Handler<Resolve> for PartitionExecutor {
     fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Self::Result {
         let partition = self.partition();
         let started = match self.sm.as_mut() {
+            // Partition 0 holds no two-phase entries: only the runtime writes there.
+            _ if partition.is_system() => Err(ReplicateError::SystemPartitionReserved),
             None => Err(ReplicateError::PartitionUnavailable(partition)),
             Some(sm) => match msg.outcome {
                 TicketOutcome::Committed => sm.commit(msg.ticket),
@@ -616,3 +658,6 @@ impl Handler<GetStatus> for PartitionExecutor {
         MessageResult(self.status.get())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,39 +1,60 @@
 //! `kommander-actors`: the actix runtime of kommander.
 //!
-//! - [`RaftManager`]: the node handle (`join_cluster`, `replicate_logs`, `commit_logs`, …).
-//! - [`PartitionExecutor`]: one supervised actor per partition, serial owner of its Raft state
-//!   machine; batches outputs per turn.
-//! - [`WalScheduler`]: group commit across partitions (one WAL write + sync per batch).
-//! - [`ReadScheduler`]: fair, blocking-thread WAL reads for follower catch-up.
-//! - [`SystemCoordinator`]: partition 0's view (the partition map).
+//! The public surface is small on purpose:
+//! - [`RaftManager`]: the node handle (`join_cluster`, `replicate_logs`, `commit_logs`, the
+//!   partition map and membership API, …), built with [`RaftManager::builder`].
+//! - [`PartitionExecutor`]: the actor owning one partition replica. Applications may address a user
+//!   partition directly ([`RaftManager::partition`]) with [`Replicate`], [`Resolve`] and
+//!   [`GetStatus`]; the executor itself refuses partition 0 and reserved log types, and every
+//!   other message it handles is internal to this crate.
+//! - [`RaftEvent`]: what the application receives, through an actix `Recipient`;
+//!   [`ExportState`]: what it answers during splits and merges.
 //! - [`InMemoryNetwork`]: an in-process transport with fault injection.
-//! - [`RaftEvent`]: what the application receives, through an actix `Recipient`.
+//!
+//! Internal (crate-private): the WAL scheduler (group commit), the read scheduler, the system
+//! coordinator (partition 0's state, splits and merges, roster), the partition registry.
+//!
+//! The runtime's own messages cannot be named outside the crate:
+//! ```compile_fail
+//! use kommander_actors::executor::Retire; // private module, crate-private message
+//! ```
+//! ```compile_fail
+//! // Runtime entries (exempt from the reserved-type check) cannot be built outside the crate.
+//! let write = kommander_actors::Replicate::runtime("kommander.system", vec![]);
+//! ```
+//! ```compile_fail
+//! // Nor can a `Replicate` be built field by field.
+//! let write = kommander_actors::Replicate {
+//!     log_type: "kommander.system".into(), payloads: vec![], auto_commit: true, guard: None, runtime: true,
+//! };
+//! ```
 
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod coordinator;
-pub mod error;
-pub mod events;
-pub mod executor;
-pub mod manager;
-pub mod memory_transport;
-pub mod read_scheduler;
-pub mod registry;
-pub mod router;
-pub mod status;
+mod changes;
+mod config;
+mod coordinator;
+mod error;
+mod events;
+mod executor;
+mod manager;
+mod memory_transport;
+mod read_scheduler;
+mod registry;
+mod request;
+mod router;
+mod status;
 mod system_api;
-pub mod transfer;
-pub mod wal_scheduler;
+mod transfer;
+mod wal_scheduler;
 
 pub use config::RuntimeConfig;
-pub use coordinator::SystemCoordinator;
 pub use error::{ManagerError, ReplicateError};
 pub use events::RaftEvent;
-pub use executor::{GetStatus, PartitionExecutor, ProposeFence, Replicate, Resolve, Retire};
+pub use executor::{GetStatus, PartitionExecutor, Replicate, Resolve};
 pub use manager::{RaftManager, RaftManagerBuilder};
 pub use memory_transport::{InMemoryNetwork, InMemoryTransport};
-pub use read_scheduler::ReadScheduler;
+pub use router::InboundRouter;
 pub use status::PartitionStatus;
-pub use transfer::ExportState;
-pub use wal_scheduler::{WalScheduler, WalStats};
+pub use transfer::{ExportState, RESERVED_PREFIX};
+pub use wal_scheduler::WalStats;

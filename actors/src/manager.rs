@@ -5,6 +5,7 @@
 //! which `shutdown` stops. `leave_cluster` first removes the node from the cluster through a committed
 //! roster change, then shuts down.
 
+use crate::changes::Changes;
 use crate::config::RuntimeConfig;
 use crate::coordinator::{AppliedOutcomes, CoordinatorParts, MembershipSettings, SystemClient, SystemCoordinator};
 use crate::error::{ManagerError, ReplicateError};
@@ -14,7 +15,7 @@ use crate::read_scheduler::ReadScheduler;
 use crate::registry::PartitionRegistry;
 use crate::router::InboundRouter;
 use crate::status::{PartitionStatus, StatusCell};
-use crate::transfer::{ExportState, RESERVED_PREFIX};
+use crate::transfer::ExportState;
 use crate::wal_scheduler::{WalScheduler, WalStats};
 use actix::prelude::*;
 use kommander_core::raft::ProposalCommitted;
@@ -100,7 +101,8 @@ pub(crate) struct Running {
     arbiter: Arbiter,
     pub(crate) registry: Arc<PartitionRegistry>,
     endpoints: BTreeMap<NodeId, String>,
-    coordinator: Addr<SystemCoordinator>,
+    /// Held so the coordinator lives exactly as long as the running node.
+    _coordinator: Addr<SystemCoordinator>,
     router: Arc<InboundRouter>,
     pub(crate) state: Arc<RwLock<SystemState>>,
     pub(crate) client: SystemClient,
@@ -204,6 +206,7 @@ impl RaftManager {
                 shared,
                 router.clone(),
                 base,
+                Arc::new(Changes::default()),
             ));
             // Every node computes the same genesis from the same configuration; partition 0's log
             // is applied on top of it.
@@ -248,7 +251,7 @@ impl RaftManager {
                 arbiter.stop();
                 return Err(ManagerError::Transport(error.to_string()));
             }
-            *running = Some(Running { arbiter, registry, endpoints, coordinator, router, state, client });
+            *running = Some(Running { arbiter, registry, endpoints, _coordinator: coordinator, router, state, client });
         }
         Ok(())
     }
@@ -262,19 +265,19 @@ impl RaftManager {
     /// back later should call `shutdown` instead.
     pub async fn leave_cluster(&self) {
         self.inner.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + self.inner.config.operation_timeout;
-        loop {
-            let removed = self.roster().map(|r| !r.members.contains_key(&self.node())).unwrap_or(true);
-            let leads_any = self.partitions().into_iter().chain([PartitionId::SYSTEM]).any(|p| self.am_i_leader(p));
-            if removed && !leads_any {
-                break;
+        let removed = || self.roster().map(|r| !r.members.contains_key(&self.node())).unwrap_or(true);
+        let leads_any = || self.partitions().into_iter().chain([PartitionId::SYSTEM]).any(|p| self.is_leader(p));
+        let left = match self.changes() {
+            Some(changes) => {
+                changes
+                    .wait_until(self.inner.config.operation_timeout, || (removed() && !leads_any()).then_some(()))
+                    .await
             }
-            if tokio::time::Instant::now() >= deadline {
-                let led: Vec<PartitionId> = self.partitions().into_iter().filter(|p| self.am_i_leader(*p)).collect();
-                tracing::warn!(node = %self.node(), removed, ?led, "leaving: gave up waiting; shutting down anyway");
-                break;
-            }
-            tokio::time::sleep(self.inner.config.tick).await;
+            None => Some(()),
+        };
+        if left.is_none() {
+            let led: Vec<PartitionId> = self.partitions().into_iter().filter(|p| self.is_leader(*p)).collect();
+            tracing::warn!(node = %self.node(), removed = removed(), ?led, "leaving: gave up waiting; shutting down anyway");
         }
         // Give the partitions' leaders a moment to commit the membership changes that drop us.
         tokio::time::sleep(self.inner.config.election_timeout.1).await;
@@ -309,18 +312,14 @@ impl RaftManager {
         }
     }
 
-    async fn ask<M>(&self, partition: PartitionId, message: M) -> Result<M::Result, ReplicateError>
+    pub(crate) async fn ask<M>(&self, partition: PartitionId, message: M) -> Result<M::Result, ReplicateError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
         PartitionExecutor: Handler<M>,
     {
         let (executor, _) = self.executor(partition)?;
-        match tokio::time::timeout(self.inner.config.proposal_timeout, executor.send(message)).await {
-            Err(_) => Err(ReplicateError::Timeout(partition)),
-            Ok(Err(_mailbox)) => Err(ReplicateError::PartitionUnavailable(partition)),
-            Ok(Ok(result)) => Ok(result),
-        }
+        crate::request::ask(&executor, partition, message, self.inner.config.proposal_timeout).await
     }
 
     /// Replicate `payloads` (one entry each) on `partition`. Returns once committed: auto-commit
@@ -333,13 +332,8 @@ impl RaftManager {
         payloads: Vec<Vec<u8>>,
         auto_commit: bool,
     ) -> Result<ProposalCommitted, ReplicateError> {
-        if partition.is_system() {
-            return Err(ReplicateError::SystemPartitionReserved);
-        }
-        if log_type.starts_with(RESERVED_PREFIX) {
-            return Err(ReplicateError::ReservedLogType(log_type.to_string()));
-        }
-        let message = Replicate { log_type: log_type.to_string(), payloads, auto_commit, guard: None };
+        let message =
+            if auto_commit { Replicate::new(log_type, payloads) } else { Replicate::two_phase(log_type, payloads) };
         self.ask(partition, message).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
     }
 
@@ -359,9 +353,6 @@ impl RaftManager {
         ticket: Ticket,
         outcome: TicketOutcome,
     ) -> Result<TicketOutcome, ReplicateError> {
-        if partition.is_system() {
-            return Err(ReplicateError::SystemPartitionReserved);
-        }
         self.ask(partition, Resolve { ticket, outcome }).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
     }
 
@@ -371,40 +362,45 @@ impl RaftManager {
     }
 
     /// Does this node lead `partition` (with established leadership)?
-    pub fn am_i_leader(&self, partition: PartitionId) -> bool {
+    pub fn is_leader(&self, partition: PartitionId) -> bool {
         self.status(partition).is_ok_and(|s| s.is_leader)
     }
 
     /// The known leader of `partition`.
-    pub fn get_leader(&self, partition: PartitionId) -> Option<NodeId> {
+    pub fn leader(&self, partition: PartitionId) -> Option<NodeId> {
         self.status(partition).ok().and_then(|s| s.leader)
     }
 
-    /// Wait until `partition` has a known leader (or `timeout` passes).
+    /// Wait until `partition` has a known leader (or `timeout` passes). A partition the map has
+    /// but this node has not started yet (the map is still being restored, or the partition was
+    /// just created) is waited for too.
     pub async fn wait_for_leader(&self, partition: PartitionId, timeout: Duration) -> Result<NodeId, ReplicateError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(leader) = self.get_leader(partition) {
-                return Ok(leader);
-            }
-            match self.status(partition) {
-                // Not started yet: the map is still being restored, or the partition was just
-                // created and is starting.
-                Err(ReplicateError::UnknownPartition(_)) if self.is_live_partition(partition) => {}
-                Err(error) => return Err(error),
-                Ok(_) => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ReplicateError::Timeout(partition));
-            }
-            tokio::time::sleep(self.inner.config.tick / 2).await;
-        }
+        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        let outcome = changes
+            .wait_until(timeout, || match self.status(partition) {
+                Ok(status) => status.leader.map(Ok),
+                Err(ReplicateError::UnknownPartition(_)) if self.is_live_partition(partition) => None,
+                Err(error) => Some(Err(error)),
+            })
+            .await;
+        outcome.unwrap_or(Err(ReplicateError::Timeout(partition)))
     }
 
-    /// The actor handle of a partition, for sending it typed messages
-    /// ([`Replicate`], [`Resolve`], [`crate::executor::GetStatus`]).
-    pub fn partition(&self, partition: PartitionId) -> Option<Addr<PartitionExecutor>> {
-        self.executor(partition).ok().map(|(addr, _)| addr)
+    /// The node's change signal, while it runs.
+    pub(crate) fn changes(&self) -> Option<Arc<Changes>> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| r.registry.changes().clone())
+    }
+
+    /// The actor handle of a user partition, for sending it typed messages ([`Replicate`],
+    /// [`Resolve`], [`crate::GetStatus`]). Every message it accepts is checked where the partition
+    /// handles it: the system partition and the runtime's reserved log types are refused there,
+    /// so a handle cannot break the runtime's invariants. Partition 0 has no handle.
+    pub fn partition(&self, partition: PartitionId) -> Result<Addr<PartitionExecutor>, ReplicateError> {
+        if partition.is_system() {
+            return Err(ReplicateError::SystemPartitionReserved);
+        }
+        self.executor(partition).map(|(addr, _)| addr)
     }
 
     /// Live user partitions of the partition map.
@@ -416,11 +412,5 @@ impl RaftManager {
     pub fn inbound_router(&self) -> Option<Arc<InboundRouter>> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         running.as_ref().map(|r| r.router.clone())
-    }
-
-    /// The system coordinator (partition map lookups).
-    pub fn coordinator(&self) -> Option<Addr<SystemCoordinator>> {
-        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.as_ref().map(|r| r.coordinator.clone())
     }
 }

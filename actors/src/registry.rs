@@ -2,6 +2,7 @@
 //! arbiter, registered with the inbound router) for each partition the map says exists, and
 //! retires those the map removed. Owned by the manager, driven by the system coordinator.
 
+use crate::changes::Changes;
 use crate::config::RuntimeConfig;
 use crate::executor::{ExecutorShared, PartitionExecutor, Retire};
 use crate::router::InboundRouter;
@@ -23,6 +24,7 @@ pub struct PartitionRegistry {
     base: (Vec<NodeId>, Vec<NodeId>),
     running: Mutex<BTreeMap<PartitionId, Running>>,
     retired: Mutex<BTreeSet<PartitionId>>,
+    changes: Arc<Changes>,
 }
 
 impl PartitionRegistry {
@@ -35,6 +37,7 @@ impl PartitionRegistry {
         shared: ExecutorShared,
         router: Arc<InboundRouter>,
         base: (Vec<NodeId>, Vec<NodeId>),
+        changes: Arc<Changes>,
     ) -> Self {
         PartitionRegistry {
             node,
@@ -45,7 +48,13 @@ impl PartitionRegistry {
             base,
             running: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(BTreeSet::new()),
+            changes,
         }
+    }
+
+    /// The node's change signal (partitions started and stopped, statuses, system state).
+    pub(crate) fn changes(&self) -> &Arc<Changes> {
+        &self.changes
     }
 
     /// Send partition 0's events to `recipient` (set before partition 0 starts).
@@ -66,11 +75,13 @@ impl PartitionRegistry {
         let mut config = self.config.partition_config(self.node, partition, voters);
         config.learners = learners;
         let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let status = Arc::new(StatusCell::default());
+        let status = Arc::new(StatusCell::new(self.changes.clone()));
         let cell = status.clone();
         let addr = Supervisor::start_in_arbiter(&self.handle, move |_| PartitionExecutor::new(config, shared, cell));
         self.router.register(partition, addr.clone());
         running.insert(partition, (addr, status));
+        drop(running);
+        self.changes.bump();
         tracing::debug!(node = %self.node, %partition, "partition started");
         true
     }
@@ -80,6 +91,7 @@ impl PartitionRegistry {
         self.retired.lock().unwrap_or_else(|p| p.into_inner()).insert(partition);
         self.router.unregister(partition);
         let removed = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition);
+        self.changes.bump();
         match removed {
             Some((addr, _)) => {
                 addr.do_send(Retire);
@@ -113,5 +125,6 @@ impl PartitionRegistry {
     pub(crate) fn clear(&self) {
         self.router.clear();
         self.running.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.changes.bump();
     }
 }

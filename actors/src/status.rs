@@ -1,8 +1,10 @@
 //! A partition's status, shared between its executor (writer) and the manager (readers), so
-//! `am_i_leader` and `get_leader` need no actor round trip.
+//! `is_leader` and `leader` need no actor round trip; a change bumps the node's [`Changes`] signal
+//! so waiters (`wait_for_leader`, `leave_cluster`) wake instead of polling.
 
+use crate::changes::Changes;
 use kommander_core::{LogIndex, NodeId, PartitionId, PartitionStateMachine, Role, Term};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Snapshot of a partition replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,16 +67,29 @@ impl PartitionStatus {
 }
 
 /// Shared cell holding the latest status.
-#[derive(Debug, Default)]
-pub struct StatusCell(Mutex<PartitionStatus>);
+#[derive(Debug)]
+pub(crate) struct StatusCell {
+    status: Mutex<PartitionStatus>,
+    changes: Arc<Changes>,
+}
 
 impl StatusCell {
-    /// Replace the status.
-    pub fn set(&self, status: PartitionStatus) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    /// A cell (status: restoring) that signals its changes on `changes`.
+    pub(crate) fn new(changes: Arc<Changes>) -> Self {
+        StatusCell { status: Mutex::new(PartitionStatus::default()), changes }
+    }
+    /// Replace the status (signalling waiters when it changed).
+    pub(crate) fn set(&self, status: PartitionStatus) {
+        let changed = {
+            let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *current, status) != status
+        };
+        if changed {
+            self.changes.bump();
+        }
     }
     /// Read the status.
-    pub fn get(&self) -> PartitionStatus {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn get(&self) -> PartitionStatus {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -7,14 +7,12 @@ use crate::error::ReplicateError;
 use crate::executor::GetMembership;
 use crate::executor::Replicate;
 use crate::manager::RaftManager;
-use crate::transfer::RESERVED_PREFIX;
 use kommander_core::raft::Membership;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::system::{
     PartitionInfo, PartitionMap, PartitionState, Roster, SystemCommand, SystemEvent, SystemState,
 };
 use kommander_core::{NodeId, PartitionId};
-use std::time::{Duration, Instant};
 
 impl RaftManager {
     /// Read the applied system state under its lock, without copying the whole of it (writes
@@ -24,10 +22,6 @@ impl RaftManager {
         let running = running.as_ref().ok_or(ReplicateError::NotJoined)?;
         let state = running.state.read().unwrap_or_else(|p| p.into_inner());
         Ok(read(&state))
-    }
-
-    fn system_state(&self) -> Result<SystemState, ReplicateError> {
-        self.with_state(SystemState::clone)
     }
 
     fn system_client(&self) -> Result<crate::coordinator::SystemClient, ReplicateError> {
@@ -70,31 +64,26 @@ impl RaftManager {
         if partition.is_system() {
             return Err(ReplicateError::SystemPartitionReserved);
         }
-        if log_type.starts_with(RESERVED_PREFIX) {
-            return Err(ReplicateError::ReservedLogType(log_type.to_string()));
-        }
         // A writer that routed with a newer map than this node has applied waits for it to catch up.
-        let deadline = Instant::now() + self.inner.config.proposal_timeout;
-        let info = loop {
-            let info = self
-                .with_state(|s| s.map.get(partition).cloned())?
-                .ok_or(ReplicateError::UnknownPartition(partition))?;
-            if info.generation >= generation || Instant::now() > deadline {
-                break info;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let lookup = || {
+            self.with_state(|s| s.map.get(partition).cloned())
+                .and_then(|info| info.ok_or(ReplicateError::UnknownPartition(partition)))
+        };
+        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        let caught_up = changes
+            .wait_until(self.inner.config.proposal_timeout, || match lookup() {
+                Ok(info) if info.generation < generation => None,
+                other => Some(other),
+            })
+            .await;
+        let info = match caught_up {
+            Some(result) => result?,
+            None => lookup()?,
         };
         if info.generation != generation || info.state != PartitionState::Active {
             return Err(ReplicateError::PartitionMoved { partition, expected: generation, current: info.generation });
         }
-        let message =
-            Replicate { log_type: log_type.to_string(), payloads, auto_commit: true, guard: Some(generation) };
-        let executor = self.partition(partition).ok_or(ReplicateError::UnknownPartition(partition))?;
-        match tokio::time::timeout(self.inner.config.proposal_timeout, executor.send(message)).await {
-            Err(_) => Err(ReplicateError::Timeout(partition)),
-            Ok(Err(_)) => Err(ReplicateError::PartitionUnavailable(partition)),
-            Ok(Ok(result)) => result,
-        }
+        self.ask(partition, Replicate::guarded(log_type, payloads, generation)).await?
     }
 
     /// Route `key` with the current map and replicate one guarded entry to its partition.
@@ -111,8 +100,8 @@ impl RaftManager {
 
     async fn propose_system(&self, command: SystemCommand) -> Result<SystemEvent, ReplicateError> {
         let p0 = PartitionId::SYSTEM;
-        if !self.am_i_leader(p0) {
-            return Err(ReplicateError::NotLeader { partition: p0, leader: self.get_leader(p0), endpoint: None });
+        if !self.is_leader(p0) {
+            return Err(ReplicateError::NotLeader { partition: p0, leader: self.leader(p0), endpoint: None });
         }
         self.system_client()?.propose(&command).await
     }
@@ -154,8 +143,7 @@ impl RaftManager {
     /// The membership of `partition` in effect on this node's replica, and whether its last change
     /// is still uncommitted.
     pub async fn partition_membership(&self, partition: PartitionId) -> Result<(Membership, bool), ReplicateError> {
-        let executor = self.partition(partition).ok_or(ReplicateError::UnknownPartition(partition))?;
-        executor.send(GetMembership).await.ok().flatten().ok_or(ReplicateError::PartitionUnavailable(partition))
+        self.ask(partition, GetMembership).await?.ok_or(ReplicateError::PartitionUnavailable(partition))
     }
 
     /// Add `node` (reachable at `address`) to the roster as a learner (partition-0 leader only);
@@ -176,19 +164,16 @@ impl RaftManager {
 
     /// Wait until no operation is pending; Ok if `receiver` ended up active (completed).
     async fn await_operation(&self, receiver: PartitionId) -> Result<(), ReplicateError> {
-        let deadline = Instant::now() + self.inner.config.operation_timeout + self.inner.config.proposal_timeout;
-        loop {
-            let state = self.system_state()?;
-            if state.pending.is_none() {
-                return match state.map.get(receiver) {
-                    Some(info) if info.state == PartitionState::Active => Ok(()),
-                    _ => Err(ReplicateError::SystemRefused("the operation was aborted".into())),
-                };
-            }
-            if Instant::now() > deadline {
-                return Err(ReplicateError::Timeout(PartitionId::SYSTEM));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let timeout = self.inner.config.operation_timeout + self.inner.config.proposal_timeout;
+        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        let ended = changes
+            .wait_until(timeout, || match self.with_state(|s| (s.pending, s.map.get(receiver).map(|i| i.state))) {
+                Ok((Some(_), _)) => None,
+                Ok((None, Some(PartitionState::Active))) => Some(Ok(())),
+                Ok((None, _)) => Some(Err(ReplicateError::SystemRefused("the operation was aborted".into()))),
+                Err(error) => Some(Err(error)),
+            })
+            .await;
+        ended.unwrap_or(Err(ReplicateError::Timeout(PartitionId::SYSTEM)))
     }
 }

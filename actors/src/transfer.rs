@@ -15,10 +15,11 @@ use kommander_core::system::HashRange;
 use kommander_core::PartitionId;
 
 /// Log type of partition-0 entries carrying a [`kommander_core::system::SystemCommand`].
-pub const SYSTEM_LOG_TYPE: &str = "kommander.system";
+pub(crate) const SYSTEM_LOG_TYPE: &str = "kommander.system";
 /// Log type of import entries.
-pub const IMPORT_LOG_TYPE: &str = "kommander.import";
-/// Prefix of every log type reserved for the runtime.
+pub(crate) const IMPORT_LOG_TYPE: &str = "kommander.import";
+/// Prefix of every log type reserved for the runtime: applications' entries with such a type are
+/// refused ([`crate::ReplicateError::ReservedLogType`]).
 pub const RESERVED_PREFIX: &str = "kommander.";
 
 /// Ask the application for the state of `range` in `partition`, serialized as it likes.
@@ -33,7 +34,7 @@ pub struct ExportState {
 
 /// The header of an import entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportHeader {
+pub(crate) struct ImportHeader {
     /// Where the state comes from.
     pub source: PartitionId,
     /// The source's generation after its fence (the state is as of that fence).
@@ -46,7 +47,7 @@ const MAGIC: &[u8; 4] = b"KMI1";
 const HEADER_LEN: usize = 4 + 4 + 8 + 8 + 8;
 
 /// Encode an import entry's payload.
-pub fn encode_import(header: &ImportHeader, data: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_import(header: &ImportHeader, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&header.source.0.to_le_bytes());
@@ -58,7 +59,7 @@ pub fn encode_import(header: &ImportHeader, data: &[u8]) -> Vec<u8> {
 }
 
 /// Decode an import entry's payload; `None` if it is not one.
-pub fn decode_import(payload: &[u8]) -> Option<(ImportHeader, &[u8])> {
+pub(crate) fn decode_import(payload: &[u8]) -> Option<(ImportHeader, &[u8])> {
     if payload.len() < HEADER_LEN || &payload[..4] != MAGIC {
         return None;
     }

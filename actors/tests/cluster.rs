@@ -243,7 +243,7 @@ impl Cluster {
     }
 
     /// Wait until every running node names the same leader of `partition` (in the same term) and
-    /// exactly that node says `am_i_leader`.
+    /// exactly that node says `is_leader`.
     async fn agreed_leader(&self, partition: PartitionId) -> NodeId {
         self.agreed_leader_among(&self.running_indexes(), partition).await
     }
@@ -256,16 +256,16 @@ impl Cluster {
                 .iter()
                 .map(|m| {
                     let status = m.status(partition).map_err(|e| format!("{} status: {e}", m.node()))?;
-                    Ok((m.node(), m.get_leader(partition), status.term))
+                    Ok((m.node(), m.leader(partition), status.term))
                 })
                 .collect::<Result<_, String>>()?;
             let self_declared: Vec<NodeId> =
-                running.iter().filter(|m| m.am_i_leader(partition)).map(|m| m.node()).collect();
+                running.iter().filter(|m| m.is_leader(partition)).map(|m| m.node()).collect();
             let (_, first_leader, first_term) = views[0];
             let agreed = views.iter().all(|&(_, leader, term)| leader == first_leader && term == first_term);
             match first_leader {
                 Some(leader) if agreed && self_declared == [leader] => Ok(leader),
-                _ => Err(format!("views (node, leader, term) = {views:?}, am_i_leader on {self_declared:?}")),
+                _ => Err(format!("views (node, leader, term) = {views:?}, is_leader on {self_declared:?}")),
             }
         })
         .await
@@ -358,7 +358,7 @@ async fn write(
     let deadline = Instant::now() + WRITE_WAIT;
     let mut last_error = None;
     while Instant::now() < deadline {
-        if let Some(leader) = managers.iter().find(|m| m.am_i_leader(partition)) {
+        if let Some(leader) = managers.iter().find(|m| m.is_leader(partition)) {
             match leader.replicate_logs(partition, "test.put", vec![payload.clone()], true).await {
                 Ok(committed) => return Ok(committed),
                 Err(e) if strict && !not_appended(&e) => {
@@ -404,7 +404,7 @@ async fn write_all(managers: &[RaftManager], tag: &str, count: usize, strict: bo
 // ----- tests ----------------------------------------------------------------------------------
 
 /// Every partition elects exactly one leader that all three nodes name, that alone says
-/// `am_i_leader`, and that every app was told about through `LeaderChanged`.
+/// `is_leader`, and that every app was told about through `LeaderChanged`.
 #[actix::test]
 async fn every_partition_elects_one_agreed_leader() {
     within(async {
@@ -412,9 +412,8 @@ async fn every_partition_elects_one_agreed_leader() {
         assert_eq!(cluster.manager(0).partitions(), user_partitions());
         for p in user_partitions() {
             let leader = cluster.agreed_leader(p).await;
-            let leaders: Vec<NodeId> =
-                cluster.running().iter().filter(|m| m.am_i_leader(p)).map(|m| m.node()).collect();
-            assert_eq!(leaders, vec![leader], "{p}: am_i_leader must hold on exactly the agreed leader");
+            let leaders: Vec<NodeId> = cluster.running().iter().filter(|m| m.is_leader(p)).map(|m| m.node()).collect();
+            assert_eq!(leaders, vec![leader], "{p}: is_leader must hold on exactly the agreed leader");
             for (i, node) in NODES.iter().enumerate() {
                 let last_announced = cluster.history(i, p).await.into_iter().rev().find_map(|e| match e {
                     RaftEvent::LeaderChanged { leader, .. } => Some(leader),
@@ -475,7 +474,7 @@ async fn leader_failover_keeps_writes_going() {
 
         let victim = cluster.index_of(old_leader);
         let stopped = cluster.stop_node(victim).await;
-        assert!(!stopped.am_i_leader(P1), "a stopped node must not claim leadership");
+        assert!(!stopped.is_leader(P1), "a stopped node must not claim leadership");
         assert_eq!(
             stopped.replicate_logs(P1, "test.put", vec![b"x".to_vec()], true).await,
             Err(ReplicateError::NotJoined)
@@ -492,7 +491,7 @@ async fn leader_failover_keeps_writes_going() {
         let new_leader = cluster.agreed_leader(P1).await;
         assert_ne!(new_leader, old_leader, "the stopped node cannot still lead {P1}");
         for m in &survivors {
-            assert_eq!(m.get_leader(P1), Some(new_leader), "survivor {} disagrees on the leader", m.node());
+            assert_eq!(m.leader(P1), Some(new_leader), "survivor {} disagrees on the leader", m.node());
         }
         let mut acked = before.clone();
         acked.get_mut(&P1).unwrap().push(b"after-failover-0".to_vec());
@@ -678,8 +677,8 @@ async fn api_errors_are_typed() {
             Err(ReplicateError::NotJoined)
         );
         assert_eq!(idle.commit_logs(P1, ticket).await, Err(ReplicateError::NotJoined));
-        assert!(!idle.am_i_leader(P1));
-        assert_eq!(idle.get_leader(P1), None);
+        assert!(!idle.is_leader(P1));
+        assert_eq!(idle.leader(P1), None);
 
         let (mut cluster, _) = Cluster::start_memory(config("api")).await;
         let leader = cluster.agreed_leader(P1).await;

@@ -105,7 +105,7 @@ impl Cluster {
     async fn write(&self, partition: PartitionId, payload: Vec<u8>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Some(leader) = self.running().into_iter().find(|m| m.am_i_leader(partition)) {
+            if let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) {
                 match leader.replicate_logs(partition, "w", vec![payload.clone()], true).await {
                     Ok(_) => return true,
                     Err(ReplicateError::ReservedLogType(_) | ReplicateError::EmptyProposal) => panic!("bad write"),
@@ -127,7 +127,7 @@ impl Cluster {
             let mut seen = Vec::new();
             for p in 0..=PARTITIONS {
                 let partition = PartitionId(p);
-                let Some(leader) = self.running().into_iter().find(|m| m.am_i_leader(partition)) else {
+                let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) else {
                     settled = false;
                     continue;
                 };
@@ -204,9 +204,9 @@ async fn a_cluster_grows_to_five_by_joins_and_shrinks_back_by_leaves_under_write
     // leaders remove themselves and step down once the change commits.
     for partition in [PartitionId(1), PartitionId::SYSTEM] {
         let running = cluster.running();
-        let manager = running.iter().find(|m| m.am_i_leader(partition)).unwrap_or(&running[0]).clone();
+        let manager = running.iter().find(|m| m.is_leader(partition)).unwrap_or(&running[0]).clone();
         let node = manager.node().0;
-        println!("node {node} (leader of {partition}: {}) leaves", manager.am_i_leader(partition));
+        println!("node {node} (leader of {partition}: {}) leaves", manager.is_leader(partition));
         manager.leave_cluster().await;
         cluster.nodes.lock().unwrap().remove(&node);
         let remaining: Vec<u64> = cluster.nodes.lock().unwrap().keys().copied().collect();

@@ -81,12 +81,7 @@ async fn a_write_with_a_stale_generation_is_rejected() {
 
     // Bypassing the manager's map check, the partition's log itself rejects the stale guard.
     let executor = leader.partition(p1).unwrap();
-    let direct = Replicate {
-        log_type: "kv".into(),
-        payloads: vec![b"x=1".to_vec()],
-        auto_commit: true,
-        guard: Some(info.generation),
-    };
+    let direct = Replicate::guarded("kv", vec![b"x=1".to_vec()], info.generation);
     let result = executor.send(direct).await.unwrap();
     assert!(
         matches!(result, Err(ReplicateError::PartitionMoved { expected, current, .. }) if expected < current),
@@ -106,6 +101,47 @@ async fn a_write_with_a_stale_generation_is_rejected() {
     ));
 }
 
+/// Every way an application can write reaches partition 0 or a reserved log type only to be
+/// refused with the typed error, and partition 0's log does not change. (The executor-level check
+/// behind these is unit-tested in `executor/tests.rs`.)
+#[actix_rt::test]
+async fn every_path_into_partition_0_or_a_reserved_log_type_is_refused() {
+    use kommander_core::hlc::HlcTimestamp;
+    let cluster = Cluster::start().await;
+    let p1 = PartitionId(1);
+    let node = cluster.leader(P0).await;
+    cluster.leader(p1).await;
+    let p0_log = || node.status(P0).unwrap().last_index;
+    let before = p0_log();
+    fn reserved<T>(result: Result<T, ReplicateError>) -> bool {
+        matches!(result, Err(ReplicateError::SystemPartitionReserved))
+    }
+    let ticket = HlcTimestamp { physical_ms: 1, logical: 0, node: 1 };
+
+    assert!(reserved(node.replicate_logs(P0, "kv", vec![b"a=1".to_vec()], true).await));
+    assert!(reserved(node.replicate_logs(P0, "kv", vec![b"a=1".to_vec()], false).await));
+    assert!(reserved(node.replicate_guarded(P0, 1, "kv", vec![b"a=1".to_vec()]).await));
+    assert!(reserved(node.commit_logs(P0, ticket).await));
+    assert!(reserved(node.rollback_logs(P0, ticket).await));
+    assert!(matches!(node.partition(P0), Err(ReplicateError::SystemPartitionReserved)));
+
+    let owner = cluster.leader(p1).await;
+    let generation = owner.partition_map().unwrap().get(p1).unwrap().generation;
+    let handle = owner.partition(p1).unwrap();
+    for log_type in ["kommander.system", "kommander.import"] {
+        let refused = |r: Result<kommander_core::raft::ProposalCommitted, ReplicateError>| matches!(r, Err(ReplicateError::ReservedLogType(ref t)) if t == log_type);
+        assert!(refused(owner.replicate_logs(p1, log_type, vec![vec![]], true).await));
+        assert!(refused(owner.replicate_logs(p1, log_type, vec![vec![]], false).await));
+        assert!(refused(owner.replicate_guarded(p1, generation, log_type, vec![vec![]]).await));
+        assert!(refused(handle.send(Replicate::new(log_type, vec![vec![]])).await.unwrap()));
+        assert!(refused(handle.send(Replicate::two_phase(log_type, vec![vec![]])).await.unwrap()));
+        assert!(refused(handle.send(Replicate::guarded(log_type, vec![vec![]], generation)).await.unwrap()));
+    }
+    assert_eq!(p0_log(), before, "partition 0's log must not change");
+    // The same handle still writes ordinary entries.
+    handle.send(Replicate::new("kv", vec![b"a=1".to_vec()])).await.unwrap().expect("ordinary write");
+}
+
 #[actix_rt::test]
 async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
     let cluster = Cluster::start().await;
@@ -122,7 +158,7 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let follower = cluster.running().into_iter().find(|m| !m.am_i_leader(P0)).unwrap();
+    let follower = cluster.running().into_iter().find(|m| !m.is_leader(P0)).unwrap();
     assert!(matches!(follower.create_partition().await, Err(ReplicateError::NotLeader { .. })));
     assert!(matches!(p0_leader.remove_partition(PartitionId(1)).await, Err(ReplicateError::SystemRefused(_))));
     p0_leader.remove_partition(created).await.expect("remove");

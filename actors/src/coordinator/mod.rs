@@ -23,7 +23,7 @@ mod membership;
 
 use crate::error::ReplicateError;
 use crate::events::RaftEvent;
-use crate::executor::{ProposeFence, Replicate};
+use crate::executor::{PartitionExecutor, ProposeFence, Replicate};
 use crate::registry::PartitionRegistry;
 use crate::transfer::{encode_import, ExportState, ImportHeader, IMPORT_LOG_TYPE, SYSTEM_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, WalScheduler};
@@ -75,26 +75,27 @@ pub struct SystemClient {
 }
 
 impl SystemClient {
+    /// Ask the local executor of `partition` (see [`crate::request::ask`]).
+    pub(crate) async fn ask<M>(&self, partition: PartitionId, message: M) -> Result<M::Result, ReplicateError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        PartitionExecutor: Handler<M>,
+    {
+        let (executor, _) = self.registry.get(partition).ok_or(ReplicateError::UnknownPartition(partition))?;
+        crate::request::ask(&executor, partition, message, self.timeout).await
+    }
+
     /// Commit `command` on partition 0 (this node must lead it) and return what applying it did.
-    pub async fn propose(&self, command: &SystemCommand) -> Result<SystemEvent, ReplicateError> {
+    pub(crate) async fn propose(&self, command: &SystemCommand) -> Result<SystemEvent, ReplicateError> {
         let p0 = PartitionId::SYSTEM;
-        let (executor, _) = self.registry.get(p0).ok_or(ReplicateError::PartitionUnavailable(p0))?;
         let payload = serde_json::to_vec(command).expect("system commands serialize");
-        let message =
-            Replicate { log_type: SYSTEM_LOG_TYPE.into(), payloads: vec![payload], auto_commit: true, guard: None };
-        let committed = match tokio::time::timeout(self.timeout, executor.send(message)).await {
-            Err(_) => return Err(ReplicateError::Timeout(p0)),
-            Ok(Err(_)) => return Err(ReplicateError::PartitionUnavailable(p0)),
-            Ok(Ok(result)) => result?,
-        };
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match self.outcomes.get(committed.last_index) {
-                Some(Some(outcome)) => return outcome.map_err(|e| ReplicateError::SystemRefused(e.to_string())),
-                Some(None) => return Err(ReplicateError::SystemRefused("entry was not a system command".into())),
-                None if Instant::now() > deadline => return Err(ReplicateError::Timeout(p0)),
-                None => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
+        let committed = self.ask(p0, Replicate::runtime(SYSTEM_LOG_TYPE, vec![payload])).await??;
+        let applied = self.registry.changes().wait_until(self.timeout, || self.outcomes.get(committed.last_index));
+        match applied.await {
+            Some(Some(outcome)) => outcome.map_err(|e| ReplicateError::SystemRefused(e.to_string())),
+            Some(None) => Err(ReplicateError::SystemRefused("entry was not a system command".into())),
+            None => Err(ReplicateError::Timeout(p0)),
         }
     }
 }
@@ -187,6 +188,7 @@ impl SystemCoordinator {
             }
         }
         self.reconcile_partitions();
+        self.registry().changes().bump();
     }
 
     fn announce(&self, change: SystemEvent) {
@@ -317,12 +319,7 @@ enum StepKind {
 }
 
 async fn fence(client: &SystemClient, source: PartitionId, generation: u64) -> Result<(), ReplicateError> {
-    let (executor, _) = client.registry.get(source).ok_or(ReplicateError::UnknownPartition(source))?;
-    match tokio::time::timeout(client.timeout, executor.send(ProposeFence { generation })).await {
-        Err(_) => Err(ReplicateError::Timeout(source)),
-        Ok(Err(_)) => Err(ReplicateError::PartitionUnavailable(source)),
-        Ok(Ok(result)) => result.map(|_| ()),
-    }
+    client.ask(source, ProposeFence { generation }).await?.map(|_| ())
 }
 
 async fn import(
@@ -342,14 +339,7 @@ async fn import(
         None => Vec::new(),
     };
     let payload = encode_import(&ImportHeader { source, generation, range }, &data);
-    let (executor, _) = client.registry.get(receiver).ok_or(ReplicateError::UnknownPartition(receiver))?;
-    let message =
-        Replicate { log_type: IMPORT_LOG_TYPE.into(), payloads: vec![payload], auto_commit: true, guard: None };
-    match tokio::time::timeout(client.timeout, executor.send(message)).await {
-        Err(_) => Err(ReplicateError::Timeout(receiver)),
-        Ok(Err(_)) => Err(ReplicateError::PartitionUnavailable(receiver)),
-        Ok(Ok(result)) => result.map(|_| ()),
-    }
+    client.ask(receiver, Replicate::runtime(IMPORT_LOG_TYPE, vec![payload])).await?.map(|_| ())
 }
 
 impl Actor for SystemCoordinator {
@@ -371,6 +361,7 @@ impl Handler<RaftEvent> for SystemCoordinator {
             RaftEvent::RestoreStarted { .. } => {
                 *self.state.write().unwrap_or_else(|p| p.into_inner()) = self.genesis.clone();
                 self.client.outcomes.reset();
+                self.registry().changes().bump();
             }
             RaftEvent::Restored { entries, .. } | RaftEvent::Replicated { entries, .. } => self.apply_entries(entries),
             RaftEvent::RestoreFinished { .. } => {

@@ -209,8 +209,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let running = self.running();
-            let leaders: Vec<_> = running.iter().filter(|m| m.am_i_leader(partition)).collect();
-            if leaders.len() == 1 && running.iter().all(|m| m.get_leader(partition) == Some(leaders[0].node())) {
+            let leaders: Vec<_> = running.iter().filter(|m| m.is_leader(partition)).collect();
+            if leaders.len() == 1 && running.iter().all(|m| m.leader(partition) == Some(leaders[0].node())) {
                 return leaders[0].clone();
             }
             assert!(Instant::now() < deadline, "no agreed leader of {partition}");
@@ -225,7 +225,7 @@ impl Cluster {
         while Instant::now() < deadline {
             for manager in self.running() {
                 let Ok(info) = manager.partition_for_key(key.as_bytes()) else { continue };
-                if !manager.am_i_leader(info.id) {
+                if !manager.is_leader(info.id) {
                     continue;
                 }
                 let payload = format!("{key}={value}").into_bytes();

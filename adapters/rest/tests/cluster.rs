@@ -89,9 +89,9 @@ async fn start_cluster() -> Vec<RunningNode> {
 async fn agreed_leader(nodes: &[RunningNode], partition: PartitionId) -> NodeId {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let leaders: Vec<_> = nodes.iter().map(|n| n.manager.get_leader(partition)).collect();
+        let leaders: Vec<_> = nodes.iter().map(|n| n.manager.leader(partition)).collect();
         if let Some(Some(leader)) = leaders.first() {
-            let leading = nodes.iter().any(|n| n.manager.node() == *leader && n.manager.am_i_leader(partition));
+            let leading = nodes.iter().any(|n| n.manager.node() == *leader && n.manager.is_leader(partition));
             if leading && leaders.iter().all(|l| *l == Some(*leader)) {
                 return *leader;
             }

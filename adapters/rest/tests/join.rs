@@ -87,7 +87,7 @@ async fn until(what: &str, mut probe: impl FnMut() -> bool) {
 async fn write(nodes: &[&Node], partition: PartitionId, payload: &[u8]) -> u64 {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        if let Some(leader) = nodes.iter().find(|n| n.manager.am_i_leader(partition)) {
+        if let Some(leader) = nodes.iter().find(|n| n.manager.is_leader(partition)) {
             if let Ok(committed) = leader.manager.replicate_logs(partition, "kv", vec![payload.to_vec()], true).await {
                 return committed.last_index;
             }
@@ -102,7 +102,7 @@ async fn write(nodes: &[&Node], partition: PartitionId, payload: &[u8]) -> u64 {
 async fn settled(nodes: &[&Node], voters: &BTreeSet<NodeId>) -> bool {
     for p in 0..=PARTITIONS {
         let partition = PartitionId(p);
-        let Some(leader) = nodes.iter().find(|n| n.manager.am_i_leader(partition)) else { return false };
+        let Some(leader) = nodes.iter().find(|n| n.manager.is_leader(partition)) else { return false };
         let Ok(roster) = leader.manager.roster() else { return false };
         if roster.voters().into_iter().collect::<BTreeSet<_>>() != *voters || !roster.learners().is_empty() {
             return false;
@@ -176,8 +176,8 @@ async fn a_node_unknown_to_the_founders_joins_over_rest_and_leaves_again() {
     .await;
     for p in 1..=PARTITIONS {
         let partition = PartitionId(p);
-        let leader = founders[0].manager.get_leader(partition);
-        until("node 4 to know the leader", || joiner.manager.get_leader(partition) == leader).await;
+        let leader = founders[0].manager.leader(partition);
+        until("node 4 to know the leader", || joiner.manager.leader(partition) == leader).await;
     }
     println!("node 4 joined, was promoted and applied every write ({written:?})");
 

@@ -289,7 +289,8 @@ mod tests {
             let r = s.map.get(id).unwrap().range.unwrap();
             r.start + (r.end - r.start) / 2
         };
-        let steps: Vec<Box<dyn Fn(&SystemState) -> SystemCommand>> = vec![
+        type Step<'a> = Box<dyn Fn(&SystemState) -> SystemCommand + 'a>;
+        let steps: Vec<Step<'_>> = vec![
             Box::new(|s| SystemCommand::BeginSplit { source: p(1), boundary: half(s, p(1)) }),
             Box::new(|_| SystemCommand::AbortOperation),
             Box::new(|s| SystemCommand::BeginSplit { source: p(1), boundary: half(s, p(1)) }),

@@ -1,12 +1,15 @@
-//! One `PartitionExecutor` in isolation: node 1 of a three-voter partition, started under an actix
+//! Unit tests: one `PartitionExecutor` in isolation: node 1 of a three-voter partition, started under an actix
 //! `Supervisor`, over a `MockWal` (reads and writes delegated to a `MemoryWal` so restarts see what
 //! was persisted) and a `MockTransport` that records every batch. Nodes 2 and 3 do not run: the
 //! tests play them by sending the executor `Inbound` envelopes crafted from what it sent.
 
+use super::{ExecutorShared, GetStatus, Inbound, PartitionExecutor, Replicate};
+use crate::changes::Changes;
+use crate::read_scheduler::ReadScheduler;
+use crate::status::{PartitionStatus, StatusCell};
+use crate::wal_scheduler::{WalScheduler, WalStats};
+use crate::{RaftEvent, ReplicateError};
 use actix::prelude::*;
-use kommander_actors::executor::{ExecutorShared, GetStatus, Inbound, PartitionExecutor, Replicate};
-use kommander_actors::status::{PartitionStatus, StatusCell};
-use kommander_actors::{RaftEvent, ReadScheduler, ReplicateError, WalScheduler, WalStats};
 use kommander_core::hlc::HlcTimestamp;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::transport::MockTransport;
@@ -179,7 +182,7 @@ impl Harness {
             events: Some(Recorder(events.clone()).start().recipient()),
             system_events: None,
         };
-        let status = Arc::new(StatusCell::default());
+        let status = Arc::new(StatusCell::new(Arc::new(Changes::default())));
         let cell = status.clone();
         let addr = Supervisor::start(move |_| PartitionExecutor::new(config, shared, cell));
         Harness { addr, tape, events, status }
@@ -215,12 +218,7 @@ impl Harness {
     }
 
     fn replicate(&self, payload: &str) -> Replicate {
-        Replicate {
-            log_type: "test".into(),
-            payloads: vec![payload.as_bytes().to_vec()],
-            auto_commit: true,
-            guard: None,
-        }
+        Replicate::new("test", vec![payload.as_bytes().to_vec()])
     }
 }
 
@@ -425,6 +423,44 @@ async fn replicate_on_a_follower_is_refused_with_the_leader_hint() {
     assert_eq!(after, Err(ReplicateError::NotLeader { partition: P, leader: Some(N2), endpoint: None }));
     let change = RaftEvent::LeaderChanged { partition: P, term: 1, leader: Some(N2) };
     eventually("LeaderChanged to node 2", || h.events().contains(&change).then_some(())).await;
+}
+
+/// The executor itself refuses what no application may write, whoever sends it: partition 0
+/// takes no application entries and no ticket decisions, and `kommander.*` log types are the
+/// runtime's, on every partition. Nothing reaches the log (the refusal comes before the state
+/// machine, which would otherwise answer `NotLeader` here).
+#[actix::test]
+async fn the_executor_refuses_partition_0_and_reserved_log_types_from_applications() {
+    use crate::executor::Resolve;
+    use kommander_core::TicketOutcome;
+    let tape = Arc::new(Tape::default());
+    let mut p0 = config(QUIET);
+    p0.partition = PartitionId::SYSTEM;
+    let system = Harness::start(p0, recording_wal(MemoryWal::new(), tape.clone(), |_| Ok(())), tape.clone());
+    system.serving().await;
+    let refused = Err(ReplicateError::SystemPartitionReserved);
+    assert_eq!(system.addr.send(Replicate::new("app", vec![b"x".to_vec()])).await.unwrap(), refused);
+    assert_eq!(system.addr.send(Replicate::two_phase("app", vec![b"x".to_vec()])).await.unwrap(), refused);
+    assert_eq!(system.addr.send(Replicate::guarded("app", vec![b"x".to_vec()], 1)).await.unwrap(), refused);
+    let ticket = HlcTimestamp { physical_ms: 1, logical: 0, node: 1 };
+    for outcome in [TicketOutcome::Committed, TicketOutcome::RolledBack] {
+        let resolved = system.addr.send(Resolve { ticket, outcome }).await.unwrap();
+        assert_eq!(resolved, Err(ReplicateError::SystemPartitionReserved));
+    }
+
+    let user = Harness::start(config(QUIET), recording_wal(MemoryWal::new(), tape.clone(), |_| Ok(())), tape.clone());
+    user.serving().await;
+    for log_type in ["kommander.system", "kommander.import", "kommander.anything"] {
+        let reserved = Err(ReplicateError::ReservedLogType(log_type.into()));
+        assert_eq!(user.addr.send(Replicate::new(log_type, vec![vec![]])).await.unwrap(), reserved);
+        assert_eq!(user.addr.send(Replicate::two_phase(log_type, vec![vec![]])).await.unwrap(), reserved);
+    }
+    // An ordinary write gets past the check (and is refused by Raft: nobody leads).
+    let ordinary = user.addr.send(Replicate::new("kommanderish", vec![vec![]])).await.unwrap();
+    assert!(matches!(ordinary, Err(ReplicateError::NotLeader { .. })), "{ordinary:?}");
+    let writes =
+        tape.snapshot().into_iter().filter(|t| matches!(t, Trace::WriteCalled(b) if application_entries(b) > 0));
+    assert_eq!(writes.count(), 0, "a refused write must not reach the WAL");
 }
 
 #[actix::test]
