@@ -62,3 +62,17 @@ impl Roster {
         self.members.iter().filter(|(_, m)| m.role == role).map(|(n, _)| *n).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_membership_of_a_roster_keeps_voters_and_learners_apart() {
+        let mut roster = Roster::genesis([(NodeId(1), "a".into()), (NodeId(2), "b".into())]);
+        roster.members.insert(NodeId(3), Member { address: "c".into(), role: MemberRole::Learner });
+        let membership = roster.membership();
+        assert_eq!(membership.voters.iter().copied().collect::<Vec<_>>(), vec![NodeId(1), NodeId(2)]);
+        assert_eq!(membership.learners.iter().copied().collect::<Vec<_>>(), vec![NodeId(3)]);
+    }
+}
