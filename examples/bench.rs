@@ -74,7 +74,7 @@ fn parse_args() -> Result<Options, String> {
 
 fn config(partitions: u32) -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: "bench".into(),
+        cluster_id: Some("bench".into()),
         initial_partitions: partitions,
         tick: Duration::from_millis(10),
         heartbeat_interval: Duration::from_millis(50),

@@ -118,7 +118,6 @@ async fn start_node(
     actix::spawn(serve(&transport, listener)?);
     let app = Kv::default().start();
     let config = RuntimeConfig {
-        cluster_id: "elastic".into(),
         initial_partitions: 2,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

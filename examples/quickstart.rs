@@ -65,7 +65,6 @@ impl Handler<Snapshot> for KvApp {
 
 fn config() -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: "quickstart".into(),
         initial_partitions: PARTITIONS,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

@@ -7,8 +7,10 @@ use std::time::Duration;
 /// Settings of a node's runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Cluster identity; messages from other clusters are dropped.
-    pub cluster_id: String,
+    /// Cluster identity; messages from other clusters are dropped. Leave it `None` to take the
+    /// transport's (a network transport is configured with one); set, it must equal the
+    /// transport's (the build fails otherwise). Without either, the id is `"kommander"`.
+    pub cluster_id: Option<String>,
     /// Number of user partitions created at bootstrap (ids 1..=N; partition 0 is the system one).
     pub initial_partitions: u32,
     /// Length of one timer tick of every partition.
@@ -52,7 +54,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            cluster_id: "kommander".into(),
+            cluster_id: None,
             initial_partitions: 1,
             tick: Duration::from_millis(50),
             heartbeat_interval: Duration::from_millis(50),
@@ -101,7 +103,7 @@ impl RuntimeConfig {
         if self.read_concurrency == 0 {
             return bad("read_concurrency must be at least 1");
         }
-        if self.cluster_id.is_empty() {
+        if self.cluster_id.as_ref().is_some_and(|id| id.is_empty()) {
             return bad("cluster_id must not be empty");
         }
         self.partition_config(NodeId(1), PartitionId(1), vec![NodeId(1)])

@@ -144,4 +144,13 @@ pub enum ManagerError {
     /// Must be called inside a running actix `System`.
     #[error("no running actix System: call from within actix (e.g. #[actix::main])")]
     NoSystem,
+    /// `RuntimeConfig::cluster_id` names another cluster than the transport authenticates for.
+    /// Set the id once, on the transport, and leave `RuntimeConfig::cluster_id` as `None`.
+    #[error("cluster id mismatch: the runtime is configured for {runtime:?}, the transport for {transport:?}")]
+    ClusterIdMismatch {
+        /// `RuntimeConfig::cluster_id`.
+        runtime: String,
+        /// The transport's.
+        transport: String,
+    },
 }

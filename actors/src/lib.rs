@@ -52,7 +52,7 @@ pub use config::RuntimeConfig;
 pub use error::{ManagerError, ReplicateError};
 pub use events::RaftEvent;
 pub use executor::{GetStatus, PartitionExecutor, Replicate, Resolve};
-pub use manager::{RaftManager, RaftManagerBuilder};
+pub use manager::{RaftManager, RaftManagerBuilder, DEFAULT_CLUSTER_ID};
 pub use memory_transport::{InMemoryNetwork, InMemoryTransport};
 pub use router::InboundRouter;
 pub use status::PartitionStatus;

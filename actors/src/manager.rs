@@ -25,10 +25,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// Builds a [`RaftManager`].
+/// The cluster id of a runtime whose transport has none and whose config sets none.
+pub const DEFAULT_CLUSTER_ID: &str = "kommander";
+
+/// Builds a [`RaftManager`]. Settings compose in any order: `initial_partitions` given to the
+/// builder wins over the one inside a [`RuntimeConfig`] passed to `config`, whichever came first.
 pub struct RaftManagerBuilder {
     node: NodeId,
     config: RuntimeConfig,
+    initial_partitions: Option<u32>,
     wal: Option<Arc<dyn Wal>>,
     transport: Option<Arc<dyn Transport>>,
     discovery: Option<Arc<dyn Discovery>>,
@@ -42,9 +47,9 @@ impl RaftManagerBuilder {
         self.config = config;
         self
     }
-    /// Number of user partitions at bootstrap.
+    /// Number of user partitions at bootstrap (overrides `RuntimeConfig::initial_partitions`).
     pub fn initial_partitions(mut self, count: u32) -> Self {
-        self.config.initial_partitions = count;
+        self.initial_partitions = Some(count);
         self
     }
     /// The node's WAL.
@@ -74,18 +79,32 @@ impl RaftManagerBuilder {
         self.transfer = Some(recipient);
         self
     }
-    /// Validate and build (nothing starts until [`RaftManager::join_cluster`]).
-    pub fn build(self) -> Result<RaftManager, ManagerError> {
+    /// Validate and build (nothing starts until [`RaftManager::join_cluster`]). The cluster id is
+    /// the transport's unless the config names one; if both do, they must agree.
+    pub fn build(mut self) -> Result<RaftManager, ManagerError> {
+        if let Some(count) = self.initial_partitions {
+            self.config.initial_partitions = count;
+        }
         self.config.validate()?;
         if self.config.initial_partitions == 0 {
             return Err(ManagerError::Config("initial_partitions must be at least 1".into()));
         }
+        let transport = self.transport.ok_or(ManagerError::Missing("transport"))?;
+        let cluster_id = match (self.config.cluster_id.take(), transport.cluster_id()) {
+            (Some(runtime), Some(transport)) if runtime != transport => {
+                return Err(ManagerError::ClusterIdMismatch { runtime, transport })
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => DEFAULT_CLUSTER_ID.to_string(),
+        };
+        self.config.cluster_id = Some(cluster_id.clone());
         Ok(RaftManager {
             inner: Arc::new(Inner {
                 node: self.node,
+                cluster_id,
                 config: self.config,
                 wal: self.wal.ok_or(ManagerError::Missing("wal"))?,
-                transport: self.transport.ok_or(ManagerError::Missing("transport"))?,
+                transport,
                 discovery: self.discovery.ok_or(ManagerError::Missing("discovery"))?,
                 events: self.events,
                 transfer: self.transfer,
@@ -110,6 +129,8 @@ pub(crate) struct Running {
 
 pub(crate) struct Inner {
     node: NodeId,
+    /// The one cluster id of this node (the transport's, see [`RaftManagerBuilder::build`]).
+    cluster_id: String,
     pub(crate) config: RuntimeConfig,
     wal: Arc<dyn Wal>,
     transport: Arc<dyn Transport>,
@@ -134,6 +155,7 @@ impl RaftManager {
         RaftManagerBuilder {
             node,
             config: RuntimeConfig::default(),
+            initial_partitions: None,
             wal: None,
             transport: None,
             discovery: None,
@@ -145,6 +167,11 @@ impl RaftManager {
     /// This node.
     pub fn node(&self) -> NodeId {
         self.inner.node
+    }
+
+    /// The cluster this node belongs to (set once, on the transport).
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
     }
 
     /// WAL counters of this node (syncs, entries, backlog).
@@ -181,14 +208,14 @@ impl RaftManager {
                 return Err(ManagerError::AlreadyJoined);
             }
             let arbiter = Arbiter::new();
-            let router = Arc::new(InboundRouter::new(inner.node, inner.config.cluster_id.clone()));
+            let router = Arc::new(InboundRouter::new(inner.node, inner.cluster_id.clone()));
             let handle = arbiter.handle();
             let (wal, stats) = (inner.wal.clone(), inner.wal_stats.clone());
             let wal_scheduler = WalScheduler::start_in_arbiter(&handle, move |_| WalScheduler::new(wal, stats));
             let (wal, reads) = (inner.wal.clone(), inner.config.read_concurrency);
             let read_scheduler = ReadScheduler::start_in_arbiter(&handle, move |_| ReadScheduler::new(wal, reads));
             let shared = ExecutorShared {
-                cluster_id: inner.config.cluster_id.clone(),
+                cluster_id: inner.cluster_id.clone(),
                 wal: inner.wal.clone(),
                 transport: inner.transport.clone(),
                 wal_scheduler: wal_scheduler.clone(),
@@ -231,7 +258,7 @@ impl RaftManager {
                     node: inner.node,
                     founders: (!inner.config.join_existing).then_some(founders),
                     advertise_address: inner.config.advertise_address.clone(),
-                    cluster_id: inner.config.cluster_id.clone(),
+                    cluster_id: inner.cluster_id.clone(),
                     transport: inner.transport.clone(),
                     discovery: inner.discovery.clone(),
                     promotion_lag: inner.config.promotion_lag,
@@ -412,5 +439,50 @@ impl RaftManager {
     pub fn inbound_router(&self) -> Option<Arc<InboundRouter>> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         running.as_ref().map(|r| r.router.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kommander_core::transport::MockTransport;
+    use kommander_core::{MemoryWal, StaticDiscovery};
+
+    fn builder(transport: Option<&str>) -> RaftManagerBuilder {
+        let mut mock = MockTransport::new();
+        let id = transport.map(str::to_string);
+        mock.expect_cluster_id().returning(move || id.clone());
+        RaftManager::builder(NodeId(1))
+            .wal(Arc::new(MemoryWal::new()))
+            .transport(Arc::new(mock))
+            .discovery(Arc::new(StaticDiscovery::new(Vec::new())))
+    }
+
+    #[test]
+    fn the_cluster_id_is_set_once_on_the_transport() {
+        let manager = builder(Some("payments")).build().unwrap();
+        assert_eq!(manager.cluster_id(), "payments");
+        let same = RuntimeConfig { cluster_id: Some("payments".into()), ..RuntimeConfig::default() };
+        assert_eq!(builder(Some("payments")).config(same).build().unwrap().cluster_id(), "payments");
+        assert_eq!(builder(None).build().unwrap().cluster_id(), DEFAULT_CLUSTER_ID);
+    }
+
+    #[test]
+    fn a_runtime_cluster_id_that_contradicts_the_transport_is_an_error() {
+        let other = RuntimeConfig { cluster_id: Some("my-cluster".into()), ..RuntimeConfig::default() };
+        let error = builder(Some("payments")).config(other).build().err().expect("mismatch refused");
+        assert_eq!(
+            error,
+            ManagerError::ClusterIdMismatch { runtime: "my-cluster".into(), transport: "payments".into() }
+        );
+    }
+
+    #[test]
+    fn builder_settings_do_not_overwrite_each_other() {
+        let config = RuntimeConfig { initial_partitions: 2, ..RuntimeConfig::default() };
+        let before = builder(None).initial_partitions(5).config(config.clone()).build().unwrap();
+        let after = builder(None).config(config).initial_partitions(5).build().unwrap();
+        assert_eq!(before.inner.config.initial_partitions, 5);
+        assert_eq!(after.inner.config.initial_partitions, 5);
     }
 }

@@ -36,7 +36,7 @@ type Sequences = BTreeMap<PartitionId, Vec<Vec<u8>>>;
 
 fn config(cluster_id: &str) -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: cluster_id.into(),
+        cluster_id: Some(cluster_id.into()),
         initial_partitions: PARTITIONS,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

@@ -57,7 +57,7 @@ impl Handler<Dump> for Recorder {
 
 fn config(join: bool, node: u64) -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: "membership".into(),
+        cluster_id: Some("membership".into()),
         initial_partitions: PARTITIONS,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

@@ -78,6 +78,14 @@ pub trait Transport: Send + Sync {
     /// Stop sending and receiving.
     fn stop(&self);
 
+    /// The cluster this transport authenticates for, if it has one (network transports sign and
+    /// check every batch with it). The runtime takes its cluster id from here, so the id is set
+    /// once, where the transport is configured. The default (`None`) is for transports without
+    /// authentication.
+    fn cluster_id(&self) -> Option<String> {
+        None
+    }
+
     /// Make `node` reachable at `address` (an address as given to `advertise_address` or by
     /// discovery, e.g. a base URL). Replaces a known peer's address; idempotent (adding a known
     /// peer at the same address changes nothing). May be called before [`Transport::start`]: the

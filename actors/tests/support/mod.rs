@@ -140,7 +140,7 @@ pub struct Cluster {
 
 pub fn config() -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: "map-tests".into(),
+        cluster_id: Some("map-tests".into()),
         initial_partitions: 2,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

@@ -183,6 +183,10 @@ impl Transport for RestTransport {
 
     /// Stop accepting and sending: the outbound workers are aborted (dropping the outbox), so
     /// nothing queued before is sent afterwards. [`Transport::start`] may be called again.
+    fn cluster_id(&self) -> Option<String> {
+        Some(self.inner.config.cluster_id.clone())
+    }
+
     fn stop(&self) {
         self.inner.gate.close();
         drop(self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner()).take());

@@ -31,7 +31,6 @@ struct RunningNode {
 
 fn runtime_config() -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: CLUSTER.into(),
         initial_partitions: PARTITIONS,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

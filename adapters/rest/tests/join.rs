@@ -28,7 +28,6 @@ struct Node {
 
 fn runtime_config(join: bool, advertise: &str) -> RuntimeConfig {
     RuntimeConfig {
-        cluster_id: CLUSTER.into(),
         initial_partitions: PARTITIONS,
         tick: Duration::from_millis(20),
         heartbeat_interval: Duration::from_millis(20),

@@ -68,7 +68,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app = kv::KvApp { state: kv.clone() }.start();
     let tick = Duration::from_millis(args.tick_ms.max(1));
     let config = RuntimeConfig {
-        cluster_id: args.cluster_id.clone(),
         initial_partitions: args.partitions,
         tick,
         heartbeat_interval: tick,

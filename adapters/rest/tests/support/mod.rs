@@ -48,7 +48,6 @@ impl Node {
         let handle = server.handle();
         actix_rt::spawn(server);
         let runtime = RuntimeConfig {
-            cluster_id: CLUSTER.into(),
             initial_partitions: 2,
             tick: Duration::from_millis(20),
             heartbeat_interval: Duration::from_millis(20),
