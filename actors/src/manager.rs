@@ -180,7 +180,9 @@ impl RaftManager {
     }
 
     /// Start the node: discovery, schedulers, partitions (restore + replay), transport, timers.
-    /// Must be called inside a running actix `System`.
+    /// Returns once every partition of the map runs on this node with its WAL replayed (so
+    /// `replicate_logs` no longer answers `UnknownPartition`); leaders are elected after that
+    /// ([`RaftManager::wait_for_leader`]). Must be called inside a running actix `System`.
     pub async fn join_cluster(&self) -> Result<(), ManagerError> {
         let inner = &self.inner;
         if System::try_current().is_none() {
@@ -280,7 +282,25 @@ impl RaftManager {
             }
             *running = Some(Running { arbiter, registry, endpoints, _coordinator: coordinator, router, state, client });
         }
+        self.wait_until_serving().await;
         Ok(())
+    }
+
+    /// Wait (on the change signal) until partition 0 replayed its log and every live partition of
+    /// the map runs here with its WAL replayed, for at most `operation_timeout`. Leaders are a
+    /// cluster matter: [`RaftManager::wait_for_leader`] waits for those.
+    async fn wait_until_serving(&self) {
+        let Some(changes) = self.changes() else { return };
+        let restored = |p: PartitionId| self.status(p).is_ok_and(|s| !s.restoring);
+        let serving = || {
+            let all = restored(PartitionId::SYSTEM) && self.partitions().into_iter().all(restored);
+            all.then_some(())
+        };
+        if changes.wait_until(self.inner.config.operation_timeout, serving).await.is_none() {
+            let waiting: Vec<PartitionId> =
+                self.partitions().into_iter().chain([PartitionId::SYSTEM]).filter(|p| !restored(*p)).collect();
+            tracing::warn!(node = %self.node(), ?waiting, "joined, but some partitions are still restoring");
+        }
     }
 
     /// Stop the node: transport first, then every actor of the node. Callers in flight get errors.

@@ -641,6 +641,39 @@ async fn two_phase_commit_and_rollback() {
 /// API misuse is answered with typed errors: reserved and unknown partitions, a follower's
 /// `NotLeader` naming the leader and its discovery address, calls before joining or after
 /// leaving, and builder errors.
+/// `join_cluster` returns once the node can serve: every partition of the map runs with its WAL
+/// replayed, so a single node writes right away (after its own election) instead of failing with
+/// `UnknownPartition` — the README's first-contact failure.
+#[actix::test]
+async fn join_cluster_returns_once_every_partition_serves() {
+    within(async {
+        let network = InMemoryNetwork::new();
+        let node = RaftManager::builder(NodeId(1))
+            .config(config("ready"))
+            .wal(Arc::new(MemoryWal::new()))
+            .transport(network.transport(NodeId(1)))
+            .discovery(Arc::new(StaticDiscovery::new(Vec::new())))
+            .build()
+            .expect("builder");
+        node.join_cluster().await.expect("join");
+        assert_eq!(node.partitions(), user_partitions());
+        for partition in user_partitions().into_iter().chain([PartitionId(0)]) {
+            let status = node.status(partition).unwrap_or_else(|e| panic!("{partition} not running after join: {e}"));
+            assert!(!status.restoring, "{partition} still restoring after join");
+        }
+        node.wait_for_leader(P1, Duration::from_secs(5)).await.expect("a lone voter elects itself");
+        let committed = loop {
+            match node.replicate_logs(P1, "test.put", vec![b"x".to_vec()], true).await {
+                Err(ReplicateError::LeadershipPending(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                other => break other,
+            }
+        };
+        committed.expect("the first write commits");
+        node.shutdown().await;
+    })
+    .await;
+}
+
 #[actix::test]
 async fn api_errors_are_typed() {
     within(async {
