@@ -28,26 +28,33 @@ pub mod fuzzing;
 #[cfg(any(feature = "rest", feature = "grpc"))]
 pub use kommander_net as net;
 
-/// `mockall` mocks of the pluggable layers (feature `mocks`): `MockWal`, `MockTransport`,
+/// `mockall` mocks (feature `mocks`): `MockRaftClient` (what an application actor calls, for
+/// testing it without a cluster) and the pluggable layers `MockWal`, `MockTransport`,
 /// `MockDiscovery`.
 #[cfg(feature = "mocks")]
 pub mod mocks {
+    pub use kommander_actors::MockRaftClient;
     pub use kommander_core::discovery::MockDiscovery;
     pub use kommander_core::transport::MockTransport;
     pub use kommander_core::wal::MockWal;
 }
 pub use kommander_core as core;
 
+/// An in-memory N-node cluster running your [`prelude::StateMachine`], for your own integration
+/// tests (see [`testing::TestCluster`]).
+pub use kommander_actors::testing;
+
 /// The types most applications need.
 pub mod prelude {
     pub use crate::{open_wal, WalBackend, WalBackendExt};
     pub use kommander_actors::{
-        InMemoryNetwork, PartitionStatus, RaftEvent, RaftManager, ReplicateError, RuntimeConfig,
+        ExportState, InMemoryNetwork, ManagerError, PartitionStatus, RaftClient, RaftEvent, RaftManager, Read,
+        ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
     };
     pub use kommander_core::raft::ProposalCommitted;
+    pub use kommander_core::system::{HashRange, PartitionMap};
     pub use kommander_core::{
-        Discovery, EntryKind, HardState, HlcTimestamp, LogEntry, LogIndex, MemoryWal, NodeContact, NodeId,
-        PartitionConfig, PartitionId, ProposeError, StaticDiscovery, Term, Ticket, TicketOutcome, Transport, Wal,
-        WalBatch, WalError,
+        Discovery, HlcTimestamp, LogEntry, LogIndex, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery,
+        Term, Ticket, TicketOutcome, Transport, Wal, WalError,
     };
 }

@@ -31,7 +31,9 @@
 
 #![warn(missing_docs)]
 
+mod application;
 mod changes;
+mod client;
 mod config;
 mod coordinator;
 mod error;
@@ -45,9 +47,14 @@ mod request;
 mod router;
 mod status;
 mod system_api;
+pub mod testing;
 mod transfer;
 mod wal_scheduler;
 
+pub use application::{Read, StateMachine, StateMachineActor};
+#[cfg(feature = "mocks")]
+pub use client::MockRaftClient;
+pub use client::{RaftClient, Reply};
 pub use config::RuntimeConfig;
 pub use error::{ManagerError, ReplicateError};
 pub use events::RaftEvent;

@@ -5,6 +5,7 @@
 //! which `shutdown` stops. `leave_cluster` first removes the node from the cluster through a committed
 //! roster change, then shuts down.
 
+use crate::application::{StateMachine, StateMachineActor};
 use crate::changes::Changes;
 use crate::config::RuntimeConfig;
 use crate::coordinator::{AppliedOutcomes, CoordinatorParts, MembershipSettings, SystemClient, SystemCoordinator};
@@ -79,6 +80,13 @@ impl RaftManagerBuilder {
         self.transfer = Some(recipient);
         self
     }
+    /// The application's replicated state: `actor` (a started [`StateMachineActor`]) receives
+    /// every event and answers the exports of splits and merges — the same as
+    /// `.events(actor.recipient()).state_transfer(actor.recipient())`.
+    pub fn state_machine<S: StateMachine>(self, actor: &Addr<StateMachineActor<S>>) -> Self {
+        self.events(actor.clone().recipient()).state_transfer(actor.clone().recipient())
+    }
+
     /// Validate and build (nothing starts until [`RaftManager::join_cluster`]). The cluster id is
     /// the transport's unless the config names one; if both do, they must agree.
     pub fn build(mut self) -> Result<RaftManager, ManagerError> {
