@@ -13,6 +13,9 @@
 //!   `--leave-on-sigterm` takes it out of the cluster: afterwards the three tolerate the loss of
 //!   one of them (a quorum of two out of three voters), which they could not if it were still a
 //!   voter.
+//! * A partition is split through the HTTP admin API while writers keep writing: every write
+//!   acknowledged before, during or after the split is readable on every node from the partition
+//!   that owns its key after the split (the server routes by the partition map).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -332,6 +335,68 @@ async fn leader_crash_and_restart(transport: &str) {
         acked.len()
     );
     cluster.terminate_all();
+}
+
+/// Writers put keys through every node while partition 1 is split through node 1's admin API.
+async fn split_under_writes(transport: &str) {
+    let client = client();
+    let mut cluster = Cluster::new(transport, &[]);
+    cluster.start_all();
+    agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    let urls: Vec<String> = (1..=3).map(|id| cluster.spec(id).http.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (client, urls, stop) = (client.clone(), urls.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = BTreeMap::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (key, value) = (format!("w{w}-{i}"), format!("v{w}-{i}"));
+                    let url = format!("{}/kv/{key}", urls[i % urls.len()]);
+                    if let Ok(response) = client.put(url).body(value.clone()).send().await {
+                        if response.status().is_success() {
+                            acked.insert(key, value);
+                        }
+                    }
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let split = client.post(format!("{}/admin/split/1", urls[0])).send().await.expect("split request");
+    let status = split.status();
+    let answer = split.text().await.unwrap_or_default();
+    assert!(status.is_success(), "split failed: {status} {answer}\n{}", cluster.logs());
+    println!("[{transport}] split: {answer}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut acked = BTreeMap::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer"));
+    }
+    assert!(acked.len() > 50, "the writers must actually write ({} acknowledged)", acked.len());
+    let map = status_of(&client, &cluster, 1).await;
+    let partitions: Vec<u64> =
+        map["partitions"].as_array().unwrap().iter().filter_map(|p| p["partition"].as_u64()).collect();
+    assert!(partitions.contains(&u64::from(PARTITIONS + 1)), "the new partition serves: {partitions:?}");
+    all_readable(&client, &cluster, &[1, 2, 3], &acked).await;
+    println!(
+        "[{transport}] {} keys acknowledged around the split, all readable from their owners on 3 nodes",
+        acked.len()
+    );
+    cluster.terminate_all();
+}
+
+async fn status_of(client: &reqwest::Client, cluster: &Cluster, id: u64) -> Value {
+    status(client, cluster.spec(id)).await.expect("status answers")
+}
+
+#[tokio::test]
+async fn rest_cluster_keeps_every_key_across_a_split_under_writes() {
+    split_under_writes("rest").await;
 }
 
 #[tokio::test]

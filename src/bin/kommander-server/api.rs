@@ -1,10 +1,12 @@
-//! The node's HTTP API: `PUT /kv/{key}` (routed to the key's partition and forwarded to its
-//! leader), `GET /kv/{key}` (this replica's applied value), `GET /status` (partitions, leaders,
+//! The node's HTTP API: `PUT /kv/{key}` (routed by the partition map to the key's partition,
+//! written with the partition's generation as a guard — re-routed when a split or merge moved the
+//! key — and forwarded to the partition's leader), `GET /kv/{key}` (this replica's applied value
+//! in the partition that owns the key), `GET /status` (partitions, leaders,
 //! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
 //! `examples/bench_cluster.rs`, in [`bench`]).
 
 use crate::bench;
-use crate::kv::{partition_for_key, KvState, Put, PUT};
+use crate::kv::{KvState, Put, PUT};
 use actix_web::{web, HttpRequest, HttpResponse};
 use kommander::net::NetStats;
 use kommander::prelude::*;
@@ -23,8 +25,6 @@ pub struct ApiState {
     pub manager: RaftManager,
     /// Applied KV state.
     pub kv: KvState,
-    /// User partitions.
-    pub partitions: u32,
     /// Peers' HTTP base URLs.
     pub peers: BTreeMap<NodeId, String>,
     /// Client for forwarding.
@@ -39,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState) {
         .route("/kv/{key}", web::put().to(put))
         .route("/kv/{key}", web::get().to(get))
         .route("/status", web::get().to(status))
+        .route("/admin/split/{partition}", web::post().to(split))
         .configure(bench::configure);
 }
 
@@ -47,10 +48,25 @@ async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpReques
     let Ok(value) = String::from_utf8(body.to_vec()) else {
         return HttpResponse::BadRequest().body("value must be UTF-8");
     };
-    let partition = partition_for_key(&key, state.partitions);
     let payload = serde_json::to_vec(&Put { key: key.clone(), value: value.clone() }).expect("puts serialize");
-    match state.manager.replicate_logs(partition, PUT, vec![payload], true).await {
-        Ok(committed) => HttpResponse::Ok().json(json!({
+    // A split or merge may move the key between the lookup and the write: the guard rejects the
+    // write (nothing is applied) and the key is looked up again.
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        let info = match state.manager.partition_for_key(key.as_bytes()) {
+            Ok(info) => info,
+            Err(error) => break Err(error),
+        };
+        match state.manager.replicate_guarded(info.id, info.generation, PUT, vec![payload.clone()]).await {
+            Err(ReplicateError::PartitionMoved { .. }) if attempts < 20 => {
+                actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => break other.map(|committed| (info.id, committed)),
+        }
+    };
+    match result {
+        Ok((partition, committed)) => HttpResponse::Ok().json(json!({
             "partition": partition.0,
             "index": committed.last_index,
             "node": state.manager.node().0,
@@ -63,11 +79,22 @@ async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpReques
 }
 
 async fn forward(state: &ApiState, leader: NodeId, key: &str, value: String) -> HttpResponse {
+    forward_to(state, leader, reqwest::Method::PUT, &format!("kv/{key}"), value).await
+}
+
+/// Send the request on to `leader`'s HTTP API (marked as forwarded) and relay its answer.
+async fn forward_to(
+    state: &ApiState,
+    leader: NodeId,
+    method: reqwest::Method,
+    path: &str,
+    body: String,
+) -> HttpResponse {
     let Some(base) = state.peers.get(&leader) else {
         return HttpResponse::ServiceUnavailable().body(format!("no HTTP address for leader {leader}"));
     };
-    let url = format!("{base}/kv/{key}");
-    match state.client.put(url).header(FORWARDED, "1").body(value).send().await {
+    let url = format!("{base}/{path}");
+    match state.client.request(method, url).header(FORWARDED, "1").body(body).send().await {
         Ok(response) => {
             let status = actix_web::http::StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
@@ -78,8 +105,43 @@ async fn forward(state: &ApiState, leader: NodeId, key: &str, value: String) -> 
     }
 }
 
+/// `POST /admin/split/{partition}` (body: an optional key-hash boundary; default the middle of
+/// the partition's range): split through the partition-0 leader (forwarded there), answer the new
+/// partition once the split completed.
+async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest, body: String) -> HttpResponse {
+    let source = PartitionId(partition.into_inner());
+    let boundary = match body.trim() {
+        "" => match state.manager.partition_map().map(|m| m.get(source).and_then(|p| p.range)) {
+            Ok(Some(range)) => range.start + (range.end - range.start) / 2 + 1,
+            Ok(None) => return HttpResponse::BadRequest().body(format!("{source} owns no key range")),
+            Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
+        },
+        text => match text.parse::<u64>() {
+            Ok(boundary) => boundary,
+            Err(_) => return HttpResponse::BadRequest().body("the body must be empty or a key-hash boundary (u64)"),
+        },
+    };
+    match state.manager.split_partition(source, boundary).await {
+        Ok(target) => HttpResponse::Ok().json(json!({ "source": source.0, "target": target.0, "boundary": boundary })),
+        Err(ReplicateError::NotLeader { leader: Some(leader), .. }) if !req.headers().contains_key(FORWARDED) => {
+            forward_to(
+                &state,
+                leader,
+                reqwest::Method::POST,
+                &format!("admin/split/{}", source.0),
+                boundary.to_string(),
+            )
+            .await
+        }
+        Err(error) => HttpResponse::ServiceUnavailable().body(error.to_string()),
+    }
+}
+
 async fn get(state: web::Data<ApiState>, key: web::Path<String>) -> HttpResponse {
-    let partition = partition_for_key(&key, state.partitions);
+    let partition = match state.manager.partition_for_key(key.as_bytes()) {
+        Ok(info) => info.id,
+        Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
+    };
     match state.kv.get(partition, &key) {
         Some(value) => HttpResponse::Ok().body(value),
         None => HttpResponse::NotFound().body(format!("{key} is not in {partition} on this replica")),
@@ -88,8 +150,8 @@ async fn get(state: web::Data<ApiState>, key: web::Path<String>) -> HttpResponse
 
 async fn status(state: web::Data<ApiState>) -> HttpResponse {
     let sizes = state.kv.sizes();
-    let partitions: Vec<_> = (0..=state.partitions)
-        .map(PartitionId)
+    let partitions: Vec<_> = std::iter::once(PartitionId(0))
+        .chain(state.manager.partitions())
         .filter_map(|p| state.manager.status(p).ok().map(|s| (p, s)))
         .map(|(p, s)| {
             json!({

@@ -83,9 +83,9 @@ async fn load(state: web::Data<ApiState>, request: web::Json<LoadRequest>) -> Ht
     if request.seconds + request.warmup_seconds > MAX_SECONDS {
         return HttpResponse::BadRequest().body(format!("warm-up plus window must not exceed {MAX_SECONDS} s"));
     }
-    if let Some(bad) = request.clients.iter().find(|&&p| p == 0 || p > state.partitions) {
-        return HttpResponse::BadRequest()
-            .body(format!("partition {bad} is not a user partition 1..={}", state.partitions));
+    let live = state.manager.partitions();
+    if let Some(bad) = request.clients.iter().find(|&&p| !live.contains(&PartitionId(p))) {
+        return HttpResponse::BadRequest().body(format!("partition {bad} is not a live user partition ({live:?})"));
     }
     HttpResponse::Ok().json(run(&state.manager, &request).await)
 }

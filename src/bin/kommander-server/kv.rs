@@ -1,7 +1,9 @@
-//! The demo application: a replicated key-value map per partition, rebuilt from `RaftEvent`s.
-//! A put is one log entry of type `kv.put` whose payload is the JSON `{"key": .., "value": ..}`.
+//! The demo application: a replicated key-value map per partition, as a [`StateMachine`]. A put
+//! is one log entry of type `kv.put` whose payload is the JSON `{"key": .., "value": ..}`. Keys are
+//! routed by the partition map (`RaftManager::partition_for_key`), so a split moves the keys of
+//! the moving range (export/import) and each partition keeps only the keys of its range.
 
-use actix::prelude::*;
+use kommander::core::system::{key_hash, PartitionState};
 use kommander::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -19,9 +21,12 @@ pub struct Put {
     pub value: String,
 }
 
-/// The applied state, shared with the HTTP handlers.
+type Keys = BTreeMap<String, String>;
+
+/// The applied state, shared with the HTTP handlers (the runtime drives it through a
+/// [`StateMachineActor`]).
 #[derive(Clone, Default)]
-pub struct KvState(Arc<RwLock<HashMap<PartitionId, BTreeMap<String, String>>>>);
+pub struct KvState(Arc<RwLock<HashMap<PartitionId, Keys>>>);
 
 impl KvState {
     /// The value of `key` in `partition` on this replica.
@@ -34,10 +39,20 @@ impl KvState {
         self.0.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, m)| (*p, m.len())).collect()
     }
 
-    fn apply(&self, partition: PartitionId, entries: Vec<LogEntry>) {
-        let mut state = self.0.write().unwrap_or_else(|p| p.into_inner());
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PartitionId, Keys>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn in_range(key: &str, range: &HashRange) -> bool {
+    range.contains(key_hash(key.as_bytes()))
+}
+
+impl StateMachine for KvState {
+    fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
+        let mut state = self.write();
         let map = state.entry(partition).or_default();
-        for entry in entries.into_iter().filter(|e| e.log_type == PUT) {
+        for entry in entries.iter().filter(|e| e.log_type == PUT) {
             match serde_json::from_slice::<Put>(&entry.payload) {
                 Ok(put) => {
                     map.insert(put.key, put.value);
@@ -46,43 +61,51 @@ impl KvState {
             }
         }
     }
-}
 
-/// The actor the runtime sends events to.
-pub struct KvApp {
-    /// State it maintains.
-    pub state: KvState,
-}
+    fn reset(&mut self, partition: PartitionId) {
+        self.write().remove(&partition);
+    }
 
-impl Actor for KvApp {
-    type Context = Context<Self>;
-}
+    fn export(&self, partition: PartitionId, range: HashRange) -> Result<Vec<u8>, String> {
+        let state = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let keys: Keys = state
+            .get(&partition)
+            .map(|m| m.iter().filter(|(k, _)| in_range(k, &range)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        serde_json::to_vec(&keys).map_err(|e| e.to_string())
+    }
 
-impl Handler<RaftEvent> for KvApp {
-    type Result = ();
-    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
-        match event {
-            RaftEvent::RestoreStarted { partition } => {
-                self.state.0.write().unwrap_or_else(|p| p.into_inner()).remove(&partition);
+    fn import(&mut self, partition: PartitionId, source: PartitionId, range: HashRange, data: &[u8]) {
+        let imported: Keys = match serde_json::from_slice(data) {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::error!(%partition, %source, %error, "unreadable import; range left empty");
+                Keys::new()
             }
-            RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                self.state.apply(partition, entries);
+        };
+        let mut state = self.write();
+        let keys = state.entry(partition).or_default();
+        keys.retain(|k, _| !in_range(k, &range));
+        keys.extend(imported);
+    }
+
+    fn map_changed(&mut self, map: &PartitionMap) {
+        let mut state = self.write();
+        for (partition, keys) in state.iter_mut() {
+            match map.get(*partition) {
+                Some(info) if info.state == PartitionState::Removed => keys.clear(),
+                // A splitting source keeps its whole range until the split completes.
+                Some(info) if info.state == PartitionState::Active => {
+                    if let Some(range) = info.range {
+                        keys.retain(|k, _| in_range(k, &range));
+                    }
+                }
+                _ => {}
             }
-            RaftEvent::RestoreFinished { partition } => tracing::info!(%partition, "restored from the WAL"),
-            RaftEvent::LeaderChanged { partition, term, leader } => {
-                tracing::info!(%partition, term, leader = ?leader, "leader changed")
-            }
-            _ => {}
         }
     }
-}
 
-/// The partition that owns `key`: FNV-1a 64 of the key modulo the partition count, plus one.
-pub fn partition_for_key(key: &str, partitions: u32) -> PartitionId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    fn leader_changed(&mut self, partition: PartitionId, term: Term, leader: Option<NodeId>) {
+        tracing::info!(%partition, term, leader = ?leader, "leader changed");
     }
-    PartitionId((hash % u64::from(partitions.max(1))) as u32 + 1)
 }

@@ -65,7 +65,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let wal = open_wal(&backend)?;
     let network = transport::build(&args)?;
     let kv = kv::KvState::default();
-    let app = kv::KvApp { state: kv.clone() }.start();
+    let app = StateMachineActor::new(kv.clone()).start();
     let tick = Duration::from_millis(args.tick_ms.max(1));
     let config = RuntimeConfig {
         initial_partitions: args.partitions,
@@ -84,12 +84,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .wal(wal)
         .transport(network.transport.clone())
         .discovery(std::sync::Arc::new(StaticDiscovery::new(contacts)))
-        .events(app.recipient())
+        .state_machine(&app)
         .build()?;
     let state = api::ApiState {
         manager: manager.clone(),
         kv,
-        partitions: args.partitions,
         peers: args.http_peers(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
         net: network.stats.clone(),
