@@ -9,8 +9,7 @@
 //! ```
 
 use actix::prelude::*;
-use kommander::actors::ExportState;
-use kommander::core::system::{key_hash, PartitionMap, PartitionState};
+use kommander::core::system::{key_hash, PartitionState};
 use kommander::prelude::*;
 use kommander::transport::rest::{serve, RestConfig, RestTransport};
 use std::collections::{BTreeMap, HashMap};
@@ -27,43 +26,39 @@ struct Kv {
     data: BTreeMap<PartitionId, BTreeMap<String, String>>,
 }
 
-impl Actor for Kv {
-    type Context = Context<Self>;
-}
-
-impl Handler<RaftEvent> for Kv {
-    type Result = ();
-    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
-        match event {
-            RaftEvent::RestoreStarted { partition } => {
-                self.data.remove(&partition);
-            }
-            RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                let map = self.data.entry(partition).or_default();
-                for entry in entries {
-                    let (key, value) = String::from_utf8_lossy(&entry.payload)
-                        .split_once('=')
-                        .map_or_else(|| (String::new(), String::new()), |(k, v)| (k.to_string(), v.to_string()));
-                    map.insert(key, value);
-                }
-            }
-            RaftEvent::Imported { partition, range, data, .. } => {
-                let map = self.data.entry(partition).or_default();
-                map.retain(|k, _| !range.contains(key_hash(k.as_bytes())));
-                for line in String::from_utf8_lossy(&data).lines() {
-                    if let Some((k, v)) = line.split_once('=') {
-                        map.insert(k.to_string(), v.to_string());
-                    }
-                }
-            }
-            RaftEvent::PartitionMapChanged { map, .. } => self.keep_owned(&map),
-            _ => {}
+impl StateMachine for Kv {
+    fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
+        let map = self.data.entry(partition).or_default();
+        for entry in entries {
+            let (key, value) = String::from_utf8_lossy(&entry.payload)
+                .split_once('=')
+                .map_or_else(|| (String::new(), String::new()), |(k, v)| (k.to_string(), v.to_string()));
+            map.insert(key, value);
         }
     }
-}
 
-impl Kv {
-    fn keep_owned(&mut self, map: &PartitionMap) {
+    fn reset(&mut self, partition: PartitionId) {
+        self.data.remove(&partition);
+    }
+
+    fn export(&self, partition: PartitionId, range: HashRange) -> Result<Vec<u8>, String> {
+        let keys = self.data.get(&partition).into_iter().flatten();
+        let lines: Vec<String> =
+            keys.filter(|(k, _)| range.contains(key_hash(k.as_bytes()))).map(|(k, v)| format!("{k}={v}")).collect();
+        Ok(lines.join("\n").into_bytes())
+    }
+
+    fn import(&mut self, partition: PartitionId, _source: PartitionId, range: HashRange, data: &[u8]) {
+        let map = self.data.entry(partition).or_default();
+        map.retain(|k, _| !range.contains(key_hash(k.as_bytes())));
+        for line in String::from_utf8_lossy(data).lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                map.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+
+    fn map_changed(&mut self, map: &PartitionMap) {
         for (partition, keys) in &mut self.data {
             if let Some(info) = map.get(*partition).filter(|p| p.state == PartitionState::Active) {
                 let range = info.range;
@@ -73,30 +68,9 @@ impl Kv {
     }
 }
 
-impl Handler<ExportState> for Kv {
-    type Result = Result<Vec<u8>, String>;
-    fn handle(&mut self, msg: ExportState, _: &mut Context<Self>) -> Self::Result {
-        let keys = self.data.get(&msg.partition).into_iter().flatten();
-        let lines: Vec<String> =
-            keys.filter(|(k, _)| msg.range.contains(key_hash(k.as_bytes()))).map(|(k, v)| format!("{k}={v}")).collect();
-        Ok(lines.join("\n").into_bytes())
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "BTreeMap<PartitionId, BTreeMap<String, String>>")]
-struct Dump;
-
-impl Handler<Dump> for Kv {
-    type Result = MessageResult<Dump>;
-    fn handle(&mut self, _: Dump, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.data.clone())
-    }
-}
-
 struct Node {
     manager: RaftManager,
-    app: Addr<Kv>,
+    app: Addr<StateMachineActor<Kv>>,
 }
 
 /// Start node `id` on `listener` with the founders `1..=3` as contacts.
@@ -116,7 +90,7 @@ async fn start_node(
     }
     let transport = RestTransport::new(rest)?;
     actix::spawn(serve(&transport, listener)?);
-    let app = Kv::default().start();
+    let app = StateMachineActor::new(Kv::default()).start();
     let config = RuntimeConfig {
         initial_partitions: 2,
         tick: Duration::from_millis(20),
@@ -132,8 +106,7 @@ async fn start_node(
         .wal_backend(&WalBackend::Sqlite(dir.join(format!("node-{id}.sqlite"))))?
         .transport(Arc::new(transport))
         .discovery(Arc::new(StaticDiscovery::new(contacts)))
-        .events(app.clone().recipient())
-        .state_transfer(app.clone().recipient())
+        .state_machine(&app)
         .build()?;
     manager.join_cluster().await?;
     Ok(Node { manager, app })
@@ -253,7 +226,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         missing = 0;
         for node in &nodes {
             let map = node.manager.partition_map()?;
-            let data = node.app.send(Dump).await?;
+            let data = node.app.send(Read::new(|kv: &Kv| kv.data.clone())).await?;
             for (key, value) in &acked {
                 let owner = map.route(key.as_bytes()).map(|p| p.id);
                 if owner.and_then(|o| data.get(&o)).and_then(|m| m.get(key)) != Some(value) {
@@ -266,8 +239,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         actix::clock::sleep(Duration::from_millis(100)).await;
     }
-    let per_partition: BTreeMap<PartitionId, usize> =
-        nodes[0].app.send(Dump).await?.into_iter().map(|(p, keys)| (p, keys.len())).collect();
+    let per_partition: BTreeMap<PartitionId, usize> = nodes[0]
+        .app
+        .send(Read::new(|kv: &Kv| kv.data.clone()))
+        .await?
+        .into_iter()
+        .map(|(p, keys)| (p, keys.len()))
+        .collect();
     println!("{} acknowledged keys; keys per partition on node 1: {per_partition:?}", acked.len());
 
     // Node 4 leaves through a committed roster change.

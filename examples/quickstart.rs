@@ -25,43 +25,20 @@ const CLIENTS: usize = 32;
 /// The cluster's shared secret: every request between nodes is signed with it.
 const SECRET: &[u8] = b"quickstart-secret";
 
-/// The application side: an actor that rebuilds its state from `RaftEvent`s.
+/// The application's replicated state: the applied payloads per partition, in order.
 #[derive(Default)]
-struct KvApp {
-    /// Applied payloads per partition, in order.
-    applied: BTreeMap<PartitionId, Vec<Vec<u8>>>,
-}
+struct Applied(BTreeMap<PartitionId, Vec<Vec<u8>>>);
 
-impl Actor for KvApp {
-    type Context = Context<Self>;
-}
-
-impl Handler<RaftEvent> for KvApp {
-    type Result = ();
-    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
-        match event {
-            RaftEvent::RestoreStarted { partition } => {
-                self.applied.remove(&partition);
-            }
-            RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                self.applied.entry(partition).or_default().extend(entries.into_iter().map(|e| e.payload));
-            }
-            _ => {}
-        }
+impl StateMachine for Applied {
+    fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
+        self.0.entry(partition).or_default().extend(entries.iter().map(|e| e.payload.clone()));
+    }
+    fn reset(&mut self, partition: PartitionId) {
+        self.0.remove(&partition);
     }
 }
 
-/// Ask the app for its per-partition sequences.
-#[derive(Message)]
-#[rtype(result = "BTreeMap<PartitionId, Vec<Vec<u8>>>")]
-struct Snapshot;
-
-impl Handler<Snapshot> for KvApp {
-    type Result = MessageResult<Snapshot>;
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.applied.clone())
-    }
-}
+type KvApp = StateMachineActor<Applied>;
 
 fn config() -> RuntimeConfig {
     RuntimeConfig {
@@ -110,7 +87,7 @@ async fn start_node(
         .wal_backend(wal)?
         .transport(Arc::new(transport.clone()))
         .discovery(Arc::new(StaticDiscovery::new(contacts)))
-        .events(app.clone().recipient())
+        .state_machine(app)
         .build()?;
     manager.join_cluster().await?;
     Ok(manager)
@@ -152,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         NODES.iter().map(|n| WalBackend::from_name(&backend, &dir, &format!("node-{n}"))).collect::<Result<_, _>>()?;
     println!("WAL: {backend} files in {}", dir.display());
     let transports = start_transports()?;
-    let apps: Vec<Addr<KvApp>> = NODES.iter().map(|_| KvApp::default().start()).collect();
+    let apps: Vec<Addr<KvApp>> = NODES.iter().map(|_| KvApp::new(Applied::default()).start()).collect();
     let mut managers = Vec::new();
     for (i, &node) in NODES.iter().enumerate() {
         managers.push(start_node(node, &transports[i], &wals[i], &apps[i]).await?);
@@ -206,7 +183,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..100 {
         snapshots.clear();
         for app in &apps {
-            snapshots.push(app.send(Snapshot).await?);
+            snapshots.push(app.send(Read::new(|state: &Applied| state.0.clone())).await?);
         }
         if snapshots.iter().all(|s| *s == snapshots[0]) {
             converged = true;

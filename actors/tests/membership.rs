@@ -5,9 +5,11 @@
 //! the same sequence per partition, and no partition ever had two leaders in one term.
 
 use actix::prelude::*;
-use kommander_actors::{InMemoryNetwork, RaftEvent, RaftManager, ReplicateError, RuntimeConfig};
+use kommander_actors::{
+    InMemoryNetwork, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
+};
 use kommander_core::system::MemberRole;
-use kommander_core::{MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
+use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,37 +24,24 @@ struct Recorder {
     leaders: Vec<(PartitionId, u64, NodeId)>,
 }
 
-impl Actor for Recorder {
-    type Context = Context<Self>;
-}
-
-impl Handler<RaftEvent> for Recorder {
-    type Result = ();
-    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
-        match event {
-            RaftEvent::RestoreStarted { partition } => {
-                self.applied.remove(&partition);
-            }
-            RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                self.applied.entry(partition).or_default().extend(entries.into_iter().map(|e| e.payload));
-            }
-            RaftEvent::LeaderChanged { partition, term, leader: Some(leader) } => {
-                self.leaders.push((partition, term, leader));
-            }
-            _ => {}
+impl StateMachine for Recorder {
+    fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
+        self.applied.entry(partition).or_default().extend(entries.iter().map(|e| e.payload.clone()));
+    }
+    fn reset(&mut self, partition: PartitionId) {
+        self.applied.remove(&partition);
+    }
+    fn leader_changed(&mut self, partition: PartitionId, term: u64, leader: Option<NodeId>) {
+        if let Some(leader) = leader {
+            self.leaders.push((partition, term, leader));
         }
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "(BTreeMap<PartitionId, Vec<Vec<u8>>>, Vec<(PartitionId, u64, NodeId)>)")]
-struct Dump;
+type Dumped = (BTreeMap<PartitionId, Vec<Vec<u8>>>, Vec<(PartitionId, u64, NodeId)>);
 
-impl Handler<Dump> for Recorder {
-    type Result = MessageResult<Dump>;
-    fn handle(&mut self, _: Dump, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.applied.clone(), self.leaders.clone()))
-    }
+fn dump() -> Read<Recorder, Dumped> {
+    Read::new(|r: &Recorder| (r.applied.clone(), r.leaders.clone()))
 }
 
 fn config(join: bool, node: u64) -> RuntimeConfig {
@@ -75,7 +64,7 @@ fn config(join: bool, node: u64) -> RuntimeConfig {
 struct Cluster {
     network: InMemoryNetwork,
     nodes: Mutex<BTreeMap<u64, RaftManager>>,
-    recorders: BTreeMap<u64, Addr<Recorder>>,
+    recorders: BTreeMap<u64, Addr<StateMachineActor<Recorder>>>,
 }
 
 impl Cluster {
@@ -94,7 +83,7 @@ impl Cluster {
             .wal(Arc::new(MemoryWal::new()))
             .transport(self.network.transport(NodeId(node)))
             .discovery(Arc::new(StaticDiscovery::new(contacts)))
-            .events(self.recorders[&node].clone().recipient())
+            .state_machine(&self.recorders[&node])
             .build()
             .expect("manager");
         manager.join_cluster().await.expect("join");
@@ -156,7 +145,7 @@ impl Cluster {
 
 #[actix_rt::test]
 async fn a_cluster_grows_to_five_by_joins_and_shrinks_back_by_leaves_under_writes() {
-    let recorders = (1..=5).map(|n| (n, Recorder::default().start())).collect();
+    let recorders = (1..=5).map(|n| (n, StateMachineActor::new(Recorder::default()).start())).collect();
     let cluster = Arc::new(Cluster { network: InMemoryNetwork::new(), nodes: Mutex::new(BTreeMap::new()), recorders });
     for node in FOUNDERS {
         cluster.start(node, false).await;
@@ -228,7 +217,7 @@ async fn a_cluster_grows_to_five_by_joins_and_shrinks_back_by_leaves_under_write
     loop {
         let mut dumps = Vec::new();
         for node in &remaining {
-            dumps.push(cluster.recorders[node].send(Dump).await.unwrap());
+            dumps.push(cluster.recorders[node].send(dump()).await.unwrap());
         }
         let same = dumps.iter().all(|(applied, _)| *applied == dumps[0].0);
         let applied: BTreeSet<(PartitionId, Vec<u8>)> =
@@ -241,7 +230,7 @@ async fn a_cluster_grows_to_five_by_joins_and_shrinks_back_by_leaves_under_write
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for node in 1..=5u64 {
-        all_leaders.extend(cluster.recorders[&node].send(Dump).await.unwrap().1);
+        all_leaders.extend(cluster.recorders[&node].send(dump()).await.unwrap().1);
     }
     let mut by_term: BTreeMap<(PartitionId, u64), BTreeSet<NodeId>> = BTreeMap::new();
     for (partition, term, leader) in all_leaders {

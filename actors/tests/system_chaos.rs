@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{midpoint, writer, Cluster, Leaders, NODES, P0};
+use support::{leaders, midpoint, writer, Cluster, NODES, P0};
 
 async fn wait_for_voter(cluster: &Cluster, node: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -117,7 +117,7 @@ async fn joins_splits_merges_and_leaves_under_a_lossy_network_lose_nothing() {
         for manager in &remaining {
             let i = NODES.iter().position(|&n| n == manager.node().0).unwrap();
             let map = manager.partition_map().unwrap();
-            let store = cluster.apps[i].send(support::Dump).await.unwrap();
+            let store = cluster.apps[i].send(support::dump()).await.unwrap();
             for (key, value) in &acked {
                 let owner = map.route(key.as_bytes()).unwrap().id;
                 if store.get(&owner).and_then(|m| m.get(key)) != Some(value) {
@@ -133,7 +133,7 @@ async fn joins_splits_merges_and_leaves_under_a_lossy_network_lose_nothing() {
     }
     let mut by_term: BTreeMap<(PartitionId, u64), BTreeSet<NodeId>> = BTreeMap::new();
     for app in &cluster.apps {
-        for (partition, term, leader) in app.send(Leaders).await.unwrap() {
+        for (partition, term, leader) in app.send(leaders()).await.unwrap() {
             by_term.entry((partition, term)).or_default().insert(leader);
         }
     }

@@ -6,9 +6,11 @@
 #![allow(dead_code)]
 
 use actix::prelude::*;
-use kommander_actors::{ExportState, InMemoryNetwork, RaftEvent, RaftManager, ReplicateError, RuntimeConfig};
+use kommander_actors::{
+    InMemoryNetwork, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
+};
 use kommander_core::system::{key_hash, HashRange, PartitionMap, PartitionState};
-use kommander_core::{MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
+use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,10 +32,6 @@ pub struct KvApp {
     pub export_blocked: Arc<AtomicBool>,
     /// Every (partition, term, leader) announced to this node.
     pub leaders: Vec<(PartitionId, u64, NodeId)>,
-}
-
-impl Actor for KvApp {
-    type Context = Context<Self>;
 }
 
 pub fn in_range(key: &str, range: &HashRange) -> bool {
@@ -58,82 +56,69 @@ impl KvApp {
     }
 }
 
-impl Handler<RaftEvent> for KvApp {
-    type Result = ();
-    fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
-        match event {
-            RaftEvent::RestoreStarted { partition } => {
-                self.store.remove(&partition);
-            }
-            RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                let keys = self.store.entry(partition).or_default();
-                for entry in entries {
-                    let text = String::from_utf8(entry.payload).expect("utf-8 payload");
-                    let (k, v) = text.split_once('=').expect("key=value");
-                    keys.insert(k.to_string(), v.to_string());
-                }
-                self.prune();
-            }
-            RaftEvent::Imported { partition, range, data, .. } => {
-                let keys = self.store.entry(partition).or_default();
-                keys.retain(|k, _| !in_range(k, &range));
-                let imported: BTreeMap<String, String> = serde_json::from_slice(&data).expect("our own export");
-                keys.extend(imported);
-            }
-            RaftEvent::LeaderChanged { partition, term, leader: Some(leader) } => {
-                self.leaders.push((partition, term, leader));
-            }
-            RaftEvent::PartitionMapChanged { map, .. } => {
-                self.map = Some(map);
-                self.prune();
-            }
-            _ => {}
+impl StateMachine for KvApp {
+    fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
+        let keys = self.store.entry(partition).or_default();
+        for entry in entries {
+            let text = std::str::from_utf8(&entry.payload).expect("utf-8 payload");
+            let (k, v) = text.split_once('=').expect("key=value");
+            keys.insert(k.to_string(), v.to_string());
         }
+        self.prune();
     }
-}
 
-impl Handler<ExportState> for KvApp {
-    type Result = Result<Vec<u8>, String>;
-    fn handle(&mut self, msg: ExportState, _: &mut Context<Self>) -> Self::Result {
+    fn reset(&mut self, partition: PartitionId) {
+        self.store.remove(&partition);
+    }
+
+    fn export(&self, partition: PartitionId, range: HashRange) -> Result<Vec<u8>, String> {
         if self.export_blocked.load(Ordering::SeqCst) {
             return Err("export blocked by the test".into());
         }
         let keys: BTreeMap<&String, &String> = self
             .store
-            .get(&msg.partition)
-            .map(|m| m.iter().filter(|(k, _)| in_range(k, &msg.range)).collect())
+            .get(&partition)
+            .map(|m| m.iter().filter(|(k, _)| in_range(k, &range)).collect())
             .unwrap_or_default();
         Ok(serde_json::to_vec(&keys).expect("serialize"))
     }
-}
 
-#[derive(Message)]
-#[rtype(result = "Store")]
-pub struct Dump;
+    fn import(&mut self, partition: PartitionId, _source: PartitionId, range: HashRange, data: &[u8]) {
+        let keys = self.store.entry(partition).or_default();
+        keys.retain(|k, _| !in_range(k, &range));
+        let imported: BTreeMap<String, String> = serde_json::from_slice(data).expect("our own export");
+        keys.extend(imported);
+    }
 
-/// The leaderships announced to the node.
-#[derive(Message)]
-#[rtype(result = "Vec<(PartitionId, u64, NodeId)>")]
-pub struct Leaders;
+    fn map_changed(&mut self, map: &PartitionMap) {
+        self.map = Some(map.clone());
+        self.prune();
+    }
 
-impl Handler<Leaders> for KvApp {
-    type Result = MessageResult<Leaders>;
-    fn handle(&mut self, _: Leaders, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.leaders.clone())
+    fn leader_changed(&mut self, partition: PartitionId, term: u64, leader: Option<NodeId>) {
+        if let Some(leader) = leader {
+            self.leaders.push((partition, term, leader));
+        }
     }
 }
 
-impl Handler<Dump> for KvApp {
-    type Result = MessageResult<Dump>;
-    fn handle(&mut self, _: Dump, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.store.clone())
-    }
+/// The node's application actor.
+pub type App = Addr<StateMachineActor<KvApp>>;
+
+/// Read a node's store.
+pub fn dump() -> Read<KvApp, Store> {
+    Read::new(|app: &KvApp| app.store.clone())
+}
+
+/// Read the leaderships announced to a node.
+pub fn leaders() -> Read<KvApp, Vec<(PartitionId, u64, NodeId)>> {
+    Read::new(|app: &KvApp| app.leaders.clone())
 }
 
 pub struct Cluster {
     pub network: InMemoryNetwork,
     pub wals: Vec<MemoryWal>,
-    pub apps: Vec<Addr<KvApp>>,
+    pub apps: Vec<App>,
     pub managers: Vec<Option<RaftManager>>,
     pub export_blocked: Arc<AtomicBool>,
 }
@@ -158,8 +143,13 @@ impl Cluster {
         let apps = NODES
             .iter()
             .map(|_| {
-                KvApp { store: Store::new(), map: None, export_blocked: export_blocked.clone(), leaders: Vec::new() }
-                    .start()
+                StateMachineActor::new(KvApp {
+                    store: Store::new(),
+                    map: None,
+                    export_blocked: export_blocked.clone(),
+                    leaders: Vec::new(),
+                })
+                .start()
             })
             .collect();
         let mut cluster = Cluster {
@@ -192,8 +182,7 @@ impl Cluster {
             .wal(Arc::new(self.wals[i].clone()))
             .transport(self.network.transport(node))
             .discovery(Arc::new(StaticDiscovery::new(contacts)))
-            .events(self.apps[i].clone().recipient())
-            .state_transfer(self.apps[i].clone().recipient())
+            .state_machine(&self.apps[i])
             .build()
             .expect("manager");
         manager.join_cluster().await.expect("join");
@@ -256,7 +245,7 @@ impl Cluster {
             for (i, manager) in self.managers.iter().enumerate() {
                 let Some(manager) = manager else { continue };
                 let map = manager.partition_map().expect("map");
-                let store = self.apps[i].send(Dump).await.expect("dump");
+                let store = self.apps[i].send(dump()).await.expect("dump");
                 for (key, value) in acked {
                     let owner = map.route(key.as_bytes()).expect("owner").id;
                     if store.get(&owner).and_then(|m| m.get(key)) != Some(value) {
