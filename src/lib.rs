@@ -5,6 +5,11 @@
 //! opt-in) and the network transports ([`transport`]: REST and gRPC), selected by cargo features.
 
 pub use kommander_actors as actors;
+
+/// The README's Rust examples, compiled (and run, unless marked `no_run`) by `cargo test`.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use wal_backend::{open_wal, WalBackend, WalBackendExt};
 
 mod wal_backend;

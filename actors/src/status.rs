@@ -13,7 +13,9 @@ pub struct PartitionStatus {
     pub role: Role,
     /// Current term.
     pub term: Term,
-    /// Known leader.
+    /// The leader, once its leadership is established (see
+    /// [`PartitionStateMachine::established_leader`]): a proposal sent there is not refused as
+    /// `LeadershipPending`.
     pub leader: Option<NodeId>,
     /// This replica leads with established (published) leadership.
     pub is_leader: bool,
@@ -54,7 +56,7 @@ impl PartitionStatus {
         PartitionStatus {
             role: sm.role(),
             term: sm.term(),
-            leader: if sm.role() == Role::Leader && !sm.is_leader() { None } else { sm.leader() },
+            leader: sm.established_leader(),
             is_leader: sm.is_leader(),
             commit_index: sm.commit_index(),
             applied_index: sm.applied_index(),

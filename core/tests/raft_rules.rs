@@ -1866,3 +1866,19 @@ fn ready_is_empty_only_without_any_output() {
         assert!(!ready.is_empty(), "{ready:?}");
     }
 }
+
+/// A follower reports the leader of its term only once an entry of that term is committed here:
+/// before, the leader may still answer `LeadershipPending`.
+#[test]
+fn a_follower_reports_the_leader_once_its_term_has_a_committed_entry() {
+    let mut follower = machine(2, &[1, 2, 3]);
+    let barrier = protocol(1, 1, EntryKind::Barrier, HlcTimestamp::ZERO);
+    follower.step(env(1, 2, append_req(1, 0, 0, vec![barrier], 0))).unwrap();
+    assert_eq!(follower.leader(), Some(id(1)), "the leader is known");
+    assert_eq!(follower.established_leader(), None, "but its barrier is not committed yet");
+    follower.step(env(1, 2, append_req(1, 1, 1, vec![], 1))).unwrap();
+    assert_eq!(follower.established_leader(), Some(id(1)));
+    // A new term without a committed entry of its own: not established again.
+    follower.step(env(3, 2, append_req(2, 1, 1, vec![], 1))).unwrap();
+    assert_eq!((follower.leader(), follower.established_leader()), (Some(id(3)), None));
+}

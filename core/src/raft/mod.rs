@@ -219,6 +219,16 @@ impl PartitionStateMachine {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
+    /// The leader of the current term once its leadership is established as far as this replica
+    /// can tell: on the leader, once its barrier is applied ([`Self::is_leader`]); on another
+    /// replica, once an entry of the current term is committed here (the barrier, at the latest).
+    /// Proposals sent to it then no longer meet `LeadershipPending`.
+    pub fn established_leader(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader => self.published.then_some(self.config.node),
+            _ => self.leader.filter(|_| self.log.term_at(self.log.commit) == Some(self.term)),
+        }
+    }
     /// True when this replica leads and its leadership has been published (barrier applied).
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader && self.published
