@@ -10,7 +10,7 @@ transport="${1:-rest}"
 data="${2:-$(mktemp -d)}"
 secret="three-servers-demo-secret"
 cd "$(dirname "$0")/.."
-cargo build --quiet --bin kommander-server
+cargo build --quiet -p kommander-server
 bin="target/debug/kommander-server"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait || true; }

@@ -3,7 +3,7 @@
 //! key — and forwarded to the partition's leader), `GET /kv/{key}` (this replica's applied value
 //! in the partition that owns the key), `GET /status` (partitions, leaders,
 //! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
-//! `examples/bench_cluster.rs`, in [`bench`]).
+//! `server/examples/bench_cluster.rs`, in [`bench`]).
 
 use crate::bench;
 use crate::kv::{KvState, Put, PUT};

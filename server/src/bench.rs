@@ -1,4 +1,4 @@
-//! The node-side load generator behind `POST /bench/load`, used by `examples/bench_cluster.rs` to
+//! The node-side load generator behind `POST /bench/load`, used by `server/examples/bench_cluster.rs` to
 //! measure a cluster of real processes without an HTTP hop per proposal.
 //!
 //! This module owns the request/report types and the closed-loop clients: one client per entry of

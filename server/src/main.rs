@@ -1,7 +1,7 @@
 //! `kommander-server`: runs one kommander node with a demo replicated key-value store.
 //!
 //! ```text
-//! cargo run --bin kommander-server -- --node-id 1 --listen 127.0.0.1:7001 \
+//! cargo run -p kommander-server -- --node-id 1 --listen 127.0.0.1:7001 \
 //!     --peer 2=http://127.0.0.1:7002 --peer 3=http://127.0.0.1:7003 --dir data/n1 --secret s3cret
 //! ```
 //! Flags: see `--help`. `PUT /kv/{key}` with the value as body writes through the key's partition
@@ -15,7 +15,7 @@
 //! listener's address):
 //!
 //! ```text
-//! cargo run --bin kommander-server -- --node-id 4 --listen 127.0.0.1:7004 --join \
+//! cargo run -p kommander-server -- --node-id 4 --listen 127.0.0.1:7004 --join \
 //!     --peer 1=http://127.0.0.1:7001 --peer 2=http://127.0.0.1:7002 --dir data/n4 --secret s3cret
 //! ```
 

@@ -9,7 +9,7 @@
 //! and returns its commit latencies; they are merged (weighted by each node's op count).
 //!
 //! ```text
-//! cargo build --release --bin kommander-server --example bench_cluster
+//! cargo build --release -p kommander-server --bin kommander-server --example bench_cluster
 //! target/release/examples/bench_cluster [--transport rest|grpc|both] [--clients 1,64,256] [--seconds 5]
 //!     [--partitions 16] [--wal sqlite|memory] [--dir PATH] [--payload-bytes 0] [--warmup 0.5] [--tick-ms 50]
 //! ```
