@@ -14,20 +14,19 @@ use crate::error::ReplicateError;
 use crate::events::RaftEvent;
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::status::{PartitionStatus, StatusCell};
-use crate::transfer::{decode_import, IMPORT_LOG_TYPE, RESERVED_PREFIX};
+use crate::transfer::{decode_import, IMPORT_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
-use kommander_core::raft::{ClientReply, Membership, ProposalCommitted, RestoreState};
+use kommander_core::raft::{ClientReply, RestoreState};
 use kommander_core::{
-    Envelope, HardState, LogEntry, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine, Ticket,
-    TicketOutcome, Transport, Wal, WalError,
+    Envelope, HardState, LogEntry, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine,
+    Transport, Wal, WalError,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
 
 /// What every executor of a node shares.
 #[derive(Clone)]
@@ -54,121 +53,6 @@ pub(crate) struct ExecutorShared {
     pub(crate) system_events: Option<Recipient<RaftEvent>>,
 }
 
-/// Messages from other replicas of this partition.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Inbound(pub(crate) Vec<Envelope>);
-
-/// Propose entries (answered once committed: auto-commit entries delivered, two-phase ones held).
-/// Built with [`Replicate::new`] or [`Replicate::two_phase`]; the partition refuses it with
-/// [`ReplicateError::SystemPartitionReserved`] on partition 0 and with
-/// [`ReplicateError::ReservedLogType`] for a `kommander.*` log type.
-#[derive(Message)]
-#[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
-pub struct Replicate {
-    pub(crate) log_type: String,
-    pub(crate) payloads: Vec<Vec<u8>>,
-    /// Deliver on commit (true) or hold until [`Resolve`] (false).
-    pub(crate) auto_commit: bool,
-    /// Partition generation the writer routed with: the write is rejected with
-    /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation before
-    /// it applied (guarded writes are auto-commit).
-    pub(crate) guard: Option<u64>,
-    /// Written by the runtime itself (system commands, imports): exempt from the checks above.
-    pub(crate) runtime: bool,
-}
-
-impl Replicate {
-    /// Entries of `log_type`, one per payload, delivered once committed.
-    pub fn new(log_type: impl Into<String>, payloads: Vec<Vec<u8>>) -> Self {
-        Replicate { log_type: log_type.into(), payloads, auto_commit: true, guard: None, runtime: false }
-    }
-
-    /// Entries held once committed until [`Resolve`] commits or rolls back their ticket.
-    pub fn two_phase(log_type: impl Into<String>, payloads: Vec<Vec<u8>>) -> Self {
-        Replicate { auto_commit: false, ..Replicate::new(log_type, payloads) }
-    }
-
-    /// Auto-commit entries guarded by the partition `generation` the writer routed with (from
-    /// [`crate::RaftManager::partition_for_key`]): refused with
-    /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation.
-    pub fn guarded(log_type: impl Into<String>, payloads: Vec<Vec<u8>>, generation: u64) -> Self {
-        Replicate { guard: Some(generation), ..Replicate::new(log_type, payloads) }
-    }
-
-    /// The runtime's own entries (system commands on partition 0, imports).
-    pub(crate) fn runtime(log_type: &str, payloads: Vec<Vec<u8>>) -> Self {
-        Replicate { runtime: true, ..Replicate::new(log_type, payloads) }
-    }
-
-    /// Why this partition must refuse the write, if it must.
-    fn refusal(&self, partition: PartitionId) -> Option<ReplicateError> {
-        if self.runtime {
-            None
-        } else if partition.is_system() {
-            Some(ReplicateError::SystemPartitionReserved)
-        } else if self.log_type.starts_with(RESERVED_PREFIX) {
-            Some(ReplicateError::ReservedLogType(self.log_type.clone()))
-        } else {
-            None
-        }
-    }
-}
-
-/// Raise the partition's generation with a fence entry (leaders only; used by splits and merges).
-#[derive(Message)]
-#[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
-pub(crate) struct ProposeFence {
-    /// The new generation.
-    pub(crate) generation: u64,
-}
-
-/// Move this partition's membership one step toward `desired` (leaders only, and only when the
-/// previous change committed). A member is promoted to voter only once its log is within
-/// `max_lag` entries of the leader's. Answers the membership now in effect (after any proposal).
-#[derive(Message)]
-#[rtype(result = "Option<Membership>")]
-pub(crate) struct ReconcileMembership {
-    /// The membership the roster asks for.
-    pub(crate) desired: Membership,
-    /// Largest lag (entries) at which a learner counts as caught up.
-    pub(crate) max_lag: u64,
-}
-
-/// The membership in effect on this replica, and whether its last change is uncommitted.
-#[derive(Message)]
-#[rtype(result = "Option<(Membership, bool)>")]
-pub(crate) struct GetMembership;
-
-/// On a leader: how many entries each learner is behind (empty on followers).
-#[derive(Message)]
-#[rtype(result = "BTreeMap<NodeId, u64>")]
-pub(crate) struct LearnerLag;
-
-/// Retire the partition replica for good (it was removed from the partition map): the executor
-/// stops serving and never restarts.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Retire;
-
-/// Commit or roll back a two-phase proposal by ticket.
-#[derive(Message)]
-#[rtype(result = "Result<TicketOutcome, ReplicateError>")]
-pub struct Resolve {
-    /// The proposal's ticket.
-    pub ticket: Ticket,
-    /// Commit or roll back.
-    pub outcome: TicketOutcome,
-}
-
-/// Ask for the partition's current status.
-#[derive(Message)]
-#[rtype(result = "PartitionStatus")]
-pub struct GetStatus;
-
-type ProposalWaiter = oneshot::Sender<Result<ProposalCommitted, ReplicateError>>;
-type ResolutionWaiter = oneshot::Sender<Result<TicketOutcome, ReplicateError>>;
-
 /// The actor owning one partition replica.
 pub struct PartitionExecutor {
     config: PartitionConfig,
@@ -176,8 +60,7 @@ pub struct PartitionExecutor {
     status: Arc<StatusCell>,
     sm: Option<PartitionStateMachine>,
     incarnation: u64,
-    proposals: HashMap<Ticket, ProposalWaiter>,
-    resolutions: HashMap<Ticket, Vec<ResolutionWaiter>>,
+    waiters: Waiters,
     flush_scheduled: bool,
     retired: bool,
     last_import: Option<(PartitionId, u64)>,
@@ -195,8 +78,7 @@ impl PartitionExecutor {
             status,
             sm: None,
             incarnation: 0,
-            proposals: HashMap::new(),
-            resolutions: HashMap::new(),
+            waiters: Waiters::default(),
             flush_scheduled: false,
             retired: false,
             last_import: None,
@@ -366,25 +248,7 @@ impl PartitionExecutor {
     }
 
     fn answer(&mut self, reply: ClientReply) {
-        let partition = self.partition();
-        match reply {
-            ClientReply::Proposal { ticket, result } => {
-                if let Some(waiter) = self.proposals.remove(&ticket) {
-                    let _ = waiter.send(result.map_err(|e| ReplicateError::from_core(partition, e)));
-                }
-            }
-            ClientReply::Resolution { ticket, result, .. } => {
-                if let Some(waiters) = self.resolutions.get_mut(&ticket) {
-                    if !waiters.is_empty() {
-                        let waiter = waiters.remove(0);
-                        let _ = waiter.send(result.map_err(|e| ReplicateError::from_core(partition, e)));
-                    }
-                    if waiters.is_empty() {
-                        self.resolutions.remove(&ticket);
-                    }
-                }
-            }
-        }
+        self.waiters.answer(self.config.partition, reply);
     }
 
     fn backpressure(&self) -> Option<ReplicateError> {
@@ -404,7 +268,7 @@ fn load_partition(wal: &dyn Wal, partition: PartitionId) -> Result<RestoreState,
     Ok(RestoreState { hard_state, entries })
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -424,191 +288,10 @@ impl Supervised for PartitionExecutor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         tracing::warn!(partition = %self.partition(), incarnation = self.incarnation, "restarting partition");
         // Waiters are dropped: their callers get `PartitionUnavailable`, never a hang.
-        self.proposals.clear();
-        self.resolutions.clear();
+        self.waiters.clear();
         self.sm = None;
         self.flush_scheduled = false;
         self.last_import = None;
-    }
-}
-
-impl Handler<Retire> for PartitionExecutor {
-    type Result = ();
-
-    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        tracing::info!(partition = %self.partition(), "partition retired");
-        self.retired = true;
-        self.status.set(PartitionStatus { restoring: true, ..PartitionStatus::default() });
-        ctx.stop();
-    }
-}
-
-impl Handler<ReconcileMembership> for PartitionExecutor {
-    type Result = Option<Membership>;
-
-    fn handle(&mut self, msg: ReconcileMembership, ctx: &mut Context<Self>) -> Self::Result {
-        let sm = self.sm.as_mut()?;
-        if sm.is_leader() && !sm.membership_change_pending() {
-            let last = sm.last_index();
-            let commit = sm.commit_index();
-            let caught_up = |node| sm.progress(node).is_some_and(|p| p.match_index + msg.max_lag >= last);
-            // A departing node first gets everything committed and, over a few heartbeats, the
-            // commit index (so it sees its own removal in the roster) — unless it stopped answering.
-            let departing: Vec<NodeId> = sm.membership().members().filter(|n| !msg.desired.contains(*n)).collect();
-            self.departing_caught_up.retain(|n, _| departing.contains(n));
-            for &node in &departing {
-                if sm.progress(node).is_some_and(|p| p.match_index >= commit) {
-                    self.departing_caught_up.entry(node).or_insert_with(std::time::Instant::now);
-                } else {
-                    self.departing_caught_up.remove(&node);
-                }
-            }
-            let settle = self.shared.tick * 4;
-            let departing_caught_up = &self.departing_caught_up;
-            let can_drop = |node| {
-                sm.progress(node).is_none_or(|p| !p.is_recently_active())
-                    || departing_caught_up.get(&node).is_some_and(|since| since.elapsed() >= settle)
-            };
-            if let Some(next) = sm.membership().next_step_toward(&msg.desired, caught_up, can_drop) {
-                let partition = self.config.partition;
-                match sm.propose_membership(next.clone(), now_ms()) {
-                    Ok(_) => {
-                        tracing::info!(%partition, voters = ?next.voters, learners = ?next.learners, "membership change proposed");
-                        self.schedule_flush(ctx);
-                    }
-                    Err(error) => tracing::debug!(%partition, %error, "membership change not proposed"),
-                }
-            }
-        }
-        self.sm.as_ref().map(|sm| sm.membership().clone())
-    }
-}
-
-impl Handler<GetMembership> for PartitionExecutor {
-    type Result = Option<(Membership, bool)>;
-
-    fn handle(&mut self, _: GetMembership, _: &mut Context<Self>) -> Self::Result {
-        self.sm.as_ref().map(|sm| (sm.membership().clone(), sm.membership_change_pending()))
-    }
-}
-
-impl Handler<LearnerLag> for PartitionExecutor {
-    type Result = MessageResult<LearnerLag>;
-
-    fn handle(&mut self, _: LearnerLag, _: &mut Context<Self>) -> Self::Result {
-        let Some(sm) = self.sm.as_ref().filter(|sm| sm.is_leader()) else { return MessageResult(BTreeMap::new()) };
-        let last = sm.last_index();
-        let lag = sm
-            .membership()
-            .learners
-            .iter()
-            .map(|&n| (n, last.saturating_sub(sm.progress(n).map_or(0, |p| p.match_index))))
-            .collect();
-        MessageResult(lag)
-    }
-}
-
-impl Handler<ProposeFence> for PartitionExecutor {
-    type Result = ResponseFuture<Result<ProposalCommitted, ReplicateError>>;
-
-    fn handle(&mut self, msg: ProposeFence, ctx: &mut Context<Self>) -> Self::Result {
-        let partition = self.partition();
-        let started = match self.sm.as_mut() {
-            None => Err(ReplicateError::PartitionUnavailable(partition)),
-            Some(sm) => sm.propose_fence(msg.generation, now_ms()).map_err(|e| ReplicateError::from_core(partition, e)),
-        };
-        self.await_proposal(started, ctx)
-    }
-}
-
-impl Handler<Inbound> for PartitionExecutor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
-        let Some(sm) = self.sm.as_mut() else { return };
-        for envelope in msg.0 {
-            if let Err(error) = sm.step(envelope) {
-                tracing::debug!(partition = %self.config.partition, %error, "message rejected");
-            }
-        }
-        self.schedule_flush(ctx);
-    }
-}
-
-impl Handler<Replicate> for PartitionExecutor {
-    type Result = ResponseFuture<Result<ProposalCommitted, ReplicateError>>;
-
-    fn handle(&mut self, msg: Replicate, ctx: &mut Context<Self>) -> Self::Result {
-        let partition = self.partition();
-        let started = match (msg.refusal(partition).or_else(|| self.backpressure()), self.sm.as_mut()) {
-            (Some(error), _) => Err(error),
-            (None, None) => Err(ReplicateError::PartitionUnavailable(partition)),
-            (None, Some(sm)) => {
-                let proposal = kommander_core::raft::Proposal {
-                    log_type: msg.log_type,
-                    payloads: msg.payloads,
-                    auto_commit: msg.auto_commit,
-                };
-                match msg.guard {
-                    Some(generation) => sm.propose_guarded(proposal, generation, now_ms()),
-                    None => sm.propose(proposal, now_ms()),
-                }
-                .map_err(|e| ReplicateError::from_core(partition, e))
-            }
-        };
-        self.await_proposal(started, ctx)
-    }
-}
-
-impl PartitionExecutor {
-    fn await_proposal(
-        &mut self,
-        started: Result<kommander_core::raft::ProposalAccepted, ReplicateError>,
-        ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<ProposalCommitted, ReplicateError>> {
-        let partition = self.partition();
-        let receiver = started.map(|accepted| {
-            let (tx, rx) = oneshot::channel();
-            self.proposals.insert(accepted.ticket, tx);
-            self.schedule_flush(ctx);
-            rx
-        });
-        Box::pin(async move {
-            match receiver {
-                Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
-                Err(error) => Err(error),
-            }
-        })
-    }
-}
-
-impl Handler<Resolve> for PartitionExecutor {
-    type Result = ResponseFuture<Result<TicketOutcome, ReplicateError>>;
-
-    fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        let partition = self.partition();
-        let started = match self.sm.as_mut() {
-            // Partition 0 holds no two-phase entries: only the runtime writes there.
-            _ if partition.is_system() => Err(ReplicateError::SystemPartitionReserved),
-            None => Err(ReplicateError::PartitionUnavailable(partition)),
-            Some(sm) => match msg.outcome {
-                TicketOutcome::Committed => sm.commit(msg.ticket),
-                TicketOutcome::RolledBack => sm.rollback(msg.ticket),
-            }
-            .map_err(|e| ReplicateError::from_core(partition, e)),
-        };
-        let receiver = started.map(|()| {
-            let (tx, rx) = oneshot::channel();
-            self.resolutions.entry(msg.ticket).or_default().push(tx);
-            self.schedule_flush(ctx);
-            rx
-        });
-        Box::pin(async move {
-            match receiver {
-                Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
-                Err(error) => Err(error),
-            }
-        })
     }
 }
 
@@ -651,13 +334,12 @@ impl Handler<ReadOutcome> for PartitionExecutor {
     }
 }
 
-impl Handler<GetStatus> for PartitionExecutor {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.status.get())
-    }
-}
-
+mod membership;
+mod messages;
 #[cfg(test)]
 mod tests;
+mod waiters;
+
+pub(crate) use messages::{GetMembership, Inbound, LearnerLag, ProposeFence, ReconcileMembership, Retire};
+pub use messages::{GetStatus, Replicate, Resolve};
+use waiters::Waiters;

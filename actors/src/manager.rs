@@ -311,7 +311,6 @@ impl RaftManager {
         }
     }
 
-    /// Stop the node: transport first, then every actor of the node. Callers in flight get errors.
     /// Leave the cluster for good: ask the partition-0 leader to remove this node from the roster
     /// (committed through Raft), wait until the removal is applied here and this node leads no
     /// partition any more (each partition's leader then takes it out of its membership; a leader
