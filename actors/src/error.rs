@@ -81,6 +81,17 @@ pub enum ReplicateError {
     /// A reserved log type (prefix `kommander.`) was used by the application.
     #[error("log type {0:?} is reserved for the runtime")]
     ReservedLogType(String),
+    /// No leader showed up while the transport refused frames for authentication: this node and
+    /// its peers disagree on the cluster id or the secret (`detail` says what was refused).
+    #[error("no leader for {partition}; {rejected} frame(s) refused meanwhile: {detail}")]
+    PeersRejected {
+        /// The partition waited for.
+        partition: PartitionId,
+        /// Frames refused during the wait.
+        rejected: u64,
+        /// The last refusal.
+        detail: String,
+    },
     /// A partition-map or membership operation was refused (see the message).
     #[error("system operation refused: {0}")]
     SystemRefused(String),

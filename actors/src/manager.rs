@@ -428,8 +428,11 @@ impl RaftManager {
     /// Wait until `partition` has a known leader (or `timeout` passes). A partition the map has
     /// but this node has not started yet (the map is still being restored, or the partition was
     /// just created) is waited for too.
+    /// When none shows up and the transport refused frames for authentication meanwhile (another
+    /// cluster id or secret), the error is [`ReplicateError::PeersRejected`] with what was refused.
     pub async fn wait_for_leader(&self, partition: PartitionId, timeout: Duration) -> Result<NodeId, ReplicateError> {
         let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        let (rejected_before, _) = self.inner.transport.auth_rejections();
         let outcome = changes
             .wait_until(timeout, || match self.status(partition) {
                 Ok(status) => status.leader.map(Ok),
@@ -437,7 +440,12 @@ impl RaftManager {
                 Err(error) => Some(Err(error)),
             })
             .await;
-        outcome.unwrap_or(Err(ReplicateError::Timeout(partition)))
+        outcome.unwrap_or_else(|| match self.inner.transport.auth_rejections() {
+            (rejected, Some(detail)) if rejected > rejected_before => {
+                Err(ReplicateError::PeersRejected { partition, rejected: rejected - rejected_before, detail })
+            }
+            _ => Err(ReplicateError::Timeout(partition)),
+        })
     }
 
     /// The node's change signal, while it runs.

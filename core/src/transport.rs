@@ -86,6 +86,13 @@ pub trait Transport: Send + Sync {
         None
     }
 
+    /// Inbound frames refused for authentication (another cluster id or secret) so far, and the
+    /// last one described. The runtime reports a growing count as the likely reason when no
+    /// leader shows up. The default (`(0, None)`) is for transports without authentication.
+    fn auth_rejections(&self) -> (u64, Option<String>) {
+        (0, None)
+    }
+
     /// Make `node` reachable at `address` (an address as given to `advertise_address` or by
     /// discovery, e.g. a base URL). Replaces a known peer's address; idempotent (adding a known
     /// peer at the same address changes nothing). May be called before [`Transport::start`]: the

@@ -165,6 +165,10 @@ impl Transport for GrpcTransport {
 
     /// Stop serving and sending: the server and the outbox workers end with the runtime (nothing
     /// queued is sent afterwards); the listener stays bound for a later [`Transport::start`].
+    fn auth_rejections(&self) -> (u64, Option<String>) {
+        self.stats.auth_rejections()
+    }
+
     fn cluster_id(&self) -> Option<String> {
         Some(self.config.cluster_id.clone())
     }

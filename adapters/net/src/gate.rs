@@ -246,7 +246,19 @@ impl InboundGate {
         let outcome = self.check_and_deliver(header, signature, body, decode);
         match &outcome {
             Ok(_) => NetStats::bump(&self.stats.frames_accepted),
-            Err(error) => self.count_rejection(error),
+            Err(error) => {
+                self.count_rejection(error);
+                if error.class() == ErrorClass::Unauthenticated {
+                    self.stats.note_auth_rejection(format!(
+                        "frame from {} claiming cluster {:?} rejected ({error}); this node is {} of cluster {:?} \
+                         — check both nodes' cluster id and secret",
+                        header.from,
+                        header.cluster_id,
+                        self.local,
+                        self.auth.cluster_id()
+                    ));
+                }
+            }
         }
         outcome
     }

@@ -1,6 +1,7 @@
 //! Counters of a network transport, shared by its inbound gate and outboxes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Transport counters (monotonic).
 #[derive(Debug, Default)]
@@ -21,6 +22,9 @@ pub struct NetStats {
     pub rejected_invalid: AtomicU64,
     /// Inbound frames refused because the in-flight byte budget had no room.
     pub rejected_overloaded: AtomicU64,
+    /// The last inbound frame refused for authentication, described (who sent it, which cluster
+    /// it claimed, why it was refused).
+    last_auth_rejection: Mutex<Option<String>>,
 }
 
 impl NetStats {
@@ -32,5 +36,21 @@ impl NetStats {
     /// Read `counter`.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Remember `detail` as the last authentication rejection; logged as a warning the first time
+    /// and every hundredth time after (a misconfigured peer retries constantly).
+    pub fn note_auth_rejection(&self, detail: String) {
+        let count = Self::get(&self.rejected_auth);
+        if count <= 1 || count % 100 == 0 {
+            tracing::warn!(rejected = count, "{detail}");
+        }
+        *self.last_auth_rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail);
+    }
+
+    /// Frames refused for authentication so far, and the last one described.
+    pub fn auth_rejections(&self) -> (u64, Option<String>) {
+        let last = self.last_auth_rejection.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (Self::get(&self.rejected_auth), last)
     }
 }

@@ -183,6 +183,10 @@ impl Transport for RestTransport {
 
     /// Stop accepting and sending: the outbound workers are aborted (dropping the outbox), so
     /// nothing queued before is sent afterwards. [`Transport::start`] may be called again.
+    fn auth_rejections(&self) -> (u64, Option<String>) {
+        self.inner.stats.auth_rejections()
+    }
+
     fn cluster_id(&self) -> Option<String> {
         Some(self.inner.config.cluster_id.clone())
     }

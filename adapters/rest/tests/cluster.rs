@@ -43,12 +43,17 @@ fn runtime_config() -> RuntimeConfig {
 /// Start nodes 1..=3: listeners first (so every node knows its peers' ports), then transports,
 /// then a user `App` per node with the transport mounted, then the managers.
 async fn start_cluster() -> Vec<RunningNode> {
+    start_nodes([CLUSTER; 3]).await
+}
+
+/// Three nodes over REST, node `i + 1` configured for cluster `clusters[i]`.
+async fn start_nodes(clusters: [&str; 3]) -> Vec<RunningNode> {
     let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
     let bases: Vec<String> = listeners.iter().map(|l| format!("http://{}", l.local_addr().unwrap())).collect();
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let node = NodeId(i as u64 + 1);
-        let mut config = RestConfig::new(node, CLUSTER, SECRET.to_vec());
+        let mut config = RestConfig::new(node, clusters[i], SECRET.to_vec());
         let mut contacts = Vec::new();
         for (j, base) in bases.iter().enumerate() {
             if j != i {
@@ -145,6 +150,32 @@ struct NullSink;
 impl InboundSink for NullSink {
     fn deliver(&self, _batch: MessageBatch) -> Result<(), InboundRejection> {
         Ok(())
+    }
+}
+
+/// A node configured for another cluster id than its peers is told so: `wait_for_leader` answers
+/// `PeersRejected` naming both cluster ids (and the rejection is counted and logged), while the
+/// other two elect their leaders undisturbed.
+#[actix_rt::test]
+async fn a_node_of_another_cluster_learns_why_no_leader_shows_up() {
+    use kommander_actors::ReplicateError;
+    let nodes = start_nodes([CLUSTER, CLUSTER, "elsewhere"]).await;
+    let p1 = PartitionId(1);
+    for node in &nodes[..2] {
+        node.manager.wait_for_leader(p1, Duration::from_secs(10)).await.expect("the two agree on a leader");
+    }
+    match nodes[2].manager.wait_for_leader(p1, Duration::from_secs(2)).await {
+        Err(ReplicateError::PeersRejected { partition, rejected, detail }) => {
+            assert_eq!(partition, p1);
+            assert!(rejected > 0);
+            assert!(detail.contains(CLUSTER) && detail.contains("elsewhere"), "detail: {detail}");
+        }
+        other => panic!("expected PeersRejected, got {other:?}"),
+    }
+    assert!(nodes[0].transport.stats().rejected_auth.load(Ordering::Relaxed) > 0, "counted on the others too");
+    for node in nodes {
+        node.manager.shutdown().await;
+        node.server.stop(false).await;
     }
 }
 
