@@ -121,7 +121,7 @@ impl PartitionExecutor {
                         partition,
                         source: header.source,
                         range: header.range,
-                        data: data.to_vec(),
+                        data,
                         index: entry.index,
                     });
                     continue;

@@ -11,8 +11,10 @@
 //! range's state with the imported data.
 
 use actix::Message;
+use kommander_core::payload;
 use kommander_core::system::HashRange;
 use kommander_core::PartitionId;
+use serde::{Deserialize, Serialize};
 
 /// Log type of partition-0 entries carrying a [`kommander_core::system::SystemCommand`].
 pub(crate) const SYSTEM_LOG_TYPE: &str = "kommander.system";
@@ -33,7 +35,7 @@ pub struct ExportState {
 }
 
 /// The header of an import entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ImportHeader {
     /// Where the state comes from.
     pub source: PartitionId,
@@ -43,34 +45,22 @@ pub(crate) struct ImportHeader {
     pub range: HashRange,
 }
 
-const MAGIC: &[u8; 4] = b"KMI1";
-const HEADER_LEN: usize = 4 + 4 + 8 + 8 + 8;
+/// An import entry's payload: the header and the application's exported bytes.
+#[derive(Serialize, Deserialize)]
+struct ImportEntry {
+    header: ImportHeader,
+    data: Vec<u8>,
+}
 
-/// Encode an import entry's payload.
+/// Encode an import entry's payload (the runtime's payload codec, `kommander_core::payload`).
 pub(crate) fn encode_import(header: &ImportHeader, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + data.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&header.source.0.to_le_bytes());
-    out.extend_from_slice(&header.generation.to_le_bytes());
-    out.extend_from_slice(&header.range.start.to_le_bytes());
-    out.extend_from_slice(&header.range.end.to_le_bytes());
-    out.extend_from_slice(data);
-    out
+    payload::encode(&ImportEntry { header: header.clone(), data: data.to_vec() })
 }
 
 /// Decode an import entry's payload; `None` if it is not one.
-pub(crate) fn decode_import(payload: &[u8]) -> Option<(ImportHeader, &[u8])> {
-    if payload.len() < HEADER_LEN || &payload[..4] != MAGIC {
-        return None;
-    }
-    let u32_at = |at: usize| u32::from_le_bytes(payload[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
-    let header = ImportHeader {
-        source: PartitionId(u32_at(4)),
-        generation: u64_at(8),
-        range: HashRange { start: u64_at(16), end: u64_at(24) },
-    };
-    Some((header, &payload[HEADER_LEN..]))
+pub(crate) fn decode_import(bytes: &[u8]) -> Option<(ImportHeader, Vec<u8>)> {
+    let entry: ImportEntry = payload::decode(bytes).ok()?;
+    Some((entry.header, entry.data))
 }
 
 #[cfg(test)]
@@ -81,8 +71,9 @@ mod tests {
     fn import_payloads_round_trip_and_reject_other_bytes() {
         let header = ImportHeader { source: PartitionId(3), generation: 9, range: HashRange { start: 5, end: 77 } };
         let payload = encode_import(&header, b"state");
-        assert_eq!(decode_import(&payload), Some((header, &b"state"[..])));
+        assert_eq!(decode_import(&payload), Some((header, b"state".to_vec())));
         assert_eq!(decode_import(b"KMI1short"), None);
         assert_eq!(decode_import(&payload[1..]), None);
+        assert_eq!(decode_import(&payload[..payload.len() - 1]), None);
     }
 }

@@ -18,6 +18,7 @@ pub mod hlc;
 pub mod ids;
 pub mod memory_wal;
 pub mod message;
+pub mod payload;
 pub mod raft;
 pub mod rng;
 #[cfg(feature = "sim")]

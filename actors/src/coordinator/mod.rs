@@ -89,7 +89,7 @@ impl SystemClient {
     /// Commit `command` on partition 0 (this node must lead it) and return what applying it did.
     pub(crate) async fn propose(&self, command: &SystemCommand) -> Result<SystemEvent, ReplicateError> {
         let p0 = PartitionId::SYSTEM;
-        let payload = serde_json::to_vec(command).expect("system commands serialize");
+        let payload = kommander_core::payload::encode(command);
         let committed = self.ask(p0, Replicate::runtime(SYSTEM_LOG_TYPE, vec![payload])).await??;
         let applied = self.registry.changes().wait_until(self.timeout, || self.outcomes.get(committed.last_index));
         match applied.await {
@@ -165,7 +165,7 @@ impl SystemCoordinator {
     fn apply_entries(&mut self, entries: Vec<kommander_core::LogEntry>) {
         for entry in entries {
             let outcome = if entry.log_type == SYSTEM_LOG_TYPE {
-                let applied = match serde_json::from_slice::<SystemCommand>(&entry.payload) {
+                let applied = match kommander_core::payload::decode::<SystemCommand>(&entry.payload) {
                     Ok(command) => {
                         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
                         state.apply(&command)

@@ -91,38 +91,16 @@ impl Membership {
         None
     }
 
-    /// Encode as an entry payload: `u32 voters | u64 ids | u32 learners | u64 ids`, little endian.
+    /// Encode as a config entry's payload (the runtime's payload codec, [`crate::payload`]).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 8 * (self.voters.len() + self.learners.len()));
-        for set in [&self.voters, &self.learners] {
-            out.extend_from_slice(&(set.len() as u32).to_le_bytes());
-            for node in set {
-                out.extend_from_slice(&node.0.to_le_bytes());
-            }
-        }
-        out
+        crate::payload::encode(self)
     }
 
-    /// Decode [`Membership::encode`]'s output; `None` if malformed.
+    /// Decode [`Membership::encode`]'s output; `None` if malformed or if a set has more than
+    /// 4,096 members.
     pub fn decode(bytes: &[u8]) -> Option<Membership> {
-        let mut at: usize = 0;
-        let mut take = |n: usize| {
-            let slice = bytes.get(at..at.checked_add(n)?)?;
-            at += n;
-            Some(slice)
-        };
-        let mut sets = [BTreeSet::new(), BTreeSet::new()];
-        for set in &mut sets {
-            let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-            if count > 4096 {
-                return None;
-            }
-            for _ in 0..count {
-                set.insert(NodeId(u64::from_le_bytes(take(8)?.try_into().ok()?)));
-            }
-        }
-        let [voters, learners] = sets;
-        (at == bytes.len()).then_some(Membership { voters, learners })
+        let membership: Membership = crate::payload::decode(bytes).ok()?;
+        (membership.voters.len() <= 4096 && membership.learners.len() <= 4096).then_some(membership)
     }
 }
 
