@@ -53,8 +53,8 @@ pub use kommander_actors::testing;
 pub mod prelude {
     pub use crate::{open_wal, WalBackend, WalBackendExt};
     pub use kommander_actors::{
-        ExportState, InMemoryNetwork, ManagerError, PartitionStatus, RaftClient, RaftEvent, RaftManager, Read,
-        ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
+        AdminError, ExportState, InMemoryNetwork, ManagerError, PartitionStatus, RaftClient, RaftEvent, RaftManager,
+        Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
     };
     pub use kommander_core::raft::ProposalCommitted;
     pub use kommander_core::system::{HashRange, PartitionMap};

@@ -1,7 +1,37 @@
-//! Errors of the runtime's public API.
+//! Errors of the runtime's public API, one enum per domain: [`ReplicateError`] for writes and
+//! reads of partitions, [`AdminError`] for changes of the partition map and the roster,
+//! [`ManagerError`] for building and joining. Causes that have a type keep it (`#[source]`).
 
-use kommander_core::{NodeId, PartitionId, ProposeError, Ticket, TicketOutcome};
+use kommander_core::system::SystemError;
+use kommander_core::{NodeId, PartitionId, ProposeError};
 use thiserror::Error;
+
+/// The result of the runtime's partition calls.
+pub type Result<T, E = ReplicateError> = std::result::Result<T, E>;
+
+/// Which limit a proposal hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackpressureCause {
+    /// Entries queued for the node's WAL (all partitions) above `max_wal_backlog_entries`.
+    WalBacklog {
+        /// Entries queued.
+        queued: usize,
+    },
+    /// Uncommitted entries of the partition above `max_uncommitted_entries`.
+    Uncommitted {
+        /// Entries appended but not committed.
+        in_flight: usize,
+    },
+}
+
+impl std::fmt::Display for BackpressureCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackpressureCause::WalBacklog { queued } => write!(f, "{queued} entries queued for the WAL"),
+            BackpressureCause::Uncommitted { in_flight } => write!(f, "{in_flight} uncommitted entries"),
+        }
+    }
+}
 
 /// Why a replicate, commit or rollback call failed.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -16,19 +46,16 @@ pub enum ReplicateError {
         /// The leader's address, when discovery knows it.
         endpoint: Option<String>,
     },
-    /// This node just won an election; its leadership barrier has not committed yet.
-    #[error("leadership of {0} not established yet; retry shortly")]
-    LeadershipPending(PartitionId),
     /// The proposal did not complete within the configured proposal timeout. It may still commit.
     #[error("timed out waiting for {0} to commit")]
     Timeout(PartitionId),
     /// Too much is queued (WAL backlog or uncommitted entries): retry later.
-    #[error("backpressure on {partition}: {detail}")]
+    #[error("backpressure on {partition}: {cause}")]
     Backpressure {
         /// The partition asked for.
         partition: PartitionId,
         /// Which limit was hit.
-        detail: String,
+        cause: BackpressureCause,
     },
     /// The partition does not exist on this node.
     #[error("unknown partition {0}")]
@@ -39,31 +66,6 @@ pub enum ReplicateError {
     /// The partition is restoring from its WAL or restarting after a failure.
     #[error("partition {0} is unavailable (restoring or restarting)")]
     PartitionUnavailable(PartitionId),
-    /// The proposal lost its place in the log to another leader's entries.
-    #[error("proposal superseded at index {index} of {partition}")]
-    Superseded {
-        /// The partition.
-        partition: PartitionId,
-        /// Where it was replaced.
-        index: u64,
-    },
-    /// The ticket is unknown to the leader.
-    #[error("unknown ticket {0}")]
-    UnknownTicket(Ticket),
-    /// The ticket was already resolved the other way.
-    #[error("ticket {ticket} already {outcome:?}")]
-    AlreadyResolved {
-        /// The ticket.
-        ticket: Ticket,
-        /// How it was resolved.
-        outcome: TicketOutcome,
-    },
-    /// The ticket belongs to an auto-commit proposal.
-    #[error("ticket {0} is an auto-commit proposal")]
-    NotTwoPhase(Ticket),
-    /// The proposal carried no payloads.
-    #[error("a proposal needs at least one payload")]
-    EmptyProposal,
     /// The manager has not joined the cluster (or has left it).
     #[error("not joined to the cluster")]
     NotJoined,
@@ -92,9 +94,48 @@ pub enum ReplicateError {
         /// The last refusal.
         detail: String,
     },
-    /// A partition-map or membership operation was refused (see the message).
-    #[error("system operation refused: {0}")]
-    SystemRefused(String),
+    /// No partition of the map owns the key (the map is not loaded yet).
+    #[error("no partition owns the key")]
+    NoPartitionForKey,
+    /// The partition's Raft replica refused the request: leadership not established yet, an empty
+    /// proposal, a proposal superseded by another leader's entries, an unknown, already resolved
+    /// or auto-commit ticket, a membership change while another is pending. (`NotLeader`,
+    /// `Backpressure` and `PartitionMoved` have variants of their own: the runtime adds routing
+    /// information to them.) [`ReplicateError::is_retryable`] tells which are worth retrying.
+    #[error("{partition} refused the request: {source}")]
+    Rejected {
+        /// The partition.
+        partition: PartitionId,
+        /// The core's reason.
+        #[source]
+        source: ProposeError,
+    },
+}
+
+/// Why a change of the partition map or the roster (create, remove, split, merge, add a learner,
+/// remove a node, abort) failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum AdminError {
+    /// Changes are made by the partition-0 leader: ask `leader`.
+    #[error("not the partition-0 leader (leader: {leader:?})")]
+    NotLeader {
+        /// The partition-0 leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The committed change was refused by the partition map or roster (applied everywhere as a
+    /// no-op).
+    #[error("refused: {0}")]
+    Refused(#[source] SystemError),
+    /// The split or merge was aborted (it took longer than `operation_timeout`, or
+    /// `abort_operation` was called) before it completed.
+    #[error("the operation was aborted")]
+    Aborted,
+    /// The application's exporter failed to export the moving range (its own message).
+    #[error("the application's export failed: {0}")]
+    ExportFailed(String),
+    /// Proposing the change on partition 0 failed (timeout, unavailable, not joined, …).
+    #[error(transparent)]
+    Replicate(#[from] ReplicateError),
 }
 
 impl ReplicateError {
@@ -102,34 +143,44 @@ impl ReplicateError {
     pub fn kind(&self) -> &'static str {
         match self {
             ReplicateError::NotLeader { .. } => "not-leader",
-            ReplicateError::LeadershipPending(_) => "leadership-pending",
+            ReplicateError::Rejected { source: ProposeError::LeadershipPending, .. } => "leadership-pending",
             ReplicateError::Timeout(_) => "timeout",
             ReplicateError::Backpressure { .. } => "backpressure",
             ReplicateError::PartitionUnavailable(_) => "unavailable",
-            ReplicateError::Superseded { .. } => "superseded",
+            ReplicateError::Rejected { source: ProposeError::Superseded { .. }, .. } => "superseded",
             _ => "other",
         }
+    }
+
+    /// Would the same request succeed later, or elsewhere? (Leadership moving or not yet
+    /// established, a restarting partition, a full queue, a timeout whose outcome is unknown, a
+    /// proposal superseded by a new leader's entries, a moved partition after re-routing.)
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ReplicateError::NotLeader { .. }
+                | ReplicateError::Timeout(_)
+                | ReplicateError::Backpressure { .. }
+                | ReplicateError::PartitionUnavailable(_)
+                | ReplicateError::PartitionMoved { .. }
+                | ReplicateError::Rejected {
+                    source: ProposeError::LeadershipPending | ProposeError::Superseded { .. },
+                    ..
+                }
+        )
     }
 
     /// Translate a core error for `partition`.
     pub fn from_core(partition: PartitionId, error: ProposeError) -> Self {
         match error {
             ProposeError::NotLeader { leader } => ReplicateError::NotLeader { partition, leader, endpoint: None },
-            ProposeError::LeadershipPending => ReplicateError::LeadershipPending(partition),
-            ProposeError::EmptyProposal => ReplicateError::EmptyProposal,
             ProposeError::Backpressure { in_flight } => {
-                ReplicateError::Backpressure { partition, detail: format!("{in_flight} uncommitted entries") }
-            }
-            ProposeError::Superseded { index } => ReplicateError::Superseded { partition, index },
-            ProposeError::UnknownTicket(ticket) => ReplicateError::UnknownTicket(ticket),
-            ProposeError::AlreadyResolved { ticket, outcome } => ReplicateError::AlreadyResolved { ticket, outcome },
-            ProposeError::NotTwoPhase(ticket) => ReplicateError::NotTwoPhase(ticket),
-            ProposeError::MembershipChangePending | ProposeError::InvalidMembership => {
-                ReplicateError::SystemRefused(error.to_string())
+                ReplicateError::Backpressure { partition, cause: BackpressureCause::Uncommitted { in_flight } }
             }
             ProposeError::PartitionMoved { expected, current } => {
                 ReplicateError::PartitionMoved { partition, expected, current }
             }
+            source => ReplicateError::Rejected { partition, source },
         }
     }
 }

@@ -255,7 +255,7 @@ impl PartitionExecutor {
         let backlog = self.shared.wal_stats.backlog_entries.load(Ordering::Relaxed);
         (backlog > self.shared.max_wal_backlog_entries).then(|| ReplicateError::Backpressure {
             partition: self.partition(),
-            detail: format!("{backlog} entries queued for the WAL"),
+            cause: crate::error::BackpressureCause::WalBacklog { queued: backlog },
         })
     }
 }

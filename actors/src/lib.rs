@@ -56,7 +56,7 @@ pub use application::{Read, StateMachine, StateMachineActor};
 pub use client::MockRaftClient;
 pub use client::{RaftClient, Reply};
 pub use config::RuntimeConfig;
-pub use error::{ManagerError, ReplicateError};
+pub use error::{AdminError, BackpressureCause, ManagerError, ReplicateError, Result};
 pub use events::RaftEvent;
 pub use executor::{GetStatus, PartitionExecutor, Replicate, Resolve};
 pub use manager::{RaftManager, RaftManagerBuilder, DEFAULT_CLUSTER_ID};

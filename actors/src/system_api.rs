@@ -3,7 +3,7 @@
 //! merge). Changes must be asked of the partition-0 leader (other nodes answer `NotLeader` with
 //! the leader's id); reads work on every node and see the map as applied locally.
 
-use crate::error::ReplicateError;
+use crate::error::{AdminError, ReplicateError};
 use crate::executor::GetMembership;
 use crate::executor::Replicate;
 use crate::manager::RaftManager;
@@ -46,8 +46,7 @@ impl RaftManager {
     /// The partition owning `key` (xxHash64 of the key, looked up in the map), with its generation
     /// to pass to [`RaftManager::replicate_guarded`].
     pub fn partition_for_key(&self, key: &[u8]) -> Result<PartitionInfo, ReplicateError> {
-        self.with_state(|s| s.map.route(key).cloned())?
-            .ok_or_else(|| ReplicateError::SystemRefused("no partition owns the key".into()))
+        self.with_state(|s| s.map.route(key).cloned())?.ok_or(ReplicateError::NoPartitionForKey)
     }
 
     /// Replicate auto-commit entries on `partition` guarded by `generation` (from
@@ -98,44 +97,44 @@ impl RaftManager {
         Ok((info.id, committed))
     }
 
-    async fn propose_system(&self, command: SystemCommand) -> Result<SystemEvent, ReplicateError> {
+    async fn propose_system(&self, command: SystemCommand) -> Result<SystemEvent, AdminError> {
         let p0 = PartitionId::SYSTEM;
         if !self.is_leader(p0) {
-            return Err(ReplicateError::NotLeader { partition: p0, leader: self.leader(p0), endpoint: None });
+            return Err(AdminError::NotLeader { leader: self.leader(p0) });
         }
         self.system_client()?.propose(&command).await
     }
 
     /// Create a partition addressed by id only (it owns no key range). Returns its id once the
     /// change is committed; every node starts a replica.
-    pub async fn create_partition(&self) -> Result<PartitionId, ReplicateError> {
+    pub async fn create_partition(&self) -> Result<PartitionId, AdminError> {
         match self.propose_system(SystemCommand::CreatePartition).await? {
             SystemEvent::PartitionCreated(id) => Ok(id),
-            other => Err(ReplicateError::SystemRefused(format!("unexpected outcome {other:?}"))),
+            other => unreachable!("creating a partition applied as {other:?}"),
         }
     }
 
     /// Remove a partition that owns no key range: it is tombstoned (its id is never reused), every
     /// node stops its replica and reclaims its WAL.
-    pub async fn remove_partition(&self, partition: PartitionId) -> Result<(), ReplicateError> {
+    pub async fn remove_partition(&self, partition: PartitionId) -> Result<(), AdminError> {
         self.propose_system(SystemCommand::RemovePartition { id: partition }).await.map(|_| ())
     }
 
     /// Split `source` at key hash `boundary`: a new partition takes `[boundary, end]` with the
     /// application state of those keys (see [`crate::transfer`]). Returns the new partition once
     /// the split completed; fails if it was aborted.
-    pub async fn split_partition(&self, source: PartitionId, boundary: u64) -> Result<PartitionId, ReplicateError> {
+    pub async fn split_partition(&self, source: PartitionId, boundary: u64) -> Result<PartitionId, AdminError> {
         let SystemEvent::SplitStarted { target, .. } =
             self.propose_system(SystemCommand::BeginSplit { source, boundary }).await?
         else {
-            return Err(ReplicateError::SystemRefused("split did not start".into()));
+            unreachable!("a split that applied is a split that started");
         };
         self.await_operation(target).await.map(|()| target)
     }
 
     /// Merge `source` into `survivor` (their ranges must touch): the survivor takes over the
     /// source's range and state, the source is removed. Returns once the merge completed.
-    pub async fn merge_partitions(&self, survivor: PartitionId, source: PartitionId) -> Result<(), ReplicateError> {
+    pub async fn merge_partitions(&self, survivor: PartitionId, source: PartitionId) -> Result<(), AdminError> {
         self.propose_system(SystemCommand::BeginMerge { survivor, source }).await?;
         self.await_operation(survivor).await
     }
@@ -148,32 +147,32 @@ impl RaftManager {
 
     /// Add `node` (reachable at `address`) to the roster as a learner (partition-0 leader only);
     /// it is promoted to voter automatically once caught up. Joining nodes ask for this themselves.
-    pub async fn add_learner(&self, node: NodeId, address: &str) -> Result<(), ReplicateError> {
+    pub async fn add_learner(&self, node: NodeId, address: &str) -> Result<(), AdminError> {
         self.propose_system(SystemCommand::AddLearner { node, address: address.to_string() }).await.map(|_| ())
     }
 
     /// Remove `node` from the roster (partition-0 leader only); every partition then drops it.
-    pub async fn remove_node(&self, node: NodeId) -> Result<(), ReplicateError> {
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), AdminError> {
         self.propose_system(SystemCommand::RemoveNode { node }).await.map(|_| ())
     }
 
     /// Abort the split or merge in progress (partition-0 leader only).
-    pub async fn abort_operation(&self) -> Result<(), ReplicateError> {
+    pub async fn abort_operation(&self) -> Result<(), AdminError> {
         self.propose_system(SystemCommand::AbortOperation).await.map(|_| ())
     }
 
     /// Wait until no operation is pending; Ok if `receiver` ended up active (completed).
-    async fn await_operation(&self, receiver: PartitionId) -> Result<(), ReplicateError> {
+    async fn await_operation(&self, receiver: PartitionId) -> Result<(), AdminError> {
         let timeout = self.inner.config.operation_timeout + self.inner.config.proposal_timeout;
         let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
         let ended = changes
             .wait_until(timeout, || match self.with_state(|s| (s.pending, s.map.get(receiver).map(|i| i.state))) {
                 Ok((Some(_), _)) => None,
                 Ok((None, Some(PartitionState::Active))) => Some(Ok(())),
-                Ok((None, _)) => Some(Err(ReplicateError::SystemRefused("the operation was aborted".into()))),
-                Err(error) => Some(Err(error)),
+                Ok((None, _)) => Some(Err(AdminError::Aborted)),
+                Err(error) => Some(Err(error.into())),
             })
             .await;
-        ended.unwrap_or(Err(ReplicateError::Timeout(PartitionId::SYSTEM)))
+        ended.unwrap_or(Err(ReplicateError::Timeout(PartitionId::SYSTEM).into()))
     }
 }

@@ -41,7 +41,7 @@ use crate::manager::RaftManager;
 use crate::memory_transport::InMemoryNetwork;
 use actix::prelude::*;
 use kommander_core::raft::ProposalCommitted;
-use kommander_core::{MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
+use kommander_core::{MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,9 +137,11 @@ impl<S: StateMachine> TestCluster<S> {
         loop {
             let leader = self.leader(partition).await?;
             match leader.manager.replicate_logs(partition, log_type, payloads.clone(), true).await {
-                Err(ReplicateError::NotLeader { .. } | ReplicateError::LeadershipPending(_))
-                    if Instant::now() < deadline =>
-                {
+                // Leadership moving: nothing was appended, so a retry cannot duplicate the write.
+                Err(
+                    ReplicateError::NotLeader { .. }
+                    | ReplicateError::Rejected { source: ProposeError::LeadershipPending, .. },
+                ) if Instant::now() < deadline => {
                     // Leadership is moving: the next leader is waited for above.
                     actix::clock::sleep(Duration::from_millis(10)).await;
                 }

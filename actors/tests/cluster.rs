@@ -11,7 +11,8 @@ use kommander_actors::{InMemoryNetwork, ManagerError, RaftEvent, RaftManager, Re
 use kommander_core::conformance::WriteHookWal;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::{
-    MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery, Term, Ticket, TicketOutcome, Wal, WalBatch, WalError,
+    MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery, Term, Ticket, TicketOutcome, Wal,
+    WalBatch, WalError,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -340,9 +341,11 @@ fn not_appended(error: &ReplicateError) -> bool {
     matches!(
         error,
         ReplicateError::NotLeader { .. }
-            | ReplicateError::LeadershipPending(_)
+            | ReplicateError::Rejected {
+                source: ProposeError::LeadershipPending | ProposeError::Superseded { .. },
+                ..
+            }
             | ReplicateError::Backpressure { .. }
-            | ReplicateError::Superseded { .. }
     )
 }
 
@@ -616,7 +619,10 @@ async fn two_phase_commit_and_rollback() {
         assert_eq!(leader.rollback_logs(P1, b.ticket).await, Ok(TicketOutcome::RolledBack));
         assert_eq!(
             leader.commit_logs(P1, b.ticket).await,
-            Err(ReplicateError::AlreadyResolved { ticket: b.ticket, outcome: TicketOutcome::RolledBack })
+            Err(ReplicateError::Rejected {
+                partition: P1,
+                source: ProposeError::AlreadyResolved { ticket: b.ticket, outcome: TicketOutcome::RolledBack }
+            })
         );
         assert_eq!(leader.rollback_logs(P1, b.ticket).await, Ok(TicketOutcome::RolledBack));
         // Deliveries are in log order: once a later auto-commit entry arrived everywhere, the
@@ -632,8 +638,14 @@ async fn two_phase_commit_and_rollback() {
             .await;
 
         let unknown = Ticket { physical_ms: 1, logical: 7, node: 3 };
-        assert_eq!(leader.commit_logs(P1, unknown).await, Err(ReplicateError::UnknownTicket(unknown)));
-        assert_eq!(leader.rollback_logs(P1, unknown).await, Err(ReplicateError::UnknownTicket(unknown)));
+        assert_eq!(
+            leader.commit_logs(P1, unknown).await,
+            Err(ReplicateError::Rejected { partition: P1, source: ProposeError::UnknownTicket(unknown) })
+        );
+        assert_eq!(
+            leader.rollback_logs(P1, unknown).await,
+            Err(ReplicateError::Rejected { partition: P1, source: ProposeError::UnknownTicket(unknown) })
+        );
     })
     .await;
 }
@@ -664,7 +676,9 @@ async fn join_cluster_returns_once_every_partition_serves() {
         node.wait_for_leader(P1, Duration::from_secs(5)).await.expect("a lone voter elects itself");
         let committed = loop {
             match node.replicate_logs(P1, "test.put", vec![b"x".to_vec()], true).await {
-                Err(ReplicateError::LeadershipPending(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(ReplicateError::Rejected { source: ProposeError::LeadershipPending, .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
                 other => break other,
             }
         };
@@ -729,7 +743,7 @@ async fn api_errors_are_typed() {
         );
         assert_eq!(
             on_leader.replicate_logs(P1, "test.put", Vec::new(), true).await,
-            Err(ReplicateError::EmptyProposal)
+            Err(ReplicateError::Rejected { partition: P1, source: ProposeError::EmptyProposal })
         );
         let not_leader =
             ReplicateError::NotLeader { partition: P1, leader: Some(leader), endpoint: Some(address(leader)) };

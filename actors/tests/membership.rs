@@ -9,7 +9,7 @@ use kommander_actors::{
     InMemoryNetwork, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
 };
 use kommander_core::system::MemberRole;
-use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
+use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,7 +97,12 @@ impl Cluster {
             if let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) {
                 match leader.replicate_logs(partition, "w", vec![payload.clone()], true).await {
                     Ok(_) => return true,
-                    Err(ReplicateError::ReservedLogType(_) | ReplicateError::EmptyProposal) => panic!("bad write"),
+                    Err(
+                        ReplicateError::ReservedLogType(_)
+                        | ReplicateError::Rejected { source: ProposeError::EmptyProposal, .. },
+                    ) => {
+                        panic!("bad write")
+                    }
                     Err(_) => {}
                 }
             }

@@ -9,8 +9,8 @@
 
 mod support;
 
-use kommander_actors::{Replicate, ReplicateError};
-use kommander_core::system::{key_hash, HashRange, PartitionState};
+use kommander_actors::{AdminError, Replicate, ReplicateError};
+use kommander_core::system::{key_hash, HashRange, PartitionState, SystemError};
 use kommander_core::{PartitionId, Wal};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,8 +159,11 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
     }
 
     let follower = cluster.running().into_iter().find(|m| !m.is_leader(P0)).unwrap();
-    assert!(matches!(follower.create_partition().await, Err(ReplicateError::NotLeader { .. })));
-    assert!(matches!(p0_leader.remove_partition(PartitionId(1)).await, Err(ReplicateError::SystemRefused(_))));
+    assert!(matches!(follower.create_partition().await, Err(AdminError::NotLeader { .. })));
+    assert!(matches!(
+        p0_leader.remove_partition(PartitionId(1)).await,
+        Err(AdminError::Refused(SystemError::RangeMismatch(_)))
+    ));
     p0_leader.remove_partition(created).await.expect("remove");
     let deadline = Instant::now() + Duration::from_secs(5);
     while cluster.wals[..FOUNDERS].iter().any(|w| w.last_index(created).unwrap() != 0) {

@@ -123,7 +123,7 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
     };
     match state.manager.split_partition(source, boundary).await {
         Ok(target) => HttpResponse::Ok().json(json!({ "source": source.0, "target": target.0, "boundary": boundary })),
-        Err(ReplicateError::NotLeader { leader: Some(leader), .. }) if !req.headers().contains_key(FORWARDED) => {
+        Err(AdminError::NotLeader { leader: Some(leader) }) if !req.headers().contains_key(FORWARDED) => {
             forward_to(
                 &state,
                 leader,

@@ -21,7 +21,7 @@
 
 mod membership;
 
-use crate::error::ReplicateError;
+use crate::error::{AdminError, ReplicateError};
 use crate::events::RaftEvent;
 use crate::executor::{PartitionExecutor, ProposeFence, Replicate};
 use crate::registry::PartitionRegistry;
@@ -29,7 +29,7 @@ use crate::transfer::{encode_import, ExportState, ImportHeader, IMPORT_LOG_TYPE,
 use crate::wal_scheduler::{FencePartition, WalScheduler};
 use actix::prelude::*;
 use kommander_core::system::{HashRange, Operation, SystemCommand, SystemError, SystemEvent, SystemState};
-use kommander_core::{LogIndex, PartitionId, Wal};
+use kommander_core::{LogIndex, PartitionId, ProposeError, Wal};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -87,15 +87,19 @@ impl SystemClient {
     }
 
     /// Commit `command` on partition 0 (this node must lead it) and return what applying it did.
-    pub(crate) async fn propose(&self, command: &SystemCommand) -> Result<SystemEvent, ReplicateError> {
+    pub(crate) async fn propose(&self, command: &SystemCommand) -> Result<SystemEvent, AdminError> {
         let p0 = PartitionId::SYSTEM;
         let payload = kommander_core::payload::encode(command);
         let committed = self.ask(p0, Replicate::runtime(SYSTEM_LOG_TYPE, vec![payload])).await??;
-        let applied = self.registry.changes().wait_until(self.timeout, || self.outcomes.get(committed.last_index));
+        let index = committed.last_index;
+        let applied = self.registry.changes().wait_until(self.timeout, || self.outcomes.get(index));
         match applied.await {
-            Some(Some(outcome)) => outcome.map_err(|e| ReplicateError::SystemRefused(e.to_string())),
-            Some(None) => Err(ReplicateError::SystemRefused("entry was not a system command".into())),
-            None => Err(ReplicateError::Timeout(p0)),
+            Some(Some(outcome)) => outcome.map_err(AdminError::Refused),
+            // Another entry took the index (a new leader's log replaced ours).
+            Some(None) => {
+                Err(ReplicateError::Rejected { partition: p0, source: ProposeError::Superseded { index } }.into())
+            }
+            None => Err(ReplicateError::Timeout(p0).into()),
         }
     }
 }
@@ -318,8 +322,8 @@ enum StepKind {
     Complete(SystemCommand),
 }
 
-async fn fence(client: &SystemClient, source: PartitionId, generation: u64) -> Result<(), ReplicateError> {
-    client.ask(source, ProposeFence { generation }).await?.map(|_| ())
+async fn fence(client: &SystemClient, source: PartitionId, generation: u64) -> Result<(), AdminError> {
+    Ok(client.ask(source, ProposeFence { generation }).await?.map(|_| ())?)
 }
 
 async fn import(
@@ -329,17 +333,17 @@ async fn import(
     receiver: PartitionId,
     range: HashRange,
     generation: u64,
-) -> Result<(), ReplicateError> {
+) -> Result<(), AdminError> {
     let data = match transfer {
         Some(transfer) => match transfer.send(ExportState { partition: source, range }).await {
             Ok(Ok(data)) => data,
-            Ok(Err(error)) => return Err(ReplicateError::SystemRefused(format!("export failed: {error}"))),
-            Err(_) => return Err(ReplicateError::SystemRefused("the application's exporter is gone".into())),
+            Ok(Err(error)) => return Err(AdminError::ExportFailed(error)),
+            Err(_) => return Err(AdminError::ExportFailed("the application's exporter stopped".into())),
         },
         None => Vec::new(),
     };
     let payload = encode_import(&ImportHeader { source, generation, range }, &data);
-    client.ask(receiver, Replicate::runtime(IMPORT_LOG_TYPE, vec![payload])).await?.map(|_| ())
+    Ok(client.ask(receiver, Replicate::runtime(IMPORT_LOG_TYPE, vec![payload])).await?.map(|_| ())?)
 }
 
 impl Actor for SystemCoordinator {

@@ -10,7 +10,7 @@ use kommander_actors::{
     InMemoryNetwork, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
 };
 use kommander_core::system::{key_hash, HashRange, PartitionMap, PartitionState};
-use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery};
+use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -223,11 +223,13 @@ impl Cluster {
                     Err(
                         ReplicateError::PartitionMoved { .. }
                         | ReplicateError::NotLeader { .. }
-                        | ReplicateError::LeadershipPending(_)
+                        | ReplicateError::Rejected {
+                            source: ProposeError::LeadershipPending | ProposeError::Superseded { .. },
+                            ..
+                        }
                         | ReplicateError::Timeout(_)
                         | ReplicateError::PartitionUnavailable(_)
-                        | ReplicateError::UnknownPartition(_)
-                        | ReplicateError::Superseded { .. },
+                        | ReplicateError::UnknownPartition(_),
                     ) => {}
                     Err(other) => panic!("unexpected write error: {other}"),
                 }
