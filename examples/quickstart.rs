@@ -99,7 +99,7 @@ async fn write(managers: &[RaftManager], partition: PartitionId, payload: Vec<u8
     for attempt in 0..200 {
         let leader = managers.iter().find(|m| m.is_leader(partition));
         if let Some(manager) = leader {
-            match manager.replicate_logs(partition, "kv.put", vec![payload.clone()], true).await {
+            match manager.replicate(partition, "kv.put", vec![payload.clone()], true).await {
                 Ok(_) => return Ok(()),
                 Err(e) => last_error = Some(e),
             }

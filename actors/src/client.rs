@@ -80,7 +80,7 @@ pub type Reply<T> = Pin<Box<dyn Future<Output = Result<T, ReplicateError>>>>;
 /// The calls an application makes on its node.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait RaftClient {
-    /// Replicate `payloads` (one entry each) on `partition`; see [`RaftManager::replicate_logs`].
+    /// Replicate `payloads` (one entry each) on `partition`; see [`RaftManager::replicate`].
     fn replicate(
         &self,
         partition: PartitionId,
@@ -89,10 +89,10 @@ pub trait RaftClient {
         auto_commit: bool,
     ) -> Reply<ProposalCommitted>;
 
-    /// Deliver the held entries of a two-phase proposal; see [`RaftManager::commit_logs`].
+    /// Deliver the held entries of a two-phase proposal; see [`RaftManager::commit`].
     fn commit(&self, partition: PartitionId, ticket: Ticket) -> Reply<TicketOutcome>;
 
-    /// Drop the held entries of a two-phase proposal; see [`RaftManager::rollback_logs`].
+    /// Drop the held entries of a two-phase proposal; see [`RaftManager::rollback`].
     fn rollback(&self, partition: PartitionId, ticket: Ticket) -> Reply<TicketOutcome>;
 
     /// Route `key` with the current map and replicate one guarded entry to its partition; see
@@ -123,17 +123,17 @@ impl RaftClient for RaftManager {
         auto_commit: bool,
     ) -> Reply<ProposalCommitted> {
         let (node, log_type) = (self.clone(), log_type.to_string());
-        Box::pin(async move { node.replicate_logs(partition, &log_type, payloads, auto_commit).await })
+        Box::pin(async move { node.replicate(partition, &log_type, payloads, auto_commit).await })
     }
 
     fn commit(&self, partition: PartitionId, ticket: Ticket) -> Reply<TicketOutcome> {
         let node = self.clone();
-        Box::pin(async move { node.commit_logs(partition, ticket).await })
+        Box::pin(async move { node.commit(partition, ticket).await })
     }
 
     fn rollback(&self, partition: PartitionId, ticket: Ticket) -> Reply<TicketOutcome> {
         let node = self.clone();
-        Box::pin(async move { node.rollback_logs(partition, ticket).await })
+        Box::pin(async move { node.rollback(partition, ticket).await })
     }
 
     fn replicate_for_key(

@@ -19,7 +19,7 @@ pub struct RuntimeConfig {
     pub heartbeat_interval: Duration,
     /// Election timeout range `[min, max)` (multiples of `tick`; randomized per election).
     pub election_timeout: (Duration, Duration),
-    /// How long `replicate_logs` and friends wait for the outcome.
+    /// How long `replicate` and friends wait for the outcome.
     pub proposal_timeout: Duration,
     /// Entries queued for the WAL (all partitions) above which proposals fail with backpressure.
     pub max_wal_backlog_entries: usize,

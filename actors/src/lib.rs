@@ -1,7 +1,7 @@
 //! `kommander-actors`: the actix runtime of kommander.
 //!
 //! The public surface is small on purpose:
-//! - [`RaftManager`]: the node handle (`join_cluster`, `replicate_logs`, `commit_logs`, the
+//! - [`RaftManager`]: the node handle (`join_cluster`, `replicate`, `commit`, the
 //!   partition map and membership API, …), built with [`RaftManager::builder`].
 //! - [`PartitionExecutor`]: the actor owning one partition replica. Applications may address a user
 //!   partition directly ([`RaftManager::partition`]) with [`Replicate`], [`Resolve`] and

@@ -189,7 +189,7 @@ impl RaftManager {
 
     /// Start the node: discovery, schedulers, partitions (restore + replay), transport, timers.
     /// Returns once every partition of the map runs on this node with its WAL replayed (so
-    /// `replicate_logs` no longer answers `UnknownPartition`); leaders are elected after that
+    /// `replicate` no longer answers `UnknownPartition`); leaders are elected after that
     /// ([`RaftManager::wait_for_leader`]). Must be called inside a running actix `System`.
     pub async fn join_cluster(&self) -> Result<(), ManagerError> {
         let inner = &self.inner;
@@ -378,8 +378,8 @@ impl RaftManager {
 
     /// Replicate `payloads` (one entry each) on `partition`. Returns once committed: auto-commit
     /// entries are delivered; two-phase ones (`auto_commit = false`) are held until
-    /// [`RaftManager::commit_logs`] or [`RaftManager::rollback_logs`] with the returned ticket.
-    pub async fn replicate_logs(
+    /// [`RaftManager::commit`] or [`RaftManager::rollback`] with the returned ticket.
+    pub async fn replicate(
         &self,
         partition: PartitionId,
         log_type: &str,
@@ -392,12 +392,12 @@ impl RaftManager {
     }
 
     /// Deliver the held entries of a two-phase proposal (idempotent; first outcome wins).
-    pub async fn commit_logs(&self, partition: PartitionId, ticket: Ticket) -> Result<TicketOutcome, ReplicateError> {
+    pub async fn commit(&self, partition: PartitionId, ticket: Ticket) -> Result<TicketOutcome, ReplicateError> {
         self.resolve(partition, ticket, TicketOutcome::Committed).await
     }
 
     /// Drop the held entries of a two-phase proposal (idempotent; first outcome wins).
-    pub async fn rollback_logs(&self, partition: PartitionId, ticket: Ticket) -> Result<TicketOutcome, ReplicateError> {
+    pub async fn rollback(&self, partition: PartitionId, ticket: Ticket) -> Result<TicketOutcome, ReplicateError> {
         self.resolve(partition, ticket, TicketOutcome::RolledBack).await
     }
 

@@ -136,7 +136,7 @@ impl<S: StateMachine> TestCluster<S> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let leader = self.leader(partition).await?;
-            match leader.manager.replicate_logs(partition, log_type, payloads.clone(), true).await {
+            match leader.manager.replicate(partition, log_type, payloads.clone(), true).await {
                 // Leadership moving: nothing was appended, so a retry cannot duplicate the write.
                 Err(
                     ReplicateError::NotLeader { .. }

@@ -362,7 +362,7 @@ async fn write(
     let mut last_error = None;
     while Instant::now() < deadline {
         if let Some(leader) = managers.iter().find(|m| m.is_leader(partition)) {
-            match leader.replicate_logs(partition, "test.put", vec![payload.clone()], true).await {
+            match leader.replicate(partition, "test.put", vec![payload.clone()], true).await {
                 Ok(committed) => return Ok(committed),
                 Err(e) if strict && !not_appended(&e) => {
                     return Err(format!("write to {partition} on {} failed ambiguously: {e}", leader.node()))
@@ -478,10 +478,7 @@ async fn leader_failover_keeps_writes_going() {
         let victim = cluster.index_of(old_leader);
         let stopped = cluster.stop_node(victim).await;
         assert!(!stopped.is_leader(P1), "a stopped node must not claim leadership");
-        assert_eq!(
-            stopped.replicate_logs(P1, "test.put", vec![b"x".to_vec()], true).await,
-            Err(ReplicateError::NotJoined)
-        );
+        assert_eq!(stopped.replicate(P1, "test.put", vec![b"x".to_vec()], true).await, Err(ReplicateError::NotJoined));
         let survivors = cluster.running();
 
         let started = Instant::now();
@@ -580,7 +577,7 @@ async fn restarted_node_restores_from_its_wal_and_catches_up() {
     .await;
 }
 
-/// Two-phase proposals through the API: held until `commit_logs`, dropped by `rollback_logs`,
+/// Two-phase proposals through the API: held until `commit`, dropped by `rollback`,
 /// idempotent resolution, conflicting and unknown tickets refused.
 #[actix::test]
 async fn two_phase_commit_and_rollback() {
@@ -590,7 +587,7 @@ async fn two_phase_commit_and_rollback() {
         let all = [0, 1, 2];
 
         let held = vec![b"held-a".to_vec(), b"held-b".to_vec()];
-        let a = leader.replicate_logs(P1, "test.tx", held.clone(), false).await.expect("two-phase proposal");
+        let a = leader.replicate(P1, "test.tx", held.clone(), false).await.expect("two-phase proposal");
         assert_eq!(a.last_index - a.first_index, 1, "two payloads make two entries");
         // Once every node applied past the proposal, it must still not have been delivered.
         wait_until("every node to apply past the held proposal", CONVERGE_WAIT, async || {
@@ -606,28 +603,28 @@ async fn two_phase_commit_and_rollback() {
             assert!(snapshot.get(&P1).is_none_or(Vec::is_empty), "node {}: delivered before commit", NODES[i]);
         }
 
-        assert_eq!(leader.commit_logs(P1, a.ticket).await, Ok(TicketOutcome::Committed));
+        assert_eq!(leader.commit(P1, a.ticket).await, Ok(TicketOutcome::Committed));
         cluster
             .converged(&all, |s| match s[&P1] == held {
                 true => Ok(()),
                 false => Err(format!("{P1} holds {:?}", show(&s[&P1]))),
             })
             .await;
-        assert_eq!(leader.commit_logs(P1, a.ticket).await, Ok(TicketOutcome::Committed), "commit is idempotent");
+        assert_eq!(leader.commit(P1, a.ticket).await, Ok(TicketOutcome::Committed), "commit is idempotent");
 
-        let b = leader.replicate_logs(P1, "test.tx", vec![b"doomed".to_vec()], false).await.expect("proposal");
-        assert_eq!(leader.rollback_logs(P1, b.ticket).await, Ok(TicketOutcome::RolledBack));
+        let b = leader.replicate(P1, "test.tx", vec![b"doomed".to_vec()], false).await.expect("proposal");
+        assert_eq!(leader.rollback(P1, b.ticket).await, Ok(TicketOutcome::RolledBack));
         assert_eq!(
-            leader.commit_logs(P1, b.ticket).await,
+            leader.commit(P1, b.ticket).await,
             Err(ReplicateError::Rejected {
                 partition: P1,
                 source: ProposeError::AlreadyResolved { ticket: b.ticket, outcome: TicketOutcome::RolledBack }
             })
         );
-        assert_eq!(leader.rollback_logs(P1, b.ticket).await, Ok(TicketOutcome::RolledBack));
+        assert_eq!(leader.rollback(P1, b.ticket).await, Ok(TicketOutcome::RolledBack));
         // Deliveries are in log order: once a later auto-commit entry arrived everywhere, the
         // rolled-back one can never be delivered.
-        leader.replicate_logs(P1, "test.put", vec![b"sentinel".to_vec()], true).await.expect("sentinel write");
+        leader.replicate(P1, "test.put", vec![b"sentinel".to_vec()], true).await.expect("sentinel write");
         let mut expected = held.clone();
         expected.push(b"sentinel".to_vec());
         cluster
@@ -639,11 +636,11 @@ async fn two_phase_commit_and_rollback() {
 
         let unknown = Ticket { physical_ms: 1, logical: 7, node: 3 };
         assert_eq!(
-            leader.commit_logs(P1, unknown).await,
+            leader.commit(P1, unknown).await,
             Err(ReplicateError::Rejected { partition: P1, source: ProposeError::UnknownTicket(unknown) })
         );
         assert_eq!(
-            leader.rollback_logs(P1, unknown).await,
+            leader.rollback(P1, unknown).await,
             Err(ReplicateError::Rejected { partition: P1, source: ProposeError::UnknownTicket(unknown) })
         );
     })
@@ -675,7 +672,7 @@ async fn join_cluster_returns_once_every_partition_serves() {
         }
         node.wait_for_leader(P1, Duration::from_secs(5)).await.expect("a lone voter elects itself");
         let committed = loop {
-            match node.replicate_logs(P1, "test.put", vec![b"x".to_vec()], true).await {
+            match node.replicate(P1, "test.put", vec![b"x".to_vec()], true).await {
                 Err(ReplicateError::Rejected { source: ProposeError::LeadershipPending, .. }) => {
                     tokio::time::sleep(Duration::from_millis(10)).await
                 }
@@ -719,11 +716,8 @@ async fn api_errors_are_typed() {
             .build()
             .expect("a complete builder");
         let ticket = Ticket { physical_ms: 1, logical: 0, node: 1 };
-        assert_eq!(
-            idle.replicate_logs(P1, "test.put", vec![b"x".to_vec()], true).await,
-            Err(ReplicateError::NotJoined)
-        );
-        assert_eq!(idle.commit_logs(P1, ticket).await, Err(ReplicateError::NotJoined));
+        assert_eq!(idle.replicate(P1, "test.put", vec![b"x".to_vec()], true).await, Err(ReplicateError::NotJoined));
+        assert_eq!(idle.commit(P1, ticket).await, Err(ReplicateError::NotJoined));
         assert!(!idle.is_leader(P1));
         assert_eq!(idle.leader(P1), None);
 
@@ -731,24 +725,23 @@ async fn api_errors_are_typed() {
         let leader = cluster.agreed_leader(P1).await;
         let on_leader = cluster.manager(cluster.index_of(leader)).clone();
         let follower = cluster.running().into_iter().find(|m| m.node() != leader).expect("a follower");
-        let put = |m: RaftManager, p: PartitionId| async move {
-            m.replicate_logs(p, "test.put", vec![b"x".to_vec()], true).await
-        };
+        let put =
+            |m: RaftManager, p: PartitionId| async move { m.replicate(p, "test.put", vec![b"x".to_vec()], true).await };
 
         assert_eq!(put(on_leader.clone(), PartitionId(0)).await, Err(ReplicateError::SystemPartitionReserved));
-        assert_eq!(on_leader.commit_logs(PartitionId(0), ticket).await, Err(ReplicateError::SystemPartitionReserved));
+        assert_eq!(on_leader.commit(PartitionId(0), ticket).await, Err(ReplicateError::SystemPartitionReserved));
         assert_eq!(
             put(on_leader.clone(), PartitionId(99)).await,
             Err(ReplicateError::UnknownPartition(PartitionId(99)))
         );
         assert_eq!(
-            on_leader.replicate_logs(P1, "test.put", Vec::new(), true).await,
+            on_leader.replicate(P1, "test.put", Vec::new(), true).await,
             Err(ReplicateError::Rejected { partition: P1, source: ProposeError::EmptyProposal })
         );
         let not_leader =
             ReplicateError::NotLeader { partition: P1, leader: Some(leader), endpoint: Some(address(leader)) };
         assert_eq!(put(follower.clone(), P1).await, Err(not_leader.clone()));
-        assert_eq!(follower.commit_logs(P1, ticket).await, Err(not_leader));
+        assert_eq!(follower.commit(P1, ticket).await, Err(not_leader));
         assert_eq!(on_leader.join_cluster().await, Err(ManagerError::AlreadyJoined));
 
         let stopped = cluster.stop_node(2).await;
@@ -785,7 +778,7 @@ async fn backpressure_fails_fast_when_nothing_commits() {
         let stuck: Vec<Vec<u8>> = (0..4).map(|i| format!("stuck-{i}").into_bytes()).collect();
         let pending = {
             let (leader, stuck) = (leader.clone(), stuck.clone());
-            actix::spawn(async move { leader.replicate_logs(P1, "test.put", stuck, true).await })
+            actix::spawn(async move { leader.replicate(P1, "test.put", stuck, true).await })
         };
         wait_until("the isolated leader to hold 4 uncommitted entries", Duration::from_secs(2), async || {
             let s = leader.status(P1).map_err(|e| e.to_string())?;
@@ -797,7 +790,7 @@ async fn backpressure_fails_fast_when_nothing_commits() {
         .await;
 
         let started = Instant::now();
-        let result = leader.replicate_logs(P1, "test.put", vec![b"one-too-many".to_vec()], true).await;
+        let result = leader.replicate(P1, "test.put", vec![b"one-too-many".to_vec()], true).await;
         let elapsed = started.elapsed();
         assert!(
             matches!(&result, Err(ReplicateError::Backpressure { partition: P1, .. })),
@@ -859,7 +852,7 @@ async fn wal_failure_restarts_the_partition_which_recovers() {
 
         flaky[li].fail_next.store(true, Ordering::SeqCst);
         let started = Instant::now();
-        let result = cluster.manager(li).replicate_logs(P1, "test.put", vec![b"maybe-lost".to_vec()], true).await;
+        let result = cluster.manager(li).replicate(P1, "test.put", vec![b"maybe-lost".to_vec()], true).await;
         let elapsed = started.elapsed();
         assert!(
             matches!(result, Err(ReplicateError::PartitionUnavailable(P1)) | Err(ReplicateError::Timeout(P1))),

@@ -95,7 +95,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) {
-                match leader.replicate_logs(partition, "w", vec![payload.clone()], true).await {
+                match leader.replicate(partition, "w", vec![payload.clone()], true).await {
                     Ok(_) => return true,
                     Err(
                         ReplicateError::ReservedLogType(_)

@@ -96,7 +96,7 @@ async fn a_write_with_a_stale_generation_is_rejected() {
         .await
         .expect("re-routed write");
     assert!(matches!(
-        leader.replicate_logs(p1, "kommander.import", vec![vec![]], true).await,
+        leader.replicate(p1, "kommander.import", vec![vec![]], true).await,
         Err(ReplicateError::ReservedLogType(_))
     ));
 }
@@ -118,11 +118,11 @@ async fn every_path_into_partition_0_or_a_reserved_log_type_is_refused() {
     }
     let ticket = HlcTimestamp { physical_ms: 1, logical: 0, node: 1 };
 
-    assert!(reserved(node.replicate_logs(P0, "kv", vec![b"a=1".to_vec()], true).await));
-    assert!(reserved(node.replicate_logs(P0, "kv", vec![b"a=1".to_vec()], false).await));
+    assert!(reserved(node.replicate(P0, "kv", vec![b"a=1".to_vec()], true).await));
+    assert!(reserved(node.replicate(P0, "kv", vec![b"a=1".to_vec()], false).await));
     assert!(reserved(node.replicate_guarded(P0, 1, "kv", vec![b"a=1".to_vec()]).await));
-    assert!(reserved(node.commit_logs(P0, ticket).await));
-    assert!(reserved(node.rollback_logs(P0, ticket).await));
+    assert!(reserved(node.commit(P0, ticket).await));
+    assert!(reserved(node.rollback(P0, ticket).await));
     assert!(matches!(node.partition(P0), Err(ReplicateError::SystemPartitionReserved)));
 
     let owner = cluster.leader(p1).await;
@@ -130,8 +130,8 @@ async fn every_path_into_partition_0_or_a_reserved_log_type_is_refused() {
     let handle = owner.partition(p1).unwrap();
     for log_type in ["kommander.system", "kommander.import"] {
         let refused = |r: Result<kommander_core::raft::ProposalCommitted, ReplicateError>| matches!(r, Err(ReplicateError::ReservedLogType(ref t)) if t == log_type);
-        assert!(refused(owner.replicate_logs(p1, log_type, vec![vec![]], true).await));
-        assert!(refused(owner.replicate_logs(p1, log_type, vec![vec![]], false).await));
+        assert!(refused(owner.replicate(p1, log_type, vec![vec![]], true).await));
+        assert!(refused(owner.replicate(p1, log_type, vec![vec![]], false).await));
         assert!(refused(owner.replicate_guarded(p1, generation, log_type, vec![vec![]]).await));
         assert!(refused(handle.send(Replicate::new(log_type, vec![vec![]])).await.unwrap()));
         assert!(refused(handle.send(Replicate::two_phase(log_type, vec![vec![]])).await.unwrap()));
@@ -150,7 +150,7 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
     assert_eq!(created, PartitionId(3));
     let leader = cluster.leader(created).await;
     for i in 0..5 {
-        leader.replicate_logs(created, "kv", vec![format!("k{i}=v").into_bytes()], true).await.expect("write");
+        leader.replicate(created, "kv", vec![format!("k{i}=v").into_bytes()], true).await.expect("write");
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while cluster.wals[..FOUNDERS].iter().any(|w| w.last_index(created).unwrap() < 6) {
@@ -171,7 +171,7 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for manager in cluster.running() {
-        let result = manager.replicate_logs(created, "kv", vec![b"k=v".to_vec()], true).await;
+        let result = manager.replicate(created, "kv", vec![b"k=v".to_vec()], true).await;
         assert!(matches!(result, Err(ReplicateError::UnknownPartition(_))), "{result:?}");
         assert_eq!(manager.partition_map().unwrap().get(created).unwrap().state, PartitionState::Removed);
     }

@@ -3,7 +3,7 @@
 //!
 //! This module owns the request/report types and the closed-loop clients: one client per entry of
 //! `clients` (a partition id; repeat an id for several clients on it), each calling
-//! `manager.replicate_logs(partition, "bench", vec![payload], true)` in a loop on the current actix
+//! `manager.replicate(partition, "bench", vec![payload], true)` in a loop on the current actix
 //! worker until the deadline and recording every commit latency. Errors (e.g. `NotLeader` after a
 //! leader change) are counted, never fatal. The route is for benchmarks only: it writes `bench`
 //! entries (which the demo KV store ignores) into the listed partitions.
@@ -142,7 +142,7 @@ async fn client(
     let mut report = ClientReport::default();
     while Instant::now() < deadline {
         let sent = Instant::now();
-        let outcome = manager.replicate_logs(partition, BENCH, vec![payload.clone()], true).await;
+        let outcome = manager.replicate(partition, BENCH, vec![payload.clone()], true).await;
         let done = Instant::now();
         let in_window = done >= window_start && done <= deadline;
         match outcome {

@@ -119,7 +119,7 @@ async fn three_nodes_replicate_over_rest_inside_user_apps() {
         let manager = &nodes[(leader.0 - 1) as usize].manager;
         for i in 0..20 {
             let payload = format!("p{p}-w{i}").into_bytes();
-            manager.replicate_logs(partition, "kv", vec![payload], true).await.expect("write commits");
+            manager.replicate(partition, "kv", vec![payload], true).await.expect("write commits");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(15);

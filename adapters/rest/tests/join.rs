@@ -87,7 +87,7 @@ async fn write(nodes: &[&Node], partition: PartitionId, payload: &[u8]) -> u64 {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(leader) = nodes.iter().find(|n| n.manager.is_leader(partition)) {
-            if let Ok(committed) = leader.manager.replicate_logs(partition, "kv", vec![payload.to_vec()], true).await {
+            if let Ok(committed) = leader.manager.replicate(partition, "kv", vec![payload.to_vec()], true).await {
                 return committed.last_index;
             }
         }
