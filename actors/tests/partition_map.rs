@@ -180,7 +180,7 @@ async fn created_partitions_replicate_and_removed_ones_are_reclaimed() {
 
 #[actix_rt::test]
 async fn a_crash_of_the_partition_0_leader_mid_split_is_resolved_after_restart() {
-    let mut cluster = Cluster::start().await;
+    let cluster = Cluster::start().await;
     let p1 = PartitionId(1);
     cluster.leader(p1).await;
     let mut acked = HashMap::new();
@@ -203,9 +203,8 @@ async fn a_crash_of_the_partition_0_leader_mid_split_is_resolved_after_restart()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Crash (stop) the partition-0 leader mid-split, then restart it from its WAL.
-    let crashed =
-        cluster.managers.iter().position(|m| m.as_ref().is_some_and(|m| m.node() == p0_leader.node())).unwrap();
-    cluster.managers[crashed].take().unwrap().shutdown().await;
+    let crashed = support::index_of(p0_leader.node());
+    cluster.stop_node(crashed).await;
     drop(split);
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.start_node(crashed, false).await;

@@ -11,9 +11,9 @@ use kommander_actors::{
 };
 use kommander_core::system::{key_hash, HashRange, PartitionMap, PartitionState};
 use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every node a test may start: 1–3 found the cluster, 4 and 5 may join later.
@@ -119,7 +119,8 @@ pub struct Cluster {
     pub network: InMemoryNetwork,
     pub wals: Vec<MemoryWal>,
     pub apps: Vec<App>,
-    pub managers: Vec<Option<RaftManager>>,
+    /// The running nodes' managers (`None`: not started, stopped or left), shared with writers.
+    managers: Mutex<Vec<Option<RaftManager>>>,
     pub export_blocked: Arc<AtomicBool>,
 }
 
@@ -133,6 +134,7 @@ pub fn config() -> RuntimeConfig {
         proposal_timeout: Duration::from_secs(3),
         operation_timeout: Duration::from_secs(20),
         system_check_interval: Duration::from_millis(20),
+        promotion_window: Duration::from_millis(200),
         ..RuntimeConfig::default()
     }
 }
@@ -152,11 +154,11 @@ impl Cluster {
                 .start()
             })
             .collect();
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             network: InMemoryNetwork::new(),
             wals: NODES.iter().map(|_| MemoryWal::new()).collect(),
             apps,
-            managers: NODES.iter().map(|_| None).collect(),
+            managers: Mutex::new(NODES.iter().map(|_| None).collect()),
             export_blocked,
         };
         for i in 0..FOUNDERS {
@@ -166,7 +168,7 @@ impl Cluster {
     }
 
     /// Start node `NODES[i]`: a founder, or (`join`) a node joining the running cluster.
-    pub async fn start_node(&mut self, i: usize, join: bool) {
+    pub async fn start_node(&self, i: usize, join: bool) {
         let node = NodeId(NODES[i]);
         let contacts = NODES[..FOUNDERS]
             .iter()
@@ -186,11 +188,63 @@ impl Cluster {
             .build()
             .expect("manager");
         manager.join_cluster().await.expect("join");
-        self.managers[i] = Some(manager);
+        self.managers.lock().unwrap()[i] = Some(manager);
+    }
+
+    /// Stop node `NODES[i]` (it stays a member; `start_node` restarts it from its WAL).
+    pub async fn stop_node(&self, i: usize) {
+        let manager = self.managers.lock().unwrap()[i].take();
+        manager.expect("the node runs").shutdown().await;
+    }
+
+    /// Forget `node` after it left the cluster (`leave_cluster` stopped it).
+    pub fn forget(&self, node: NodeId) {
+        self.managers.lock().unwrap()[index_of(node)] = None;
+    }
+
+    /// The running node `NODES[i]`.
+    pub fn manager(&self, i: usize) -> Option<RaftManager> {
+        self.managers.lock().unwrap()[i].clone()
     }
 
     pub fn running(&self) -> Vec<RaftManager> {
-        self.managers.iter().flatten().cloned().collect()
+        self.managers.lock().unwrap().iter().flatten().cloned().collect()
+    }
+
+    /// Wait until the roster and every partition's membership (as its leader sees it) list
+    /// exactly `voters` as voters and nobody as learner.
+    pub async fn converge_to(&self, voters: &[u64]) {
+        let expected: BTreeSet<NodeId> = voters.iter().map(|&n| NodeId(n)).collect();
+        let partitions = config().initial_partitions;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut settled = true;
+            let mut seen = Vec::new();
+            for partition in (0..=partitions).map(PartitionId) {
+                let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) else {
+                    settled = false;
+                    continue;
+                };
+                let roster = leader.roster().unwrap();
+                let roster_voters: BTreeSet<NodeId> = roster.voters().into_iter().collect();
+                match leader.partition_membership(partition).await {
+                    Ok((membership, pending)) => {
+                        seen.push(format!("{partition}: {membership:?} pending={pending} roster={roster_voters:?}"));
+                        settled &= !pending
+                            && membership.voters == expected
+                            && membership.learners.is_empty()
+                            && roster_voters == expected
+                            && roster.learners().is_empty();
+                    }
+                    Err(_) => settled = false,
+                }
+            }
+            if settled {
+                return;
+            }
+            assert!(Instant::now() < deadline, "membership did not converge to {voters:?}: {seen:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Wait for the running nodes to agree on a leader of `partition`; returns its manager.
@@ -244,8 +298,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let mut problems = Vec::new();
-            for (i, manager) in self.managers.iter().enumerate() {
-                let Some(manager) = manager else { continue };
+            for manager in self.running() {
+                let i = index_of(manager.node());
                 let map = manager.partition_map().expect("map");
                 let store = self.apps[i].send(dump()).await.expect("dump");
                 for (key, value) in acked {
@@ -268,6 +322,21 @@ impl Cluster {
         }
     }
 
+    /// No partition had two leaders in one term, as announced to every node (running or not).
+    /// Returns how many (partition, term) leaderships there were.
+    pub async fn assert_one_leader_per_term(&self) -> usize {
+        let mut by_term: BTreeMap<(PartitionId, u64), BTreeSet<NodeId>> = BTreeMap::new();
+        for app in &self.apps {
+            for (partition, term, leader) in app.send(leaders()).await.expect("app") {
+                by_term.entry((partition, term)).or_default().insert(leader);
+            }
+        }
+        for ((partition, term), leaders) in &by_term {
+            assert_eq!(leaders.len(), 1, "{partition} had leaders {leaders:?} in term {term}");
+        }
+        by_term.len()
+    }
+
     /// The running nodes hold the same map, with nothing pending.
     pub async fn settled_map(&self) -> PartitionMap {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -280,6 +349,11 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// The index in [`NODES`] of `node`.
+pub fn index_of(node: NodeId) -> usize {
+    NODES.iter().position(|&n| n == node.0).unwrap_or_else(|| panic!("unknown node {node}"))
 }
 
 pub fn midpoint(range: HashRange) -> u64 {
