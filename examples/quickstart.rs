@@ -31,7 +31,7 @@ struct Applied(BTreeMap<PartitionId, Vec<Vec<u8>>>);
 
 impl StateMachine for Applied {
     fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
-        self.0.entry(partition).or_default().extend(entries.iter().map(|e| e.payload.clone()));
+        self.0.entry(partition).or_default().extend(entries.iter().map(|e| e.payload.to_vec()));
     }
     fn reset(&mut self, partition: PartitionId) {
         self.0.remove(&partition);

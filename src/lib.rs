@@ -59,7 +59,7 @@ pub mod prelude {
     pub use kommander_core::raft::ProposalCommitted;
     pub use kommander_core::system::{HashRange, PartitionMap};
     pub use kommander_core::{
-        Discovery, HlcTimestamp, LogEntry, LogIndex, MemoryWal, NodeContact, NodeId, PartitionId, StaticDiscovery,
-        Term, Ticket, TicketOutcome, Transport, Wal, WalError,
+        Bytes, Discovery, HlcTimestamp, LogEntry, LogIndex, MemoryWal, NodeContact, NodeId, PartitionId,
+        StaticDiscovery, Term, Ticket, TicketOutcome, Transport, Wal, WalError,
     };
 }

@@ -16,7 +16,7 @@ fn seeds() -> Vec<Vec<u8>> {
         term: 3,
         kind,
         log_type: "kv.put".into(),
-        payload: vec![0, 1, 2, 255],
+        payload: vec![0, 1, 2, 255].into(),
         ticket: Ticket { physical_ms: 1_700_000_000_000, logical: 7, node: 2 },
     };
     let messages = vec![

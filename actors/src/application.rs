@@ -127,7 +127,7 @@ mod tests {
 
     impl StateMachine for Log {
         fn apply(&mut self, partition: PartitionId, entries: &[LogEntry]) {
-            self.0.entry(partition).or_default().extend(entries.iter().map(|e| e.payload.clone()));
+            self.0.entry(partition).or_default().extend(entries.iter().map(|e| e.payload.to_vec()));
         }
         fn reset(&mut self, partition: PartitionId) {
             self.0.remove(&partition);
@@ -146,7 +146,7 @@ mod tests {
             term: 1,
             kind: EntryKind::Application { auto_commit: true },
             log_type: "t".into(),
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
             ticket: HlcTimestamp { physical_ms: index, logical: 0, node: 1 },
         }
     }

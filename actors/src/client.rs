@@ -68,6 +68,7 @@
 
 use crate::error::ReplicateError;
 use crate::manager::RaftManager;
+use bytes::Bytes;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::system::PartitionInfo;
 use kommander_core::{NodeId, PartitionId, Ticket, TicketOutcome};
@@ -85,7 +86,7 @@ pub trait RaftClient {
         &self,
         partition: PartitionId,
         log_type: &str,
-        payloads: Vec<Vec<u8>>,
+        payloads: Vec<Bytes>,
         auto_commit: bool,
     ) -> Reply<ProposalCommitted>;
 
@@ -97,12 +98,7 @@ pub trait RaftClient {
 
     /// Route `key` with the current map and replicate one guarded entry to its partition; see
     /// [`RaftManager::replicate_for_key`].
-    fn replicate_for_key(
-        &self,
-        key: &[u8],
-        log_type: &str,
-        payload: Vec<u8>,
-    ) -> Reply<(PartitionId, ProposalCommitted)>;
+    fn replicate_for_key(&self, key: &[u8], log_type: &str, payload: Bytes) -> Reply<(PartitionId, ProposalCommitted)>;
 
     /// Does this node lead `partition` (with established leadership)?
     fn is_leader(&self, partition: PartitionId) -> bool;
@@ -119,7 +115,7 @@ impl RaftClient for RaftManager {
         &self,
         partition: PartitionId,
         log_type: &str,
-        payloads: Vec<Vec<u8>>,
+        payloads: Vec<Bytes>,
         auto_commit: bool,
     ) -> Reply<ProposalCommitted> {
         let (node, log_type) = (self.clone(), log_type.to_string());
@@ -136,12 +132,7 @@ impl RaftClient for RaftManager {
         Box::pin(async move { node.rollback(partition, ticket).await })
     }
 
-    fn replicate_for_key(
-        &self,
-        key: &[u8],
-        log_type: &str,
-        payload: Vec<u8>,
-    ) -> Reply<(PartitionId, ProposalCommitted)> {
+    fn replicate_for_key(&self, key: &[u8], log_type: &str, payload: Bytes) -> Reply<(PartitionId, ProposalCommitted)> {
         let (node, key, log_type) = (self.clone(), key.to_vec(), log_type.to_string());
         Box::pin(async move { RaftManager::replicate_for_key(&node, &key, &log_type, payload).await })
     }

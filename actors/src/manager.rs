@@ -19,6 +19,7 @@ use crate::status::{PartitionStatus, StatusCell};
 use crate::transfer::ExportState;
 use crate::wal_scheduler::{WalScheduler, WalStats};
 use actix::prelude::*;
+use bytes::Bytes;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::system::SystemState;
 use kommander_core::{Discovery, NodeId, PartitionId, Ticket, TicketOutcome, Transport, Wal};
@@ -383,7 +384,7 @@ impl RaftManager {
         &self,
         partition: PartitionId,
         log_type: &str,
-        payloads: Vec<Vec<u8>>,
+        payloads: impl IntoIterator<Item = impl Into<Bytes>>,
         auto_commit: bool,
     ) -> Result<ProposalCommitted, ReplicateError> {
         let message =

@@ -7,6 +7,7 @@ use crate::error::{AdminError, ReplicateError};
 use crate::executor::GetMembership;
 use crate::executor::Replicate;
 use crate::manager::RaftManager;
+use bytes::Bytes;
 use kommander_core::raft::Membership;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::system::{
@@ -58,7 +59,7 @@ impl RaftManager {
         partition: PartitionId,
         generation: u64,
         log_type: &str,
-        payloads: Vec<Vec<u8>>,
+        payloads: impl IntoIterator<Item = impl Into<Bytes>>,
     ) -> Result<ProposalCommitted, ReplicateError> {
         if partition.is_system() {
             return Err(ReplicateError::SystemPartitionReserved);
@@ -90,7 +91,7 @@ impl RaftManager {
         &self,
         key: &[u8],
         log_type: &str,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
     ) -> Result<(PartitionId, ProposalCommitted), ReplicateError> {
         let info = self.partition_for_key(key)?;
         let committed = self.replicate_guarded(info.id, info.generation, log_type, vec![payload]).await?;

@@ -40,6 +40,7 @@ use crate::error::{ManagerError, ReplicateError};
 use crate::manager::RaftManager;
 use crate::memory_transport::InMemoryNetwork;
 use actix::prelude::*;
+use bytes::Bytes;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::{MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery};
 use std::sync::Arc;
@@ -131,8 +132,9 @@ impl<S: StateMachine> TestCluster<S> {
         &self,
         partition: PartitionId,
         log_type: &str,
-        payloads: Vec<Vec<u8>>,
+        payloads: impl IntoIterator<Item = impl Into<Bytes>>,
     ) -> Result<ProposalCommitted, ReplicateError> {
+        let payloads: Vec<Bytes> = payloads.into_iter().map(Into::into).collect();
         let deadline = Instant::now() + PATIENCE;
         loop {
             let leader = self.leader(partition).await?;

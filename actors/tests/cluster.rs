@@ -115,7 +115,7 @@ impl Handler<RaftEvent> for App {
                 self.applied.insert(partition, Vec::new());
             }
             RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
-                self.applied.entry(partition).or_default().extend(entries.into_iter().map(|e| e.payload));
+                self.applied.entry(partition).or_default().extend(entries.into_iter().map(|e| e.payload.to_vec()));
             }
             _ => {}
         }
@@ -559,7 +559,7 @@ async fn restarted_node_restores_from_its_wal_and_catches_up() {
             let restored: Vec<Vec<u8>> = events[1..finished]
                 .iter()
                 .flat_map(|e| match e {
-                    RaftEvent::Restored { entries, .. } => entries.iter().map(|e| e.payload.clone()).collect(),
+                    RaftEvent::Restored { entries, .. } => entries.iter().map(|e| e.payload.to_vec()).collect(),
                     _ => Vec::new(),
                 })
                 .collect();
@@ -735,7 +735,7 @@ async fn api_errors_are_typed() {
             Err(ReplicateError::UnknownPartition(PartitionId(99)))
         );
         assert_eq!(
-            on_leader.replicate(P1, "test.put", Vec::new(), true).await,
+            on_leader.replicate(P1, "test.put", Vec::<Vec<u8>>::new(), true).await,
             Err(ReplicateError::Rejected { partition: P1, source: ProposeError::EmptyProposal })
         );
         let not_leader =

@@ -167,7 +167,7 @@ pub fn decode_entry(partition: PartitionId, index: LogIndex, record: &[u8]) -> R
         let type_len = r.u32()? as usize;
         let log_type = String::from_utf8(r.take(type_len)?.to_vec()).ok()?;
         let payload_len = r.u32()? as usize;
-        let payload = r.take(payload_len)?.to_vec();
+        let payload = bytes::Bytes::copy_from_slice(r.take(payload_len)?);
         (r.at == record.len()).then_some(LogEntry { index, term, kind, log_type, payload, ticket })
     })();
     parsed.ok_or_else(|| corrupt("malformed record body".into()))

@@ -183,7 +183,7 @@ pub mod wal {
             term,
             kind: EntryKind::Application { auto_commit: true },
             log_type: "t".into(),
-            payload: format!("payload-{index}").into_bytes(),
+            payload: format!("payload-{index}").into_bytes().into(),
             ticket: HlcTimestamp { physical_ms: index, logical: 0, node: 1 },
         }
     }
@@ -352,7 +352,7 @@ pub mod wal {
                 term: 1,
                 kind: EntryKind::Barrier,
                 log_type: String::new(),
-                payload: Vec::new(),
+                payload: Vec::new().into(),
                 ticket: HlcTimestamp::ZERO,
             },
             LogEntry {
@@ -360,7 +360,7 @@ pub mod wal {
                 term: 1,
                 kind: EntryKind::Application { auto_commit: true },
                 log_type: "orders".into(),
-                payload: b"hello".to_vec(),
+                payload: b"hello".to_vec().into(),
                 ticket: HlcTimestamp { physical_ms: 1_700_000_000_000, logical: 0, node: 1 },
             },
             LogEntry {
@@ -376,7 +376,7 @@ pub mod wal {
                 term: 2,
                 kind: EntryKind::CommitMarker,
                 log_type: String::new(),
-                payload: Vec::new(),
+                payload: Vec::new().into(),
                 ticket,
             },
             LogEntry {
@@ -384,7 +384,7 @@ pub mod wal {
                 term: 2,
                 kind: EntryKind::Application { auto_commit: false },
                 log_type: "empty-payload".into(),
-                payload: Vec::new(),
+                payload: Vec::new().into(),
                 ticket: HlcTimestamp { physical_ms: 1_700_000_000_124, logical: 0, node: 42 },
             },
             LogEntry {
@@ -392,7 +392,7 @@ pub mod wal {
                 term: 3,
                 kind: EntryKind::RollbackMarker,
                 log_type: String::new(),
-                payload: Vec::new(),
+                payload: Vec::new().into(),
                 ticket: HlcTimestamp { physical_ms: 1_700_000_000_124, logical: 0, node: 42 },
             },
             LogEntry {
@@ -400,7 +400,7 @@ pub mod wal {
                 term: 3,
                 kind: EntryKind::Application { auto_commit: true },
                 log_type: String::new(),
-                payload: vec![0; 64],
+                payload: vec![0; 64].into(),
                 ticket: HlcTimestamp { physical_ms: 0, logical: 1, node: 0 },
             },
             LogEntry {
@@ -408,7 +408,7 @@ pub mod wal {
                 term: u64::MAX,
                 kind: EntryKind::Application { auto_commit: true },
                 log_type: "max".into(),
-                payload: vec![0xff; 3],
+                payload: vec![0xff; 3].into(),
                 ticket: HlcTimestamp { physical_ms: u64::MAX, logical: u32::MAX, node: u64::MAX },
             },
         ]

@@ -2,6 +2,7 @@
 
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, Term};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// What an entry means to the protocol.
@@ -53,8 +54,9 @@ pub struct LogEntry {
     pub kind: EntryKind,
     /// Application-defined type tag (empty for protocol entries).
     pub log_type: String,
-    /// Application payload (empty for protocol entries).
-    pub payload: Vec<u8>,
+    /// Application payload (empty for protocol entries): one shared buffer from the proposal
+    /// through the log, the WAL batch, the transport and the delivery (clones are cheap).
+    pub payload: Bytes,
     /// Proposal ticket: the proposal's own ticket, or for markers the ticket they resolve.
     pub ticket: Ticket,
 }

@@ -28,6 +28,8 @@ pub mod transport;
 pub mod validate;
 pub mod wal;
 
+/// The shared byte buffer payloads travel in (re-exported from the `bytes` crate).
+pub use bytes::Bytes;
 pub use config::PartitionConfig;
 pub use discovery::{Discovery, DiscoveryError, DynamicDiscovery, NodeContact, StaticDiscovery};
 pub use entry::{EntryKind, LogEntry};

@@ -268,7 +268,7 @@ mod tests {
             term,
             kind: EntryKind::Application { auto_commit: true },
             log_type: "t".into(),
-            payload: vec![1],
+            payload: vec![1].into(),
             ticket: Ticket::default(),
         }
     }
@@ -432,7 +432,7 @@ mod tests {
         let too_many = batch(append(0, 0, vec![entry(1, 1), entry(2, 1)]));
         assert!(matches!(validate_batch(&too_many, &limits), Err(InvalidBatch::TooManyEntries { .. })));
         let mut big = entry(1, 1);
-        big.payload = vec![0; 5];
+        big.payload = vec![0; 5].into();
         assert!(matches!(
             validate_batch(&batch(append(0, 0, vec![big])), &limits),
             Err(InvalidBatch::EntryTooLarge(_))

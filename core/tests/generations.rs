@@ -20,7 +20,7 @@ fn entry(index: u64, kind: EntryKind) -> LogEntry {
         term: 1,
         kind,
         log_type: "t".into(),
-        payload: vec![index as u8],
+        payload: vec![index as u8].into(),
         ticket: HlcTimestamp { physical_ms: 100 + index, logical: 0, node: 1 },
     }
 }
@@ -60,7 +60,7 @@ fn settle(sm: &mut PartitionStateMachine) -> Vec<ClientReply> {
 }
 
 fn proposal(payload: &[u8]) -> Proposal {
-    Proposal { log_type: "t".into(), payloads: vec![payload.to_vec()], auto_commit: true }
+    Proposal { log_type: "t".into(), payloads: vec![payload.to_vec().into()], auto_commit: true }
 }
 
 #[test]

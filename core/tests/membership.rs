@@ -101,7 +101,7 @@ impl Net {
     fn write(&mut self, leader: u64, payload: &[u8]) -> u64 {
         self.now += 1;
         let now = self.now;
-        let proposal = Proposal { log_type: "t".into(), payloads: vec![payload.to_vec()], auto_commit: true };
+        let proposal = Proposal { log_type: "t".into(), payloads: vec![payload.to_vec().into()], auto_commit: true };
         let accepted = self.sm(leader).propose(proposal, now).expect("propose");
         self.settle();
         accepted.last_index
@@ -243,7 +243,7 @@ fn a_truncated_config_entry_reverts_to_the_previous_membership() {
 fn a_voter_removed_by_a_pending_change_may_still_campaign() {
     let config_entry = |index: u64, voters: &[u64], learners: &[u64]| LogEntry {
         kind: EntryKind::Config,
-        payload: membership(voters, learners).encode(),
+        payload: membership(voters, learners).encode().into(),
         ..kommander_core::conformance::wal::entry(index, 1)
     };
     let barrier = LogEntry { kind: EntryKind::Barrier, ..kommander_core::conformance::wal::entry(1, 1) };

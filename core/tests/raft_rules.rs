@@ -63,7 +63,7 @@ fn held(index: LogIndex, term: Term, t: Ticket) -> LogEntry {
 }
 
 fn protocol(index: LogIndex, term: Term, kind: EntryKind, t: Ticket) -> LogEntry {
-    LogEntry { index, term, kind, log_type: String::new(), payload: Vec::new(), ticket: t }
+    LogEntry { index, term, kind, log_type: String::new(), payload: Vec::new().into(), ticket: t }
 }
 
 /// Auto-commit application entries `1..=terms.len()`, entry `i` in `terms[i - 1]`.
@@ -72,11 +72,15 @@ fn log_of(terms: &[Term]) -> Vec<LogEntry> {
 }
 
 fn auto(payload: &[u8]) -> Proposal {
-    Proposal { log_type: "t".into(), payloads: vec![payload.to_vec()], auto_commit: true }
+    Proposal { log_type: "t".into(), payloads: vec![payload.to_vec().into()], auto_commit: true }
 }
 
 fn two_phase(payloads: &[&[u8]]) -> Proposal {
-    Proposal { log_type: "t".into(), payloads: payloads.iter().map(|p| p.to_vec()).collect(), auto_commit: false }
+    Proposal {
+        log_type: "t".into(),
+        payloads: payloads.iter().map(|p| bytes::Bytes::copy_from_slice(p)).collect(),
+        auto_commit: false,
+    }
 }
 
 fn env(from: u64, to: u64, message: RaftMessage) -> Envelope {
@@ -1181,7 +1185,7 @@ fn lagging_follower_is_caught_up_from_the_wal() {
     let p = net.sm_mut(1).propose(
         Proposal {
             log_type: "t".into(),
-            payloads: vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            payloads: vec![b"a".to_vec().into(), b"b".to_vec().into(), b"c".to_vec().into()],
             auto_commit: true,
         },
         1,
@@ -1376,7 +1380,7 @@ fn deliveries_are_in_order_exactly_once_and_skip_protocol_entries() {
     let b = net.sm_mut(1).propose(
         Proposal {
             log_type: "t".into(),
-            payloads: vec![b"b1".to_vec(), b"b2".to_vec(), b"b3".to_vec()],
+            payloads: vec![b"b1".to_vec().into(), b"b2".to_vec().into(), b"b3".to_vec().into()],
             auto_commit: true,
         },
         3,
@@ -1627,7 +1631,11 @@ fn backpressure_and_not_leader_hints() {
     assert_eq!(net.sm(1).commit_index(), net.sm(1).last_index());
     net.sm_mut(1).propose(auto(b"y"), 1).unwrap();
     net.sm_mut(1).propose(auto(b"z"), 1).unwrap();
-    let two = Proposal { log_type: "t".into(), payloads: vec![b"1".to_vec(), b"2".to_vec()], auto_commit: true };
+    let two = Proposal {
+        log_type: "t".into(),
+        payloads: vec![b"1".to_vec().into(), b"2".to_vec().into()],
+        auto_commit: true,
+    };
     assert_eq!(net.sm_mut(1).propose(two, 1), Err(ProposeError::Backpressure { in_flight: 2 }), "counts every payload");
     let empty = Proposal { log_type: "t".into(), payloads: vec![], auto_commit: true };
     assert_eq!(net.sm_mut(1).propose(empty, 1), Err(ProposeError::EmptyProposal));

@@ -7,6 +7,7 @@ use crate::error::ReplicateError;
 use crate::status::PartitionStatus;
 use crate::transfer::RESERVED_PREFIX;
 use actix::prelude::*;
+use bytes::Bytes;
 use kommander_core::raft::{Membership, ProposalCommitted};
 use kommander_core::{Envelope, NodeId, PartitionId, Ticket, TicketOutcome};
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ pub(crate) struct Inbound(pub(crate) Vec<Envelope>);
 #[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
 pub struct Replicate {
     pub(crate) log_type: String,
-    pub(crate) payloads: Vec<Vec<u8>>,
+    pub(crate) payloads: Vec<Bytes>,
     /// Deliver on commit (true) or hold until [`Resolve`] (false).
     pub(crate) auto_commit: bool,
     /// Partition generation the writer routed with: the write is rejected with
@@ -37,19 +38,24 @@ pub struct Replicate {
 
 impl Replicate {
     /// Entries of `log_type`, one per payload, delivered once committed.
-    pub fn new(log_type: impl Into<String>, payloads: Vec<Vec<u8>>) -> Self {
+    pub fn new(log_type: impl Into<String>, payloads: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
+        let payloads = payloads.into_iter().map(Into::into).collect();
         Replicate { log_type: log_type.into(), payloads, auto_commit: true, guard: None, runtime: false }
     }
 
     /// Entries held once committed until [`Resolve`] commits or rolls back their ticket.
-    pub fn two_phase(log_type: impl Into<String>, payloads: Vec<Vec<u8>>) -> Self {
+    pub fn two_phase(log_type: impl Into<String>, payloads: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
         Replicate { auto_commit: false, ..Replicate::new(log_type, payloads) }
     }
 
     /// Auto-commit entries guarded by the partition `generation` the writer routed with (from
     /// [`crate::RaftManager::partition_for_key`]): refused with
     /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation.
-    pub fn guarded(log_type: impl Into<String>, payloads: Vec<Vec<u8>>, generation: u64) -> Self {
+    pub fn guarded(
+        log_type: impl Into<String>,
+        payloads: impl IntoIterator<Item = impl Into<Bytes>>,
+        generation: u64,
+    ) -> Self {
         Replicate { guard: Some(generation), ..Replicate::new(log_type, payloads) }
     }
 

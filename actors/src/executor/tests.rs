@@ -245,7 +245,7 @@ fn app_entry(index: LogIndex, term: Term, payload: &str) -> LogEntry {
         term,
         kind: EntryKind::Application { auto_commit: true },
         log_type: "test".into(),
-        payload: payload.as_bytes().to_vec(),
+        payload: payload.as_bytes().to_vec().into(),
         ticket: HlcTimestamp { physical_ms: 1_000 + index, logical: 0, node: 2 },
     }
 }
@@ -256,7 +256,7 @@ fn barrier(index: LogIndex, term: Term) -> LogEntry {
         term,
         kind: EntryKind::Barrier,
         log_type: String::new(),
-        payload: Vec::new(),
+        payload: Vec::new().into(),
         ticket: HlcTimestamp::ZERO,
     }
 }
@@ -520,7 +520,7 @@ async fn wins_an_election_and_answers_replicate_once_a_follower_acknowledges() {
     let (prev, sent_to) = eventually("the proposal's append to node 2", || {
         tape.sent_to(N2, mark).into_iter().find_map(|(_, e)| match e.message {
             RaftMessage::AppendRequest { prev_log_index, ref entries, .. }
-                if entries.iter().any(|x| x.payload == b"hello") =>
+                if entries.iter().any(|x| x.payload[..] == b"hello"[..]) =>
             {
                 Some((prev_log_index, prev_log_index + entries.len() as LogIndex))
             }
@@ -545,7 +545,7 @@ async fn wins_an_election_and_answers_replicate_once_a_follower_acknowledges() {
         })
     })
     .await;
-    assert_eq!(delivered.iter().map(|e| (e.index, e.payload.as_slice())).collect::<Vec<_>>(), [(2, &b"hello"[..])]);
+    assert_eq!(delivered.iter().map(|e| (e.index, &e.payload[..])).collect::<Vec<_>>(), [(2, &b"hello"[..])]);
 }
 
 #[actix::test]
@@ -597,9 +597,9 @@ async fn a_wal_failure_fails_callers_and_the_supervisor_restarts_the_partition()
     })
     .await;
     assert_eq!(delivered.len(), 1);
-    assert_eq!((delivered[0].index, delivered[0].payload.as_slice()), (committed.first_index, &b"after"[..]));
+    assert_eq!((delivered[0].index, &delivered[0].payload[..]), (committed.first_index, &b"after"[..]));
     assert!(!h.events().iter().any(|e| matches!(e, RaftEvent::Replicated { entries, .. }
-        if entries.iter().any(|x| x.payload == b"lost"))));
+        if entries.iter().any(|x| x.payload[..] == b"lost"[..]))));
 }
 
 #[actix::test]

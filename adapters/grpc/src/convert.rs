@@ -206,7 +206,7 @@ impl From<&LogEntry> for proto::LogEntry {
                 _ => 0,
             },
             log_type: entry.log_type.clone(),
-            payload: entry.payload.clone(),
+            payload: entry.payload.to_vec(),
             ticket: Some(proto::Ticket::from(entry.ticket)),
         }
     }
@@ -222,7 +222,7 @@ impl TryFrom<proto::LogEntry> for LogEntry {
             term: entry.term,
             kind: kind_from_proto(entry.index, entry.kind, entry.generation)?,
             log_type: entry.log_type,
-            payload: entry.payload,
+            payload: entry.payload.into(),
             ticket: Ticket::try_from(ticket)?,
         })
     }
@@ -281,7 +281,7 @@ mod tests {
             term: 3,
             kind,
             log_type: "orders".into(),
-            payload: vec![index as u8, 0xff, 0],
+            payload: vec![index as u8, 0xff, 0].into(),
             ticket: Ticket { physical_ms: 1_700_000_000_000 + index, logical: u32::MAX, node: 7 },
         }
     }

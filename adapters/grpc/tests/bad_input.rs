@@ -90,7 +90,7 @@ fn entry(index: u64, term: u64) -> LogEntry {
         term,
         kind: EntryKind::Application { auto_commit: true },
         log_type: "t".into(),
-        payload: vec![7; 8],
+        payload: vec![7; 8].into(),
         ticket: Ticket { physical_ms: 1, logical: 2, node: 1 },
     }
 }
@@ -279,7 +279,7 @@ fn rows() -> Vec<Row> {
         ("entry payload above the limit", Code::InvalidArgument, |h| {
             h.mutated(|b| {
                 let mut big = entry(5, 3);
-                big.payload = vec![0; 2_000];
+                big.payload = vec![0; 2_000].into();
                 with_message(b, append(4, 2, vec![big]))
             })
         }),

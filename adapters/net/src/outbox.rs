@@ -308,7 +308,7 @@ mod tests {
             term: 1,
             kind: EntryKind::Application { auto_commit: true },
             log_type: "kv".into(),
-            payload: vec![7; payload_bytes],
+            payload: vec![7; payload_bytes].into(),
             ticket: Ticket::default(),
         };
         let message = RaftMessage::AppendRequest {

@@ -48,7 +48,7 @@ mod tests {
             term: 1,
             kind: EntryKind::Application { auto_commit: true },
             log_type: "kv".into(),
-            payload,
+            payload: payload.into(),
             ticket: Ticket { physical_ms: 1, logical: 2, node: 3 },
         };
         let message = RaftMessage::AppendRequest {
@@ -73,11 +73,12 @@ mod tests {
     }
 
     #[test]
-    fn payloads_encoded_as_integer_arrays_still_decode() {
+    fn payloads_travel_as_one_binary_chunk() {
         let batch = batch_with_payload(vec![0, 127, 128, 255]);
-        let legacy = rmp_serde::to_vec(&batch).unwrap();
-        assert_ne!(legacy, encode_batch(&batch));
-        assert_eq!(decode_batch(&legacy), Ok(batch.clone()));
+        let body = encode_batch(&batch);
+        // MessagePack bin 8: 0xc4, the length, the bytes (not an array of four integers).
+        assert!(body.windows(6).any(|w| w == [0xc4, 4, 0, 127, 128, 255]), "{body:?}");
+        assert_eq!(decode_batch(&body), Ok(batch.clone()));
         let empty = MessageBatch { messages: vec![], ..batch };
         assert_eq!(decode_batch(&encode_batch(&empty)), Ok(empty));
     }

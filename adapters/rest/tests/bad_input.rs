@@ -33,7 +33,7 @@ fn entry(index: u64, term: u64) -> LogEntry {
         term,
         kind: EntryKind::Application { auto_commit: true },
         log_type: "kv".into(),
-        payload: b"x".to_vec(),
+        payload: b"x".to_vec().into(),
         ticket: Ticket::default(),
     }
 }

@@ -599,7 +599,7 @@ mod tests {
             conn.pragma_update(None, "max_page_count", pages).unwrap();
         }
         let mut big = append(P, 4, 4);
-        big.writes[0].entries[0].payload = vec![7; 1 << 20];
+        big.writes[0].entries[0].payload = vec![7; 1 << 20].into();
         let error = wal.write(&big).unwrap_err();
         assert!(matches!(&error, WalError::Io(m) if m.contains("full")), "{error:?}");
         assert!(wal.is_fenced());

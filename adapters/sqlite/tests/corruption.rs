@@ -29,7 +29,7 @@ fn expected(partition: PartitionId) -> Vec<LogEntry> {
         .map(|i| {
             let mut e = entry(i, 1);
             if partition == Q && i == MARKED {
-                e.payload = marker();
+                e.payload = marker().into();
             }
             e
         })

@@ -179,7 +179,7 @@ mod tests {
             term: 1,
             kind: EntryKind::Config,
             log_type: String::new(),
-            payload: membership.encode(),
+            payload: membership.encode().into(),
             ticket: crate::hlc::HlcTimestamp::ZERO,
         }
     }

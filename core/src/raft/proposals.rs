@@ -16,7 +16,7 @@ pub struct Proposal {
     /// Application-defined type tag of the entries.
     pub log_type: String,
     /// One entry per payload.
-    pub payloads: Vec<Vec<u8>>,
+    pub payloads: Vec<bytes::Bytes>,
     /// Deliver on Raft commit (true) or hold until `commit(ticket)` (false).
     pub auto_commit: bool,
 }
@@ -56,7 +56,7 @@ impl PartitionStateMachine {
     /// Append a fence raising the partition's generation to `generation` (leaders only). The reply
     /// comes when it is applied; guarded writes applied after it must carry `generation` or newer.
     pub fn propose_fence(&mut self, generation: u64, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
-        let fence = Proposal { log_type: String::new(), payloads: vec![Vec::new()], auto_commit: true };
+        let fence = Proposal { log_type: String::new(), payloads: vec![Vec::new().into()], auto_commit: true };
         self.append_proposal(fence, EntryKind::Fence { generation }, now_ms)
     }
 
@@ -70,7 +70,7 @@ impl PartitionStateMachine {
         if !self.membership().is_single_step_to(&next) {
             return Err(ProposeError::InvalidMembership);
         }
-        let change = Proposal { log_type: String::new(), payloads: vec![next.encode()], auto_commit: true };
+        let change = Proposal { log_type: String::new(), payloads: vec![next.encode().into()], auto_commit: true };
         let accepted = match self.canary_change_before_the_barrier(&change, now_ms) {
             Some(accepted) => accepted?,
             None => self.append_proposal(change, EntryKind::Config, now_ms)?,
@@ -223,7 +223,14 @@ impl PartitionStateMachine {
             TicketOutcome::RolledBack => EntryKind::RollbackMarker,
         };
         let index = self.log.last_index() + 1;
-        self.log.push(LogEntry { index, term: self.term, kind, log_type: String::new(), payload: Vec::new(), ticket });
+        self.log.push(LogEntry {
+            index,
+            term: self.term,
+            kind,
+            log_type: String::new(),
+            payload: Vec::new().into(),
+            ticket,
+        });
         self.applier.wait(index, Waiter { ticket, term: self.term, wait: WaitFor::Resolution { requested } });
         self.needs_broadcast = true;
         self.maybe_commit();

@@ -457,7 +457,8 @@ impl World {
     ) -> Result<bool, Violation> {
         let now = self.now;
         let Some(sm) = self.sm_mut(node, partition) else { return Ok(false) };
-        let proposal = Proposal { log_type: "sim".into(), payloads, auto_commit };
+        let proposal =
+            Proposal { log_type: "sim".into(), payloads: payloads.into_iter().map(Into::into).collect(), auto_commit };
         let accepted = sm.propose(proposal, now);
         if let (Ok(accepted), false) = (&accepted, auto_commit) {
             self.two_phase.insert((partition, accepted.ticket));

@@ -35,7 +35,7 @@ pub fn crash_entry(partition: PartitionId, index: LogIndex) -> LogEntry {
         term: index / 100 + 1,
         kind: EntryKind::Application { auto_commit: true },
         log_type: "crash".into(),
-        payload: payload(partition, index),
+        payload: payload(partition, index).into(),
         ticket: HlcTimestamp { physical_ms: index, logical: partition.0, node: 7 },
     }
 }
