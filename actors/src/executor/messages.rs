@@ -11,6 +11,7 @@ use bytes::Bytes;
 use kommander_core::raft::{Membership, ProposalCommitted};
 use kommander_core::{Envelope, NodeId, PartitionId, Ticket, TicketOutcome};
 use std::collections::BTreeMap;
+use tokio::sync::oneshot;
 
 /// Messages from other replicas of this partition.
 #[derive(Message)]
@@ -236,12 +237,7 @@ impl Handler<Resolve> for PartitionExecutor {
             self.schedule_flush(ctx);
             rx
         });
-        Box::pin(async move {
-            match receiver {
-                Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
-                Err(error) => Err(error),
-            }
-        })
+        reply_later(partition, receiver)
     }
 }
 
@@ -265,11 +261,20 @@ impl PartitionExecutor {
             self.schedule_flush(ctx);
             rx
         });
-        Box::pin(async move {
-            match receiver {
-                Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
-                Err(error) => Err(error),
-            }
-        })
+        reply_later(partition, receiver)
     }
+}
+
+/// Answer with what `receiver` will carry once the state machine replies; a dropped waiter means
+/// the partition restarted meanwhile.
+fn reply_later<T: 'static>(
+    partition: PartitionId,
+    receiver: Result<oneshot::Receiver<Result<T, ReplicateError>>, ReplicateError>,
+) -> ResponseFuture<Result<T, ReplicateError>> {
+    Box::pin(async move {
+        match receiver {
+            Ok(rx) => rx.await.unwrap_or(Err(ReplicateError::PartitionUnavailable(partition))),
+            Err(error) => Err(error),
+        }
+    })
 }
