@@ -258,3 +258,46 @@ fn a_voter_removed_by_a_pending_change_may_still_campaign() {
     }
     assert_ne!(n2.role(), Role::Follower, "the voter being removed campaigns");
 }
+
+/// The leader's step toward a desired membership, decided in core: a learner is promoted only
+/// once within `max_lag`, a departing member is dropped only once caught up *and* settled (or
+/// silent), nothing happens while a change is pending or on a follower.
+#[test]
+fn the_leader_steps_toward_the_desired_membership_one_safe_change_at_a_time() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    let follower = [1, 2, 3].into_iter().find(|&n| n != leader).unwrap();
+    for i in 0..10 {
+        net.write(leader, format!("w{i}").as_bytes());
+    }
+    let never = |_| false;
+    let with_4 = membership(&[1, 2, 3, 4], &[]);
+    assert_eq!(net.sm(follower).membership_step(&with_4, 0, never), None, "followers never decide");
+    // Missing node 4 is added as a learner first.
+    assert_eq!(net.sm(leader).membership_step(&with_4, 0, never), Some(membership(&[1, 2, 3], &[4])));
+    net.sms.insert(4, machine(4, &[], &[4]));
+    net.isolated.insert(4);
+    net.change(leader, membership(&[1, 2, 3], &[4])).unwrap();
+    // Not promoted while it lags beyond max_lag (cut off, it holds nothing yet).
+    assert_eq!(net.sm(leader).membership_step(&with_4, 0, never), None);
+    assert_eq!(net.sm(leader).membership_step(&with_4, 5, never), None, "12 entries behind is beyond 5");
+    net.isolated.clear();
+    net.tick(5);
+    assert_eq!(net.sm(leader).membership_step(&with_4, 0, never), Some(with_4.clone()), "caught up: promoted");
+    net.change(leader, with_4.clone()).unwrap();
+    net.tick(2);
+
+    // Removing a caught-up, answering voter waits for `settled`.
+    let gone = [1, 2, 3, 4].into_iter().find(|&n| n != leader).unwrap();
+    let rest: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|&n| n != gone).collect();
+    let without = membership(&rest, &[]);
+    assert_eq!(net.sm(leader).departing_caught_up(&without), vec![NodeId(gone)]);
+    assert_eq!(net.sm(leader).membership_step(&without, 0, never), None, "not settled yet");
+    let settled = |n: NodeId| n == NodeId(gone);
+    let step = net.sm(leader).membership_step(&without, 0, settled).expect("a step");
+    assert!(!step.voters.contains(&NodeId(gone)), "{step:?}");
+    net.now += 1;
+    let now = net.now;
+    net.sm(leader).propose_membership(step, now).unwrap();
+    assert_eq!(net.sm(leader).membership_step(&without, 0, settled), None, "one change at a time");
+}

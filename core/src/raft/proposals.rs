@@ -7,7 +7,7 @@ use super::{PartitionStateMachine, Role};
 use crate::entry::{EntryKind, LogEntry};
 use crate::error::{ProposeError, TicketOutcome};
 use crate::hlc::Ticket;
-use crate::ids::LogIndex;
+use crate::ids::{LogIndex, NodeId};
 
 /// A client proposal: one or more payloads of one application log type, appended as consecutive
 /// entries under one ticket.
@@ -58,6 +58,38 @@ impl PartitionStateMachine {
     pub fn propose_fence(&mut self, generation: u64, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
         let fence = Proposal { log_type: String::new(), payloads: vec![Vec::new().into()], auto_commit: true };
         self.append_proposal(fence, EntryKind::Fence { generation }, now_ms)
+    }
+
+    /// Members leaving toward `desired` that already hold everything committed here (a leader
+    /// lets them also hear the commit index over a few heartbeats before dropping them, so they
+    /// learn of their own removal). Empty on a follower.
+    pub fn departing_caught_up(&self, desired: &Membership) -> Vec<NodeId> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let commit = self.log.commit;
+        let departing = self.membership().members().filter(|n| !desired.contains(*n));
+        departing.filter(|&n| self.progress(n).is_some_and(|p| p.match_index >= commit)).collect()
+    }
+
+    /// The leader's next membership step toward `desired`, or `None` (not the published leader,
+    /// a change still uncommitted, or nothing to do): a member is promoted to voter once its log
+    /// is within `max_lag` entries of the leader's; a departing member is dropped once `settled`
+    /// says it held the commit index long enough (the driver keeps that clock) or once it stopped
+    /// answering. One node at a time ([`Membership::next_step_toward`]).
+    pub fn membership_step(
+        &self,
+        desired: &Membership,
+        max_lag: u64,
+        settled: impl Fn(NodeId) -> bool,
+    ) -> Option<Membership> {
+        if !self.is_leader() || self.membership_change_pending() {
+            return None;
+        }
+        let last = self.last_index();
+        let caught_up = |node| self.progress(node).is_some_and(|p| p.match_index + max_lag >= last);
+        let can_drop = |node| self.progress(node).is_none_or(|p| !p.is_recently_active()) || settled(node);
+        self.membership().next_step_toward(desired, caught_up, can_drop)
     }
 
     /// Propose changing the membership to `next` (leaders only): at most one node's role may
