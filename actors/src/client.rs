@@ -12,7 +12,7 @@
 //! use actix::prelude::*;
 //! use kommander_actors::{MockRaftClient, RaftClient, ReplicateError};
 //! use kommander_core::raft::ProposalCommitted;
-//! use kommander_core::{HlcTimestamp, NodeId, PartitionId};
+//! use kommander_core::{Bytes, HlcTimestamp, NodeId, PartitionId};
 //!
 //! const ORDERS: PartitionId = PartitionId(1);
 //!
@@ -35,7 +35,7 @@
 //!             let leader = self.raft.leader(ORDERS);
 //!             return Box::pin(async move { Err(format!("ask {leader:?}")) });
 //!         }
-//!         let reply = self.raft.replicate(ORDERS, "order", vec![order.0.into_bytes()], true);
+//!         let reply = self.raft.replicate(ORDERS, "order", vec![Bytes::from(order.0)], true);
 //!         Box::pin(async move { reply.await.map(|c| c.last_index).map_err(|e| e.to_string()) })
 //!     }
 //! }
@@ -46,7 +46,7 @@
 //!     raft.expect_is_leader().returning(|p| p == ORDERS);
 //!     raft.expect_replicate()
 //!         .withf(|p, log_type, payloads, auto| {
-//!             *p == ORDERS && log_type == "order" && payloads == &[b"book".to_vec()] && *auto
+//!             *p == ORDERS && log_type == "order" && payloads == &[Bytes::from_static(b"book")] && *auto
 //!         })
 //!         .times(1)
 //!         .returning(|_, _, _, _| {
