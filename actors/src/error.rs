@@ -36,7 +36,10 @@ impl std::fmt::Display for BackpressureCause {
 /// Why a replicate, commit or rollback call failed.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ReplicateError {
-    /// This node does not lead the partition. Retry on `leader` (reachable at `endpoint`).
+    /// This node does not lead the partition. Retry on `leader`. `endpoint` is the leader's
+    /// *transport* address (from the roster, or discovery before the roster is loaded) — where
+    /// other kommander nodes reach it, not necessarily where your clients do: map the node id to
+    /// your application's own address to forward a client.
     #[error("not the leader of {partition} (leader: {leader:?} at {endpoint:?})")]
     NotLeader {
         /// The partition asked for.

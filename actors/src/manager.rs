@@ -359,8 +359,14 @@ impl RaftManager {
     fn with_endpoint(&self, error: ReplicateError) -> ReplicateError {
         match error {
             ReplicateError::NotLeader { partition, leader: Some(leader), endpoint: None } => {
-                let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-                let endpoint = running.as_ref().and_then(|r| r.endpoints.get(&leader).cloned());
+                // The committed roster knows every member (joined ones too); discovery's contacts
+                // cover the founders before the roster is loaded.
+                let from_roster = self.roster().ok().and_then(|r| r.members.get(&leader).map(|m| m.address.clone()));
+                let from_roster = from_roster.filter(|a| !a.is_empty());
+                let endpoint = from_roster.or_else(|| {
+                    let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+                    running.as_ref().and_then(|r| r.endpoints.get(&leader).cloned())
+                });
                 ReplicateError::NotLeader { partition, leader: Some(leader), endpoint }
             }
             other => other,
