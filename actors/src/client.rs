@@ -106,6 +106,10 @@ pub trait RaftClient {
     /// The known leader of `partition`.
     fn leader(&self, partition: PartitionId) -> Option<NodeId>;
 
+    /// Where the leader of `partition` serves clients (its `RuntimeConfig::application_address`,
+    /// from the roster): forward a client there after `NotLeader`.
+    fn leader_application_address(&self, partition: PartitionId) -> Option<String>;
+
     /// The partition owning `key`, with its generation.
     fn partition_for_key(&self, key: &[u8]) -> Result<PartitionInfo, ReplicateError>;
 }
@@ -143,6 +147,10 @@ impl RaftClient for RaftManager {
 
     fn leader(&self, partition: PartitionId) -> Option<NodeId> {
         RaftManager::leader(self, partition)
+    }
+
+    fn leader_application_address(&self, partition: PartitionId) -> Option<String> {
+        RaftManager::leader_application_address(self, partition)
     }
 
     fn partition_for_key(&self, key: &[u8]) -> Result<PartitionInfo, ReplicateError> {

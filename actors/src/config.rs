@@ -45,6 +45,10 @@ pub struct RuntimeConfig {
     pub join_existing: bool,
     /// Where other nodes reach this one (sent with join requests).
     pub advertise_address: String,
+    /// Where this node's application serves its clients (e.g. its HTTP API). Recorded in the
+    /// roster, so any node can tell a client where a partition's leader serves
+    /// ([`crate::RaftManager::leader_application_address`]).
+    pub application_address: Option<String>,
     /// A learner within this many entries of the leader counts as caught up.
     pub promotion_lag: u64,
     /// How long a learner must stay caught up (on partition 0) before the roster promotes it.
@@ -71,6 +75,7 @@ impl Default for RuntimeConfig {
             system_check_interval: Duration::from_millis(50),
             join_existing: false,
             advertise_address: String::new(),
+            application_address: None,
             promotion_lag: 64,
             promotion_window: Duration::from_millis(500),
         }

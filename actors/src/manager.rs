@@ -269,6 +269,7 @@ impl RaftManager {
                     node: inner.node,
                     founders: (!inner.config.join_existing).then_some(founders),
                     advertise_address: inner.config.advertise_address.clone(),
+                    application_address: inner.config.application_address.clone(),
                     cluster_id: inner.cluster_id.clone(),
                     transport: inner.transport.clone(),
                     discovery: inner.discovery.clone(),
@@ -425,6 +426,17 @@ impl RaftManager {
     /// Does this node lead `partition` (with established leadership)?
     pub fn is_leader(&self, partition: PartitionId) -> bool {
         self.status(partition).is_ok_and(|s| s.is_leader)
+    }
+
+    /// Where the application of `node` serves clients, as recorded in the roster (its
+    /// `RuntimeConfig::application_address`).
+    pub fn application_address(&self, node: NodeId) -> Option<String> {
+        self.roster().ok()?.members.get(&node)?.application_address.clone()
+    }
+
+    /// Where the leader of `partition` serves clients: forward a client there after `NotLeader`.
+    pub fn leader_application_address(&self, partition: PartitionId) -> Option<String> {
+        self.application_address(self.leader(partition)?)
     }
 
     /// The known leader of `partition`.

@@ -26,6 +26,8 @@ pub struct MembershipAsk {
     pub join: bool,
     /// Where it is reachable.
     pub address: String,
+    /// Where its application serves clients, if it says.
+    pub application_address: Option<String>,
 }
 
 /// The node's inbound router.
@@ -100,10 +102,10 @@ impl InboundRouter {
         }
         let mut by_partition: BTreeMap<PartitionId, Vec<Envelope>> = BTreeMap::new();
         for envelope in batch.messages {
-            if let RaftMessage::MembershipRequest { join, address } = envelope.message {
+            if let RaftMessage::MembershipRequest { join, address, application_address } = envelope.message {
                 let asks = self.membership_asks.read().unwrap_or_else(|p| p.into_inner());
                 if let Some(asks) = asks.as_ref() {
-                    asks.do_send(MembershipAsk { node: envelope.from, join, address });
+                    asks.do_send(MembershipAsk { node: envelope.from, join, address, application_address });
                 }
                 continue;
             }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{dump, index_of, writer, Cluster};
+use support::{application_address, dump, index_of, writer, Cluster};
 
 #[actix_rt::test]
 async fn a_cluster_grows_to_five_by_joins_and_shrinks_back_by_leaves_under_writes() {
@@ -40,6 +40,22 @@ async fn a_cluster_grows_to_five_by_joins_and_shrinks_back_by_leaves_under_write
     cluster.start_node(4, true).await;
     cluster.converge_to(&[1, 2, 3, 4, 5]).await;
     println!("grew to 5 voters (node 4 observed as a learner first: {seen_as_learner})");
+
+    // Every member's application address reaches the roster — founders' (not in the bootstrap)
+    // and joiners' alike — so any node can send a client to a partition's leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let node = &cluster.running()[0];
+        let recorded = (1..=5).all(|n| node.application_address(NodeId(n)) == Some(application_address(NodeId(n))));
+        let leader = node.leader(PartitionId(1));
+        if recorded && leader.is_some() {
+            let expected = leader.map(application_address);
+            assert_eq!(node.leader_application_address(PartitionId(1)), expected);
+            break;
+        }
+        assert!(Instant::now() < deadline, "application addresses not recorded: {:?}", node.roster());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Shrink: the leader of partition 1 leaves, then the leader of partition 0 (or another node):
     // leaders remove themselves and step down once the change commits.

@@ -61,6 +61,8 @@ pub enum RaftMessage {
         join: bool,
         /// Where peers reach the sender.
         address: String,
+        /// Where the sender's application serves clients (recorded in the roster), if it says.
+        application_address: Option<String>,
     },
 }
 

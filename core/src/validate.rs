@@ -156,8 +156,9 @@ pub fn validate_batch(batch: &MessageBatch, limits: &MessageLimits) -> Result<()
 }
 
 fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &MessageLimits) -> Result<(), InvalidBatch> {
-    if let RaftMessage::MembershipRequest { address, .. } = message {
-        if !partition.is_system() || address.len() > limits.max_cluster_id_bytes {
+    if let RaftMessage::MembershipRequest { address, application_address, .. } = message {
+        let too_long = |a: &str| a.len() > limits.max_cluster_id_bytes;
+        if !partition.is_system() || too_long(address) || application_address.as_deref().is_some_and(too_long) {
             return Err(InvalidBatch::InconsistentResponse(partition));
         }
         return Ok(());

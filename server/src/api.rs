@@ -90,7 +90,9 @@ async fn forward_to(
     path: &str,
     body: String,
 ) -> HttpResponse {
-    let Some(base) = state.peers.get(&leader) else {
+    // The leader's API address from the roster (its `application_address`), else `--peer`.
+    let recorded = state.manager.application_address(leader);
+    let Some(base) = recorded.or_else(|| state.peers.get(&leader).cloned()) else {
         return HttpResponse::ServiceUnavailable().body(format!("no HTTP address for leader {leader}"));
     };
     let url = format!("{base}/{path}");

@@ -74,6 +74,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         election_timeout: (tick * 10, tick * 20),
         join_existing: args.join,
         advertise_address: args.advertise_address(),
+        // The KV API's address, recorded in the roster: any node can forward a client to the
+        // leader's API (joined nodes included, not only the `--peer`s given on the command line).
+        application_address: Some(format!("http://{}", args.listen)),
         ..RuntimeConfig::default()
     };
     // The contacts carry transport addresses, like the roster (and `--advertise`): the membership

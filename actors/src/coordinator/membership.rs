@@ -40,6 +40,8 @@ pub(crate) struct MembershipSettings {
     /// The founding voters (founding nodes only).
     pub(crate) founders: Option<Vec<(NodeId, String)>>,
     pub(crate) advertise_address: String,
+    /// Where this node's application serves clients (recorded in the roster).
+    pub(crate) application_address: Option<String>,
     pub(crate) cluster_id: String,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) discovery: Arc<dyn Discovery>,
@@ -138,7 +140,11 @@ impl MembershipDriver {
     fn request(&self, join: bool, targets: impl IntoIterator<Item = NodeId>) {
         let s = &self.settings;
         for to in targets.into_iter().filter(|&n| n != s.node) {
-            let message = RaftMessage::MembershipRequest { join, address: s.advertise_address.clone() };
+            let message = RaftMessage::MembershipRequest {
+                join,
+                address: s.advertise_address.clone(),
+                application_address: s.application_address.clone(),
+            };
             let envelope = Envelope { partition: PartitionId::SYSTEM, from: s.node, to, message };
             let batch = MessageBatch { cluster_id: s.cluster_id.clone(), from: s.node, to, messages: vec![envelope] };
             if let Err(error) = s.transport.send(batch) {
@@ -170,9 +176,18 @@ impl SystemCoordinator {
         let leaving = self.members.settings.leaving.load(Ordering::SeqCst);
         let listed = state.roster.members.contains_key(&me);
         let wants_in = self.members.settings.founders.is_none() && !leaving && !listed;
-        if ((leaving && listed) || wants_in) && MembershipDriver::due(&mut self.members.last_request, REQUEST_EVERY) {
+        // A member whose roster entry does not carry its application address (yet) asks again:
+        // the partition-0 leader records it.
+        let application = self.members.settings.application_address.clone();
+        let recorded = state.roster.members.get(&me).map(|m| m.application_address.clone());
+        let stale_address = !leaving && application.is_some() && recorded.is_some_and(|r| r != application);
+        let asking = (leaving && listed) || wants_in || stale_address;
+        if asking && MembershipDriver::due(&mut self.members.last_request, REQUEST_EVERY) {
             if leaving && p0_leader {
                 self.propose_membership_command(ctx, SystemCommand::RemoveNode { node: me });
+            } else if stale_address && p0_leader {
+                let command = SystemCommand::SetApplicationAddress { node: me, address: application };
+                self.propose_membership_command(ctx, command);
             } else {
                 let contacts = self.members.settings.discovery.contacts().unwrap_or_default();
                 let targets: Vec<NodeId> =
@@ -249,10 +264,15 @@ impl Handler<MembershipAsk> for SystemCoordinator {
             return;
         }
         let roster = self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone();
-        let listed = roster.members.contains_key(&ask.node);
-        let command = match (ask.join, listed) {
-            (true, false) => SystemCommand::AddLearner { node: ask.node, address: ask.address },
-            (false, true) => SystemCommand::RemoveNode { node: ask.node },
+        let member = roster.members.get(&ask.node);
+        let command = match (ask.join, member) {
+            (true, None) => SystemCommand::AddLearner { node: ask.node, address: ask.address },
+            (true, Some(member))
+                if ask.application_address.is_some() && member.application_address != ask.application_address =>
+            {
+                SystemCommand::SetApplicationAddress { node: ask.node, address: ask.application_address }
+            }
+            (false, Some(_)) => SystemCommand::RemoveNode { node: ask.node },
             _ => return,
         };
         tracing::info!(node = %ask.node, join = ask.join, "membership request");

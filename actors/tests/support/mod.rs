@@ -179,6 +179,7 @@ impl Cluster {
             .config(RuntimeConfig {
                 join_existing: join,
                 advertise_address: format!("memory://{}", node.0),
+                application_address: Some(application_address(node)),
                 ..config()
             })
             .wal(Arc::new(self.wals[i].clone()))
@@ -349,6 +350,11 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Where the (pretend) application of `node` serves clients.
+pub fn application_address(node: NodeId) -> String {
+    format!("http://app-{}.example:8080", node.0)
 }
 
 /// The index in [`NODES`] of `node`.

@@ -143,8 +143,12 @@ fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
             prev_log_index: *prev_log_index,
             result: Some(result_to_proto(result)),
         }),
-        RaftMessage::MembershipRequest { join, address } => {
-            M::MembershipRequest(proto::MembershipRequest { join: *join, address: address.clone() })
+        RaftMessage::MembershipRequest { join, address, application_address } => {
+            M::MembershipRequest(proto::MembershipRequest {
+                join: *join,
+                address: address.clone(),
+                application_address: application_address.clone().unwrap_or_default(),
+            })
         }
     }
 }
@@ -171,7 +175,11 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
             prev_log_index: m.prev_log_index,
             result: result_from_proto(m.result.ok_or(ConvertError::MissingAppendResult)?),
         },
-        M::MembershipRequest(m) => RaftMessage::MembershipRequest { join: m.join, address: m.address },
+        M::MembershipRequest(m) => RaftMessage::MembershipRequest {
+            join: m.join,
+            address: m.address,
+            application_address: (!m.application_address.is_empty()).then_some(m.application_address),
+        },
     })
 }
 

@@ -69,6 +69,13 @@ pub enum SystemCommand {
         /// The node.
         node: NodeId,
     },
+    /// Record where a member's application serves clients.
+    SetApplicationAddress {
+        /// The member.
+        node: NodeId,
+        /// Its application's address (`None`: forget it).
+        address: Option<String>,
+    },
 }
 
 /// What applying a command changed.

@@ -21,6 +21,9 @@ pub struct Member {
     pub address: String,
     /// Voter or learner.
     pub role: MemberRole,
+    /// Where its application serves clients (`RuntimeConfig::application_address`), once the
+    /// node told the cluster.
+    pub application_address: Option<String>,
 }
 
 /// The versioned set of members.
@@ -43,8 +46,10 @@ impl Roster {
 
     /// The bootstrap roster: every given node a voter.
     pub fn genesis(voters: impl IntoIterator<Item = (NodeId, String)>) -> Self {
-        let members =
-            voters.into_iter().map(|(node, address)| (node, Member { address, role: MemberRole::Voter })).collect();
+        let members = voters
+            .into_iter()
+            .map(|(node, address)| (node, Member { address, role: MemberRole::Voter, application_address: None }))
+            .collect();
         Roster { version: 1, members }
     }
 
@@ -70,7 +75,9 @@ mod tests {
     #[test]
     fn the_membership_of_a_roster_keeps_voters_and_learners_apart() {
         let mut roster = Roster::genesis([(NodeId(1), "a".into()), (NodeId(2), "b".into())]);
-        roster.members.insert(NodeId(3), Member { address: "c".into(), role: MemberRole::Learner });
+        roster
+            .members
+            .insert(NodeId(3), Member { address: "c".into(), role: MemberRole::Learner, application_address: None });
         let membership = roster.membership();
         assert_eq!(membership.voters.iter().copied().collect::<Vec<_>>(), vec![NodeId(1), NodeId(2)]);
         assert_eq!(membership.learners.iter().copied().collect::<Vec<_>>(), vec![NodeId(3)]);

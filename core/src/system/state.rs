@@ -94,7 +94,8 @@ impl SystemState {
             SystemCommand::Bootstrap { .. }
             | SystemCommand::AddLearner { .. }
             | SystemCommand::PromoteLearner { .. }
-            | SystemCommand::RemoveNode { .. } => self.apply_roster(command),
+            | SystemCommand::RemoveNode { .. }
+            | SystemCommand::SetApplicationAddress { .. } => self.apply_roster(command),
             _ => self.apply_operation(command),
         }
     }
@@ -211,7 +212,7 @@ impl SystemState {
                 if self.roster.members.contains_key(&node) {
                     return Err(SystemError::AlreadyMember(node));
                 }
-                let member = Member { address: address.clone(), role: MemberRole::Learner };
+                let member = Member { address: address.clone(), role: MemberRole::Learner, application_address: None };
                 self.roster.members.insert(node, member);
                 Ok(SystemEvent::RosterChanged)
             }
@@ -229,6 +230,11 @@ impl SystemState {
                     return Err(SystemError::LastVoter(node));
                 }
                 self.roster.members.remove(&node);
+                Ok(SystemEvent::RosterChanged)
+            }
+            SystemCommand::SetApplicationAddress { node, ref address } => {
+                let member = self.roster.members.get_mut(&node).ok_or(SystemError::NotMember(node))?;
+                member.application_address = address.clone();
                 Ok(SystemEvent::RosterChanged)
             }
             _ => unreachable!("dispatched by apply_in_place"),
@@ -279,6 +285,22 @@ mod tests {
         assert_eq!(s.map.route_hash(boundary - 1).unwrap().id, p(1));
         assert_eq!(s.pending, None);
         assert_eq!(s.map.get(p(1)).unwrap().generation, 3);
+    }
+
+    #[test]
+    fn members_record_their_application_address() {
+        let mut s = state();
+        let set = |node, address: Option<&str>| SystemCommand::SetApplicationAddress {
+            node: NodeId(node),
+            address: address.map(str::to_string),
+        };
+        assert_eq!(s.apply(&set(9, Some("http://x"))), Err(SystemError::NotMember(NodeId(9))));
+        let version = s.roster.version;
+        assert_eq!(s.apply(&set(2, Some("http://b"))), Ok(SystemEvent::RosterChanged));
+        assert_eq!(s.roster.members[&NodeId(2)].application_address.as_deref(), Some("http://b"));
+        assert_eq!(s.roster.version, version + 1);
+        s.apply(&set(2, None)).unwrap();
+        assert_eq!(s.roster.members[&NodeId(2)].application_address, None);
     }
 
     /// Every state change of a partition bumps its generation by exactly one; nothing else does.
