@@ -1,13 +1,17 @@
-//! Whole-cluster tests of the actix runtime: three `RaftManager`s in one process, connected by an
-//! `InMemoryNetwork`, each over its own `MemoryWal`, each reporting to its own application actor
-//! that records every `RaftEvent` per partition.
+//! Whole-cluster tests of the actix runtime: three `RaftManager`s in one process (the shared
+//! `support/` harness), connected by an `InMemoryNetwork`, each over its own `MemoryWal`, each
+//! reporting to its own application actor that records every raw `RaftEvent` per partition.
 //!
 //! Timing is short (20 ms ticks, 160–300 ms elections) so the suite is quick; every wait is a
 //! bounded poll that fails with a message naming what it waited for, and every test runs under an
 //! overall budget.
 
+mod support;
+
 use actix::prelude::*;
-use kommander_actors::{InMemoryNetwork, ManagerError, RaftEvent, RaftManager, ReplicateError, RuntimeConfig};
+use kommander_actors::{
+    ExportState, InMemoryNetwork, ManagerError, RaftEvent, RaftManager, ReplicateError, RuntimeConfig,
+};
 use kommander_core::conformance::WriteHookWal;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::{
@@ -52,7 +56,7 @@ fn user_partitions() -> Vec<PartitionId> {
 }
 
 fn address(node: NodeId) -> String {
-    format!("memory://node-{}", node.0)
+    format!("memory://{}", node.0)
 }
 
 fn contacts_of(node: u64) -> Vec<NodeContact> {
@@ -122,6 +126,14 @@ impl Handler<RaftEvent> for App {
     }
 }
 
+impl Handler<ExportState> for App {
+    type Result = Result<Vec<u8>, String>;
+
+    fn handle(&mut self, _: ExportState, _: &mut Context<Self>) -> Self::Result {
+        Ok(Vec::new()) // these tests never split or merge
+    }
+}
+
 /// The app's per-partition payload sequences.
 #[derive(Message)]
 #[rtype(result = "Sequences")]
@@ -169,78 +181,27 @@ fn flaky_wal(inner: MemoryWal, target: PartitionId, switch: Arc<FailSwitch>) -> 
     })
 }
 
-// ----- the cluster ----------------------------------------------------------------------------
+// ----- the cluster (the shared harness of `support/`, with this file's recorder app) ------------
 
-struct Cluster {
-    config: RuntimeConfig,
-    network: InMemoryNetwork,
-    wals: Vec<Arc<dyn Wal>>,
-    apps: Vec<Addr<App>>,
-    managers: Vec<Option<RaftManager>>,
+type Cluster = support::Cluster<App>;
+
+/// Start three nodes over `wals` (one per node), each reporting to a fresh recorder.
+async fn start(config: RuntimeConfig, wals: Vec<Arc<dyn Wal>>) -> Cluster {
+    let apps = wals.iter().map(|_| App::default().start()).collect();
+    Cluster::start_with(config, NODES.len(), wals, apps).await
 }
 
-impl Cluster {
-    /// Start three nodes over `wals` (one per node).
-    async fn start(config: RuntimeConfig, wals: Vec<Arc<dyn Wal>>) -> Cluster {
-        let apps = NODES.iter().map(|_| App::default().start()).collect();
-        let mut cluster = Cluster {
-            config,
-            network: InMemoryNetwork::new(),
-            wals,
-            apps,
-            managers: NODES.iter().map(|_| None).collect(),
-        };
-        for i in 0..NODES.len() {
-            let wal = cluster.wals[i].clone();
-            cluster.start_node(i, wal).await;
-        }
-        cluster
-    }
+/// Start three nodes, each over a fresh `MemoryWal` (returned: clones share its storage).
+async fn start_memory(config: RuntimeConfig) -> (Cluster, Vec<MemoryWal>) {
+    let memory: Vec<MemoryWal> = NODES.iter().map(|_| MemoryWal::new()).collect();
+    let wals = memory.iter().map(|w| Arc::new(w.clone()) as Arc<dyn Wal>).collect();
+    (start(config, wals).await, memory)
+}
 
-    /// Start three nodes, each over a fresh `MemoryWal` (returned: clones share its storage).
-    async fn start_memory(config: RuntimeConfig) -> (Cluster, Vec<MemoryWal>) {
-        let memory: Vec<MemoryWal> = NODES.iter().map(|_| MemoryWal::new()).collect();
-        let wals = memory.iter().map(|w| Arc::new(w.clone()) as Arc<dyn Wal>).collect();
-        (Cluster::start(config, wals).await, memory)
-    }
-
-    /// A new manager for node `i` over `wal`, reporting to node `i`'s app.
-    async fn start_node(&mut self, i: usize, wal: Arc<dyn Wal>) {
-        assert!(self.managers[i].is_none(), "node {} is already running", NODES[i]);
-        let node = NodeId(NODES[i]);
-        let manager = RaftManager::builder(node)
-            .config(self.config.clone())
-            .wal(wal)
-            .transport(self.network.transport(node))
-            .discovery(Arc::new(StaticDiscovery::new(contacts_of(NODES[i]))))
-            .events(self.apps[i].clone().recipient())
-            .build()
-            .unwrap_or_else(|e| panic!("building node {node}: {e}"));
-        manager.join_cluster().await.unwrap_or_else(|e| panic!("node {node} joining: {e}"));
-        self.managers[i] = Some(manager);
-    }
-
-    /// Stop node `i`; returns its (now stopped) manager.
-    async fn stop_node(&mut self, i: usize) -> RaftManager {
-        let manager = self.managers[i].take().unwrap_or_else(|| panic!("node {} is not running", NODES[i]));
-        manager.shutdown().await;
-        manager
-    }
-
-    fn manager(&self, i: usize) -> &RaftManager {
-        self.managers[i].as_ref().unwrap_or_else(|| panic!("node {} is not running", NODES[i]))
-    }
-
-    fn index_of(&self, node: NodeId) -> usize {
-        NODES.iter().position(|&n| n == node.0).unwrap_or_else(|| panic!("unknown node {node}"))
-    }
-
-    fn running(&self) -> Vec<RaftManager> {
-        self.managers.iter().flatten().cloned().collect()
-    }
-
-    fn running_indexes(&self) -> Vec<usize> {
-        (0..NODES.len()).filter(|&i| self.managers[i].is_some()).collect()
+impl support::Cluster<App> {
+    /// Running node `i`'s manager (panics if it is not running).
+    fn node(&self, i: usize) -> RaftManager {
+        self.manager(i).unwrap_or_else(|| panic!("node {} is not running", NODES[i]))
     }
 
     /// Wait until every running node names the same leader of `partition` (in the same term) and
@@ -251,7 +212,7 @@ impl Cluster {
 
     /// [`Cluster::agreed_leader`] among the nodes `nodes` only.
     async fn agreed_leader_among(&self, nodes: &[usize], partition: PartitionId) -> NodeId {
-        let running: Vec<RaftManager> = nodes.iter().map(|&i| self.manager(i).clone()).collect();
+        let running: Vec<RaftManager> = nodes.iter().map(|&i| self.node(i)).collect();
         wait_until(&format!("one agreed leader of {partition} among {nodes:?}"), ELECTION_WAIT, async || {
             let views: Vec<(NodeId, Option<NodeId>, Term)> = running
                 .iter()
@@ -309,17 +270,6 @@ impl Cluster {
             Ok(snapshots.swap_remove(0))
         })
         .await
-    }
-}
-
-impl Drop for Cluster {
-    /// Stop every node still running, even when a test fails, so no arbiter keeps ticking.
-    /// (`leave_cluster` completes without awaiting anything, so one poll runs it to the end.)
-    fn drop(&mut self) {
-        for manager in self.managers.iter_mut().filter_map(Option::take) {
-            let leave = std::pin::pin!(manager.shutdown());
-            let _ = leave.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        }
     }
 }
 
@@ -411,8 +361,8 @@ async fn write_all(managers: &[RaftManager], tag: &str, count: usize, strict: bo
 #[actix::test]
 async fn every_partition_elects_one_agreed_leader() {
     within(async {
-        let (cluster, _) = Cluster::start_memory(config("elections")).await;
-        assert_eq!(cluster.manager(0).partitions(), user_partitions());
+        let (cluster, _) = start_memory(config("elections")).await;
+        assert_eq!(cluster.node(0).partitions(), user_partitions());
         for p in user_partitions() {
             let leader = cluster.agreed_leader(p).await;
             let leaders: Vec<NodeId> = cluster.running().iter().filter(|m| m.is_leader(p)).map(|m| m.node()).collect();
@@ -434,7 +384,7 @@ async fn every_partition_elects_one_agreed_leader() {
 #[actix::test]
 async fn writes_are_delivered_in_order_and_identically_on_every_node() {
     within(async {
-        let (cluster, _) = Cluster::start_memory(config("ordering")).await;
+        let (cluster, _) = start_memory(config("ordering")).await;
         for p in user_partitions() {
             cluster.agreed_leader(p).await;
         }
@@ -470,12 +420,12 @@ async fn writes_are_delivered_in_order_and_identically_on_every_node() {
 #[actix::test]
 async fn leader_failover_keeps_writes_going() {
     within(async {
-        let (mut cluster, _) = Cluster::start_memory(config("failover")).await;
+        let (cluster, _) = start_memory(config("failover")).await;
         let old_leader = cluster.agreed_leader(P1).await;
         let before = write_all(&cluster.running(), "before", 5, false).await;
         cluster.converged(&[0, 1, 2], contains_all(&before)).await;
 
-        let victim = cluster.index_of(old_leader);
+        let victim = support::index_of(old_leader);
         let stopped = cluster.stop_node(victim).await;
         assert!(!stopped.is_leader(P1), "a stopped node must not claim leadership");
         assert_eq!(stopped.replicate(P1, "test.put", vec![b"x".to_vec()], true).await, Err(ReplicateError::NotJoined));
@@ -511,7 +461,7 @@ async fn leader_failover_keeps_writes_going() {
 #[actix::test]
 async fn restarted_node_restores_from_its_wal_and_catches_up() {
     within(async {
-        let (mut cluster, memory) = Cluster::start_memory(config("restart")).await;
+        let (cluster, _) = start_memory(config("restart")).await;
         for p in user_partitions() {
             cluster.agreed_leader(p).await;
         }
@@ -531,7 +481,7 @@ async fn restarted_node_restores_from_its_wal_and_catches_up() {
         for (p, payloads) in later {
             acked.get_mut(&p).unwrap().extend(payloads);
         }
-        cluster.start_node(victim, Arc::new(memory[victim].clone())).await;
+        cluster.start_node(victim, false).await;
         let started = Instant::now();
         let common = cluster.converged(&[0, 1, 2], contains_all(&acked)).await;
         eprintln!("restarted node caught up in {:?}", started.elapsed());
@@ -582,8 +532,8 @@ async fn restarted_node_restores_from_its_wal_and_catches_up() {
 #[actix::test]
 async fn two_phase_commit_and_rollback() {
     within(async {
-        let (cluster, _) = Cluster::start_memory(config("two-phase")).await;
-        let leader = cluster.manager(cluster.index_of(cluster.agreed_leader(P1).await)).clone();
+        let (cluster, _) = start_memory(config("two-phase")).await;
+        let leader = cluster.node(support::index_of(cluster.agreed_leader(P1).await)).clone();
         let all = [0, 1, 2];
 
         let held = vec![b"held-a".to_vec(), b"held-b".to_vec()];
@@ -721,9 +671,9 @@ async fn api_errors_are_typed() {
         assert!(!idle.is_leader(P1));
         assert_eq!(idle.leader(P1), None);
 
-        let (mut cluster, _) = Cluster::start_memory(config("api")).await;
+        let (cluster, _) = start_memory(config("api")).await;
         let leader = cluster.agreed_leader(P1).await;
-        let on_leader = cluster.manager(cluster.index_of(leader)).clone();
+        let on_leader = cluster.node(support::index_of(leader)).clone();
         let follower = cluster.running().into_iter().find(|m| m.node() != leader).expect("a follower");
         let put =
             |m: RaftManager, p: PartitionId| async move { m.replicate(p, "test.put", vec![b"x".to_vec()], true).await };
@@ -764,7 +714,7 @@ async fn backpressure_fails_fast_when_nothing_commits() {
             election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
             ..config("backpressure")
         };
-        let (cluster, _) = Cluster::start_memory(config.clone()).await;
+        let (cluster, _) = start_memory(config.clone()).await;
         let all = [0, 1, 2];
         for p in user_partitions() {
             cluster.agreed_leader(p).await;
@@ -773,7 +723,7 @@ async fn backpressure_fails_fast_when_nothing_commits() {
         cluster.converged(&all, contains_all(&acked)).await;
 
         let leader_id = cluster.agreed_leader(P1).await;
-        let leader = cluster.manager(cluster.index_of(leader_id)).clone();
+        let leader = cluster.node(support::index_of(leader_id)).clone();
         cluster.network.isolate(leader_id);
         let stuck: Vec<Vec<u8>> = (0..4).map(|i| format!("stuck-{i}").into_bytes()).collect();
         let pending = {
@@ -836,7 +786,7 @@ async fn wal_failure_restarts_the_partition_which_recovers() {
             .zip(&flaky)
             .map(|(m, switch)| Arc::new(flaky_wal(m.clone(), P1, switch.clone())) as Arc<dyn Wal>)
             .collect();
-        let cluster = Cluster::start(config("flaky-wal"), wals).await;
+        let cluster = start(config("flaky-wal"), wals).await;
         let all = [0, 1, 2];
         for p in user_partitions() {
             cluster.agreed_leader(p).await;
@@ -845,14 +795,14 @@ async fn wal_failure_restarts_the_partition_which_recovers() {
         cluster.converged(&all, contains_all(&acked)).await;
 
         let leader_id = cluster.agreed_leader(P1).await;
-        let li = cluster.index_of(leader_id);
+        let li = support::index_of(leader_id);
         let restores =
             |events: Vec<RaftEvent>| events.iter().filter(|e| matches!(e, RaftEvent::RestoreStarted { .. })).count();
         assert_eq!(restores(cluster.history(li, P1).await), 1, "one restore at startup");
 
         flaky[li].fail_next.store(true, Ordering::SeqCst);
         let started = Instant::now();
-        let result = cluster.manager(li).replicate(P1, "test.put", vec![b"maybe-lost".to_vec()], true).await;
+        let result = cluster.node(li).replicate(P1, "test.put", vec![b"maybe-lost".to_vec()], true).await;
         let elapsed = started.elapsed();
         assert!(
             matches!(result, Err(ReplicateError::PartitionUnavailable(P1)) | Err(ReplicateError::Timeout(P1))),
@@ -870,7 +820,7 @@ async fn wal_failure_restarts_the_partition_which_recovers() {
         })
         .await;
         wait_until(&format!("{P1} on node {leader_id} to finish restoring"), Duration::from_secs(5), async || {
-            match cluster.manager(li).status(P1) {
+            match cluster.node(li).status(P1) {
                 Ok(s) if !s.restoring => Ok(()),
                 other => Err(format!("{other:?}")),
             }

@@ -11,7 +11,7 @@ mod support;
 
 use kommander_actors::{AdminError, Replicate, ReplicateError};
 use kommander_core::system::{key_hash, HashRange, PartitionState, SystemError};
-use kommander_core::{PartitionId, Wal};
+use kommander_core::PartitionId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

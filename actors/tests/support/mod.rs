@@ -7,11 +7,13 @@
 
 use actix::prelude::*;
 use kommander_actors::{
-    InMemoryNetwork, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
+    ExportState, InMemoryNetwork, RaftEvent, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine,
+    StateMachineActor,
 };
 use kommander_core::system::{key_hash, HashRange, PartitionMap, PartitionState};
-use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery};
+use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery, Wal};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -115,10 +117,19 @@ pub fn leaders() -> Read<KvApp, Vec<(PartitionId, u64, NodeId)>> {
     Read::new(|app: &KvApp| app.leaders.clone())
 }
 
-pub struct Cluster {
+/// The one harness of the multi-node tests: nodes `NODES[..wals.len()]` in one process on an
+/// `InMemoryNetwork`, each over its own WAL, each reporting to its own application actor `A` (the
+/// key-value `StateMachine` by default; the cluster tests use a raw-event recorder). The first
+/// `founders` nodes found the cluster; the others may join later.
+pub struct Cluster<A = StateMachineActor<KvApp>>
+where
+    A: Actor<Context = Context<A>> + Handler<RaftEvent> + Handler<ExportState>,
+{
     pub network: InMemoryNetwork,
-    pub wals: Vec<MemoryWal>,
-    pub apps: Vec<App>,
+    config: RuntimeConfig,
+    founders: usize,
+    pub wals: Vec<Arc<dyn Wal>>,
+    pub apps: Vec<Addr<A>>,
     /// The running nodes' managers (`None`: not started, stopped or left), shared with writers.
     managers: Mutex<Vec<Option<RaftManager>>>,
     pub export_blocked: Arc<AtomicBool>,
@@ -140,6 +151,8 @@ pub fn config() -> RuntimeConfig {
 }
 
 impl Cluster {
+    /// Five node slots over fresh `MemoryWal`s with the key-value application; nodes 1–3 found
+    /// the cluster with [`config`].
     pub async fn start() -> Cluster {
         let export_blocked = Arc::new(AtomicBool::new(false));
         let apps = NODES
@@ -154,112 +167,10 @@ impl Cluster {
                 .start()
             })
             .collect();
-        let cluster = Cluster {
-            network: InMemoryNetwork::new(),
-            wals: NODES.iter().map(|_| MemoryWal::new()).collect(),
-            apps,
-            managers: Mutex::new(NODES.iter().map(|_| None).collect()),
-            export_blocked,
-        };
-        for i in 0..FOUNDERS {
-            cluster.start_node(i, false).await;
-        }
+        let wals = NODES.iter().map(|_| Arc::new(MemoryWal::new()) as Arc<dyn Wal>).collect();
+        let mut cluster = Cluster::start_with(config(), FOUNDERS, wals, apps).await;
+        cluster.export_blocked = export_blocked;
         cluster
-    }
-
-    /// Start node `NODES[i]`: a founder, or (`join`) a node joining the running cluster.
-    pub async fn start_node(&self, i: usize, join: bool) {
-        let node = NodeId(NODES[i]);
-        let contacts = NODES[..FOUNDERS]
-            .iter()
-            .filter(|&&n| n != node.0)
-            .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://{n}") })
-            .collect();
-        let manager = RaftManager::builder(node)
-            .config(RuntimeConfig {
-                join_existing: join,
-                advertise_address: format!("memory://{}", node.0),
-                application_address: Some(application_address(node)),
-                ..config()
-            })
-            .wal(Arc::new(self.wals[i].clone()))
-            .transport(self.network.transport(node))
-            .discovery(Arc::new(StaticDiscovery::new(contacts)))
-            .state_machine(&self.apps[i])
-            .build()
-            .expect("manager");
-        manager.join_cluster().await.expect("join");
-        self.managers.lock().unwrap()[i] = Some(manager);
-    }
-
-    /// Stop node `NODES[i]` (it stays a member; `start_node` restarts it from its WAL).
-    pub async fn stop_node(&self, i: usize) {
-        let manager = self.managers.lock().unwrap()[i].take();
-        manager.expect("the node runs").shutdown().await;
-    }
-
-    /// Forget `node` after it left the cluster (`leave_cluster` stopped it).
-    pub fn forget(&self, node: NodeId) {
-        self.managers.lock().unwrap()[index_of(node)] = None;
-    }
-
-    /// The running node `NODES[i]`.
-    pub fn manager(&self, i: usize) -> Option<RaftManager> {
-        self.managers.lock().unwrap()[i].clone()
-    }
-
-    pub fn running(&self) -> Vec<RaftManager> {
-        self.managers.lock().unwrap().iter().flatten().cloned().collect()
-    }
-
-    /// Wait until the roster and every partition's membership (as its leader sees it) list
-    /// exactly `voters` as voters and nobody as learner.
-    pub async fn converge_to(&self, voters: &[u64]) {
-        let expected: BTreeSet<NodeId> = voters.iter().map(|&n| NodeId(n)).collect();
-        let partitions = config().initial_partitions;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut settled = true;
-            let mut seen = Vec::new();
-            for partition in (0..=partitions).map(PartitionId) {
-                let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) else {
-                    settled = false;
-                    continue;
-                };
-                let roster = leader.roster().unwrap();
-                let roster_voters: BTreeSet<NodeId> = roster.voters().into_iter().collect();
-                match leader.partition_membership(partition).await {
-                    Ok((membership, pending)) => {
-                        seen.push(format!("{partition}: {membership:?} pending={pending} roster={roster_voters:?}"));
-                        settled &= !pending
-                            && membership.voters == expected
-                            && membership.learners.is_empty()
-                            && roster_voters == expected
-                            && roster.learners().is_empty();
-                    }
-                    Err(_) => settled = false,
-                }
-            }
-            if settled {
-                return;
-            }
-            assert!(Instant::now() < deadline, "membership did not converge to {voters:?}: {seen:#?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait for the running nodes to agree on a leader of `partition`; returns its manager.
-    pub async fn leader(&self, partition: PartitionId) -> RaftManager {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let running = self.running();
-            let leaders: Vec<_> = running.iter().filter(|m| m.is_leader(partition)).collect();
-            if leaders.len() == 1 && running.iter().all(|m| m.leader(partition) == Some(leaders[0].node())) {
-                return leaders[0].clone();
-            }
-            assert!(Instant::now() < deadline, "no agreed leader of {partition}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// Write `key=value` through the current owner of the key, retrying across leader changes and
@@ -337,6 +248,140 @@ impl Cluster {
         }
         by_term.len()
     }
+}
+
+impl<A> Cluster<A>
+where
+    A: Actor<Context = Context<A>> + Handler<RaftEvent> + Handler<ExportState>,
+{
+    /// Nodes `NODES[..wals.len()]` with `config`, node `i` over `wals[i]` reporting to `apps[i]`;
+    /// starts the first `founders`.
+    pub async fn start_with(
+        config: RuntimeConfig,
+        founders: usize,
+        wals: Vec<Arc<dyn Wal>>,
+        apps: Vec<Addr<A>>,
+    ) -> Self {
+        assert_eq!(wals.len(), apps.len());
+        let cluster = Cluster {
+            network: InMemoryNetwork::new(),
+            config,
+            founders,
+            managers: Mutex::new(wals.iter().map(|_| None).collect()),
+            wals,
+            apps,
+            export_blocked: Arc::new(AtomicBool::new(false)),
+        };
+        for i in 0..founders {
+            cluster.start_node(i, false).await;
+        }
+        cluster
+    }
+
+    /// Start node `NODES[i]`: a founder, or (`join`) a node joining the running cluster.
+    pub async fn start_node(&self, i: usize, join: bool) {
+        let node = NodeId(NODES[i]);
+        let contacts = NODES[..self.founders]
+            .iter()
+            .filter(|&&n| n != node.0)
+            .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://{n}") })
+            .collect();
+        let manager = RaftManager::builder(node)
+            .config(RuntimeConfig {
+                join_existing: join,
+                advertise_address: format!("memory://{}", node.0),
+                application_address: Some(application_address(node)),
+                ..self.config.clone()
+            })
+            .wal(self.wals[i].clone())
+            .transport(self.network.transport(node))
+            .discovery(Arc::new(StaticDiscovery::new(contacts)))
+            .events(self.apps[i].clone().recipient())
+            .state_transfer(self.apps[i].clone().recipient())
+            .build()
+            .expect("manager");
+        manager.join_cluster().await.expect("join");
+        self.managers.lock().unwrap()[i] = Some(manager);
+    }
+
+    /// Stop node `NODES[i]` (it stays a member; `start_node` restarts it from its WAL); returns
+    /// its stopped manager.
+    pub async fn stop_node(&self, i: usize) -> RaftManager {
+        let manager =
+            self.managers.lock().unwrap()[i].take().unwrap_or_else(|| panic!("node {} is not running", NODES[i]));
+        manager.shutdown().await;
+        manager
+    }
+
+    /// The indexes of the running nodes.
+    pub fn running_indexes(&self) -> Vec<usize> {
+        let managers = self.managers.lock().unwrap();
+        (0..managers.len()).filter(|&i| managers[i].is_some()).collect()
+    }
+
+    /// Forget `node` after it left the cluster (`leave_cluster` stopped it).
+    pub fn forget(&self, node: NodeId) {
+        self.managers.lock().unwrap()[index_of(node)] = None;
+    }
+
+    /// The running node `NODES[i]`.
+    pub fn manager(&self, i: usize) -> Option<RaftManager> {
+        self.managers.lock().unwrap()[i].clone()
+    }
+
+    pub fn running(&self) -> Vec<RaftManager> {
+        self.managers.lock().unwrap().iter().flatten().cloned().collect()
+    }
+
+    /// Wait until the roster and every partition's membership (as its leader sees it) list
+    /// exactly `voters` as voters and nobody as learner.
+    pub async fn converge_to(&self, voters: &[u64]) {
+        let expected: BTreeSet<NodeId> = voters.iter().map(|&n| NodeId(n)).collect();
+        let partitions = self.config.initial_partitions;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut settled = true;
+            let mut seen = Vec::new();
+            for partition in (0..=partitions).map(PartitionId) {
+                let Some(leader) = self.running().into_iter().find(|m| m.is_leader(partition)) else {
+                    settled = false;
+                    continue;
+                };
+                let roster = leader.roster().unwrap();
+                let roster_voters: BTreeSet<NodeId> = roster.voters().into_iter().collect();
+                match leader.partition_membership(partition).await {
+                    Ok((membership, pending)) => {
+                        seen.push(format!("{partition}: {membership:?} pending={pending} roster={roster_voters:?}"));
+                        settled &= !pending
+                            && membership.voters == expected
+                            && membership.learners.is_empty()
+                            && roster_voters == expected
+                            && roster.learners().is_empty();
+                    }
+                    Err(_) => settled = false,
+                }
+            }
+            if settled {
+                return;
+            }
+            assert!(Instant::now() < deadline, "membership did not converge to {voters:?}: {seen:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait for the running nodes to agree on a leader of `partition`; returns its manager.
+    pub async fn leader(&self, partition: PartitionId) -> RaftManager {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let running = self.running();
+            let leaders: Vec<_> = running.iter().filter(|m| m.is_leader(partition)).collect();
+            if leaders.len() == 1 && running.iter().all(|m| m.leader(partition) == Some(leaders[0].node())) {
+                return leaders[0].clone();
+            }
+            assert!(Instant::now() < deadline, "no agreed leader of {partition}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     /// The running nodes hold the same map, with nothing pending.
     pub async fn settled_map(&self) -> PartitionMap {
@@ -360,6 +405,21 @@ pub fn application_address(node: NodeId) -> String {
 /// The index in [`NODES`] of `node`.
 pub fn index_of(node: NodeId) -> usize {
     NODES.iter().position(|&n| n == node.0).unwrap_or_else(|| panic!("unknown node {node}"))
+}
+
+impl<A> Drop for Cluster<A>
+where
+    A: Actor<Context = Context<A>> + Handler<RaftEvent> + Handler<ExportState>,
+{
+    /// Stop every node still running, even when a test fails, so no arbiter keeps ticking.
+    /// (`shutdown` completes without awaiting anything, so one poll runs it to the end.)
+    fn drop(&mut self) {
+        let managers = std::mem::take(&mut *self.managers.lock().unwrap_or_else(|p| p.into_inner()));
+        for manager in managers.into_iter().flatten() {
+            let shutdown = std::pin::pin!(manager.shutdown());
+            let _ = shutdown.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        }
+    }
 }
 
 pub fn midpoint(range: HashRange) -> u64 {
