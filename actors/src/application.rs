@@ -36,6 +36,19 @@ pub trait StateMachine: Unpin + 'static {
         let _ = (partition, source, range, data);
     }
 
+    /// The whole state of `partition`, serialized: what a log snapshot will carry (the snapshot
+    /// work builds on this hook). The default is the export of the full key range.
+    fn snapshot(&self, partition: PartitionId) -> Result<Vec<u8>, String> {
+        self.export(partition, HashRange::FULL)
+    }
+
+    /// Replace the whole state of `partition` with a [`StateMachine::snapshot`]. The default
+    /// resets the partition and imports the data as the full key range.
+    fn restore_snapshot(&mut self, partition: PartitionId, data: &[u8]) {
+        self.reset(partition);
+        self.import(partition, partition, HashRange::FULL, data);
+    }
+
     /// The partition map changed (a split or merge completed, a partition was created or
     /// removed): a partition keeps only the keys of its new range. The default does nothing.
     fn map_changed(&mut self, map: &PartitionMap) {
@@ -169,5 +182,12 @@ mod tests {
         assert_eq!(seen, vec![b"a".to_vec(), b"moved".to_vec()]);
         let exported = actor.send(ExportState { partition: p, range: HashRange::FULL }).await.unwrap();
         assert_eq!(exported, Ok(b"amoved".to_vec()));
+        // The snapshot hooks default to a full-range export and a reset + import.
+        let snapshot = actor.send(Read::new(move |s: &Log| s.snapshot(p))).await.unwrap();
+        assert_eq!(snapshot, Ok(b"amoved".to_vec()));
+        let mut log = Log::default();
+        log.apply(p, &[entry(1, b"stale")]);
+        log.restore_snapshot(p, b"amoved");
+        assert_eq!(log.0[&p], vec![b"amoved".to_vec()]);
     }
 }
