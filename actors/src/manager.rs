@@ -106,7 +106,6 @@ impl RaftManagerBuilder {
             (Some(id), _) | (None, Some(id)) => id,
             (None, None) => DEFAULT_CLUSTER_ID.to_string(),
         };
-        self.config.cluster_id = Some(cluster_id.clone());
         Ok(RaftManager {
             inner: Arc::new(Inner {
                 node: self.node,

@@ -51,6 +51,12 @@ impl Default for PartitionStatus {
 }
 
 impl PartitionStatus {
+    /// The status without the indexes that move every turn: what a caller may wait for (see
+    /// [`StatusCell::set`]).
+    fn awaited(self) -> PartitionStatus {
+        PartitionStatus { commit_index: 0, applied_index: 0, last_index: 0, ..self }
+    }
+
     /// The status of a running state machine.
     pub fn of(sm: &PartitionStateMachine) -> Self {
         PartitionStatus {
@@ -80,11 +86,12 @@ impl StatusCell {
     pub(crate) fn new(changes: Arc<Changes>) -> Self {
         StatusCell { status: Mutex::new(PartitionStatus::default()), changes }
     }
-    /// Replace the status (signalling waiters when it changed).
+    /// Replace the status, signalling waiters when something they wait for changed (leadership,
+    /// restore, generation) — not on every commit, which changes the indexes every turn.
     pub(crate) fn set(&self, status: PartitionStatus) {
         let changed = {
             let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *current, status) != status
+            std::mem::replace(&mut *current, status).awaited() != status.awaited()
         };
         if changed {
             self.changes.bump();

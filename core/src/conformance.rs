@@ -352,7 +352,7 @@ pub mod wal {
                 term: 1,
                 kind: EntryKind::Barrier,
                 log_type: String::new(),
-                payload: Vec::new().into(),
+                payload: bytes::Bytes::new(),
                 ticket: HlcTimestamp::ZERO,
             },
             LogEntry {
@@ -376,7 +376,7 @@ pub mod wal {
                 term: 2,
                 kind: EntryKind::CommitMarker,
                 log_type: String::new(),
-                payload: Vec::new().into(),
+                payload: bytes::Bytes::new(),
                 ticket,
             },
             LogEntry {
@@ -384,7 +384,7 @@ pub mod wal {
                 term: 2,
                 kind: EntryKind::Application { auto_commit: false },
                 log_type: "empty-payload".into(),
-                payload: Vec::new().into(),
+                payload: bytes::Bytes::new(),
                 ticket: HlcTimestamp { physical_ms: 1_700_000_000_124, logical: 0, node: 42 },
             },
             LogEntry {
@@ -392,7 +392,7 @@ pub mod wal {
                 term: 3,
                 kind: EntryKind::RollbackMarker,
                 log_type: String::new(),
-                payload: Vec::new().into(),
+                payload: bytes::Bytes::new(),
                 ticket: HlcTimestamp { physical_ms: 1_700_000_000_124, logical: 0, node: 42 },
             },
             LogEntry {

@@ -63,7 +63,7 @@ fn held(index: LogIndex, term: Term, t: Ticket) -> LogEntry {
 }
 
 fn protocol(index: LogIndex, term: Term, kind: EntryKind, t: Ticket) -> LogEntry {
-    LogEntry { index, term, kind, log_type: String::new(), payload: Vec::new().into(), ticket: t }
+    LogEntry { index, term, kind, log_type: String::new(), payload: bytes::Bytes::new(), ticket: t }
 }
 
 /// Auto-commit application entries `1..=terms.len()`, entry `i` in `terms[i - 1]`.

@@ -183,11 +183,18 @@ impl SystemCoordinator {
         let stale_address = !leaving && application.is_some() && recorded.is_some_and(|r| r != application);
         let asking = (leaving && listed) || wants_in || stale_address;
         if asking && MembershipDriver::due(&mut self.members.last_request, REQUEST_EVERY) {
-            if leaving && p0_leader {
-                self.propose_membership_command(ctx, SystemCommand::RemoveNode { node: me });
-            } else if stale_address && p0_leader {
-                let command = SystemCommand::SetApplicationAddress { node: me, address: application };
-                self.propose_membership_command(ctx, command);
+            if p0_leader {
+                // The leader answers its own request the way it answers everybody's.
+                let s = &self.members.settings;
+                let ask = MembershipAsk {
+                    node: me,
+                    join: !leaving,
+                    address: s.advertise_address.clone(),
+                    application_address: application,
+                };
+                if let Some(command) = membership_command(&state.roster, ask) {
+                    self.propose_membership_command(ctx, command);
+                }
             } else {
                 let contacts = self.members.settings.discovery.contacts().unwrap_or_default();
                 let targets: Vec<NodeId> =
@@ -264,18 +271,26 @@ impl Handler<MembershipAsk> for SystemCoordinator {
             return;
         }
         let roster = self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone();
-        let member = roster.members.get(&ask.node);
-        let command = match (ask.join, member) {
-            (true, None) => SystemCommand::AddLearner { node: ask.node, address: ask.address },
-            (true, Some(member))
-                if ask.application_address.is_some() && member.application_address != ask.application_address =>
-            {
-                SystemCommand::SetApplicationAddress { node: ask.node, address: ask.application_address }
-            }
-            (false, Some(_)) => SystemCommand::RemoveNode { node: ask.node },
-            _ => return,
-        };
-        tracing::info!(node = %ask.node, join = ask.join, "membership request");
-        self.propose_membership_command(ctx, command);
+        let (node, join) = (ask.node, ask.join);
+        if let Some(command) = membership_command(&roster, ask) {
+            tracing::info!(%node, join, "membership request");
+            self.propose_membership_command(ctx, command);
+        }
+    }
+}
+
+/// What the partition-0 leader commits for a membership request, if anything: add an unknown
+/// node as a learner, record a member's new application address, remove a member that leaves.
+fn membership_command(roster: &Roster, ask: MembershipAsk) -> Option<SystemCommand> {
+    let member = roster.members.get(&ask.node);
+    match (ask.join, member) {
+        (true, None) => Some(SystemCommand::AddLearner { node: ask.node, address: ask.address }),
+        (true, Some(member))
+            if ask.application_address.is_some() && member.application_address != ask.application_address =>
+        {
+            Some(SystemCommand::SetApplicationAddress { node: ask.node, address: ask.application_address })
+        }
+        (false, Some(_)) => Some(SystemCommand::RemoveNode { node: ask.node }),
+        _ => None,
     }
 }

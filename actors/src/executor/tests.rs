@@ -256,7 +256,7 @@ fn barrier(index: LogIndex, term: Term) -> LogEntry {
         term,
         kind: EntryKind::Barrier,
         log_type: String::new(),
-        payload: Vec::new().into(),
+        payload: kommander_core::Bytes::new(),
         ticket: HlcTimestamp::ZERO,
     }
 }

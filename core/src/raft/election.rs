@@ -227,7 +227,7 @@ impl PartitionStateMachine {
             term: self.term,
             kind: EntryKind::Barrier,
             log_type: String::new(),
-            payload: Vec::new().into(),
+            payload: bytes::Bytes::new(),
             ticket: HlcTimestamp::ZERO,
         };
         self.log.push(barrier);

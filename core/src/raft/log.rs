@@ -230,7 +230,7 @@ mod tests {
             term,
             kind: EntryKind::Barrier,
             log_type: String::new(),
-            payload: Vec::new().into(),
+            payload: bytes::Bytes::new(),
             ticket: HlcTimestamp::ZERO,
         }
     }

@@ -56,7 +56,7 @@ impl PartitionStateMachine {
     /// Append a fence raising the partition's generation to `generation` (leaders only). The reply
     /// comes when it is applied; guarded writes applied after it must carry `generation` or newer.
     pub fn propose_fence(&mut self, generation: u64, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
-        let fence = Proposal { log_type: String::new(), payloads: vec![Vec::new().into()], auto_commit: true };
+        let fence = Proposal { log_type: String::new(), payloads: vec![bytes::Bytes::new()], auto_commit: true };
         self.append_proposal(fence, EntryKind::Fence { generation }, now_ms)
     }
 
@@ -260,7 +260,7 @@ impl PartitionStateMachine {
             term: self.term,
             kind,
             log_type: String::new(),
-            payload: Vec::new().into(),
+            payload: bytes::Bytes::new(),
             ticket,
         });
         self.applier.wait(index, Waiter { ticket, term: self.term, wait: WaitFor::Resolution { requested } });
