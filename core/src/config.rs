@@ -39,6 +39,14 @@ pub struct PartitionConfig {
     /// and a replica that heard from a live leader within that timeout ignores real vote requests
     /// (thesis §6.2, §4.2.3). On by default.
     pub check_quorum: bool,
+    /// Take a snapshot once this many entries were applied since the last one (0: only on
+    /// demand). Default 10,000, like Kommander's checkpoints.
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the WAL below a snapshot, so followers briefly behind catch up from the log
+    /// rather than by a snapshot install.
+    pub snapshot_tail_entries: u64,
+    /// Bytes per InstallSnapshot chunk (one chunk in flight per follower).
+    pub snapshot_chunk_bytes: u64,
     /// Planted bugs for proving the simulator's checkers can fail. Test-only.
     #[cfg(feature = "canary-bugs")]
     pub canary: CanaryBugs,
@@ -79,6 +87,11 @@ pub struct CanaryBugs {
     /// The leader heartbeats only every four fifths of the minimum election timeout: safe
     /// while all clocks run at one rate, disruptive once a follower's clock runs fast.
     pub heartbeat_near_election_timeout: bool,
+    /// A snapshot leaves out the two-phase entries still held at its index (a restart or an
+    /// install from it forgets tickets acknowledged as Raft-committed).
+    pub snapshot_drops_held_tickets: bool,
+    /// A follower installs a snapshot older than its commit index (its applied state goes back).
+    pub install_stale_snapshot: bool,
 }
 
 impl PartitionConfig {
@@ -100,6 +113,9 @@ impl PartitionConfig {
             log_cache_entries: 1024,
             pre_vote: true,
             check_quorum: true,
+            snapshot_interval_entries: 10_000,
+            snapshot_tail_entries: 1_024,
+            snapshot_chunk_bytes: 1 << 20,
             #[cfg(feature = "canary-bugs")]
             canary: CanaryBugs::default(),
         }
@@ -134,6 +150,9 @@ impl PartitionConfig {
         }
         if self.max_entries_per_append == 0 {
             return Err(ConfigError::Limit("max_entries_per_append must be at least 1"));
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::Limit("snapshot_chunk_bytes must be at least 1"));
         }
         if self.max_uncommitted_entries == 0 {
             return Err(ConfigError::Limit("max_uncommitted_entries must be at least 1"));

@@ -55,6 +55,12 @@ pub mod wal {
     use std::panic::{self, AssertUnwindSafe};
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    mod compaction;
+    use compaction::{
+        compaction_past_the_last_entry_moves_the_floor, compaction_past_the_snapshot_is_refused,
+        compaction_removes_the_prefix_atomically_with_the_snapshot,
+    };
+
     /// Opens storages for the suite.
     pub trait WalFactory {
         /// The implementation under test.
@@ -126,6 +132,9 @@ pub mod wal {
         partitions_omit_emptied,
         concurrent_readers_see_consecutive_prefix,
         large_volume,
+        compaction_removes_the_prefix_atomically_with_the_snapshot,
+        compaction_past_the_last_entry_moves_the_floor,
+        compaction_past_the_snapshot_is_refused,
     ];
 
     /// Run every case against storages from `factory`, in order.
@@ -561,7 +570,7 @@ pub mod wal {
                 partition: p,
                 truncate_from: None,
                 entries: run(i as LogIndex + 2, i as LogIndex + 3, i as Term + 2),
-                hard_state: Some(hs(i as Term + 2, Some(i as u64), i as LogIndex + 1)),
+                hard_state: Some(hs(i as Term + 2, Some(i as u64), i as LogIndex + 1)), ..Default::default()
             })
             .collect();
         write(&wal, second, "second batch for 50 partitions")?;
@@ -603,7 +612,7 @@ pub mod wal {
                 partition: P,
                 truncate_from: Some(2),
                 entries: Vec::new(),
-                hard_state: Some(hs(3, Some(1), 1)),
+                hard_state: Some(hs(3, Some(1), 1)), ..Default::default()
             }],
             "truncate P from 2 with a hard state",
         )?;
@@ -648,7 +657,7 @@ pub mod wal {
         write(&wal, vec![append(P, run(1, 10, 1))], "append 1..=10")?;
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: Some(4), entries: run(4, 5, 2), hard_state: None }],
+            vec![PartitionWrite { partition: P, truncate_from: Some(4), entries: run(4, 5, 2), hard_state: None, ..Default::default() }],
             "truncate from 4 and append 4..=5",
         )?;
         let mut expected = run(1, 3, 1);
@@ -658,7 +667,7 @@ pub mod wal {
         // Entries starting below the truncation point: the lower of the two wins.
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: Some(3), entries: run(2, 3, 3), hard_state: None }],
+            vec![PartitionWrite { partition: P, truncate_from: Some(3), entries: run(2, 3, 3), hard_state: None, ..Default::default() }],
             "truncate from 3 and append 2..=3",
         )?;
         let mut expected = run(1, 1, 1);
@@ -668,7 +677,7 @@ pub mod wal {
         // A truncation point past the end is a no-op; the entries still append.
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: Some(100), entries: run(4, 4, 3), hard_state: None }],
+            vec![PartitionWrite { partition: P, truncate_from: Some(100), entries: run(4, 4, 3), hard_state: None, ..Default::default() }],
             "truncate from 100 and append 4",
         )?;
         expected.push(entry(4, 3));
@@ -708,7 +717,7 @@ pub mod wal {
         let state = hs(1, Some(1), 3);
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(state) }],
+            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(state), ..Default::default() }],
             "append 1..=5 with a hard state",
         )?;
         wal.truncate_suffix(P, 1).ctx("truncate_suffix(P, 1)")?;
@@ -746,7 +755,7 @@ pub mod wal {
                     partition: P,
                     truncate_from: None,
                     entries: run(1, 5, 1),
-                    hard_state: Some(hs(1, Some(1), 2)),
+                    hard_state: Some(hs(1, Some(1), 2)), ..Default::default()
                 },
                 append(Q, run(1, 3, 1)),
             ],
@@ -759,7 +768,7 @@ pub mod wal {
                     partition: Q,
                     truncate_from: None,
                     entries: run(4, 6, 1),
-                    hard_state: Some(hs(2, None, 4)),
+                    hard_state: Some(hs(2, None, 4)), ..Default::default()
                 },
                 append(R, run(1, 2, 1)),
                 hard_state_write(P, hs(5, Some(3), 5)),
@@ -806,7 +815,7 @@ pub mod wal {
 
         let result = wal.write(&WalBatch {
             writes: vec![
-                PartitionWrite { partition: P, truncate_from: Some(3), entries: run(3, 3, 2), hard_state: None },
+                PartitionWrite { partition: P, truncate_from: Some(3), entries: run(3, 3, 2), hard_state: None, ..Default::default() },
                 append(P, run(4, 4, 2)),
             ],
         });
@@ -936,7 +945,7 @@ pub mod wal {
         let first = hs(1, Some(1), 3);
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(first) }],
+            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(first), ..Default::default() }],
             "entries and hard state",
         )?;
         check_log(&wal, P, &run(1, 5, 1), "after entries + hard state")?;
@@ -949,7 +958,7 @@ pub mod wal {
                 partition: P,
                 truncate_from: Some(5),
                 entries: run(5, 6, 2),
-                hard_state: Some(second),
+                hard_state: Some(second), ..Default::default()
             }],
             "truncate + entries + hard state",
         )?;
@@ -1000,7 +1009,7 @@ pub mod wal {
                 partition: Q,
                 truncate_from: None,
                 entries: run(1, 2, 4),
-                hard_state: Some(hs(4, Some(2), 2)),
+                hard_state: Some(hs(4, Some(2), 2)), ..Default::default()
             }],
             "entries + hard state for Q",
         )?;
@@ -1072,7 +1081,7 @@ pub mod wal {
                     partition: Q,
                     truncate_from: None,
                     entries: run(1, 3, 1),
-                    hard_state: Some(hs(1, None, 0)),
+                    hard_state: Some(hs(1, None, 0)), ..Default::default()
                 },
                 append(R, run(1, 3, 1)),
             ],
@@ -1111,7 +1120,7 @@ pub mod wal {
                 write(
                     wal,
                     vec![
-                        PartitionWrite { partition: P, truncate_from: None, entries: entries.clone(), hard_state },
+                        PartitionWrite { partition: P, truncate_from: None, entries: entries.clone(), hard_state, ..Default::default() },
                         append(Q, entries),
                     ],
                     &format!("writer batch {batch}"),
@@ -1285,6 +1294,12 @@ impl<W: crate::wal::Wal> crate::wal::Wal for WriteHookWal<W> {
     }
     fn last_index(&self, p: crate::PartitionId) -> Result<crate::LogIndex, crate::wal::WalError> {
         self.inner.last_index(p)
+    }
+    fn compacted_through(&self, p: crate::PartitionId) -> Result<crate::LogIndex, crate::wal::WalError> {
+        self.inner.compacted_through(p)
+    }
+    fn load_snapshot(&self, p: crate::PartitionId) -> Result<Option<crate::SnapshotMeta>, crate::wal::WalError> {
+        self.inner.load_snapshot(p)
     }
     fn save_hard_state(&self, p: crate::PartitionId, state: &crate::HardState) -> Result<(), crate::wal::WalError> {
         self.inner.save_hard_state(p, state)

@@ -49,6 +49,11 @@ pub enum ProposeError {
     /// [`ProposeError::UnknownTicket`].)
     #[error("ticket {0} is an auto-commit proposal")]
     NotTwoPhase(Ticket),
+    /// The ticket is at or below the partition's last snapshot and no longer remembered: it was
+    /// resolved (or never two-phase) before the log was compacted. Its outcome, if any, is in the
+    /// application's state.
+    #[error("ticket {0} was compacted away (resolved or unknown before the last snapshot)")]
+    TicketCompacted(Ticket),
     /// A membership change is already in the log and not yet committed (one at a time).
     #[error("a membership change is still uncommitted")]
     MembershipChangePending,
@@ -94,6 +99,9 @@ pub enum StepError {
     /// leader's.
     #[error("malformed append: {0}")]
     MalformedAppend(&'static str),
+    /// An InstallSnapshot chunk failed its checks.
+    #[error("snapshot chunk refused: {0}")]
+    SnapshotChunk(#[from] crate::snapshot::SnapshotChunkError),
     /// The state machine is halted after a fatal condition.
     #[error("partition halted: {0}")]
     Halted(FatalError),

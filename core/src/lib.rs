@@ -21,6 +21,7 @@ pub mod message;
 pub mod payload;
 pub mod raft;
 pub mod rng;
+pub mod snapshot;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod system;
@@ -41,4 +42,5 @@ pub use message::{AppendResult, Envelope, MessageBatch, RaftMessage};
 pub use raft::{PartitionStateMachine, Ready, Role};
 pub use transport::{InboundRejection, InboundSink, Transport, TransportError};
 pub use validate::{validate_batch, InvalidBatch, MessageLimits};
+pub use snapshot::SnapshotMeta;
 pub use wal::{HardState, PartitionWrite, Wal, WalBatch, WalError};

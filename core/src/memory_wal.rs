@@ -1,7 +1,7 @@
 //! [`MemoryWal`]: an in-memory [`Wal`] for tests, the simulator and benchmarks.
 //!
-//! It owns, per partition, the log entries (a `Vec` whose position `i` holds index `i + 1`) and the
-//! last hard state, all behind one `Mutex`. Nothing is durable beyond the process: "durable" in
+//! It owns, per partition, the log entries above the compaction floor (a `Vec` whose position `i`
+//! holds index `floor + i + 1`), the floor, the last snapshot meta and the last hard state, all behind one `Mutex`. Nothing is durable beyond the process: "durable" in
 //! the [`Wal`] contract means "stored in the shared map". Clones share the same storage, so a test
 //! can simulate a restart by dropping one handle and carrying on with another.
 //!
@@ -11,7 +11,8 @@
 
 use crate::entry::LogEntry;
 use crate::ids::{LogIndex, PartitionId, Term};
-use crate::wal::{plan_partition_write, HardState, Wal, WalBatch, WalError};
+use crate::snapshot::SnapshotMeta;
+use crate::wal::{plan_partition_write, HardState, LogBounds, Wal, WalBatch, WalError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,26 +20,53 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// What one partition has stored.
 #[derive(Clone, Debug, Default)]
 struct PartitionLog {
-    /// The log; `entries[i].index == i + 1`.
+    /// The log above the floor; `entries[i].index == floor + i + 1`.
     entries: Vec<LogEntry>,
+    /// Compaction floor: entries at or below it are gone.
+    floor: LogIndex,
     /// The last hard state stored, if any.
     hard_state: Option<HardState>,
+    /// The latest snapshot meta stored, if any.
+    snapshot: Option<SnapshotMeta>,
 }
 
 impl PartitionLog {
     fn last_index(&self) -> LogIndex {
-        self.entries.len() as LogIndex
+        self.floor + self.entries.len() as LogIndex
+    }
+
+    fn bounds(&self) -> LogBounds {
+        LogBounds {
+            last_index: self.last_index(),
+            compacted_through: self.floor,
+            snapshot_index: self.snapshot.as_ref().map_or(0, |s| s.index),
+        }
+    }
+
+    /// Position of `index` in `entries`, if stored.
+    fn position(&self, index: LogIndex) -> Option<usize> {
+        (index > self.floor && index <= self.last_index()).then(|| (index - self.floor - 1) as usize)
     }
 
     /// Remove every entry with index ≥ `from` (treating 0 as 1); no-op past the end.
     fn truncate_from(&mut self, from: LogIndex) {
-        let keep = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        let keep = usize::try_from(from.max(self.floor + 1) - self.floor - 1).unwrap_or(usize::MAX);
         self.entries.truncate(keep);
+    }
+
+    /// Remove every entry with index ≤ `through` (the floor moves up even past the last entry).
+    fn compact(&mut self, through: LogIndex) {
+        if through <= self.floor {
+            return;
+        }
+        let drop = usize::try_from(through - self.floor).unwrap_or(usize::MAX).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.floor = through;
     }
 
     /// True when nothing is stored, so the partition need not be listed.
     fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.hard_state.is_none()
+        self.entries.is_empty() && self.hard_state.is_none() && self.snapshot.is_none() && self.floor == 0
     }
 }
 
@@ -85,21 +113,15 @@ impl Wal for MemoryWal {
     fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
         let mut partitions = self.lock();
 
-        // Pass 1: validate every write against the last index its partition will have once the
+        // Pass 1: validate every write against the bounds its partition will have once the
         // earlier writes of the batch are applied. Nothing is changed yet.
-        let mut last_indexes: BTreeMap<PartitionId, LogIndex> = BTreeMap::new();
+        let mut bounds: BTreeMap<PartitionId, LogBounds> = BTreeMap::new();
         for write in &batch.writes {
-            let current = *last_indexes
+            let current = *bounds
                 .entry(write.partition)
-                .or_insert_with(|| partitions.get(&write.partition).map_or(0, PartitionLog::last_index));
-            plan_partition_write(write, current)?;
-            let next = match (write.entries.last(), write.truncate_from) {
-                (Some(last), _) => last.index,
-                // `plan_partition_write` rejected `truncate_from == 0`.
-                (None, Some(from)) => current.min(from - 1),
-                (None, None) => current,
-            };
-            last_indexes.insert(write.partition, next);
+                .or_insert_with(|| partitions.get(&write.partition).map_or_else(LogBounds::default, PartitionLog::bounds));
+            let plan = plan_partition_write(write, current)?;
+            bounds.insert(write.partition, plan.after);
         }
 
         // Pass 2: apply. Every write was validated against exactly this sequence of states.
@@ -108,12 +130,18 @@ impl Wal for MemoryWal {
                 continue;
             }
             let log = partitions.entry(write.partition).or_default();
-            let cut = plan_partition_write(write, log.last_index())
+            let plan = plan_partition_write(write, log.bounds())
                 .expect("the write was validated against this state in the first pass");
-            if let Some(cut) = cut {
+            if let Some(cut) = plan.cut {
                 log.truncate_from(cut);
             }
+            if let Some(through) = plan.compact {
+                log.compact(through);
+            }
             log.entries.extend(write.entries.iter().cloned());
+            if let Some(snapshot) = &write.snapshot {
+                log.snapshot = Some(snapshot.clone());
+            }
             if let Some(state) = write.hard_state {
                 log.hard_state = Some(state);
             }
@@ -143,15 +171,15 @@ impl Wal for MemoryWal {
         let Some(log) = partitions.get(&partition) else {
             return Ok(Vec::new());
         };
-        let from = from.max(1);
+        let from = from.max(log.floor + 1);
         let to = to.min(log.last_index());
-        if from > to {
+        let (Some(start), Some(end)) = (log.position(from), log.position(to)) else {
+            return Ok(Vec::new());
+        };
+        if start > end {
             return Ok(Vec::new());
         }
-        // Both bounds are within the Vec's length, so they fit in usize.
-        let start = usize::try_from(from - 1).unwrap_or(usize::MAX);
-        let end = usize::try_from(to).unwrap_or(usize::MAX);
-        Ok(log.entries[start..end].to_vec())
+        Ok(log.entries[start..=end].to_vec())
     }
 
     fn term_at(&self, partition: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError> {
@@ -159,14 +187,19 @@ impl Wal for MemoryWal {
             return Ok(Some(0));
         }
         let partitions = self.lock();
-        Ok(partitions.get(&partition).and_then(|log| {
-            let position = usize::try_from(index - 1).ok()?;
-            log.entries.get(position).map(|entry| entry.term)
-        }))
+        Ok(partitions.get(&partition).and_then(|log| log.position(index).map(|at| log.entries[at].term)))
     }
 
     fn last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
         Ok(self.lock().get(&partition).map_or(0, PartitionLog::last_index))
+    }
+
+    fn compacted_through(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
+        Ok(self.lock().get(&partition).map_or(0, |log| log.floor))
+    }
+
+    fn load_snapshot(&self, partition: PartitionId) -> Result<Option<SnapshotMeta>, WalError> {
+        Ok(self.lock().get(&partition).and_then(|log| log.snapshot.clone()))
     }
 
     fn save_hard_state(&self, partition: PartitionId, state: &HardState) -> Result<(), WalError> {

@@ -4,6 +4,8 @@
 
 use crate::entry::LogEntry;
 use crate::ids::{LogIndex, NodeId, PartitionId, Term};
+use crate::snapshot::SnapshotMeta;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A message of the Raft protocol for one partition (Raft paper §5, thesis §9.6 for pre-vote).
@@ -54,6 +56,37 @@ pub enum RaftMessage {
         /// Outcome.
         result: AppendResult,
     },
+    /// One chunk of the leader's snapshot for a follower whose next entry was compacted away
+    /// (Raft §7). Chunks go one at a time, in order; `meta` names the snapshot in every chunk so
+    /// a follower can resume a partial transfer or abandon it for a newer snapshot.
+    InstallSnapshot {
+        /// Leader's term.
+        term: Term,
+        /// The snapshot (index, term, membership, size, checksum, ...).
+        meta: SnapshotMeta,
+        /// Byte offset of `data` in the snapshot.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// Last chunk.
+        done: bool,
+        /// CRC32C of `data`.
+        chunk_checksum: u32,
+    },
+    /// Answer to an [`RaftMessage::InstallSnapshot`], sent once the chunk is durable (the install,
+    /// once the snapshot and the compaction are).
+    SnapshotResponse {
+        /// Responder's term.
+        term: Term,
+        /// Index of the snapshot answered about.
+        index: LogIndex,
+        /// Term of that snapshot.
+        snapshot_term: Term,
+        /// The offset the follower expects next (resume point; 0 restarts the transfer).
+        next_offset: u64,
+        /// The follower's log now starts after `index` (installed, or already committed there).
+        installed: bool,
+    },
     /// Not part of Raft: a node asks the cluster (on partition 0, sent to any member, acted on by
     /// the partition-0 leader) to add it as a learner (`join`) or to remove it.
     MembershipRequest {
@@ -92,7 +125,9 @@ impl RaftMessage {
             RaftMessage::VoteRequest { term, .. }
             | RaftMessage::VoteResponse { term, .. }
             | RaftMessage::AppendRequest { term, .. }
-            | RaftMessage::AppendResponse { term, .. } => *term,
+            | RaftMessage::AppendResponse { term, .. }
+            | RaftMessage::InstallSnapshot { term, .. }
+            | RaftMessage::SnapshotResponse { term, .. } => *term,
             RaftMessage::MembershipRequest { .. } => 0,
         }
     }
@@ -106,6 +141,8 @@ impl RaftMessage {
             RaftMessage::VoteResponse { .. } => "vote_response",
             RaftMessage::AppendRequest { .. } => "append_request",
             RaftMessage::AppendResponse { .. } => "append_response",
+            RaftMessage::InstallSnapshot { .. } => "install_snapshot",
+            RaftMessage::SnapshotResponse { .. } => "snapshot_response",
             RaftMessage::MembershipRequest { .. } => "membership_request",
         }
     }

@@ -8,6 +8,7 @@ use crate::entry::LogEntry;
 use crate::hlc::MAX_PHYSICAL_MS;
 use crate::ids::{NodeId, PartitionId};
 use crate::message::{AppendResult, MessageBatch, RaftMessage};
+use crate::snapshot::{validate_chunk, SnapshotChunkError};
 use thiserror::Error;
 
 /// Bounds a node accepts on inbound batches.
@@ -108,6 +109,15 @@ pub enum InvalidBatch {
     /// log, or a conflict term above the answer's own term).
     #[error("{0}: append response fields are inconsistent")]
     InconsistentResponse(PartitionId),
+    /// A snapshot chunk that fails its checksum, does not fit its snapshot, names another
+    /// partition, or is larger than [`MessageLimits::max_payload_bytes`].
+    #[error("{partition}: snapshot chunk refused: {reason}")]
+    InvalidSnapshotChunk {
+        /// Partition of the message.
+        partition: PartitionId,
+        /// What was wrong.
+        reason: SnapshotChunkError,
+    },
     /// A term (of the message, a log anchor, an entry or a conflict hint) above
     /// [`MessageLimits::max_term`].
     #[error("{partition}: term {term} is above the limit")]
@@ -191,6 +201,31 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
                 return Err(InvalidBatch::InconsistentTerm(partition));
             }
             validate_entries(partition, *term, *prev_log_index, *prev_log_term, entries, limits)?;
+        }
+        RaftMessage::InstallSnapshot { term, meta, offset, data, done, chunk_checksum } => {
+            let refuse = |reason| Err(InvalidBatch::InvalidSnapshotChunk { partition, reason });
+            if meta.partition != partition {
+                return refuse(SnapshotChunkError::Malformed("the snapshot names another partition"));
+            }
+            if data.len() > limits.max_payload_bytes {
+                return refuse(SnapshotChunkError::Malformed("chunk larger than the payload limit"));
+            }
+            if meta.index == u64::MAX || meta.held.len() > limits.max_entries_per_message {
+                return refuse(SnapshotChunkError::Malformed("snapshot meta out of range"));
+            }
+            if meta.membership.voters.len() > 4096 || meta.membership.learners.len() > 4096 {
+                return refuse(SnapshotChunkError::Malformed("snapshot membership out of range"));
+            }
+            check_term(meta.term)?;
+            if let Err(reason) = validate_chunk(*term, meta, *offset, data, *done, *chunk_checksum) {
+                return refuse(reason);
+            }
+        }
+        RaftMessage::SnapshotResponse { term, index, snapshot_term, .. } => {
+            check_term(*snapshot_term)?;
+            if *index == u64::MAX || snapshot_term > term {
+                return Err(InvalidBatch::InconsistentResponse(partition));
+            }
         }
         RaftMessage::AppendResponse { term, prev_log_index, result } => {
             // The anchor echoes the request's `prev_log_index`, which is always below u64::MAX:

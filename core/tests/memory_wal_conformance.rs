@@ -59,6 +59,8 @@ enum Bug {
     UnsortedPartitions,
     /// Forgets the hard state on reopen.
     HardStateNotDurable,
+    /// Stores the snapshot meta but never removes compacted entries (no space reclaimed).
+    CompactionKeepsEntries,
 }
 
 /// A `MemoryWal` with one deliberate contract violation.
@@ -74,9 +76,23 @@ impl Wal for BrokenWal {
                 self.inner.write(&WalBatch { writes: vec![write.clone()] })?;
             }
             Ok(())
+        } else if self.bug == Bug::CompactionKeepsEntries {
+            let mut batch = batch.clone();
+            for write in &mut batch.writes {
+                write.compact_through = None;
+            }
+            self.inner.write(&batch)
         } else {
             self.inner.write(batch)
         }
+    }
+
+    fn compacted_through(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
+        self.inner.compacted_through(partition)
+    }
+
+    fn load_snapshot(&self, partition: PartitionId) -> Result<Option<kommander_core::SnapshotMeta>, WalError> {
+        self.inner.load_snapshot(partition)
     }
 
     fn truncate_suffix(&self, partition: PartitionId, from: LogIndex) -> Result<(), WalError> {
@@ -154,6 +170,13 @@ fn suite_catches_non_atomic_batches() {
     let failing = failing_cases(Bug::NonAtomicBatch);
     assert!(failing.contains(&"gap_rejects_whole_batch"), "{failing:?}");
     assert!(failing.contains(&"gap_after_earlier_write_in_batch_rejected"), "{failing:?}");
+}
+
+#[test]
+fn suite_catches_compaction_that_keeps_entries() {
+    let failing = failing_cases(Bug::CompactionKeepsEntries);
+    assert!(failing.contains(&"compaction_removes_the_prefix_atomically_with_the_snapshot"), "{failing:?}");
+    assert!(failing.contains(&"compaction_past_the_last_entry_moves_the_floor"), "{failing:?}");
 }
 
 #[test]

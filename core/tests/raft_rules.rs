@@ -41,7 +41,7 @@ fn machine(node: u64, voters: &[u64]) -> PartitionStateMachine {
 }
 
 fn restored(cfg: PartitionConfig, hard_state: HardState, entries: Vec<LogEntry>) -> PartitionStateMachine {
-    PartitionStateMachine::restore(cfg, RestoreState { hard_state: Some(hard_state), entries }).expect("valid restore")
+    PartitionStateMachine::restore(cfg, RestoreState { hard_state: Some(hard_state), entries, ..Default::default() }).expect("valid restore")
 }
 
 fn hs(term: Term, voted_for: Option<u64>, commit: LogIndex) -> HardState {
@@ -318,7 +318,7 @@ impl Net {
 
     /// Store what a restored machine's WAL would hold.
     fn seed_wal(&mut self, node: u64, hard_state: HardState, entries: Vec<LogEntry>) {
-        let write = PartitionWrite { partition: P, truncate_from: None, entries, hard_state: Some(hard_state) };
+        let write = PartitionWrite { partition: P, truncate_from: None, entries, hard_state: Some(hard_state), ..Default::default() };
         self.wals[&id(node)].write(&WalBatch { writes: vec![write] }).expect("seed wal");
     }
 
@@ -1494,7 +1494,7 @@ fn restore_redelivers_committed_entries_and_rejects_corrupt_logs() {
     for (name, hard_state, entries) in corrupt {
         let result = PartitionStateMachine::restore(
             config(1, &[1, 2, 3]),
-            RestoreState { hard_state: Some(hard_state), entries },
+            RestoreState { hard_state: Some(hard_state), entries, ..Default::default() },
         );
         assert!(matches!(result, Err(RestoreError::Fatal(FatalError::CorruptRestore(_)))), "{name}: {result:?}");
     }

@@ -152,7 +152,7 @@ fn planted_bugs() -> Vec<(&'static str, CanaryBugs, u64, &'static [ViolationKind
         (
             "unknown ticket answered without the log",
             CanaryBugs { unknown_ticket_without_quorum: true, ..bug },
-            300,
+            600,
             &[UnknownAcknowledgedTicket],
         ),
     ]

@@ -7,6 +7,7 @@ use crate::entry::{EntryKind, LogEntry};
 use crate::error::{ProposeError, TicketOutcome};
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, Term};
+use crate::snapshot::SnapshotMeta;
 use std::collections::{BTreeMap, HashMap};
 
 /// What a client waits for at an index.
@@ -30,8 +31,13 @@ pub(crate) struct Waiter {
 pub(crate) struct Applier {
     /// Raft-committed two-phase entries awaiting their marker, by ticket.
     pub(crate) held: BTreeMap<Ticket, Vec<LogEntry>>,
-    /// Tickets resolved by a committed marker.
-    pub(crate) resolved: HashMap<Ticket, TicketOutcome>,
+    /// Tickets resolved by a committed marker, with the marker's index (dropped once a snapshot
+    /// covers it).
+    pub(crate) resolved: HashMap<Ticket, (TicketOutcome, LogIndex)>,
+    /// Newest ticket issued by an applied entry.
+    pub(crate) last_ticket: Ticket,
+    /// Tickets at or below this were compacted: not held and not resolved means forgotten.
+    pub(crate) compacted_tickets: Ticket,
     /// Clients waiting for the entry at an index to be applied.
     pub(crate) waiters: BTreeMap<LogIndex, Vec<Waiter>>,
     /// The partition generation: the highest applied [`EntryKind::Fence`].
@@ -48,6 +54,9 @@ impl Applier {
         replies: &mut Vec<ClientReply>,
     ) {
         let mut moved = None;
+        if entry.issues_ticket() {
+            self.last_ticket = self.last_ticket.max(entry.ticket);
+        }
         match entry.kind {
             EntryKind::Application { auto_commit: true } => {
                 deliveries.push(Delivery { entry: entry.clone(), released_at: entry.index, restored })
@@ -77,7 +86,7 @@ impl Applier {
                 if let (true, std::collections::hash_map::Entry::Vacant(slot)) =
                     (known, self.resolved.entry(entry.ticket))
                 {
-                    slot.insert(outcome);
+                    slot.insert((outcome, entry.index));
                     let held = self.held.remove(&entry.ticket).unwrap_or_default();
                     if outcome == TicketOutcome::Committed {
                         deliveries.extend(held.into_iter().map(|held_entry| Delivery {
@@ -127,8 +136,9 @@ impl Applier {
         // applied (same term and ticket) without an outcome asked about an unknown ticket; anything
         // else was superseded.
         match self.resolved.get(&ticket) {
-            Some(&outcome) if outcome == requested => Ok(outcome),
-            Some(&outcome) => Err(ProposeError::AlreadyResolved { ticket, outcome }),
+            Some(&(outcome, _)) if outcome == requested => Ok(outcome),
+            Some(&(outcome, _)) => Err(ProposeError::AlreadyResolved { ticket, outcome }),
+            None if same && self.is_compacted(ticket) => Err(ProposeError::TicketCompacted(ticket)),
             None if same => Err(ProposeError::UnknownTicket(ticket)),
             None => Err(ProposeError::Superseded { index }),
         }
@@ -143,6 +153,54 @@ impl Applier {
                     WaitFor::Proposal { .. } => {
                         ClientReply::Proposal { ticket: waiter.ticket, result: Err(ProposeError::Superseded { index }) }
                     }
+                    WaitFor::Resolution { requested } => ClientReply::Resolution {
+                        ticket: waiter.ticket,
+                        requested,
+                        result: Err(ProposeError::Superseded { index }),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Is `ticket` old enough that a snapshot may have dropped what was known about it?
+    pub(crate) fn is_compacted(&self, ticket: Ticket) -> bool {
+        !self.compacted_tickets.is_zero() && ticket <= self.compacted_tickets
+    }
+
+    /// Two-phase entries still held, in ticket order (what a snapshot must carry).
+    pub(crate) fn held_entries(&self) -> Vec<LogEntry> {
+        self.held.values().flatten().cloned().collect()
+    }
+
+    /// A snapshot through `index` was taken: resolutions at or below it are forgotten (asking
+    /// again answers `TicketCompacted`).
+    pub(crate) fn compacted(&mut self, index: LogIndex, last_ticket: Ticket) {
+        self.resolved.retain(|_, (_, at)| *at > index);
+        self.compacted_tickets = self.compacted_tickets.max(last_ticket);
+    }
+
+    /// The state is replaced by a snapshot's: its held entries, generation and ticket horizon.
+    /// Waiters at or below its index never see their entry applied here: they are told
+    /// `Superseded` (retryable; the outcome is in the snapshot).
+    pub(crate) fn install(&mut self, meta: &SnapshotMeta, replies: &mut Vec<ClientReply>) {
+        self.held.clear();
+        for entry in &meta.held {
+            self.held.entry(entry.ticket).or_default().push(entry.clone());
+        }
+        self.resolved.clear();
+        self.generation = meta.generation;
+        self.last_ticket = meta.last_ticket;
+        self.compacted_tickets = meta.last_ticket;
+        let later = self.waiters.split_off(&(meta.index + 1));
+        let covered = std::mem::replace(&mut self.waiters, later);
+        for (index, waiters) in covered {
+            for waiter in waiters {
+                replies.push(match waiter.wait {
+                    WaitFor::Proposal { .. } => ClientReply::Proposal {
+                        ticket: waiter.ticket,
+                        result: Err(ProposeError::Superseded { index }),
+                    },
                     WaitFor::Resolution { requested } => ClientReply::Resolution {
                         ticket: waiter.ticket,
                         requested,

@@ -50,7 +50,13 @@ impl Default for RaftLog {
 impl RaftLog {
     /// A log restored from durable entries (consecutive from 1).
     pub(crate) fn restored(entries: Vec<LogEntry>, commit: LogIndex) -> Self {
-        let last = entries.last().map_or(0, |e| e.index);
+        Self::restored_after(0, 0, entries, commit)
+    }
+
+    /// A log restored from a snapshot at (`base`, `base_term`) and the durable entries after it
+    /// (consecutive from `base + 1`). Everything through `base` counts as committed and applied.
+    pub(crate) fn restored_after(base: LogIndex, base_term: Term, entries: Vec<LogEntry>, commit: LogIndex) -> Self {
+        let last = entries.last().map_or(base, |e| e.index);
         let mut membership = MembershipLog::default();
         for entry in &entries {
             membership.appended(entry);
@@ -58,15 +64,45 @@ impl RaftLog {
         RaftLog {
             membership,
             entries: entries.into(),
-            offset: 0,
-            offset_term: 0,
-            commit: commit.min(last),
-            applied: 0,
+            offset: base,
+            offset_term: base_term,
+            commit: commit.min(last).max(base),
+            applied: base,
             stable: last,
             unpersisted_from: last + 1,
             truncate_from: None,
             in_flight: VecDeque::new(),
         }
+    }
+
+    /// A snapshot at (`index`, `term`) replaces everything through `index` (Raft §7): a suffix
+    /// that matches it is kept, anything else is discarded. The next write must carry the
+    /// snapshot and compact the WAL through `index`; entries above it not yet written are
+    /// written then.
+    pub(crate) fn install(&mut self, index: LogIndex, term: Term) {
+        let matches = index > self.offset && self.term_at(index) == Some(term);
+        if matches {
+            while self.offset < index {
+                let Some(front) = self.entries.pop_front() else { break };
+                self.offset = front.index;
+                self.offset_term = front.term;
+            }
+        } else {
+            if self.last_index() > index.max(self.offset) {
+                let from = index.max(self.offset) + 1;
+                if from < self.unpersisted_from {
+                    self.truncate_from = Some(self.truncate_from.map_or(from, |t| t.min(from)));
+                }
+            }
+            self.entries.clear();
+            self.membership.truncated(index + 1);
+        }
+        self.offset = index;
+        self.offset_term = term;
+        self.commit = self.commit.max(index);
+        self.applied = self.applied.max(index);
+        self.stable = self.stable.max(index);
+        self.unpersisted_from = self.unpersisted_from.max(index + 1);
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {

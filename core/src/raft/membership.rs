@@ -145,6 +145,18 @@ impl MembershipLog {
         }
     }
 
+    /// The configuration in effect at `index` (the last config entry at or below it).
+    pub(crate) fn at(&self, index: LogIndex) -> &Membership {
+        self.changes.iter().rev().find(|(i, _)| *i <= index).map_or(&self.base, |(_, m)| m)
+    }
+
+    /// Entries through `index` are covered by a snapshot whose configuration is `base`: it
+    /// becomes the base, and only later changes are kept.
+    pub(crate) fn rebase(&mut self, base: Membership, index: LogIndex) {
+        self.base = base;
+        self.changes.retain(|(i, _)| *i > index);
+    }
+
     /// The log lost its suffix from `from`: forget the configurations it carried.
     pub(crate) fn truncated(&mut self, from: LogIndex) {
         self.changes.retain(|(i, _)| *i < from);

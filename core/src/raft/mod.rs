@@ -19,6 +19,7 @@ mod progress;
 mod proposals;
 pub mod ready;
 mod replication;
+mod snapshot;
 
 pub use membership::Membership;
 pub use progress::{Progress, ProgressState};
@@ -32,6 +33,7 @@ use crate::hlc::HybridLogicalClock;
 use crate::ids::{LogIndex, NodeId, PartitionId, Term};
 use crate::message::{Envelope, RaftMessage};
 use crate::rng::SplitMix64;
+use crate::snapshot::SnapshotMeta;
 use crate::wal::{HardState, PartitionWrite};
 use apply::Applier;
 use log::RaftLog;
@@ -55,8 +57,25 @@ pub enum Role {
 pub struct RestoreState {
     /// Last stored hard state.
     pub hard_state: Option<HardState>,
-    /// Every stored entry, consecutive from index 1.
+    /// The latest stored snapshot meta; the application's state is restored from its bytes
+    /// before the entries after it are replayed.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The WAL's compaction floor (never above the snapshot's index).
+    pub compacted_through: LogIndex,
+    /// The stored entries after the snapshot (or from index 1 without one), consecutive.
     pub entries: Vec<LogEntry>,
+}
+
+/// A WAL read for a follower's catch-up: for whom, in which term, anchored where.
+#[derive(Clone, Debug)]
+struct CatchUpRead {
+    peer: NodeId,
+    term: Term,
+    request: ReadRequest,
+    /// The follower's `next_index - 1` when the read was issued.
+    prev: LogIndex,
+    /// Term at `prev` when known without the read (the read then starts at `prev + 1`).
+    anchor: Option<Term>,
 }
 
 /// A message waiting for the write it depends on to become durable.
@@ -100,12 +119,13 @@ pub struct PartitionStateMachine {
     vote_write_id: u64,
     held_messages: Vec<HeldMessage>,
     next_read_id: u64,
-    pending_reads: HashMap<u64, (NodeId, Term, ReadRequest)>,
+    pending_reads: HashMap<u64, CatchUpRead>,
     needs_broadcast: bool,
     out: Ready,
     /// Leader last reported through `Ready::leader_change`.
     reported_leader: Option<NodeId>,
     halted: Option<FatalError>,
+    snapshots: snapshot::Snapshots,
 }
 
 impl PartitionStateMachine {
@@ -145,6 +165,7 @@ impl PartitionStateMachine {
             out: Ready::default(),
             reported_leader: None,
             halted: None,
+            snapshots: snapshot::Snapshots::default(),
             config,
         };
         sm.log.membership.set_base(sm.base_membership());
@@ -164,8 +185,24 @@ impl PartitionStateMachine {
     pub fn restore(config: PartitionConfig, state: RestoreState) -> Result<Self, RestoreError> {
         let mut sm = Self::new(config).map_err(RestoreError::Config)?;
         let hard_state = state.hard_state.unwrap_or_default();
-        let mut prev_term = 0;
-        for (expected, entry) in (1..).zip(state.entries.iter()) {
+        let corrupt = |detail: String| RestoreError::Fatal(FatalError::CorruptRestore(detail));
+        let (base, base_term) = state.snapshot.as_ref().map_or((0, 0), |m| (m.index, m.term));
+        if state.compacted_through > base {
+            return Err(corrupt(format!(
+                "the log is compacted through {} but the snapshot covers only {base}",
+                state.compacted_through
+            )));
+        }
+        if let Some(meta) = &state.snapshot {
+            if meta.partition != sm.config.partition || meta.term > hard_state.term {
+                return Err(corrupt(format!(
+                    "snapshot meta of {} at term {} does not fit (hard state term {})",
+                    meta.partition, meta.term, hard_state.term
+                )));
+            }
+        }
+        let mut prev_term = base_term;
+        for (expected, entry) in (base + 1..).zip(state.entries.iter()) {
             if entry.index != expected {
                 return Err(RestoreError::Fatal(FatalError::CorruptRestore(format!(
                     "entry index {} where {expected} was expected",
@@ -187,8 +224,17 @@ impl PartitionStateMachine {
         if let Some(newest) = state.entries.iter().filter(|e| e.issues_ticket()).map(|e| e.ticket).max() {
             sm.clock.observe(newest, 0);
         }
-        sm.log = RaftLog::restored(state.entries, hard_state.commit);
-        sm.log.membership.set_base(sm.base_membership());
+        sm.log = RaftLog::restored_after(base, base_term, state.entries, hard_state.commit);
+        match state.snapshot {
+            Some(meta) => {
+                sm.clock.observe(meta.last_ticket, 0);
+                sm.log.membership.set_base(meta.membership.clone());
+                sm.applier.install(&meta, &mut Vec::new());
+                sm.snapshots.latest = Some(meta);
+            }
+            None => sm.log.membership.set_base(sm.base_membership()),
+        }
+        sm.snapshots.compacted_through = state.compacted_through;
         sm.apply_committed(true);
         Ok(sm)
     }
@@ -294,6 +340,18 @@ impl PartitionStateMachine {
     pub fn held_tickets(&self) -> usize {
         self.applier.held.len()
     }
+    /// Resolved two-phase tickets still remembered (dropped once a snapshot covers them).
+    pub fn remembered_resolutions(&self) -> usize {
+        self.applier.resolved.len()
+    }
+    /// The latest snapshot this replica has (stored, or stored by the write being made).
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshots.latest.as_ref()
+    }
+    /// The WAL's compaction floor as of the writes issued so far.
+    pub fn compacted_through(&self) -> LogIndex {
+        self.snapshots.compacted_through
+    }
 
     // ----- inputs ----------------------------------------------------------------------------
 
@@ -328,6 +386,12 @@ impl PartitionStateMachine {
         if let RaftMessage::AppendRequest { term, prev_log_index, entries, .. } = &envelope.message {
             validate_append(*term, *prev_log_index, entries)?;
         }
+        if let RaftMessage::InstallSnapshot { term, meta, offset, data, done, chunk_checksum } = &envelope.message {
+            if meta.partition != self.config.partition {
+                return Err(StepError::WrongPartition { expected: self.config.partition, got: meta.partition });
+            }
+            crate::snapshot::validate_chunk(*term, meta, *offset, data, *done, *chunk_checksum)?;
+        }
         let message = envelope.message;
         // §5.1: any higher term seen makes this replica adopt it and step down. A granted
         // pre-vote answer carries the prospective term and must not.
@@ -339,7 +403,9 @@ impl PartitionStateMachine {
             return Ok(());
         }
         if message.term() > self.term && !granted_pre_vote && !pre_vote_request {
-            let leader = matches!(message, RaftMessage::AppendRequest { .. }).then_some(from);
+            let from_leader =
+                matches!(message, RaftMessage::AppendRequest { .. } | RaftMessage::InstallSnapshot { .. });
+            let leader = from_leader.then_some(from);
             self.become_follower(message.term(), leader);
         }
         match message {
@@ -354,6 +420,12 @@ impl PartitionStateMachine {
             }
             RaftMessage::AppendResponse { term, prev_log_index, result } => {
                 self.handle_append_response(from, term, prev_log_index, result)
+            }
+            RaftMessage::InstallSnapshot { term, meta, offset, data, done, .. } => {
+                self.handle_install_snapshot(from, term, meta, offset, data, done)
+            }
+            RaftMessage::SnapshotResponse { term, index, snapshot_term, next_offset, installed } => {
+                self.handle_snapshot_response(from, term, index, snapshot_term, next_offset, installed)
             }
             // Handled by the runtime's system coordinator, never by a partition.
             RaftMessage::MembershipRequest { .. } => {}
@@ -387,12 +459,18 @@ impl PartitionStateMachine {
                 self.needs_broadcast = false;
                 self.broadcast_append();
             }
-            let forced = self.held_messages.iter().any(|m| m.after_write >= self.next_write_id);
+            self.maybe_request_snapshot();
+            let forced = self.held_messages.iter().any(|m| m.after_write >= self.next_write_id)
+                || self.snapshots.pending_write.is_some();
             if self.hard_state_dirty || self.log.has_unpersisted() || forced {
                 let id = self.next_write_id;
                 self.next_write_id += 1;
                 let mut write = PartitionWrite { partition: self.config.partition, ..Default::default() };
                 self.log.take_unpersisted(id, &mut write);
+                if let Some((meta, through)) = self.snapshots.pending_write.take() {
+                    write.compact_through = Some(through);
+                    write.snapshot = Some(meta);
+                }
                 let commit_dirty = std::mem::take(&mut self.commit_dirty);
                 if std::mem::take(&mut self.hard_state_dirty) || commit_dirty {
                     write.hard_state = Some(self.hard_state());

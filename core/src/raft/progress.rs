@@ -1,7 +1,7 @@
 //! What a leader knows about each follower's log: match and next index, probe/replicate state,
 //! and the bounded window of appends in flight (pipelining).
 
-use crate::ids::LogIndex;
+use crate::ids::{LogIndex, Term};
 use std::collections::VecDeque;
 
 /// Replication state of one follower.
@@ -11,6 +11,25 @@ pub enum ProgressState {
     Probe,
     /// The follower matches; appends are pipelined up to the in-flight window.
     Replicate,
+    /// The follower needs entries that were compacted: the leader streams its snapshot, one chunk
+    /// at a time, and sends no appends until the follower reports it installed.
+    Snapshot,
+}
+
+/// A snapshot transfer to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotSend {
+    /// Index of the snapshot sent.
+    pub(crate) index: LogIndex,
+    /// Its term.
+    pub(crate) term: Term,
+    /// Next byte offset to send (what the follower acknowledged so far).
+    pub(crate) offset: u64,
+    /// A chunk is in flight (sent, not answered).
+    pub(crate) chunk_out: bool,
+    /// The follower answered since the last heartbeat (a chunk unanswered for a whole heartbeat
+    /// interval is presumed lost and sent again).
+    pub(crate) answered: bool,
 }
 
 /// A leader's view of one follower.
@@ -30,8 +49,10 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     /// `match_index` advanced since the last heartbeat (detects lost pipelined appends).
     pub(crate) acked_since_heartbeat: bool,
-    /// A WAL read for catch-up is outstanding.
+    /// A WAL read for catch-up (or a snapshot chunk read) is outstanding.
     pub(crate) read_pending: bool,
+    /// The snapshot transfer, in [`ProgressState::Snapshot`].
+    pub(crate) snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
@@ -50,7 +71,25 @@ impl Progress {
             recent_active: true,
             acked_since_heartbeat: false,
             read_pending: false,
+            snapshot: None,
         }
+    }
+
+    /// Start streaming snapshot `(index, term)` from its first byte.
+    pub(crate) fn send_snapshot(&mut self, index: LogIndex, term: Term) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.snapshot = Some(SnapshotSend { index, term, offset: 0, chunk_out: false, answered: true });
+    }
+
+    /// The follower's log now starts after `index`: replicate from there.
+    pub(crate) fn snapshot_installed(&mut self, index: LogIndex) -> bool {
+        let advanced = index > self.match_index;
+        self.match_index = self.match_index.max(index);
+        self.snapshot = None;
+        self.probe_from(index + 1);
+        advanced
     }
 
     /// Can another append be sent now?
@@ -61,6 +100,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
             ProgressState::Replicate => self.inflight.len() < window,
+            ProgressState::Snapshot => false,
         }
     }
 
@@ -72,6 +112,7 @@ impl Progress {
                 self.inflight.push_back(last);
                 self.next_index = last + 1;
             }
+            ProgressState::Snapshot => {}
         }
     }
 
@@ -88,6 +129,10 @@ impl Progress {
             self.acked_since_heartbeat = true;
         }
         self.next_index = self.next_index.max(index + 1);
+        if self.state == ProgressState::Snapshot {
+            // Heartbeat answers during a transfer: only the install ends it.
+            return advanced;
+        }
         if self.state == ProgressState::Probe {
             self.state = ProgressState::Replicate;
             self.probe_sent = false;
@@ -99,6 +144,7 @@ impl Progress {
     /// Fall back to probing from `next_index`.
     pub(crate) fn probe_from(&mut self, next_index: LogIndex) {
         self.state = ProgressState::Probe;
+        self.snapshot = None;
         self.next_index = next_index.max(self.match_index + 1);
         self.inflight.clear();
         self.probe_sent = false;

@@ -210,7 +210,7 @@ impl PartitionStateMachine {
         if ticket.is_zero() {
             return Err(ProposeError::UnknownTicket(ticket));
         }
-        if let Some(&outcome) = self.applier.resolved.get(&ticket) {
+        if let Some(&(outcome, _)) = self.applier.resolved.get(&ticket) {
             let result =
                 if outcome == requested { Ok(outcome) } else { Err(ProposeError::AlreadyResolved { ticket, outcome }) };
             self.out.replies.push(super::ClientReply::Resolution { ticket, requested, result });

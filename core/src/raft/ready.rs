@@ -10,8 +10,12 @@
 //!    were issued; report each with `on_write_complete(id)` only once it is durable.
 //! 3. Perform [`Ready::reads`] (WAL range reads for follower catch-up) and report each with
 //!    `on_read_complete`.
-//! 4. Deliver [`Ready::deliveries`] to the application in order, then [`Ready::replies`] to the
-//!    waiting clients, then [`Ready::leader_change`].
+//! 4. Install [`Ready::install`] into the application (if set), then deliver
+//!    [`Ready::deliveries`] in order, then ask for [`Ready::snapshot_request`] (the application
+//!    has then applied exactly its index), then answer [`Ready::replies`], then report
+//!    [`Ready::leader_change`].
+//! 5. Perform [`Ready::snapshot_reads`] and [`Ready::snapshot_writes`] and report each
+//!    (`on_snapshot_chunk_read`, `on_snapshot_chunk_written`).
 //!
 //! If a write or read fails, stop the partition and restart it from the WAL.
 
@@ -20,6 +24,7 @@ use crate::error::{FatalError, ProposeError, TicketOutcome};
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, NodeId, PartitionId, Term};
 use crate::message::Envelope;
+use crate::snapshot::{SnapshotChunkRead, SnapshotChunkWrite, SnapshotMeta, SnapshotRequest};
 use crate::wal::PartitionWrite;
 
 /// A WAL write to perform for this partition.
@@ -101,6 +106,15 @@ pub struct LeaderChange {
 /// Everything a turn produced. Take it with `PartitionStateMachine::ready`.
 #[derive(Clone, Debug, Default)]
 pub struct Ready {
+    /// A snapshot received from the leader, staged and verified: the application must install it
+    /// (replacing its state) before any delivery of this `Ready`.
+    pub install: Option<SnapshotMeta>,
+    /// Ask the application for a snapshot at its applied index, after this `Ready`'s deliveries.
+    pub snapshot_request: Option<SnapshotRequest>,
+    /// Chunks of stored snapshots to read for followers.
+    pub snapshot_reads: Vec<SnapshotChunkRead>,
+    /// Chunks received from the leader to stage.
+    pub snapshot_writes: Vec<SnapshotChunkWrite>,
     /// Messages to send now.
     pub messages: Vec<Envelope>,
     /// A WAL write to perform.
@@ -121,6 +135,10 @@ impl Ready {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
+            && self.install.is_none()
+            && self.snapshot_request.is_none()
+            && self.snapshot_reads.is_empty()
+            && self.snapshot_writes.is_empty()
             && self.write.is_none()
             && self.reads.is_empty()
             && self.deliveries.is_empty()

@@ -3,7 +3,7 @@
 //! followers behind the in-memory window, and commitment by counting current-term replicas (§5.4.2).
 
 use super::progress::ProgressState;
-use super::{PartitionStateMachine, ReadRequest, Role};
+use super::{CatchUpRead, PartitionStateMachine, ReadRequest, Role};
 use crate::entry::LogEntry;
 use crate::error::FatalError;
 use crate::ids::{LogIndex, NodeId, Term};
@@ -28,6 +28,10 @@ impl PartitionStateMachine {
                     } else {
                         self.send_append(peer, true);
                     }
+                }
+                ProgressState::Snapshot => {
+                    self.snapshot_heartbeat(peer);
+                    self.send_heartbeat(peer, 0);
                 }
                 ProgressState::Replicate => {
                     if !pr.inflight.is_empty() && !pr.acked_since_heartbeat {
@@ -75,7 +79,7 @@ impl PartitionStateMachine {
 
     /// Send the next append(s) to `peer`. With `allow_empty`, send even when there is nothing new
     /// (a probe). Entries behind the in-memory window are fetched with a WAL read first.
-    fn send_append(&mut self, peer: NodeId, allow_empty: bool) {
+    pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) {
         let window = self.config.max_inflight_appends;
         let max = self.config.max_entries_per_append;
         loop {
@@ -90,7 +94,12 @@ impl PartitionStateMachine {
             }
             let prev = next - 1;
             if prev < self.log.offset() {
-                self.request_catch_up_read(peer, prev);
+                let floor = self.snapshots.compacted_through;
+                if prev < floor || (prev == floor && prev > 0 && self.known_term(prev).is_none()) {
+                    self.start_snapshot_send(peer);
+                } else {
+                    self.request_catch_up_read(peer, prev);
+                }
                 return;
             }
             let Some(prev_term) = self.log.term_at(prev) else { return };
@@ -121,8 +130,11 @@ impl PartitionStateMachine {
         sent_to
     }
 
+    /// Read the entries after `prev` from the WAL (with `prev` itself when its term is not
+    /// known otherwise: index 0 and a snapshot's boundary are).
     fn request_catch_up_read(&mut self, peer: NodeId, prev: LogIndex) {
-        let from = prev.max(1);
+        let anchor = if prev == 0 { Some(0) } else { self.known_term(prev) };
+        let from = if anchor.is_some() { prev + 1 } else { prev };
         let to = prev.saturating_add(self.config.max_entries_per_append as LogIndex).min(self.log.offset());
         let id = self.next_read_id;
         self.next_read_id += 1;
@@ -130,14 +142,16 @@ impl PartitionStateMachine {
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.read_pending = true;
         }
-        self.pending_reads.insert(id, (peer, self.term, request.clone()));
+        self.pending_reads.insert(id, CatchUpRead { peer, term: self.term, request: request.clone(), prev, anchor });
         self.out.reads.push(request);
     }
 
     /// A WAL read for catch-up finished. Stale or failed reads are dropped (the next heartbeat
     /// retries); a failed read is also reported through the returned error.
     pub fn on_read_complete(&mut self, id: u64, result: Result<Vec<LogEntry>, WalError>) -> Result<(), WalError> {
-        let Some((peer, term, request)) = self.pending_reads.remove(&id) else { return result.map(|_| ()) };
+        let Some(CatchUpRead { peer, term, request, prev, anchor }) = self.pending_reads.remove(&id) else {
+            return result.map(|_| ());
+        };
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.read_pending = false;
         }
@@ -146,20 +160,22 @@ impl PartitionStateMachine {
             return Ok(());
         }
         let Some(pr) = self.progress.get(&peer) else { return Ok(()) };
-        let prev = pr.next_index - 1;
-        if !pr.can_send(self.config.max_inflight_appends) || prev.max(1) != request.from {
+        if !pr.can_send(self.config.max_inflight_appends) || pr.next_index - 1 != prev {
             return Ok(());
         }
+        // Entries compacted after the read was issued come back missing: the next heartbeat
+        // retries (with a snapshot if needed).
         let consecutive = entries.iter().enumerate().all(|(i, e)| e.index == request.from + i as LogIndex);
         if !consecutive || entries.is_empty() {
             return Ok(());
         }
-        let (prev_term, new_entries) = if prev == 0 {
-            (0, entries)
-        } else {
-            let mut entries = entries;
-            let prev_term = entries.remove(0).term;
-            (prev_term, entries)
+        let (prev_term, new_entries) = match anchor {
+            Some(term) => (term, entries),
+            None => {
+                let mut entries = entries;
+                let prev_term = entries.remove(0).term;
+                (prev_term, entries)
+            }
         };
         self.send_entries(peer, prev, prev_term, new_entries);
         Ok(())
@@ -354,6 +370,9 @@ impl PartitionStateMachine {
                 let stale = match pr.state {
                     ProgressState::Replicate => prev_log_index <= pr.match_index,
                     ProgressState::Probe => prev_log_index.checked_add(1) != Some(pr.next_index),
+                    // Heartbeats during a transfer are answered with conflicts: only the
+                    // install ends it.
+                    ProgressState::Snapshot => true,
                 };
                 if stale {
                     return;

@@ -409,7 +409,7 @@ impl World {
         let last = wal.last_index(partition).map_err(|e| fatal(node, e.to_string()))?;
         let entries = wal.read_range(partition, 1, last).map_err(|e| fatal(node, e.to_string()))?;
         self.checker.restarted(node, partition, &entries)?;
-        let sm = PartitionStateMachine::restore(config, RestoreState { hard_state, entries })
+        let sm = PartitionStateMachine::restore(config, RestoreState { hard_state, entries, ..Default::default() })
             .map_err(|e| fatal(node, e.to_string()))?;
         self.incarnations += 1;
         let n = self.nodes.get_mut(&node).expect("node exists");
