@@ -570,7 +570,8 @@ pub mod wal {
                 partition: p,
                 truncate_from: None,
                 entries: run(i as LogIndex + 2, i as LogIndex + 3, i as Term + 2),
-                hard_state: Some(hs(i as Term + 2, Some(i as u64), i as LogIndex + 1)), ..Default::default()
+                hard_state: Some(hs(i as Term + 2, Some(i as u64), i as LogIndex + 1)),
+                ..Default::default()
             })
             .collect();
         write(&wal, second, "second batch for 50 partitions")?;
@@ -612,7 +613,8 @@ pub mod wal {
                 partition: P,
                 truncate_from: Some(2),
                 entries: Vec::new(),
-                hard_state: Some(hs(3, Some(1), 1)), ..Default::default()
+                hard_state: Some(hs(3, Some(1), 1)),
+                ..Default::default()
             }],
             "truncate P from 2 with a hard state",
         )?;
@@ -657,7 +659,13 @@ pub mod wal {
         write(&wal, vec![append(P, run(1, 10, 1))], "append 1..=10")?;
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: Some(4), entries: run(4, 5, 2), hard_state: None, ..Default::default() }],
+            vec![PartitionWrite {
+                partition: P,
+                truncate_from: Some(4),
+                entries: run(4, 5, 2),
+                hard_state: None,
+                ..Default::default()
+            }],
             "truncate from 4 and append 4..=5",
         )?;
         let mut expected = run(1, 3, 1);
@@ -667,7 +675,13 @@ pub mod wal {
         // Entries starting below the truncation point: the lower of the two wins.
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: Some(3), entries: run(2, 3, 3), hard_state: None, ..Default::default() }],
+            vec![PartitionWrite {
+                partition: P,
+                truncate_from: Some(3),
+                entries: run(2, 3, 3),
+                hard_state: None,
+                ..Default::default()
+            }],
             "truncate from 3 and append 2..=3",
         )?;
         let mut expected = run(1, 1, 1);
@@ -677,7 +691,13 @@ pub mod wal {
         // A truncation point past the end is a no-op; the entries still append.
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: Some(100), entries: run(4, 4, 3), hard_state: None, ..Default::default() }],
+            vec![PartitionWrite {
+                partition: P,
+                truncate_from: Some(100),
+                entries: run(4, 4, 3),
+                hard_state: None,
+                ..Default::default()
+            }],
             "truncate from 100 and append 4",
         )?;
         expected.push(entry(4, 3));
@@ -717,7 +737,13 @@ pub mod wal {
         let state = hs(1, Some(1), 3);
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(state), ..Default::default() }],
+            vec![PartitionWrite {
+                partition: P,
+                truncate_from: None,
+                entries: run(1, 5, 1),
+                hard_state: Some(state),
+                ..Default::default()
+            }],
             "append 1..=5 with a hard state",
         )?;
         wal.truncate_suffix(P, 1).ctx("truncate_suffix(P, 1)")?;
@@ -755,7 +781,8 @@ pub mod wal {
                     partition: P,
                     truncate_from: None,
                     entries: run(1, 5, 1),
-                    hard_state: Some(hs(1, Some(1), 2)), ..Default::default()
+                    hard_state: Some(hs(1, Some(1), 2)),
+                    ..Default::default()
                 },
                 append(Q, run(1, 3, 1)),
             ],
@@ -768,7 +795,8 @@ pub mod wal {
                     partition: Q,
                     truncate_from: None,
                     entries: run(4, 6, 1),
-                    hard_state: Some(hs(2, None, 4)), ..Default::default()
+                    hard_state: Some(hs(2, None, 4)),
+                    ..Default::default()
                 },
                 append(R, run(1, 2, 1)),
                 hard_state_write(P, hs(5, Some(3), 5)),
@@ -815,7 +843,13 @@ pub mod wal {
 
         let result = wal.write(&WalBatch {
             writes: vec![
-                PartitionWrite { partition: P, truncate_from: Some(3), entries: run(3, 3, 2), hard_state: None, ..Default::default() },
+                PartitionWrite {
+                    partition: P,
+                    truncate_from: Some(3),
+                    entries: run(3, 3, 2),
+                    hard_state: None,
+                    ..Default::default()
+                },
                 append(P, run(4, 4, 2)),
             ],
         });
@@ -945,7 +979,13 @@ pub mod wal {
         let first = hs(1, Some(1), 3);
         write(
             &wal,
-            vec![PartitionWrite { partition: P, truncate_from: None, entries: run(1, 5, 1), hard_state: Some(first), ..Default::default() }],
+            vec![PartitionWrite {
+                partition: P,
+                truncate_from: None,
+                entries: run(1, 5, 1),
+                hard_state: Some(first),
+                ..Default::default()
+            }],
             "entries and hard state",
         )?;
         check_log(&wal, P, &run(1, 5, 1), "after entries + hard state")?;
@@ -958,7 +998,8 @@ pub mod wal {
                 partition: P,
                 truncate_from: Some(5),
                 entries: run(5, 6, 2),
-                hard_state: Some(second), ..Default::default()
+                hard_state: Some(second),
+                ..Default::default()
             }],
             "truncate + entries + hard state",
         )?;
@@ -1009,7 +1050,8 @@ pub mod wal {
                 partition: Q,
                 truncate_from: None,
                 entries: run(1, 2, 4),
-                hard_state: Some(hs(4, Some(2), 2)), ..Default::default()
+                hard_state: Some(hs(4, Some(2), 2)),
+                ..Default::default()
             }],
             "entries + hard state for Q",
         )?;
@@ -1081,7 +1123,8 @@ pub mod wal {
                     partition: Q,
                     truncate_from: None,
                     entries: run(1, 3, 1),
-                    hard_state: Some(hs(1, None, 0)), ..Default::default()
+                    hard_state: Some(hs(1, None, 0)),
+                    ..Default::default()
                 },
                 append(R, run(1, 3, 1)),
             ],
@@ -1120,7 +1163,13 @@ pub mod wal {
                 write(
                     wal,
                     vec![
-                        PartitionWrite { partition: P, truncate_from: None, entries: entries.clone(), hard_state, ..Default::default() },
+                        PartitionWrite {
+                            partition: P,
+                            truncate_from: None,
+                            entries: entries.clone(),
+                            hard_state,
+                            ..Default::default()
+                        },
                         append(Q, entries),
                     ],
                     &format!("writer batch {batch}"),

@@ -117,9 +117,9 @@ impl Wal for MemoryWal {
         // earlier writes of the batch are applied. Nothing is changed yet.
         let mut bounds: BTreeMap<PartitionId, LogBounds> = BTreeMap::new();
         for write in &batch.writes {
-            let current = *bounds
-                .entry(write.partition)
-                .or_insert_with(|| partitions.get(&write.partition).map_or_else(LogBounds::default, PartitionLog::bounds));
+            let current = *bounds.entry(write.partition).or_insert_with(|| {
+                partitions.get(&write.partition).map_or_else(LogBounds::default, PartitionLog::bounds)
+            });
             let plan = plan_partition_write(write, current)?;
             bounds.insert(write.partition, plan.after);
         }

@@ -37,8 +37,11 @@ fn replay_delivers_only_guarded_writes_at_or_above_the_fenced_generation() {
         entry(7, EntryKind::Fence { generation: 2 }),
         entry(8, EntryKind::Guarded { generation: 4 }),
     ];
-    let state =
-        RestoreState { hard_state: Some(HardState { term: 1, voted_for: Some(NodeId(1)), commit: 8 }), entries: log, ..Default::default() };
+    let state = RestoreState {
+        hard_state: Some(HardState { term: 1, voted_for: Some(NodeId(1)), commit: 8 }),
+        entries: log,
+        ..Default::default()
+    };
     let mut sm = PartitionStateMachine::restore(config(), state).expect("restore");
     let delivered: Vec<u64> = sm.ready().deliveries.iter().map(|d| d.entry.index).collect();
     assert_eq!(delivered, vec![1, 2, 5, 6], "fences never lower the generation; stale guards are dropped");

@@ -250,8 +250,11 @@ fn a_voter_removed_by_a_pending_change_may_still_campaign() {
     let log = vec![barrier, config_entry(2, &[1, 2, 3], &[4]), config_entry(3, &[1, 3], &[4])];
     let config = PartitionConfig::new(NodeId(2), PartitionId(1), ids(&[1, 2, 3]));
     let hard_state = HardState { term: 1, voted_for: None, commit: 2 };
-    let mut n2 = PartitionStateMachine::restore(config, RestoreState { hard_state: Some(hard_state), entries: log, ..Default::default() })
-        .expect("restore");
+    let mut n2 = PartitionStateMachine::restore(
+        config,
+        RestoreState { hard_state: Some(hard_state), entries: log, ..Default::default() },
+    )
+    .expect("restore");
     assert!(n2.membership_change_pending());
     for _ in 0..100 {
         n2.tick();

@@ -41,7 +41,8 @@ fn machine(node: u64, voters: &[u64]) -> PartitionStateMachine {
 }
 
 fn restored(cfg: PartitionConfig, hard_state: HardState, entries: Vec<LogEntry>) -> PartitionStateMachine {
-    PartitionStateMachine::restore(cfg, RestoreState { hard_state: Some(hard_state), entries, ..Default::default() }).expect("valid restore")
+    PartitionStateMachine::restore(cfg, RestoreState { hard_state: Some(hard_state), entries, ..Default::default() })
+        .expect("valid restore")
 }
 
 fn hs(term: Term, voted_for: Option<u64>, commit: LogIndex) -> HardState {
@@ -318,7 +319,13 @@ impl Net {
 
     /// Store what a restored machine's WAL would hold.
     fn seed_wal(&mut self, node: u64, hard_state: HardState, entries: Vec<LogEntry>) {
-        let write = PartitionWrite { partition: P, truncate_from: None, entries, hard_state: Some(hard_state), ..Default::default() };
+        let write = PartitionWrite {
+            partition: P,
+            truncate_from: None,
+            entries,
+            hard_state: Some(hard_state),
+            ..Default::default()
+        };
         self.wals[&id(node)].write(&WalBatch { writes: vec![write] }).expect("seed wal");
     }
 

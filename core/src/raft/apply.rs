@@ -197,10 +197,9 @@ impl Applier {
         for (index, waiters) in covered {
             for waiter in waiters {
                 replies.push(match waiter.wait {
-                    WaitFor::Proposal { .. } => ClientReply::Proposal {
-                        ticket: waiter.ticket,
-                        result: Err(ProposeError::Superseded { index }),
-                    },
+                    WaitFor::Proposal { .. } => {
+                        ClientReply::Proposal { ticket: waiter.ticket, result: Err(ProposeError::Superseded { index }) }
+                    }
                     WaitFor::Resolution { requested } => ClientReply::Resolution {
                         ticket: waiter.ticket,
                         requested,

@@ -248,8 +248,11 @@ mod tests {
     fn at_last_term(voters: &[u64]) -> PartitionStateMachine {
         let config = PartitionConfig::new(NodeId(1), PartitionId(1), voters.iter().copied().map(NodeId).collect());
         let hard_state = HardState { term: u64::MAX, voted_for: None, commit: 0 };
-        PartitionStateMachine::restore(config, RestoreState { hard_state: Some(hard_state), entries: vec![], ..Default::default() })
-            .expect("restore")
+        PartitionStateMachine::restore(
+            config,
+            RestoreState { hard_state: Some(hard_state), entries: vec![], ..Default::default() },
+        )
+        .expect("restore")
     }
 
     fn tick_past_election_timeouts(sm: &mut PartitionStateMachine) {

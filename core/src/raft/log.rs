@@ -87,22 +87,24 @@ impl RaftLog {
                 self.offset = front.index;
                 self.offset_term = front.term;
             }
+            self.stable = self.stable.max(index);
+            self.unpersisted_from = self.unpersisted_from.max(index + 1);
         } else {
-            if self.last_index() > index.max(self.offset) {
-                let from = index.max(self.offset) + 1;
-                if from < self.unpersisted_from {
-                    self.truncate_from = Some(self.truncate_from.map_or(from, |t| t.min(from)));
-                }
+            // Everything above `index` differs from the leader's log: the WAL drops it too, and
+            // whatever comes next is written anew.
+            let from = index + 1;
+            if self.last_index() >= from && from < self.unpersisted_from {
+                self.truncate_from = Some(self.truncate_from.map_or(from, |t| t.min(from)));
             }
             self.entries.clear();
-            self.membership.truncated(index + 1);
+            self.membership.truncated(from);
+            self.stable = index;
+            self.unpersisted_from = from;
         }
         self.offset = index;
         self.offset_term = term;
         self.commit = self.commit.max(index);
         self.applied = self.applied.max(index);
-        self.stable = self.stable.max(index);
-        self.unpersisted_from = self.unpersisted_from.max(index + 1);
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {

@@ -549,11 +549,12 @@ impl PartitionStateMachine {
     /// Send once everything this replica has decided so far is durable.
     fn send_after_persist(&mut self, to: NodeId, message: RaftMessage) {
         let envelope = self.envelope(to, message);
-        let after_write = if self.hard_state_dirty || self.log.has_unpersisted() {
-            self.next_write_id
-        } else {
-            self.next_write_id - 1
-        };
+        let after_write =
+            if self.hard_state_dirty || self.log.has_unpersisted() || self.snapshots.pending_write.is_some() {
+                self.next_write_id
+            } else {
+                self.next_write_id - 1
+            };
         if after_write <= self.completed_write_id {
             self.out.messages.push(envelope);
         } else {

@@ -75,6 +75,16 @@ impl Progress {
         }
     }
 
+    /// A description of the snapshot transfer in progress, if any (for diagnostics).
+    pub fn snapshot_transfer(&self) -> Option<String> {
+        self.snapshot.map(|s| {
+            format!(
+                "snapshot {}@{} offset {} chunk out {} answered {} read pending {}",
+                s.index, s.term, s.offset, s.chunk_out, s.answered, self.read_pending
+            )
+        })
+    }
+
     /// Start streaming snapshot `(index, term)` from its first byte.
     pub(crate) fn send_snapshot(&mut self, index: LogIndex, term: Term) {
         self.state = ProgressState::Snapshot;

@@ -386,7 +386,14 @@ impl PartitionStateMachine {
                 // A correct follower only answers anchors this leader sent (at most its last
                 // index), so clamping to `last_index + 1` changes nothing for it.
                 let next = next.min(prev_log_index).min(self.log.last_index().saturating_add(1)).max(1);
+                let learner = self.membership().learners.contains(&from);
                 let Some(pr) = self.progress.get_mut(&from) else { return };
+                if learner && next <= pr.match_index {
+                    // A learner that lost entries it had acknowledged (its data directory was
+                    // lost): learners never count toward a commit, so catch it up again.
+                    tracing::warn!(partition = %self.config.partition, peer = %from, matched = pr.match_index, "a learner lost acknowledged entries; catching it up again");
+                    pr.match_index = next - 1;
+                }
                 pr.probe_from(next);
                 self.send_append(from, true);
             }

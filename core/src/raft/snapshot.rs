@@ -87,7 +87,8 @@ impl PartitionStateMachine {
         if self.snapshots.latest.as_ref().is_some_and(|m| m.index >= meta.index) {
             return;
         }
-        let through = meta.index.saturating_sub(self.config.snapshot_tail_entries).max(self.snapshots.compacted_through);
+        let through =
+            meta.index.saturating_sub(self.config.snapshot_tail_entries).max(self.snapshots.compacted_through);
         self.applier.compacted(meta.index, meta.last_ticket);
         self.log.membership.rebase(meta.membership.clone(), meta.index);
         tracing::debug!(partition = %self.config.partition, index = meta.index, through, "snapshot taken; compacting");
@@ -190,7 +191,8 @@ impl PartitionStateMachine {
         pr.read_pending = true;
         let id = self.snapshots.next_read_id;
         self.snapshots.next_read_id += 1;
-        let read = ChunkRead { peer, term: self.term, index: send.index, snapshot_term: send.term, offset: send.offset };
+        let read =
+            ChunkRead { peer, term: self.term, index: send.index, snapshot_term: send.term, offset: send.offset };
         self.snapshots.reads.insert(id, read);
         self.out.snapshot_reads.push(SnapshotChunkRead {
             id,
@@ -203,15 +205,27 @@ impl PartitionStateMachine {
     }
 
     /// Heartbeat round for a follower receiving the snapshot: a chunk unanswered since the last
-    /// round is presumed lost and sent again from the acknowledged offset.
+    /// round is presumed lost and sent again from the acknowledged offset; an idle transfer (a
+    /// read that came back for an offset no longer wanted) is resumed; a transfer of a snapshot
+    /// that is no longer the latest restarts with the latest.
     pub(super) fn snapshot_heartbeat(&mut self, peer: NodeId) {
+        let latest = self.snapshots.latest.as_ref().map(|m| (m.index, m.term));
         let Some(pr) = self.progress.get_mut(&peer) else { return };
         let Some(send) = pr.snapshot.as_mut() else { return };
-        if send.chunk_out && !send.answered {
+        if latest != Some((send.index, send.term)) {
+            let next = pr.match_index + 1;
+            pr.probe_from(next);
+            self.send_append(peer, true);
+            return;
+        }
+        if pr.read_pending {
+            return;
+        }
+        if send.chunk_out && send.answered {
+            send.answered = false;
+        } else {
             send.chunk_out = false;
             self.request_snapshot_chunk(peer);
-        } else if let Some(send) = self.progress.get_mut(&peer).and_then(|pr| pr.snapshot.as_mut()) {
-            send.answered = false;
         }
     }
 
@@ -243,7 +257,16 @@ impl PartitionStateMachine {
         }
         let size = self.snapshots.latest.as_ref().filter(|m| m.is(index, snapshot_term)).map(|m| m.size);
         let Some(send) = pr.snapshot.as_mut().filter(|s| s.index == index && s.term == snapshot_term) else { return };
-        let Some(size) = size.filter(|&size| next_offset <= size) else { return };
+        let Some(size) = size else {
+            // A newer snapshot replaced the one being sent: start over with it.
+            let next = pr.match_index + 1;
+            pr.probe_from(next);
+            self.send_append(from, true);
+            return;
+        };
+        if next_offset > size {
+            return;
+        }
         send.answered = true;
         send.chunk_out = false;
         send.offset = next_offset;
@@ -371,7 +394,8 @@ impl PartitionStateMachine {
         }
         self.snapshots.wanted = false;
         self.snapshots.requested = Some(applied);
-        let held = if self.canary(|c| c.snapshot_drops_held_tickets) { Vec::new() } else { self.applier.held_entries() };
+        let held =
+            if self.canary(|c| c.snapshot_drops_held_tickets) { Vec::new() } else { self.applier.held_entries() };
         let meta = SnapshotMeta {
             partition: self.config.partition,
             index: applied,
@@ -388,8 +412,6 @@ impl PartitionStateMachine {
 
     /// Term at `index` as far as this replica knows it, the snapshot's boundary included.
     pub(super) fn known_term(&self, index: LogIndex) -> Option<Term> {
-        self.log.term_at(index).or_else(|| {
-            self.snapshots.latest.as_ref().filter(|m| m.index == index).map(|m| m.term)
-        })
+        self.log.term_at(index).or_else(|| self.snapshots.latest.as_ref().filter(|m| m.index == index).map(|m| m.term))
     }
 }

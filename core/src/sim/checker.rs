@@ -12,6 +12,8 @@ use crate::entry::{Fnv64, LogEntry};
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, NodeId, PartitionId, Term};
 use crate::raft::Delivery;
+use crate::sim::app::{chain, AppState};
+use crate::snapshot::SnapshotMeta;
 use crate::wal::PartitionWrite;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -76,7 +78,11 @@ struct ShadowEntry {
 /// What the checker remembers of one replica.
 #[derive(Clone, Debug, Default)]
 struct ReplicaView {
-    /// Mirror of the replica's log, maintained from its write requests.
+    /// Index the replica's log starts after (its snapshot's, once it restored or installed one).
+    base: LogIndex,
+    /// The committed entry at `base` (checked when the base moved).
+    base_entry: Option<ShadowEntry>,
+    /// Mirror of the replica's log after `base`, maintained from its write requests.
     log: Vec<ShadowEntry>,
     /// Deliveries seen since the replica's last (re)start.
     delivered: usize,
@@ -91,10 +97,23 @@ struct ReplicaView {
 
 impl ReplicaView {
     fn chain_at(&self, index: LogIndex) -> Option<ShadowEntry> {
-        if index == 0 {
+        if index == 0 || index < self.base {
             return None;
         }
-        self.log.get(index as usize - 1).copied()
+        if index == self.base {
+            return self.base_entry;
+        }
+        self.log.get((index - self.base - 1) as usize).copied()
+    }
+
+    /// Does this replica hold the committed entry `known` at `index`? Entries at or below its
+    /// base are covered by the snapshot, whose boundary was checked against the committed log.
+    fn holds(&self, index: LogIndex, known: ShadowEntry) -> bool {
+        index <= self.base || self.chain_at(index).map(|e| e.chain) == Some(known.chain)
+    }
+
+    fn last_chain(&self) -> u64 {
+        self.log.last().or(self.base_entry.as_ref()).map_or(0, |e| e.chain)
     }
 }
 
@@ -121,18 +140,137 @@ pub struct Checker {
     delivered_tickets: HashSet<(PartitionId, Ticket)>,
     /// Two-phase tickets acknowledged as Raft-committed (every later leader must know them).
     acked_two_phase: HashSet<(PartitionId, Ticket)>,
+    /// Digest of the delivery sequence after each of its positions (`digests[p][k]` covers the
+    /// first `k + 1` deliveries).
+    digests: HashMap<PartitionId, Vec<u64>>,
+    /// The application state every replica had at an applied index (from snapshots).
+    states: HashMap<(PartitionId, LogIndex), AppState>,
+    /// Snapshots checked.
+    snapshots: usize,
 }
 
 impl Checker {
-    /// A replica (re)started from `durable` entries: its view restarts from them.
-    pub fn restarted(&mut self, node: NodeId, partition: PartitionId, durable: &[LogEntry]) -> Result<(), Violation> {
+    /// A replica (re)started from its snapshot (with the application state restored from it)
+    /// and the `durable` entries after it: its view restarts from them.
+    pub fn restarted(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        snapshot: Option<(&SnapshotMeta, AppState)>,
+        durable: &[LogEntry],
+    ) -> Result<(), Violation> {
         let view = self.replicas.entry((node, partition)).or_default();
         view.log.clear();
+        view.base = 0;
+        view.base_entry = None;
         view.delivered = 0;
         view.checked_commit = 0;
         view.led.clear();
+        if let Some((meta, app)) = snapshot {
+            self.check_snapshot_state(node, meta, app)?;
+            self.rebase(node, meta)?;
+            self.replicas.entry((node, partition)).or_default().delivered = app.count as usize;
+        }
         let write = PartitionWrite { partition, entries: durable.to_vec(), ..Default::default() };
         self.written(node, &write)
+    }
+
+    /// The replica's application wrote a snapshot of `app` at `meta.index`: it must be exactly
+    /// what the replica delivered, the global sequence's prefix, and equal to every other
+    /// replica's state at that index.
+    pub fn snapshot_taken(&mut self, node: NodeId, meta: &SnapshotMeta, app: AppState) -> Result<(), Violation> {
+        let delivered = self.replicas.get(&(node, meta.partition)).map_or(0, |v| v.delivered);
+        if app.count as usize != delivered {
+            return Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "{node} {}: snapshot at {} holds {} entries but {delivered} were delivered",
+                    meta.partition, meta.index, app.count
+                ),
+            ));
+        }
+        self.check_snapshot_state(node, meta, app)
+    }
+
+    /// The replica installed the leader's snapshot: its application state is replaced by `app`.
+    pub fn installed(&mut self, node: NodeId, meta: &SnapshotMeta, app: AppState) -> Result<(), Violation> {
+        self.check_snapshot_state(node, meta, app)?;
+        let view = self.replicas.entry((node, meta.partition)).or_default();
+        if (app.count as usize) < view.delivered {
+            return Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "{node} {}: installing the snapshot at {} takes its state back from {} to {} entries",
+                    meta.partition, meta.index, view.delivered, app.count
+                ),
+            ));
+        }
+        view.delivered = app.count as usize;
+        Ok(())
+    }
+
+    /// `node` lost its data directory (its term and vote kept): its durable commit index starts
+    /// over.
+    pub fn wiped(&mut self, node: NodeId) {
+        for ((n, _), view) in self.replicas.iter_mut() {
+            if *n == node {
+                view.durable_commit = 0;
+            }
+        }
+    }
+
+    /// Snapshots checked so far.
+    pub fn snapshot_count(&self) -> usize {
+        self.snapshots
+    }
+
+    fn check_snapshot_state(&mut self, node: NodeId, meta: &SnapshotMeta, app: AppState) -> Result<(), Violation> {
+        let partition = meta.partition;
+        self.snapshots += 1;
+        let expected = match app.count {
+            0 => Some(0),
+            n => self.digests.get(&partition).and_then(|d| d.get(n as usize - 1)).copied(),
+        };
+        if expected != Some(app.digest) {
+            return Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!("{node} {partition}: snapshot at {} is not a prefix of the delivered sequence", meta.index),
+            ));
+        }
+        match self.states.insert((partition, meta.index), app) {
+            Some(other) if other != app => Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "{node} {partition}: state at applied index {} differs between replicas ({other:?} vs {app:?})",
+                    meta.index
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The replica's log now starts after the snapshot `meta` (unless it already holds the
+    /// committed entry there): its boundary must be a committed entry.
+    fn rebase(&mut self, node: NodeId, meta: &SnapshotMeta) -> Result<(), Violation> {
+        let partition = meta.partition;
+        let known = self.committed.get(&partition).and_then(|c| c.get(&meta.index)).map(|(e, _)| *e);
+        let Some(known) = known.filter(|k| k.term == meta.term) else {
+            return Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "{node} {partition}: snapshot at {} (term {}) does not end on a committed entry",
+                    meta.index, meta.term
+                ),
+            ));
+        };
+        let view = self.replicas.entry((node, partition)).or_default();
+        if view.chain_at(meta.index).map(|e| e.chain) != Some(known.chain) {
+            view.log.clear();
+            view.base = meta.index;
+            view.base_entry = Some(known);
+        }
+        view.checked_commit = view.checked_commit.max(meta.index);
+        Ok(())
     }
 
     /// The replica issued `write`; mirror it and check log matching for every new entry.
@@ -149,8 +287,12 @@ impl Checker {
                     ),
                 ));
             }
-            view.log.truncate(from.saturating_sub(1) as usize);
+            view.log.truncate(from.saturating_sub(view.base + 1) as usize);
         }
+        if let Some(meta) = &write.snapshot {
+            self.rebase(node, meta)?;
+        }
+        let view = self.replicas.entry((node, partition)).or_default();
         if let Some(first) = write.entries.first() {
             if first.index <= view.checked_commit {
                 return Err(violation(
@@ -163,7 +305,7 @@ impl Checker {
             }
         }
         for entry in &write.entries {
-            let pos = entry.index as usize - 1;
+            let pos = (entry.index - view.base - 1) as usize;
             if pos > view.log.len() {
                 return Err(violation(
                     ViolationKind::LogMatching,
@@ -171,7 +313,7 @@ impl Checker {
                 ));
             }
             view.log.truncate(pos);
-            let prev_chain = view.log.last().map_or(0, |e| e.chain);
+            let prev_chain = view.last_chain();
             let mut h = Fnv64::new();
             h.write_u64(prev_chain);
             h.write_u64(entry.fingerprint());
@@ -238,7 +380,12 @@ impl Checker {
             let Some(shadow) = view.chain_at(index) else {
                 return Err(violation(
                     ViolationKind::StateMachineSafety,
-                    format!("{node} {partition}: commit index {commit} beyond its log ({})", view.log.len()),
+                    format!(
+                        "{node} {partition}: commit index {commit} beyond its log ({} entries after {}, checked to {})",
+                        view.log.len(),
+                        view.base,
+                        view.checked_commit
+                    ),
                 ));
             };
             match committed.get(&index).map(|(known, _)| known) {
@@ -302,7 +449,7 @@ impl Checker {
             .and_then(|c| c.iter().rev().find(|(_, (_, committed_in))| *committed_in < term))
             .map(|(&index, &(known, _))| (index, known));
         if let Some((index, known)) = committed_before {
-            if view.chain_at(index).map(|e| e.chain) != Some(known.chain) {
+            if !view.holds(index, known) {
                 return Err(violation(
                     ViolationKind::LeaderCompleteness,
                     format!(
@@ -326,6 +473,7 @@ impl Checker {
         }
         let view = self.replicas.entry((node, partition)).or_default();
         let sequence = self.deliveries.entry(partition).or_default();
+        let digests = self.digests.entry(partition).or_default();
         let position = view.delivered;
         view.delivered += 1;
         match sequence.get(position) {
@@ -337,11 +485,17 @@ impl Checker {
                 ),
             )),
             Some(_) => Ok(()),
-            None => {
+            None if position == sequence.len() => {
+                let previous = digests.last().copied().unwrap_or(0);
+                digests.push(chain(previous, item.1));
                 sequence.push(item);
                 self.delivered_tickets.insert((partition, item.2));
                 Ok(())
             }
+            None => Err(violation(
+                ViolationKind::StateMachineSafety,
+                format!("{node} {partition}: delivery #{position} skips past the sequence ({})", sequence.len()),
+            )),
         }
     }
 

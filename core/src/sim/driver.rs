@@ -55,6 +55,20 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
             c.canary = canary;
         }
     });
+    // Snapshot settings come from their own generator, so they do not shift the other draws.
+    let mut snap_rng = SplitMix64::new(seed ^ 0x5a9_5a9_5a9);
+    let interval = if options.snapshots && snap_rng.next_u64() % 4 != 0 { 2 + snap_rng.next_u64() % 40 } else { 0 };
+    let tail = snap_rng.next_u64() % 6;
+    let chunk = 1 + snap_rng.next_u64() % 24;
+    let configs = configs
+        .into_iter()
+        .map(|mut c| {
+            c.snapshot_interval_entries = interval;
+            c.snapshot_tail_entries = tail;
+            c.snapshot_chunk_bytes = chunk;
+            c
+        })
+        .collect();
     let faults = if options.faults { fault_profile(&mut rng, options.classes) } else { NetworkFaults::default() };
     // Clocks drift in every phase: it is a property of the machines, not a fault that heals.
     let calm = NetworkFaults { clock_drift_per_mille: faults.clock_drift_per_mille, ..NetworkFaults::default() };
@@ -113,6 +127,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         crashes: driver.crashes,
         trace_hash: world.trace_hash(),
         membership_changes: driver.membership_changes,
+        snapshots: world.checker().snapshot_count(),
+        installs: world.installs,
+        wipes: world.wipes,
         pre_vote,
         check_quorum,
         disruptions,
@@ -212,9 +229,14 @@ impl Driver {
         // While faults run, a client sometimes gives up on a decision it could not deliver.
         self.decide_due(|w| w.random(4) != 0)?;
         self.end_flaps();
+        if options.snapshots && self.world.random(30) == 0 {
+            let node = self.random_node();
+            let partition = self.partitions[self.world.random(self.partitions.len() as u64) as usize];
+            self.world.request_snapshot(node, partition)?;
+        }
         let tick = self.world.faults.tick_interval;
         if options.faults && self.world.random(options.fault_every_ticks * tick) < step {
-            self.inject_fault()?;
+            self.inject_fault(options)?;
         }
         Ok(())
     }
@@ -326,7 +348,7 @@ impl Driver {
         self.nodes[self.world.random(self.nodes.len() as u64) as usize]
     }
 
-    fn inject_fault(&mut self) -> Result<(), Violation> {
+    fn inject_fault(&mut self, options: &SimOptions) -> Result<(), Violation> {
         let node = self.random_node();
         let tick = self.world.faults.tick_interval;
         let kind = self.world.random(12);
@@ -352,6 +374,17 @@ impl Driver {
                     self.crashes += 1;
                     if self.world.random(2) == 0 {
                         self.world.restart(leader)?;
+                    }
+                }
+            }
+            0 | 1 if options.snapshots && self.world.random(6) == 0 => {
+                // Lose a data directory: only a node no quorum counts (it rejoins by catching up,
+                // by snapshot when the leaders compacted their logs).
+                if self.world.outside_every_quorum(node) {
+                    self.world.wipe(node)?;
+                    self.crashes += 1;
+                    if self.world.random(2) == 0 {
+                        self.world.restart(node)?;
                     }
                 }
             }

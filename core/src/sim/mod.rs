@@ -13,7 +13,8 @@
 //! [`SimReport::trace_hash`]). The test suite prints a failing seed together with the command that
 //! replays it (`SIM_SEED=<seed>`).
 
-pub mod checker;
+pub mod app;
+mod checker;
 mod driver;
 pub mod world;
 
@@ -49,6 +50,10 @@ pub struct SimOptions {
     pub check_quorum: Option<bool>,
     /// Ticks the healed cluster must run without any leadership change (the disruption bound).
     pub stable_ticks: u64,
+    /// Snapshots and compaction: a random interval per seed (off in one seed of four), on-demand
+    /// snapshots on random replicas, small chunks, and data-directory wipes of nodes outside every
+    /// quorum (which then catch up by snapshot install). On by default.
+    pub snapshots: bool,
     /// Which classes of faults the faulty phase may inject (all by default; switching one off
     /// shows which planted bugs that class is needed for).
     pub classes: FaultClasses,
@@ -70,6 +75,7 @@ impl Default for SimOptions {
             pre_vote: None,
             check_quorum: None,
             stable_ticks: 100,
+            snapshots: true,
             classes: FaultClasses::default(),
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
@@ -132,6 +138,12 @@ pub struct SimReport {
     /// Leadership changes while the healed network was stable (bounded by 0 unless both pre-vote
     /// and check-quorum are off).
     pub disruptions: u64,
+    /// Snapshots checked (taken, restored from or installed).
+    pub snapshots: usize,
+    /// Snapshots installed from a leader.
+    pub installs: u64,
+    /// Data directories wiped.
+    pub wipes: u64,
     /// Hash of the event trace (determinism check).
     pub trace_hash: u64,
 }

@@ -12,6 +12,8 @@ use crate::memory_wal::MemoryWal;
 use crate::message::Envelope;
 use crate::raft::{ClientReply, Membership, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
 use crate::rng::SplitMix64;
+use crate::sim::app::{AppState, SnapshotStore};
+use crate::snapshot::{SnapshotChunkRead, SnapshotChunkWrite, SnapshotMeta};
 use crate::wal::{Wal, WalBatch};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -110,6 +112,30 @@ enum Event {
         from: u64,
         to: u64,
     },
+    /// The application finished writing the snapshot asked for.
+    SnapshotTaken {
+        node: NodeId,
+        epoch: u64,
+        partition: PartitionId,
+        incarnation: u64,
+        meta: SnapshotMeta,
+    },
+    /// A chunk of a stored snapshot was read for a follower.
+    ChunkRead {
+        node: NodeId,
+        epoch: u64,
+        partition: PartitionId,
+        incarnation: u64,
+        read: SnapshotChunkRead,
+    },
+    /// A received chunk was staged (the last one: checked and published).
+    ChunkWritten {
+        node: NodeId,
+        epoch: u64,
+        partition: PartitionId,
+        incarnation: u64,
+        chunk: SnapshotChunkWrite,
+    },
 }
 
 #[derive(Debug)]
@@ -151,6 +177,8 @@ struct SimNode {
     epoch: u64,
     /// The durable WAL (survives crashes; only completed writes reach it).
     wal: MemoryWal,
+    /// Snapshot files (complete ones survive crashes, partial ones do not).
+    store: SnapshotStore,
     partitions: BTreeMap<PartitionId, PartitionStateMachine>,
     /// Incarnation of each replica: bumped when the node or the partition alone restarts.
     incarnations: BTreeMap<PartitionId, u64>,
@@ -205,6 +233,12 @@ pub struct World {
     /// Highest-term published leader seen per partition, and how often it changed.
     leadership: BTreeMap<PartitionId, (Term, NodeId)>,
     elections: u64,
+    /// Each running replica's application state.
+    apps: BTreeMap<(NodeId, PartitionId), AppState>,
+    /// Snapshots installed from a leader.
+    pub installs: u64,
+    /// Nodes whose data directory was wiped.
+    pub wipes: u64,
 }
 
 impl World {
@@ -229,12 +263,16 @@ impl World {
             incarnations: 0,
             leadership: BTreeMap::new(),
             elections: 0,
+            apps: BTreeMap::new(),
+            installs: 0,
+            wipes: 0,
         };
         for config in configs {
             world.nodes.entry(config.node).or_insert_with(|| SimNode {
                 alive: false,
                 epoch: 0,
                 wal: MemoryWal::new(),
+                store: SnapshotStore::default(),
                 partitions: BTreeMap::new(),
                 incarnations: BTreeMap::new(),
                 wal_queue: Vec::new(),
@@ -371,7 +409,30 @@ impl World {
             n.flushing = false;
             n.hung = false;
             n.paused_until = 0;
+            n.store.crashed();
         }
+        self.apps.retain(|(n, _), _| *n != node);
+    }
+
+    /// Crash `node` and lose its data directory: log, snapshots and commit index. Its term and
+    /// vote are kept (a replica that forgot a vote could vote twice in one term; the runtime's
+    /// rejoin after data loss goes through a new learner membership instead). It catches up from
+    /// the leaders (by snapshot when their logs are compacted) once restarted.
+    pub fn wipe(&mut self, node: NodeId) -> Result<(), Violation> {
+        self.crash(node);
+        let Some(n) = self.nodes.get_mut(&node) else { return Ok(()) };
+        let fresh = MemoryWal::new();
+        for partition in n.wal.partitions().map_err(|e| fatal(node, e.to_string()))? {
+            if let Some(hard_state) = n.wal.load_hard_state(partition).map_err(|e| fatal(node, e.to_string()))? {
+                let kept = crate::wal::HardState { commit: 0, ..hard_state };
+                fresh.save_hard_state(partition, &kept).map_err(|e| fatal(node, e.to_string()))?;
+            }
+        }
+        n.wal = fresh;
+        n.store.wipe();
+        self.checker.wiped(node);
+        self.wipes += 1;
+        Ok(())
     }
     /// Restart a crashed node from its durable WAL.
     pub fn restart(&mut self, node: NodeId) -> Result<(), Violation> {
@@ -405,12 +466,25 @@ impl World {
     fn restore_partition(&mut self, node: NodeId, partition: PartitionId) -> Result<(), Violation> {
         let config = self.configs[&(node, partition)].clone();
         let wal = self.nodes[&node].wal.clone();
-        let hard_state = wal.load_hard_state(partition).map_err(|e| fatal(node, e.to_string()))?;
-        let last = wal.last_index(partition).map_err(|e| fatal(node, e.to_string()))?;
-        let entries = wal.read_range(partition, 1, last).map_err(|e| fatal(node, e.to_string()))?;
-        self.checker.restarted(node, partition, &entries)?;
-        let sm = PartitionStateMachine::restore(config, RestoreState { hard_state, entries, ..Default::default() })
-            .map_err(|e| fatal(node, e.to_string()))?;
+        let io = |e: crate::wal::WalError| fatal(node, e.to_string());
+        let hard_state = wal.load_hard_state(partition).map_err(io)?;
+        let last = wal.last_index(partition).map_err(io)?;
+        let snapshot = wal.load_snapshot(partition).map_err(io)?;
+        let compacted_through = wal.compacted_through(partition).map_err(io)?;
+        let from = snapshot.as_ref().map_or(1, |m| m.index + 1);
+        let entries = wal.read_range(partition, from, last).map_err(io)?;
+        let app = match &snapshot {
+            Some(meta) => {
+                let bytes = self.nodes[&node].store.get(partition, meta.index, meta.term);
+                let app = bytes.filter(|b| crate::codec::crc32c(b) == meta.checksum).and_then(|b| AppState::decode(b));
+                app.ok_or_else(|| fatal(node, format!("{partition}: snapshot at {} missing or corrupt", meta.index)))?
+            }
+            None => AppState::default(),
+        };
+        self.checker.restarted(node, partition, snapshot.as_ref().map(|m| (m, app)), &entries)?;
+        let state = RestoreState { hard_state, snapshot, compacted_through, entries };
+        let sm = PartitionStateMachine::restore(config, state).map_err(|e| fatal(node, e.to_string()))?;
+        self.apps.insert((node, partition), app);
         self.incarnations += 1;
         let n = self.nodes.get_mut(&node).expect("node exists");
         n.partitions.insert(partition, sm);
@@ -465,6 +539,26 @@ impl World {
         }
         self.process_ready(node, partition)?;
         Ok(accepted.is_ok())
+    }
+
+    /// Ask the replica on `node` for a snapshot now (an operator's `snapshot(partition)`).
+    pub fn request_snapshot(&mut self, node: NodeId, partition: PartitionId) -> Result<(), Violation> {
+        let Some(sm) = self.sm_mut(node, partition) else { return Ok(()) };
+        sm.request_snapshot();
+        self.process_ready(node, partition)
+    }
+
+    /// Can `node` lose its data without a quorum losing what it acknowledged? Only when every
+    /// node is up and no replica of any partition counts it as a voter or has a membership change
+    /// pending (it is a learner or outside the membership everywhere). A learner's leader learns
+    /// of the loss from its next answer and catches it up again.
+    pub fn outside_every_quorum(&self, node: NodeId) -> bool {
+        self.nodes.values().all(|n| n.alive)
+            && self
+                .nodes
+                .values()
+                .flat_map(|n| n.partitions.values())
+                .all(|sm| !sm.membership().voters.contains(&node) && !sm.membership_change_pending())
     }
 
     /// Ask the published leader of `partition` to take one membership step toward `target`
@@ -620,7 +714,10 @@ impl World {
             Event::Tick { node, .. }
             | Event::Ready { node, .. }
             | Event::FlushDone { node, .. }
-            | Event::ReadDone { node, .. } => *node,
+            | Event::ReadDone { node, .. }
+            | Event::SnapshotTaken { node, .. }
+            | Event::ChunkRead { node, .. }
+            | Event::ChunkWritten { node, .. } => *node,
             Event::Deliver { envelope } => envelope.to,
         }
     }
@@ -695,6 +792,10 @@ impl World {
                     self.nodes[&node].wal.write(&batch).map_err(|e| fatal(node, e.to_string()))?;
                     for write in &writes {
                         self.checker.durable(node, &write.request.write)?;
+                        if let Some(meta) = &write.request.write.snapshot {
+                            // Older snapshots are garbage once a newer meta is durable.
+                            self.nodes.get_mut(&node).expect("alive").store.retain_from(meta.partition, meta.index);
+                        }
                     }
                     for write in writes {
                         if self.incarnation(node, write.partition) != write.incarnation {
@@ -707,6 +808,43 @@ impl World {
                     }
                 }
                 self.start_flush(node);
+            }
+            Event::SnapshotTaken { node, epoch, partition, incarnation, meta } => {
+                if !self.current(node, epoch) || self.incarnation(node, partition) != incarnation {
+                    return Ok(());
+                }
+                self.mix_trace(6, meta.index);
+                if let Some(sm) = self.sm_mut(node, partition) {
+                    sm.on_snapshot_taken(meta);
+                }
+                self.process_ready(node, partition)?;
+            }
+            Event::ChunkRead { node, epoch, partition, incarnation, read } => {
+                if !self.current(node, epoch) || self.incarnation(node, partition) != incarnation {
+                    return Ok(());
+                }
+                self.mix_trace(7, read.offset);
+                let result = self.nodes[&node].store.read(partition, read.index, read.term, read.offset, read.len);
+                if let Some(sm) = self.sm_mut(node, partition) {
+                    sm.on_snapshot_chunk_read(read.id, result);
+                }
+                self.process_ready(node, partition)?;
+            }
+            Event::ChunkWritten { node, epoch, partition, incarnation, chunk } => {
+                if !self.current(node, epoch) || self.incarnation(node, partition) != incarnation {
+                    return Ok(());
+                }
+                self.mix_trace(8, chunk.offset);
+                let failed = self.per_mille(self.faults.failed_wal_per_mille);
+                let result = if failed {
+                    Err("injected staging failure".to_string())
+                } else {
+                    self.nodes.get_mut(&node).expect("alive").store.stage(&chunk)
+                };
+                if let Some(sm) = self.sm_mut(node, partition) {
+                    sm.on_snapshot_chunk_written(chunk.meta.index, chunk.meta.term, chunk.offset, result);
+                }
+                self.process_ready(node, partition)?;
             }
             Event::ReadDone { node, epoch, partition, incarnation, id, from, to } => {
                 if !self.current(node, epoch) || self.incarnation(node, partition) != incarnation {
@@ -771,8 +909,37 @@ impl World {
                 Event::ReadDone { node, epoch, partition, incarnation, id: read.id, from: read.from, to: read.to },
             );
         }
+        if let Some(meta) = &ready.install {
+            let bytes = self.nodes[&node].store.get(partition, meta.index, meta.term);
+            let app = bytes.and_then(|b| AppState::decode(b));
+            let app =
+                app.ok_or_else(|| fatal(node, format!("{partition}: installed snapshot {} missing", meta.index)))?;
+            self.checker.installed(node, meta, app)?;
+            self.apps.insert((node, partition), app);
+            self.installs += 1;
+        }
         for delivery in &ready.deliveries {
             self.checker.delivered(node, partition, delivery)?;
+            self.apps.entry((node, partition)).or_default().apply(delivery);
+        }
+        if let Some(request) = ready.snapshot_request {
+            let app = self.apps.get(&(node, partition)).copied().unwrap_or_default();
+            let mut meta = request.meta;
+            self.checker.snapshot_taken(node, &meta, app)?;
+            let bytes = app.encode();
+            meta.size = bytes.len() as u64;
+            meta.checksum = crate::codec::crc32c(&bytes);
+            self.nodes.get_mut(&node).expect("alive").store.put(&meta, bytes.into());
+            let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+            self.schedule(latency, Event::SnapshotTaken { node, epoch, partition, incarnation, meta });
+        }
+        for read in ready.snapshot_reads {
+            let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+            self.schedule(latency, Event::ChunkRead { node, epoch, partition, incarnation, read });
+        }
+        for chunk in ready.snapshot_writes {
+            let latency = self.between(self.faults.min_wal_latency, self.faults.max_wal_latency);
+            self.schedule(latency, Event::ChunkWritten { node, epoch, partition, incarnation, chunk });
         }
         for reply in ready.replies {
             match reply {
@@ -883,13 +1050,19 @@ impl World {
                     sm.membership().learners.iter().map(|n| n.0).collect::<Vec<_>>(),
                     sm.membership_index()
                 ));
-                for peer in sm.voters() {
+                for peer in sm.membership().members().collect::<Vec<_>>() {
                     if let Some(pr) = sm.progress(peer) {
                         out.push_str(&format!(
-                            " | {peer}: {:?} match {} next {}",
-                            pr.state, pr.match_index, pr.next_index
+                            " | {peer}: {:?} match {} next {}{}",
+                            pr.state,
+                            pr.match_index,
+                            pr.next_index,
+                            pr.snapshot_transfer().map_or(String::new(), |t| format!(" ({t})"))
                         ));
                     }
+                }
+                if let Some(meta) = sm.snapshot() {
+                    out.push_str(&format!(" | snapshot {}@{} floor {}", meta.index, meta.term, sm.compacted_through()));
                 }
                 out.push('\n');
             }

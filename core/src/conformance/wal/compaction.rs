@@ -1,7 +1,7 @@
 //! Conformance cases of prefix compaction and snapshot metadata (the `compact_through` and
 //! `snapshot` fields of a [`PartitionWrite`]).
 
-use super::{append, entry, expect_eq, run, write, Ctx, CaseResult, WalFactory, P, Q};
+use super::{append, entry, expect_eq, run, write, CaseResult, Ctx, WalFactory, P, Q};
 use crate::ids::{LogIndex, PartitionId};
 use crate::snapshot::SnapshotMeta;
 use crate::wal::{PartitionWrite, Wal, WalError};
@@ -92,7 +92,10 @@ pub(super) fn compaction_past_the_snapshot_is_refused<F: WalFactory>(f: &mut F) 
     }
     write(&wal, vec![snapshot_write(P, 4, 1, 4)], "a valid compaction")?;
     let below = [
-        ("rewriting a compacted entry", PartitionWrite { partition: P, entries: vec![entry(4, 1)], ..Default::default() }),
+        (
+            "rewriting a compacted entry",
+            PartitionWrite { partition: P, entries: vec![entry(4, 1)], ..Default::default() },
+        ),
         ("truncating below the floor", PartitionWrite { partition: P, truncate_from: Some(3), ..Default::default() }),
     ];
     for (what, bad) in below {
