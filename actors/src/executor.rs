@@ -265,7 +265,7 @@ fn load_partition(wal: &dyn Wal, partition: PartitionId) -> Result<RestoreState,
     let hard_state: Option<HardState> = wal.load_hard_state(partition)?;
     let last = wal.last_index(partition)?;
     let entries = if last == 0 { Vec::new() } else { wal.read_range(partition, 1, last)? };
-    Ok(RestoreState { hard_state, entries })
+    Ok(RestoreState { hard_state, entries, ..Default::default() })
 }
 
 pub(super) fn now_ms() -> u64 {

@@ -10,13 +10,22 @@
 //!   PRIMARY KEY(partition, idx)) WITHOUT ROWID`: one row per log entry, clustered by
 //!   (partition, index) so range reads and "last index" are B-tree seeks;
 //! * `hard_state(partition INTEGER PRIMARY KEY, record BLOB NOT NULL)`: the last hard state of
-//!   each partition.
+//!   each partition;
+//! * `snapshots(partition INTEGER PRIMARY KEY, record BLOB NOT NULL)`: each compacted
+//!   partition's floor and latest snapshot meta (a [`SnapshotRecord`]), written in the same
+//!   transaction as the compaction it allows.
+//!
+//! Compaction deletes the entries at or below the floor (one range `DELETE`); the database runs
+//! with `auto_vacuum=INCREMENTAL` (set when the file is created), and a write that compacted ends
+//! with `PRAGMA incremental_vacuum`, so the freed pages go back to the file system at the next
+//! checkpoint instead of only to SQLite's free list.
 //!
 //! Every `record` is a checksummed record of [`kommander_core::codec`], whose CRC32C covers the
 //! content **and the position** (partition and index). SQLite has no page checksums, so every read
 //! decodes and verifies its records: a flipped, torn or misplaced record comes back as
 //! [`WalError::Corrupt`] for that partition and index, never skipped and never turned into a
-//! different entry. `PRAGMA user_version` records the schema version (1).
+//! different entry. `PRAGMA user_version` records the schema version (2; a version-1 file gains
+//! the `snapshots` table when opened).
 //!
 //! # Durability
 //!
@@ -44,7 +53,7 @@
 //! never retried as if nothing had happened: after a failed `fsync` the kernel may have dropped the
 //! dirty pages, and the frames of the failed commit may or may not be found on recovery, so only a
 //! restart (which re-reads what is really on disk) may continue. Rejected batches
-//! ([`WalError::NonContiguous`]) do not fence.
+//! ([`WalError::NonContiguous`], [`WalError::Compacted`]) do not fence.
 //!
 //! # Errors
 //!
@@ -65,9 +74,14 @@
 
 #![warn(missing_docs)]
 
-use kommander_core::codec::{decode_entry, decode_hard_state, encode_entry, encode_hard_state};
-use kommander_core::wal::plan_partition_write;
-use kommander_core::{HardState, LogEntry, LogIndex, PartitionId, PartitionWrite, Term, Wal, WalBatch, WalError};
+use kommander_core::codec::{
+    decode_entry, decode_hard_state, decode_snapshot_record, encode_entry, encode_hard_state, encode_snapshot_record,
+    SnapshotRecord,
+};
+use kommander_core::wal::{plan_partition_write, LogBounds};
+use kommander_core::{
+    HardState, LogEntry, LogIndex, PartitionId, PartitionWrite, SnapshotMeta, Term, Wal, WalBatch, WalError,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::{BTreeSet, HashMap};
@@ -78,7 +92,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +108,16 @@ const SCHEMA: &str = "
         partition INTEGER PRIMARY KEY,
         record BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS snapshots (
+        partition INTEGER PRIMARY KEY,
+        record BLOB NOT NULL
+    );
 ";
+
+const SQL_DELETE_THROUGH: &str = "DELETE FROM entries WHERE partition = ?1 AND idx <= ?2";
+const SQL_UPSERT_SNAPSHOT: &str = "INSERT INTO snapshots (partition, record) VALUES (?1, ?2) \
+     ON CONFLICT (partition) DO UPDATE SET record = excluded.record";
+const SQL_LOAD_SNAPSHOT: &str = "SELECT record FROM snapshots WHERE partition = ?1";
 
 const SQL_LAST_INDEX: &str = "SELECT idx FROM entries WHERE partition = ?1 ORDER BY idx DESC LIMIT 1";
 const SQL_DELETE_FROM: &str = "DELETE FROM entries WHERE partition = ?1 AND idx >= ?2";
@@ -115,7 +138,9 @@ const SQL_PARTITIONS: &str = "
     )
     SELECT p FROM seen WHERE p IS NOT NULL
     UNION
-    SELECT partition FROM hard_state";
+    SELECT partition FROM hard_state
+    UNION
+    SELECT partition FROM snapshots";
 
 /// A durable [`Wal`] on one SQLite database file. See the [crate documentation](crate) for the
 /// schema, the durability argument and the error mapping.
@@ -234,7 +259,7 @@ impl SqliteWal {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(error @ WalError::NonContiguous { .. }) => Err(error),
+            Err(error @ (WalError::NonContiguous { .. } | WalError::Compacted { .. })) => Err(error),
             Err(error) => {
                 let reason = format!("{what}: {error}");
                 tracing::error!(path = %self.path.display(), %reason, "sqlite wal write failed; fencing the wal");
@@ -264,6 +289,14 @@ impl Wal for SqliteWal {
         }
         self.transact("write", |tx| apply_batch(tx, batch))?;
         self.entries_written.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
+        if batch.writes.iter().any(|w| w.compact_through.is_some()) {
+            // Return the pages the compaction freed to the file system (auto_vacuum=INCREMENTAL).
+            // Not part of the durable write: a failure here only leaves free pages in the file.
+            let conn = self.lock_writer();
+            if let Err(error) = incremental_vacuum(&conn) {
+                tracing::warn!(%error, "incremental vacuum after a compaction failed");
+            }
+        }
         Ok(())
     }
 
@@ -326,7 +359,18 @@ impl Wal for SqliteWal {
 
     fn last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
         let conn = self.lock_reader();
-        stored_last_index(&conn, partition)
+        let floor = stored_snapshot_record(&conn, partition)?.compacted_through;
+        Ok(stored_last_index(&conn, partition)?.max(floor))
+    }
+
+    fn compacted_through(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
+        let conn = self.lock_reader();
+        Ok(stored_snapshot_record(&conn, partition)?.compacted_through)
+    }
+
+    fn load_snapshot(&self, partition: PartitionId) -> Result<Option<SnapshotMeta>, WalError> {
+        let conn = self.lock_reader();
+        Ok(stored_snapshot_record(&conn, partition)?.meta)
     }
 
     fn save_hard_state(&self, partition: PartitionId, state: &HardState) -> Result<(), WalError> {
@@ -365,42 +409,82 @@ impl Wal for SqliteWal {
 /// Apply every write of `batch` inside `tx`, validating each against the state the earlier writes
 /// of the batch left.
 fn apply_batch(tx: &Transaction<'_>, batch: &WalBatch) -> Result<(), WalError> {
-    let mut last_indexes: HashMap<PartitionId, LogIndex> = HashMap::new();
+    let mut states: HashMap<PartitionId, (LogBounds, SnapshotRecord)> = HashMap::new();
     for write in &batch.writes {
         if write.is_empty() {
             continue;
         }
         let partition = write.partition;
-        let current = match last_indexes.get(&partition) {
-            Some(&last) => last,
-            None => stored_last_index(tx, partition)?,
+        let (bounds, mut record) = match states.remove(&partition) {
+            Some(state) => state,
+            None => {
+                let record = stored_snapshot_record(tx, partition)?;
+                let last = stored_last_index(tx, partition)?.max(record.compacted_through);
+                let snapshot_index = record.meta.as_ref().map_or(0, |m| m.index);
+                let bounds =
+                    LogBounds { last_index: last, compacted_through: record.compacted_through, snapshot_index };
+                (bounds, record)
+            }
         };
-        let cut = plan_partition_write(write, current)?;
-        if let Some(cut) = cut {
+        let plan = plan_partition_write(write, bounds)?;
+        if let Some(cut) = plan.cut {
             let key = sql_index(cut).ok_or_else(|| index_out_of_range(partition, cut))?;
             let mut stmt = tx.prepare_cached(SQL_DELETE_FROM).map_err(db_error("prepare"))?;
             stmt.execute((partition.0, key)).map_err(partition_error(partition, cut, "truncate"))?;
+        }
+        if let Some(through) = plan.compact {
+            let key = sql_index(through).unwrap_or(i64::MAX);
+            let mut stmt = tx.prepare_cached(SQL_DELETE_THROUGH).map_err(db_error("prepare"))?;
+            stmt.execute((partition.0, key)).map_err(partition_error(partition, through, "compact"))?;
         }
         if !write.entries.is_empty() {
             let mut stmt = tx.prepare_cached(SQL_INSERT_ENTRY).map_err(db_error("prepare"))?;
             for entry in &write.entries {
                 let key = sql_index(entry.index).ok_or_else(|| index_out_of_range(partition, entry.index))?;
-                let record = encode_entry(partition, entry);
-                stmt.execute((partition.0, key, record)).map_err(partition_error(partition, entry.index, "append"))?;
+                let encoded = encode_entry(partition, entry);
+                stmt.execute((partition.0, key, encoded)).map_err(partition_error(partition, entry.index, "append"))?;
             }
+        }
+        if plan.compact.is_some() || write.snapshot.is_some() {
+            record.compacted_through = plan.after.compacted_through;
+            if let Some(meta) = &write.snapshot {
+                record.meta = Some(meta.clone());
+            }
+            let mut stmt = tx.prepare_cached(SQL_UPSERT_SNAPSHOT).map_err(db_error("prepare"))?;
+            stmt.execute((partition.0, encode_snapshot_record(partition, &record))).map_err(partition_error(
+                partition,
+                0,
+                "store snapshot meta",
+            ))?;
         }
         if let Some(state) = &write.hard_state {
             put_hard_state(tx, partition, state)?;
         }
-        let next = match (write.entries.last(), write.truncate_from) {
-            (Some(last), _) => last.index,
-            // `plan_partition_write` rejected `truncate_from == 0`.
-            (None, Some(from)) => current.min(from - 1),
-            (None, None) => current,
-        };
-        last_indexes.insert(partition, next);
+        states.insert(partition, (plan.after, record));
     }
     Ok(())
+}
+
+/// Free every page on SQLite's free list (the statement frees one page per step).
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+/// The compaction record of `partition` (floor 0 and no meta when none is stored).
+fn stored_snapshot_record(conn: &Connection, partition: PartitionId) -> Result<SnapshotRecord, WalError> {
+    let mut stmt = conn.prepare_cached(SQL_LOAD_SNAPSHOT).map_err(db_error("prepare"))?;
+    let sqlite_error = partition_error(partition, 0, "load snapshot meta");
+    let mut rows = stmt.query([partition.0]).map_err(&sqlite_error)?;
+    match rows.next().map_err(&sqlite_error)? {
+        Some(row) => {
+            let record = blob(partition, 0, row.get_ref(0).map_err(&sqlite_error)?)?;
+            decode_snapshot_record(partition, record)
+        }
+        None => Ok(SnapshotRecord::default()),
+    }
 }
 
 fn put_hard_state(tx: &Transaction<'_>, partition: PartitionId, state: &HardState) -> Result<(), WalError> {
@@ -428,6 +512,17 @@ fn stored_last_index(conn: &Connection, partition: PartitionId) -> Result<LogInd
 /// Set the pragmas of the write connection (busy timeout, durability, sanity checks).
 fn configure(conn: &Connection, shown: &str) -> Result<(), WalError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error(shown, "busy_timeout"))?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(open_error(shown, "user_version"))?;
+    if version == 0 {
+        // Must be set before the file is first written (before WAL mode and the first table):
+        // compacted pages then go back to the file system (`incremental_vacuum`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(open_error(shown, "auto_vacuum"))?;
+    }
+    // A `-wal` file larger than this is truncated back after a checkpoint, so a burst (or a
+    // compaction) does not leave a large companion file behind.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(open_error(shown, "journal_size_limit"))?;
     // Durability, see the crate documentation: WAL journal, synced at every commit.
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -451,7 +546,10 @@ fn init_schema(conn: &mut Connection, shown: &str) -> Result<(), WalError> {
     let version: i64 =
         tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(open_error(shown, "user_version"))?;
     match version {
-        0 => {
+        // A new file (auto_vacuum was set before any table existed) or a version-1 file (which
+        // gains the snapshots table; it keeps auto_vacuum off, so its freed pages are reused
+        // rather than returned).
+        0 | 1 => {
             tx.execute_batch(SCHEMA).map_err(open_error(shown, "create schema"))?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_error(shown, "user_version"))?;
         }

@@ -265,7 +265,13 @@ fn a_torn_wal_file_tail_recovers_to_a_committed_prefix() {
         wal.write(&WalBatch {
             writes: vec![
                 append(P, entries.clone()),
-                PartitionWrite { partition: Q, truncate_from: None, entries, hard_state: Some(state) },
+                PartitionWrite {
+                    partition: Q,
+                    truncate_from: None,
+                    entries,
+                    hard_state: Some(state),
+                    ..Default::default()
+                },
             ],
         })
         .unwrap();

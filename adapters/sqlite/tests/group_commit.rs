@@ -18,6 +18,7 @@ fn batch(from: LogIndex) -> WalBatch {
                 truncate_from: None,
                 entries: (from..from + PER_PARTITION).map(|i| entry(i, 1)).collect(),
                 hard_state: (p % 2 == 0).then_some(HardState { term: 1, voted_for: None, commit: from }),
+                ..PartitionWrite::default()
             })
             .collect(),
     }

@@ -55,7 +55,7 @@ pub fn next_batch(rng: &mut SplitMix64, last: &mut [LogIndex; PARTITIONS as usiz
             let entries = (*slot + 1..=*slot + n).map(|i| expected_entry(partition, i)).collect();
             *slot += n;
             let hard_state = (rng.below(2) == 0).then(|| expected_hard_state(partition, *slot));
-            PartitionWrite { partition, truncate_from: None, entries, hard_state }
+            PartitionWrite { partition, truncate_from: None, entries, hard_state, ..Default::default() }
         })
         .collect();
     WalBatch { writes }
