@@ -10,10 +10,12 @@
 //! register their own `Recipient<RaftEvent>` with [`crate::RaftManagerBuilder::events`].
 
 use crate::events::RaftEvent;
+use crate::snapshot_store::SnapshotSink;
 use crate::transfer::ExportState;
 use actix::prelude::*;
 use kommander_core::system::{HashRange, PartitionMap};
 use kommander_core::{LogEntry, NodeId, PartitionId, Term};
+use std::io::{self, Read as IoRead, Write};
 
 /// A replicated state machine with one independent state per partition.
 pub trait StateMachine: Unpin + 'static {
@@ -36,17 +38,26 @@ pub trait StateMachine: Unpin + 'static {
         let _ = (partition, source, range, data);
     }
 
-    /// The whole state of `partition`, serialized: what a log snapshot will carry (the snapshot
-    /// work builds on this hook). The default is the export of the full key range.
-    fn snapshot(&self, partition: PartitionId) -> Result<Vec<u8>, String> {
-        self.export(partition, HashRange::FULL)
+    /// Write the whole state of `partition` into `out` (streamed: write it in pieces, never
+    /// build one buffer of the whole state). Called on the actor when the runtime takes a
+    /// snapshot, with every entry up to the snapshot's index applied and none after. The runtime
+    /// stores the bytes (synced, checksummed) and compacts the log behind them. The default
+    /// writes the export of the full key range.
+    fn snapshot(&self, partition: PartitionId, out: &mut dyn Write) -> io::Result<()> {
+        let data = self.export(partition, HashRange::FULL).map_err(io::Error::other)?;
+        out.write_all(&data)
     }
 
-    /// Replace the whole state of `partition` with a [`StateMachine::snapshot`]. The default
-    /// resets the partition and imports the data as the full key range.
-    fn restore_snapshot(&mut self, partition: PartitionId, data: &[u8]) {
+    /// Replace the whole state of `partition` with what [`StateMachine::snapshot`] wrote (on
+    /// restore, or when a far-behind replica installs the leader's snapshot); entries after the
+    /// snapshot follow. The default resets the partition and imports the bytes as the full key
+    /// range.
+    fn restore_snapshot(&mut self, partition: PartitionId, input: &mut dyn IoRead) -> io::Result<()> {
+        let mut data = Vec::new();
+        input.read_to_end(&mut data)?;
         self.reset(partition);
-        self.import(partition, partition, HashRange::FULL, data);
+        self.import(partition, partition, HashRange::FULL, &data);
+        Ok(())
     }
 
     /// The partition map changed (a split or merge completed, a partition was created or
@@ -83,6 +94,15 @@ impl<S: StateMachine> Handler<RaftEvent> for StateMachineActor<S> {
     fn handle(&mut self, event: RaftEvent, _: &mut Context<Self>) {
         match event {
             RaftEvent::RestoreStarted { partition } => self.state.reset(partition),
+            RaftEvent::SnapshotInstalled { partition, index, snapshot } => {
+                let restored = snapshot
+                    .open()
+                    .map_err(io::Error::other)
+                    .and_then(|mut input| self.state.restore_snapshot(partition, &mut input));
+                if let Err(error) = restored {
+                    tracing::error!(%partition, index, %error, "the application could not restore a snapshot");
+                }
+            }
             RaftEvent::Restored { partition, entries } | RaftEvent::Replicated { partition, entries } => {
                 self.state.apply(partition, &entries)
             }
@@ -96,12 +116,36 @@ impl<S: StateMachine> Handler<RaftEvent> for StateMachineActor<S> {
     }
 }
 
+impl<S: StateMachine> Handler<TakeSnapshot> for StateMachineActor<S> {
+    type Result = Result<(u64, u32), String>;
+
+    fn handle(&mut self, request: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let TakeSnapshot { partition, mut sink, .. } = request;
+        self.state.snapshot(partition, &mut sink).map_err(|e| e.to_string())?;
+        sink.finish().map_err(|e| e.to_string())
+    }
+}
+
 impl<S: StateMachine> Handler<ExportState> for StateMachineActor<S> {
     type Result = Result<Vec<u8>, String>;
 
     fn handle(&mut self, request: ExportState, _: &mut Context<Self>) -> Self::Result {
         self.state.export(request.partition, request.range)
     }
+}
+
+/// The runtime asks the application's actor for a snapshot of `partition` at `index`: write the
+/// state into `sink` and [`SnapshotSink::finish`] it; answer its size and CRC32C. Ordered after
+/// the events of every entry up to `index` (the same mailbox), before any later one.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(u64, u32), String>")]
+pub struct TakeSnapshot {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The last applied index the snapshot covers.
+    pub index: kommander_core::LogIndex,
+    /// Where the bytes go.
+    pub sink: SnapshotSink,
 }
 
 /// Read the state machine's state on its actor: `addr.send(Read::new(|s: &MyState| s.get(k)))`.
@@ -183,11 +227,17 @@ mod tests {
         let exported = actor.send(ExportState { partition: p, range: HashRange::FULL }).await.unwrap();
         assert_eq!(exported, Ok(b"amoved".to_vec()));
         // The snapshot hooks default to a full-range export and a reset + import.
-        let snapshot = actor.send(Read::new(move |s: &Log| s.snapshot(p))).await.unwrap();
+        let snapshot = actor
+            .send(Read::new(move |s: &Log| {
+                let mut out = Vec::new();
+                s.snapshot(p, &mut out).map(|()| out).map_err(|e| e.to_string())
+            }))
+            .await
+            .unwrap();
         assert_eq!(snapshot, Ok(b"amoved".to_vec()));
         let mut log = Log::default();
         log.apply(p, &[entry(1, b"stale")]);
-        log.restore_snapshot(p, b"amoved");
+        log.restore_snapshot(p, &mut &b"amoved"[..]).unwrap();
         assert_eq!(log.0[&p], vec![b"amoved".to_vec()]);
     }
 }

@@ -53,6 +53,17 @@ pub struct RuntimeConfig {
     pub promotion_lag: u64,
     /// How long a learner must stay caught up (on partition 0) before the roster promotes it.
     pub promotion_window: Duration,
+    /// Take a snapshot of a partition every this many applied entries and compact its log
+    /// behind it (0: only on demand, [`crate::RaftManager::snapshot`]). Default 10,000.
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the WAL below a snapshot for followers briefly behind. Default 1,024.
+    pub snapshot_tail_entries: u64,
+    /// Bytes per InstallSnapshot chunk. Default 1 MiB.
+    pub snapshot_chunk_bytes: u64,
+    /// Where snapshot files live (by convention a `snapshots` directory next to the WAL files;
+    /// the server uses `<data-dir>/snapshots`). `None` keeps snapshots in memory, for nodes
+    /// whose WAL is in memory too.
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -78,6 +89,10 @@ impl Default for RuntimeConfig {
             application_address: None,
             promotion_lag: 64,
             promotion_window: Duration::from_millis(500),
+            snapshot_interval_entries: 10_000,
+            snapshot_tail_entries: 1_024,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_dir: None,
         }
     }
 }
@@ -131,6 +146,9 @@ impl RuntimeConfig {
         c.max_entries_per_append = self.max_entries_per_append;
         c.max_inflight_appends = self.max_inflight_appends;
         c.log_cache_entries = self.log_cache_entries;
+        c.snapshot_interval_entries = self.snapshot_interval_entries;
+        c.snapshot_tail_entries = self.snapshot_tail_entries;
+        c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         c
     }
 }

@@ -72,6 +72,10 @@ pub enum ReplicateError {
     /// The manager has not joined the cluster (or has left it).
     #[error("not joined to the cluster")]
     NotJoined,
+    /// No snapshot can be taken of the partition: no application actor writes its snapshots
+    /// ([`crate::RaftManagerBuilder::snapshots`]), or it is still restoring.
+    #[error("no snapshot of {0} can be taken (no snapshot writer registered, or restoring)")]
+    SnapshotUnavailable(PartitionId),
     /// The partition map changed under a guarded write (the partition split, merged, or is being
     /// moved): look the key up again with [`crate::RaftManager::partition_for_key`] and retry.
     #[error("{partition} moved: write expected generation {expected}, partition is at {current}")]

@@ -3,6 +3,7 @@
 //! exactly once per partition incarnation: after a restart (process or supervisor), the partition
 //! announces `RestoreStarted` and replays its committed entries as `Restored` first.
 
+use crate::snapshot_store::SnapshotSource;
 use actix::Message;
 use kommander_core::system::{HashRange, PartitionMap, Roster, SystemEvent};
 use kommander_core::{LogEntry, LogIndex, NodeId, PartitionId, Term};
@@ -17,6 +18,18 @@ pub enum RaftEvent {
     RestoreStarted {
         /// The partition.
         partition: PartitionId,
+    },
+    /// The partition's state is replaced by a snapshot: on restore, right after `RestoreStarted`
+    /// (the latest snapshot, then the entries after it as `Restored`); on a follower far behind,
+    /// when the leader's snapshot was installed (the entries after it follow as `Replicated`).
+    /// Read the bytes with [`SnapshotSource::open`].
+    SnapshotInstalled {
+        /// The partition.
+        partition: PartitionId,
+        /// The last log index the snapshot covers.
+        index: LogIndex,
+        /// The snapshot's bytes (written by the application's snapshot of `index`).
+        snapshot: SnapshotSource,
     },
     /// Committed entries replayed from the WAL, in order.
     Restored {
@@ -86,6 +99,7 @@ impl RaftEvent {
     pub fn partition(&self) -> PartitionId {
         match self {
             RaftEvent::RestoreStarted { partition }
+            | RaftEvent::SnapshotInstalled { partition, .. }
             | RaftEvent::Restored { partition, .. }
             | RaftEvent::RestoreFinished { partition }
             | RaftEvent::Replicated { partition, .. }

@@ -10,9 +10,11 @@
 //! restores the partition from its WAL (with back-off). Requests that arrive while the WAL is
 //! being replayed wait in the mailbox until the replay ends (bounded by the caller's timeout).
 
+use crate::application::TakeSnapshot;
 use crate::error::ReplicateError;
 use crate::events::RaftEvent;
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
+use crate::snapshot_store::SnapshotStore;
 use crate::status::{PartitionStatus, StatusCell};
 use crate::transfer::{decode_import, IMPORT_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
@@ -20,7 +22,7 @@ use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
 use kommander_core::raft::{ClientReply, RestoreState};
 use kommander_core::{
-    Envelope, HardState, LogEntry, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine,
+    Envelope, HardState, LogEntry, LogIndex, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine,
     Transport, Wal, WalError,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +53,23 @@ pub(crate) struct ExecutorShared {
     pub(crate) events: Option<Recipient<RaftEvent>>,
     /// Where partition 0's events go (the system coordinator).
     pub(crate) system_events: Option<Recipient<RaftEvent>>,
+    /// Where snapshot bytes live.
+    pub(crate) snapshots: SnapshotStore,
+    /// The application actor that writes user partitions' snapshots.
+    pub(crate) snapshot_requests: Option<Recipient<TakeSnapshot>>,
+    /// The system coordinator, which writes partition 0's.
+    pub(crate) system_snapshot_requests: Option<Recipient<TakeSnapshot>>,
+}
+
+impl ExecutorShared {
+    /// Who writes `partition`'s snapshots, if anyone.
+    pub(crate) fn snapshot_recipient(&self, partition: PartitionId) -> Option<Recipient<TakeSnapshot>> {
+        if partition.is_system() {
+            self.system_snapshot_requests.clone()
+        } else {
+            self.snapshot_requests.clone()
+        }
+    }
 }
 
 /// The actor owning one partition replica.
@@ -67,11 +86,18 @@ pub struct PartitionExecutor {
     /// Departing members that hold everything committed, and since when (they are dropped only
     /// after a few heartbeats told them the commit index too).
     departing_caught_up: HashMap<NodeId, std::time::Instant>,
+    /// WAL writes carrying a snapshot meta, and its index (older files go once one is durable).
+    snapshot_writes: Vec<(u64, LogIndex)>,
 }
 
 impl PartitionExecutor {
     /// An executor for `config`'s partition; it restores from the WAL when started.
-    pub(crate) fn new(config: PartitionConfig, shared: ExecutorShared, status: Arc<StatusCell>) -> Self {
+    pub(crate) fn new(mut config: PartitionConfig, shared: ExecutorShared, status: Arc<StatusCell>) -> Self {
+        if shared.snapshot_recipient(config.partition).is_none() {
+            // Nobody can write this partition's state: no automatic snapshots (and so no
+            // compaction) for it.
+            config.snapshot_interval_entries = 0;
+        }
         PartitionExecutor {
             config,
             shared,
@@ -83,6 +109,7 @@ impl PartitionExecutor {
             retired: false,
             last_import: None,
             departing_caught_up: HashMap::new(),
+            snapshot_writes: Vec::new(),
         }
     }
 
@@ -138,6 +165,7 @@ impl PartitionExecutor {
         self.status.set(PartitionStatus { restoring: true, ..PartitionStatus::default() });
         self.emit(RaftEvent::RestoreStarted { partition });
         let wal = self.shared.wal.clone();
+        let store = self.shared.snapshots.clone();
         let backoff = if self.incarnation <= 1 {
             Duration::ZERO
         } else {
@@ -152,20 +180,24 @@ impl PartitionExecutor {
             if fence.await.is_err() {
                 return Err(WalError::Closed);
             }
-            tokio::task::spawn_blocking(move || load_partition(&*wal, partition))
+            tokio::task::spawn_blocking(move || load_partition(&*wal, &store, partition))
                 .await
                 .unwrap_or_else(|e| Err(WalError::Io(format!("restore panicked: {e}"))))
         };
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
             Ok(state) => act.finish_restore(state, ctx),
             Err(error) => {
-                tracing::error!(partition = %act.partition(), %error, "restore failed; retrying");
+                tracing::error!(partition = %act.partition(), %error, "restore failed; the partition refuses to serve (retrying)");
                 ctx.stop();
             }
         }));
     }
 
     fn finish_restore(&mut self, state: RestoreState, ctx: &mut Context<Self>) {
+        if let Some(meta) = &state.snapshot {
+            // The application starts from the snapshot; the replay continues after it.
+            self.emit_install(meta);
+        }
         match PartitionStateMachine::restore(self.config.clone(), state) {
             Ok(sm) => self.sm = Some(sm),
             Err(error) => {
@@ -212,7 +244,13 @@ impl PartitionExecutor {
                 tracing::debug!(%partition, %to, %error, "message batch not sent (Raft retries)");
             }
         }
+        if let Some(meta) = &ready.install {
+            self.emit_install(meta);
+        }
         if let Some(request) = ready.write {
+            if let Some(meta) = &request.write.snapshot {
+                self.snapshot_writes.push((request.id, meta.index));
+            }
             self.shared.wal_scheduler.do_send(Persist {
                 partition,
                 incarnation: self.incarnation,
@@ -233,6 +271,15 @@ impl PartitionExecutor {
                 |d: Vec<kommander_core::raft::Delivery>| d.into_iter().map(|d| d.entry).collect::<Vec<LogEntry>>();
             self.emit_entries(entries(restored), true);
             self.emit_entries(entries(replicated), false);
+        }
+        if let Some(request) = ready.snapshot_request {
+            self.take_snapshot(request, ctx);
+        }
+        for read in ready.snapshot_reads {
+            self.read_snapshot_chunk(read, ctx);
+        }
+        for chunk in ready.snapshot_writes {
+            self.stage_snapshot_chunk(chunk, ctx);
         }
         for reply in ready.replies {
             self.answer(reply);
@@ -260,12 +307,20 @@ impl PartitionExecutor {
     }
 }
 
-/// Everything a partition's WAL holds, read in one go (runs on a blocking thread).
-fn load_partition(wal: &dyn Wal, partition: PartitionId) -> Result<RestoreState, WalError> {
+/// Everything a partition's WAL holds after its latest snapshot, read in one go (runs on a
+/// blocking thread). The snapshot's bytes are checked against its meta first: a missing or corrupt
+/// snapshot makes the partition refuse to serve, like a corrupt WAL record.
+fn load_partition(wal: &dyn Wal, store: &SnapshotStore, partition: PartitionId) -> Result<RestoreState, WalError> {
     let hard_state: Option<HardState> = wal.load_hard_state(partition)?;
+    let snapshot = wal.load_snapshot(partition)?;
+    let compacted_through = wal.compacted_through(partition)?;
+    if let Some(meta) = &snapshot {
+        store.verify(meta).map_err(|e| WalError::Corrupt { partition, index: meta.index, reason: e.to_string() })?;
+    }
+    let from = snapshot.as_ref().map_or(1, |m| m.index + 1);
     let last = wal.last_index(partition)?;
-    let entries = if last == 0 { Vec::new() } else { wal.read_range(partition, 1, last)? };
-    Ok(RestoreState { hard_state, entries, ..Default::default() })
+    let entries = if last < from { Vec::new() } else { wal.read_range(partition, from, last)? };
+    Ok(RestoreState { hard_state, snapshot, compacted_through, entries })
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -304,6 +359,7 @@ impl Handler<WriteOutcome> for PartitionExecutor {
         }
         match msg.result {
             Ok(()) => {
+                self.snapshot_durable(msg.id);
                 if let Some(sm) = self.sm.as_mut() {
                     sm.on_write_complete(msg.id);
                     self.schedule_flush(ctx);
@@ -336,10 +392,12 @@ impl Handler<ReadOutcome> for PartitionExecutor {
 
 mod membership;
 mod messages;
+mod snapshots;
 #[cfg(test)]
 mod tests;
 mod waiters;
 
 pub(crate) use messages::{GetMembership, Inbound, LearnerLag, ProposeFence, ReconcileMembership, Retire};
 pub use messages::{GetStatus, Replicate, Resolve};
+pub(crate) use snapshots::RequestSnapshot;
 use waiters::Waiters;

@@ -45,13 +45,14 @@ mod read_scheduler;
 mod registry;
 mod request;
 mod router;
+mod snapshot_store;
 mod status;
 mod system_api;
 pub mod testing;
 mod transfer;
 mod wal_scheduler;
 
-pub use application::{Read, StateMachine, StateMachineActor};
+pub use application::{Read, StateMachine, StateMachineActor, TakeSnapshot};
 #[cfg(feature = "mocks")]
 pub use client::MockRaftClient;
 pub use client::{RaftClient, Reply};
@@ -62,6 +63,7 @@ pub use executor::{GetStatus, PartitionExecutor, Replicate, Resolve};
 pub use manager::{RaftManager, RaftManagerBuilder, DEFAULT_CLUSTER_ID};
 pub use memory_transport::{InMemoryNetwork, InMemoryTransport};
 pub use router::InboundRouter;
+pub use snapshot_store::{SnapshotError, SnapshotSink, SnapshotSource, SnapshotStore};
 pub use status::PartitionStatus;
 pub use transfer::{ExportState, RESERVED_PREFIX};
 pub use wal_scheduler::WalStats;

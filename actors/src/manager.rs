@@ -5,7 +5,7 @@
 //! which `shutdown` stops. `leave_cluster` first removes the node from the cluster through a committed
 //! roster change, then shuts down.
 
-use crate::application::{StateMachine, StateMachineActor};
+use crate::application::{StateMachine, StateMachineActor, TakeSnapshot};
 use crate::changes::Changes;
 use crate::config::RuntimeConfig;
 use crate::coordinator::{AppliedOutcomes, CoordinatorParts, MembershipSettings, SystemClient, SystemCoordinator};
@@ -15,6 +15,7 @@ use crate::executor::{ExecutorShared, PartitionExecutor, Replicate, Resolve};
 use crate::read_scheduler::ReadScheduler;
 use crate::registry::PartitionRegistry;
 use crate::router::InboundRouter;
+use crate::snapshot_store::SnapshotStore;
 use crate::status::{PartitionStatus, StatusCell};
 use crate::transfer::ExportState;
 use crate::wal_scheduler::{WalScheduler, WalStats};
@@ -41,6 +42,7 @@ pub struct RaftManagerBuilder {
     discovery: Option<Arc<dyn Discovery>>,
     events: Option<Recipient<RaftEvent>>,
     transfer: Option<Recipient<ExportState>>,
+    snapshot_requests: Option<Recipient<TakeSnapshot>>,
 }
 
 impl RaftManagerBuilder {
@@ -85,7 +87,17 @@ impl RaftManagerBuilder {
     /// every event and answers the exports of splits and merges — the same as
     /// `.events(actor.recipient()).state_transfer(actor.recipient())`.
     pub fn state_machine<S: StateMachine>(self, actor: &Addr<StateMachineActor<S>>) -> Self {
-        self.events(actor.clone().recipient()).state_transfer(actor.clone().recipient())
+        self.events(actor.clone().recipient())
+            .state_transfer(actor.clone().recipient())
+            .snapshots(actor.clone().recipient())
+    }
+
+    /// The actor that writes partitions' snapshots ([`TakeSnapshot`]) — the same actor that
+    /// receives the events, so a snapshot covers exactly the entries delivered before it. Without
+    /// one, user partitions are never snapshotted and their logs are never compacted.
+    pub fn snapshots(mut self, recipient: Recipient<TakeSnapshot>) -> Self {
+        self.snapshot_requests = Some(recipient);
+        self
     }
 
     /// Validate and build (nothing starts until [`RaftManager::join_cluster`]). The cluster id is
@@ -99,6 +111,11 @@ impl RaftManagerBuilder {
             return Err(ManagerError::Config("initial_partitions must be at least 1".into()));
         }
         let transport = self.transport.ok_or(ManagerError::Missing("transport"))?;
+        let snapshots = match &self.config.snapshot_dir {
+            Some(dir) => SnapshotStore::dir(dir)
+                .map_err(|e| ManagerError::Config(format!("snapshot directory {}: {e}", dir.display())))?,
+            None => SnapshotStore::memory(),
+        };
         let cluster_id = match (self.config.cluster_id.take(), transport.cluster_id()) {
             (Some(runtime), Some(transport)) if runtime != transport => {
                 return Err(ManagerError::ClusterIdMismatch { runtime, transport })
@@ -116,6 +133,8 @@ impl RaftManagerBuilder {
                 discovery: self.discovery.ok_or(ManagerError::Missing("discovery"))?,
                 events: self.events,
                 transfer: self.transfer,
+                snapshot_requests: self.snapshot_requests,
+                snapshots,
                 wal_stats: Arc::new(WalStats::default()),
                 running: Mutex::new(None),
                 leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -145,6 +164,8 @@ pub(crate) struct Inner {
     discovery: Arc<dyn Discovery>,
     events: Option<Recipient<RaftEvent>>,
     transfer: Option<Recipient<ExportState>>,
+    snapshot_requests: Option<Recipient<TakeSnapshot>>,
+    snapshots: SnapshotStore,
     wal_stats: Arc<WalStats>,
     pub(crate) running: Mutex<Option<Running>>,
     /// Set while `leave_cluster` asks the cluster to remove this node.
@@ -169,6 +190,7 @@ impl RaftManager {
             discovery: None,
             events: None,
             transfer: None,
+            snapshot_requests: None,
         }
     }
 
@@ -235,6 +257,9 @@ impl RaftManager {
                 tick: inner.config.tick,
                 events: inner.events.clone(),
                 system_events: None,
+                snapshots: inner.snapshots.clone(),
+                snapshot_requests: inner.snapshot_requests.clone(),
+                system_snapshot_requests: None,
             };
             let registry = Arc::new(PartitionRegistry::new(
                 inner.node,
@@ -278,7 +303,7 @@ impl RaftManager {
                 },
             };
             let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| SystemCoordinator::new(parts));
-            registry.set_system_events(coordinator.clone().recipient());
+            registry.set_system_events(coordinator.clone().recipient(), coordinator.clone().recipient());
             router.set_membership_asks(coordinator.clone().recipient());
             inner.leaving.store(false, std::sync::atomic::Ordering::SeqCst);
             // Partition 0 first: the coordinator starts the user partitions once it has rebuilt
@@ -381,6 +406,26 @@ impl RaftManager {
     {
         let (executor, _) = self.executor(partition)?;
         crate::request::ask(&executor, partition, message, self.inner.config.proposal_timeout).await
+    }
+
+    /// Take a snapshot of `partition` on this node now (whatever the interval) and compact its log
+    /// behind it. Returns the index the node's latest snapshot covers once it is durable (the
+    /// existing one when nothing was applied since). Any replica can snapshot; each compacts its
+    /// own log.
+    pub async fn snapshot(&self, partition: PartitionId) -> Result<kommander_core::LogIndex, ReplicateError> {
+        let (_, status) = self.executor(partition)?;
+        let target = self
+            .ask(partition, crate::executor::RequestSnapshot)
+            .await?
+            .ok_or(ReplicateError::SnapshotUnavailable(partition))?;
+        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        changes
+            .wait_until(self.inner.config.proposal_timeout, || {
+                let index = status.get().snapshot_index;
+                (index >= target).then_some(index)
+            })
+            .await
+            .ok_or(ReplicateError::Timeout(partition))
     }
 
     /// Replicate `payloads` (one entry each) on `partition`. Returns once committed: auto-commit

@@ -58,8 +58,14 @@ impl PartitionRegistry {
     }
 
     /// Send partition 0's events to `recipient` (set before partition 0 starts).
-    pub(crate) fn set_system_events(&self, recipient: Recipient<crate::events::RaftEvent>) {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).system_events = Some(recipient);
+    pub(crate) fn set_system_events(
+        &self,
+        events: Recipient<crate::events::RaftEvent>,
+        snapshots: Recipient<crate::application::TakeSnapshot>,
+    ) {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.system_events = Some(events);
+        shared.system_snapshot_requests = Some(snapshots);
     }
 
     /// Start `partition` unless it runs already or was retired. Returns true if it was started.

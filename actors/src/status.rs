@@ -31,6 +31,10 @@ pub struct PartitionStatus {
     pub generation: u64,
     /// The last import applied: (source partition, source generation).
     pub last_import: Option<(PartitionId, u64)>,
+    /// Index of the latest snapshot (0 when none).
+    pub snapshot_index: LogIndex,
+    /// The WAL's compaction floor: entries at or below it are gone.
+    pub compacted_through: LogIndex,
 }
 
 impl Default for PartitionStatus {
@@ -46,6 +50,8 @@ impl Default for PartitionStatus {
             restoring: true,
             generation: 0,
             last_import: None,
+            snapshot_index: 0,
+            compacted_through: 0,
         }
     }
 }
@@ -54,7 +60,7 @@ impl PartitionStatus {
     /// The status without the indexes that move every turn: what a caller may wait for (see
     /// [`StatusCell::set`]).
     fn awaited(self) -> PartitionStatus {
-        PartitionStatus { commit_index: 0, applied_index: 0, last_index: 0, ..self }
+        PartitionStatus { commit_index: 0, applied_index: 0, last_index: 0, compacted_through: 0, ..self }
     }
 
     /// The status of a running state machine.
@@ -70,6 +76,8 @@ impl PartitionStatus {
             restoring: false,
             generation: sm.generation(),
             last_import: None,
+            snapshot_index: sm.snapshot().map_or(0, |m| m.index),
+            compacted_through: sm.compacted_through(),
         }
     }
 }

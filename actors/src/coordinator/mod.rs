@@ -357,6 +357,49 @@ impl Actor for SystemCoordinator {
     }
 }
 
+impl SystemCoordinator {
+    /// Partition 0's state is replaced by a snapshot (on restore, or installed from the leader).
+    fn install_snapshot(&mut self, index: kommander_core::LogIndex, snapshot: &crate::snapshot_store::SnapshotSource) {
+        let loaded = snapshot.open().map_err(|e| e.to_string()).and_then(|mut input| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut input, &mut bytes).map_err(|e| e.to_string())?;
+            kommander_core::payload::decode::<SystemState>(&bytes).map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(state) => {
+                tracing::info!(index, "system state restored from a snapshot");
+                *self.state.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
+                self.client.outcomes.reset();
+                self.registry().changes().bump();
+                if self.restored {
+                    // A live install (not the restore, which announces the map when it finishes).
+                    self.emit(RaftEvent::PartitionMapChanged {
+                        partition: PartitionId::SYSTEM,
+                        change: SystemEvent::Loaded,
+                        map: state.map.clone(),
+                    });
+                    self.emit(RaftEvent::RosterChanged { partition: PartitionId::SYSTEM, roster: state.roster });
+                    self.reconcile_partitions();
+                }
+            }
+            Err(error) => tracing::error!(index, %error, "partition 0's snapshot could not be read"),
+        }
+    }
+}
+
+impl Handler<crate::application::TakeSnapshot> for SystemCoordinator {
+    type Result = Result<(u64, u32), String>;
+
+    /// Partition 0's snapshot: the system state (map, roster, pending operation) as of the
+    /// snapshot's index (every command up to it was applied, in mailbox order).
+    fn handle(&mut self, request: crate::application::TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut sink = request.sink;
+        std::io::Write::write_all(&mut sink, &kommander_core::payload::encode(&state)).map_err(|e| e.to_string())?;
+        sink.finish().map_err(|e| e.to_string())
+    }
+}
+
 impl Handler<RaftEvent> for SystemCoordinator {
     type Result = ();
 
@@ -382,6 +425,7 @@ impl Handler<RaftEvent> for SystemCoordinator {
                 }
                 self.reconcile_partitions();
             }
+            RaftEvent::SnapshotInstalled { index, snapshot, .. } => self.install_snapshot(index, &snapshot),
             RaftEvent::LeaderChanged { .. }
             | RaftEvent::Imported { .. }
             | RaftEvent::PartitionMapChanged { .. }

@@ -181,6 +181,9 @@ impl Harness {
             tick: TICK,
             events: Some(Recorder(events.clone()).start().recipient()),
             system_events: None,
+            snapshots: crate::snapshot_store::SnapshotStore::memory(),
+            snapshot_requests: None,
+            system_snapshot_requests: None,
         };
         let status = Arc::new(StatusCell::new(Arc::new(Changes::default())));
         let cell = status.clone();

@@ -6,7 +6,7 @@
 
 use crate::proto;
 use kommander_core::{
-    AppendResult, EntryKind, Envelope, LogEntry, MessageBatch, NodeId, PartitionId, RaftMessage, Ticket,
+    AppendResult, EntryKind, Envelope, LogEntry, MessageBatch, NodeId, PartitionId, RaftMessage, SnapshotMeta, Ticket,
 };
 use prost::Message;
 use thiserror::Error;
@@ -40,6 +40,9 @@ pub enum ConvertError {
     /// A ticket's logical counter above the 32-bit range.
     #[error("ticket logical counter {0} is out of range")]
     LogicalOutOfRange(u64),
+    /// A snapshot chunk whose meta cannot be decoded.
+    #[error("snapshot meta: {0}")]
+    SnapshotMeta(String),
 }
 
 /// Why frame body bytes could not be turned into a [`MessageBatch`].
@@ -150,6 +153,25 @@ fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
                 application_address: application_address.clone().unwrap_or_default(),
             })
         }
+        RaftMessage::InstallSnapshot { term, meta, offset, data, done, chunk_checksum } => {
+            M::InstallSnapshot(proto::InstallSnapshot {
+                term: *term,
+                meta: meta.encode(),
+                offset: *offset,
+                data: data.to_vec(),
+                done: *done,
+                chunk_checksum: *chunk_checksum,
+            })
+        }
+        RaftMessage::SnapshotResponse { term, index, snapshot_term, next_offset, installed } => {
+            M::SnapshotResponse(proto::SnapshotResponse {
+                term: *term,
+                index: *index,
+                snapshot_term: *snapshot_term,
+                next_offset: *next_offset,
+                installed: *installed,
+            })
+        }
     }
 }
 
@@ -179,6 +201,21 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
             join: m.join,
             address: m.address,
             application_address: (!m.application_address.is_empty()).then_some(m.application_address),
+        },
+        M::InstallSnapshot(m) => RaftMessage::InstallSnapshot {
+            term: m.term,
+            meta: SnapshotMeta::decode(&m.meta).map_err(|e| ConvertError::SnapshotMeta(e.to_string()))?,
+            offset: m.offset,
+            data: m.data.into(),
+            done: m.done,
+            chunk_checksum: m.chunk_checksum,
+        },
+        M::SnapshotResponse(m) => RaftMessage::SnapshotResponse {
+            term: m.term,
+            index: m.index,
+            snapshot_term: m.snapshot_term,
+            next_offset: m.next_offset,
+            installed: m.installed,
         },
     })
 }

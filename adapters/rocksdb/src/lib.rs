@@ -9,6 +9,7 @@
 //! |------------|-------------------------------------------------------|--------------------------------|
 //! | log entry  | `b'e'` ++ partition `u32` BE ++ index `u64` BE (13 B) | [`encode_entry`] record        |
 //! | hard state | `b'h'` ++ partition `u32` BE (5 B)                    | [`encode_hard_state`] record   |
+//! | compaction | `b's'` ++ partition `u32` BE (5 B)                    | [`encode_snapshot_record`]     |
 //!
 //! So the entries of one partition are one contiguous key range, in index order:
 //!
@@ -18,6 +19,10 @@
 //! * suffix truncation (an explicit `truncate_from`, [`Wal::truncate_suffix`], or appending over
 //!   an existing suffix) is one range tombstone (`delete_range`) from `(p, from)` up to the key
 //!   just past `(p, u64::MAX)`, whatever the length of the suffix;
+//! * prefix compaction is one range tombstone from `(p, 0)` through `(p, floor)` written in the
+//!   same batch as the partition's compaction record (floor and latest snapshot meta); once the
+//!   batch is durable, a manual `compact_range` over that key range drops the tombstoned data
+//!   from the SST files, so the space comes back;
 //! * [`Wal::partitions`] seeks prefix by prefix: one seek per listed partition, not one step per
 //!   entry.
 //!
@@ -48,9 +53,12 @@
 
 #![warn(missing_docs)]
 
-use kommander_core::codec::{decode_entry, decode_hard_state, encode_entry, encode_hard_state};
-use kommander_core::wal::plan_partition_write;
-use kommander_core::{HardState, LogEntry, LogIndex, PartitionId, Term, Wal, WalBatch, WalError};
+use kommander_core::codec::{
+    decode_entry, decode_hard_state, decode_snapshot_record, encode_entry, encode_hard_state, encode_snapshot_record,
+    SnapshotRecord,
+};
+use kommander_core::wal::{plan_partition_write, LogBounds};
+use kommander_core::{HardState, LogEntry, LogIndex, PartitionId, SnapshotMeta, Term, Wal, WalBatch, WalError};
 use rocksdb::{DBCompressionType, DBRecoveryMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::collections::BTreeSet;
@@ -63,6 +71,8 @@ use std::sync::{Mutex, PoisonError};
 const ENTRY_TAG: u8 = b'e';
 /// First byte of every hard-state key.
 const HARD_STATE_TAG: u8 = b'h';
+/// First byte of every compaction-record key.
+const SNAPSHOT_TAG: u8 = b's';
 /// Length of a log-entry key: tag, partition, index.
 const ENTRY_KEY_LEN: usize = 1 + 4 + 8;
 /// Length of a hard-state key: tag, partition.
@@ -98,6 +108,13 @@ fn hard_state_key(partition: PartitionId) -> [u8; HARD_STATE_KEY_LEN] {
     let mut key = [0u8; HARD_STATE_KEY_LEN];
     key[0] = HARD_STATE_TAG;
     key[1..].copy_from_slice(&partition.0.to_be_bytes());
+    key
+}
+
+/// `b's' ++ partition BE`: the key of `partition`'s compaction record.
+fn snapshot_key(partition: PartitionId) -> [u8; HARD_STATE_KEY_LEN] {
+    let mut key = hard_state_key(partition);
+    key[0] = SNAPSHOT_TAG;
     key
 }
 
@@ -239,32 +256,45 @@ impl Wal for RocksWal {
         // Validate every write against the last index its partition has once the earlier writes of
         // the batch are applied, and build the RocksDB batch alongside. Nothing is written unless
         // every write is valid.
-        let mut last_indexes: BTreeMap<PartitionId, LogIndex> = BTreeMap::new();
+        let mut states: BTreeMap<PartitionId, (LogBounds, SnapshotRecord)> = BTreeMap::new();
+        let mut compacted: Vec<(PartitionId, LogIndex)> = Vec::new();
         let mut rocks_batch = WriteBatch::default();
         for write in &batch.writes {
             let partition = write.partition;
-            let current = match last_indexes.entry(partition) {
-                Entry::Occupied(known) => *known.get(),
-                Entry::Vacant(slot) => *slot.insert(self.last_index(partition)?),
+            let (bounds, mut record) = match states.entry(partition) {
+                Entry::Occupied(known) => known.get().clone(),
+                Entry::Vacant(slot) => {
+                    let record = self.stored_record(partition)?;
+                    let last = self.stored_last_index(partition)?.max(record.compacted_through);
+                    let snapshot_index = record.meta.as_ref().map_or(0, |m| m.index);
+                    let bounds =
+                        LogBounds { last_index: last, compacted_through: record.compacted_through, snapshot_index };
+                    slot.insert((bounds, record)).clone()
+                }
             };
-            let cut = plan_partition_write(write, current)?;
-            if let Some(cut) = cut {
+            let plan = plan_partition_write(write, bounds)?;
+            if let Some(cut) = plan.cut {
                 rocks_batch
                     .delete_range(&entry_key(partition, cut)[..], &entry_key_after(partition, LogIndex::MAX)[..]);
+            }
+            if let Some(through) = plan.compact {
+                rocks_batch.delete_range(&entry_key(partition, 0)[..], &entry_key_after(partition, through)[..]);
+                compacted.push((partition, through));
             }
             for entry in &write.entries {
                 rocks_batch.put(entry_key(partition, entry.index), encode_entry(partition, entry));
             }
+            if plan.compact.is_some() || write.snapshot.is_some() {
+                record.compacted_through = plan.after.compacted_through;
+                if let Some(meta) = &write.snapshot {
+                    record.meta = Some(meta.clone());
+                }
+                rocks_batch.put(snapshot_key(partition), encode_snapshot_record(partition, &record));
+            }
             if let Some(state) = &write.hard_state {
                 rocks_batch.put(hard_state_key(partition), encode_hard_state(partition, state));
             }
-            let next = match (write.entries.last(), write.truncate_from) {
-                (Some(last), _) => last.index,
-                // `plan_partition_write` rejected `truncate_from == 0`.
-                (None, Some(from)) => current.min(from - 1),
-                (None, None) => current,
-            };
-            last_indexes.insert(partition, next);
+            states.insert(partition, (plan.after, record));
         }
 
         if rocks_batch.is_empty() {
@@ -272,13 +302,17 @@ impl Wal for RocksWal {
         }
         self.commit(rocks_batch)?;
         self.entries_written.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
+        for (partition, through) in compacted {
+            // The tombstone is durable; drop the data it covers from the SST files.
+            self.db.compact_range(Some(&entry_key(partition, 0)[..]), Some(&entry_key_after(partition, through)[..]));
+        }
         Ok(())
     }
 
     fn truncate_suffix(&self, partition: PartitionId, from: LogIndex) -> Result<(), WalError> {
         let _writer = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let from = from.max(1);
-        if from > self.last_index(partition)? {
+        if from > self.stored_last_index(partition)? {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
@@ -318,16 +352,15 @@ impl Wal for RocksWal {
     }
 
     fn last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
-        let prefix = entry_prefix(partition);
-        let mut iter = self.db.raw_iterator_opt(Self::bounded(&prefix, &entry_key_after(partition, LogIndex::MAX)));
-        iter.seek_for_prev(entry_key(partition, LogIndex::MAX));
-        match iter.key() {
-            Some(key) => match parse_entry_key(key) {
-                Some((p, index)) if p == partition => Ok(index),
-                _ => Err(malformed_key(partition, key)),
-            },
-            None => iter.status().map(|()| 0).map_err(io),
-        }
+        Ok(self.stored_last_index(partition)?.max(self.stored_record(partition)?.compacted_through))
+    }
+
+    fn compacted_through(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
+        Ok(self.stored_record(partition)?.compacted_through)
+    }
+
+    fn load_snapshot(&self, partition: PartitionId) -> Result<Option<SnapshotMeta>, WalError> {
+        Ok(self.stored_record(partition)?.meta)
     }
 
     fn save_hard_state(&self, partition: PartitionId, state: &HardState) -> Result<(), WalError> {
@@ -348,7 +381,32 @@ impl Wal for RocksWal {
         let mut partitions = BTreeSet::new();
         self.partitions_with(ENTRY_TAG, &mut partitions)?;
         self.partitions_with(HARD_STATE_TAG, &mut partitions)?;
+        self.partitions_with(SNAPSHOT_TAG, &mut partitions)?;
         Ok(partitions.into_iter().collect())
+    }
+}
+
+impl RocksWal {
+    /// The compaction record of `partition` (floor 0 and no meta when none is stored).
+    fn stored_record(&self, partition: PartitionId) -> Result<SnapshotRecord, WalError> {
+        match self.db.get_pinned(snapshot_key(partition)).map_err(io)? {
+            Some(record) => decode_snapshot_record(partition, &record),
+            None => Ok(SnapshotRecord::default()),
+        }
+    }
+
+    /// Index of the last stored entry of `partition` (0 when none).
+    fn stored_last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
+        let prefix = entry_prefix(partition);
+        let mut iter = self.db.raw_iterator_opt(Self::bounded(&prefix, &entry_key_after(partition, LogIndex::MAX)));
+        iter.seek_for_prev(entry_key(partition, LogIndex::MAX));
+        match iter.key() {
+            Some(key) => match parse_entry_key(key) {
+                Some((p, index)) if p == partition => Ok(index),
+                _ => Err(malformed_key(partition, key)),
+            },
+            None => iter.status().map(|()| 0).map_err(io),
+        }
     }
 }
 

@@ -62,6 +62,7 @@ fn main() -> ExitCode {
                 truncate_from: (rewrite > 0 && rng.range_inclusive(0, 1) == 0).then_some(from),
                 entries: (from..=new_last).map(|i| crash_entry(partition, i)).collect(),
                 hard_state: Some(HardState { term: 1, voted_for: Some(NodeId(1)), commit: new_last }),
+                ..PartitionWrite::default()
             });
             last[slot] = new_last;
         }
