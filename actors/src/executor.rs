@@ -88,6 +88,8 @@ pub struct PartitionExecutor {
     departing_caught_up: HashMap<NodeId, std::time::Instant>,
     /// WAL writes carrying a snapshot meta, and its index (older files go once one is durable).
     snapshot_writes: Vec<(u64, LogIndex)>,
+    /// Index of the latest snapshot whose meta is durable (what the status reports).
+    durable_snapshot: LogIndex,
 }
 
 impl PartitionExecutor {
@@ -110,6 +112,7 @@ impl PartitionExecutor {
             last_import: None,
             departing_caught_up: HashMap::new(),
             snapshot_writes: Vec::new(),
+            durable_snapshot: 0,
         }
     }
 
@@ -198,6 +201,7 @@ impl PartitionExecutor {
             // The application starts from the snapshot; the replay continues after it.
             self.emit_install(meta);
         }
+        self.durable_snapshot = state.snapshot.as_ref().map_or(0, |m| m.index);
         match PartitionStateMachine::restore(self.config.clone(), state) {
             Ok(sm) => self.sm = Some(sm),
             Err(error) => {
@@ -287,7 +291,11 @@ impl PartitionExecutor {
         if let Some(change) = ready.leader_change {
             self.emit(RaftEvent::LeaderChanged { partition, term: change.term, leader: change.leader });
         }
-        self.status.set(PartitionStatus { last_import: self.last_import, ..status });
+        self.status.set(PartitionStatus {
+            last_import: self.last_import,
+            snapshot_index: self.durable_snapshot,
+            ..status
+        });
         if let Some(fatal) = ready.fatal {
             tracing::error!(%partition, %fatal, "partition halted; restarting from the WAL");
             ctx.stop();

@@ -43,6 +43,7 @@ pub struct RaftManagerBuilder {
     events: Option<Recipient<RaftEvent>>,
     transfer: Option<Recipient<ExportState>>,
     snapshot_requests: Option<Recipient<TakeSnapshot>>,
+    snapshot_store: Option<SnapshotStore>,
 }
 
 impl RaftManagerBuilder {
@@ -92,6 +93,13 @@ impl RaftManagerBuilder {
             .snapshots(actor.clone().recipient())
     }
 
+    /// Where snapshot bytes live, instead of [`RuntimeConfig::snapshot_dir`] (for in-memory
+    /// nodes that restart over the same memory, as tests do with a `MemoryWal`).
+    pub fn snapshot_store(mut self, store: SnapshotStore) -> Self {
+        self.snapshot_store = Some(store);
+        self
+    }
+
     /// The actor that writes partitions' snapshots ([`TakeSnapshot`]) — the same actor that
     /// receives the events, so a snapshot covers exactly the entries delivered before it. Without
     /// one, user partitions are never snapshotted and their logs are never compacted.
@@ -111,10 +119,11 @@ impl RaftManagerBuilder {
             return Err(ManagerError::Config("initial_partitions must be at least 1".into()));
         }
         let transport = self.transport.ok_or(ManagerError::Missing("transport"))?;
-        let snapshots = match &self.config.snapshot_dir {
-            Some(dir) => SnapshotStore::dir(dir)
+        let snapshots = match (self.snapshot_store.take(), &self.config.snapshot_dir) {
+            (Some(store), _) => store,
+            (None, Some(dir)) => SnapshotStore::dir(dir)
                 .map_err(|e| ManagerError::Config(format!("snapshot directory {}: {e}", dir.display())))?,
-            None => SnapshotStore::memory(),
+            (None, None) => SnapshotStore::memory(),
         };
         let cluster_id = match (self.config.cluster_id.take(), transport.cluster_id()) {
             (Some(runtime), Some(transport)) if runtime != transport => {
@@ -191,6 +200,7 @@ impl RaftManager {
             events: None,
             transfer: None,
             snapshot_requests: None,
+            snapshot_store: None,
         }
     }
 

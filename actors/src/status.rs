@@ -31,7 +31,7 @@ pub struct PartitionStatus {
     pub generation: u64,
     /// The last import applied: (source partition, source generation).
     pub last_import: Option<(PartitionId, u64)>,
-    /// Index of the latest snapshot (0 when none).
+    /// Index of the latest snapshot whose meta is durable (0 when none).
     pub snapshot_index: LogIndex,
     /// The WAL's compaction floor: entries at or below it are gone.
     pub compacted_through: LogIndex,

@@ -126,6 +126,7 @@ impl PartitionExecutor {
             std::mem::take(&mut self.snapshot_writes).into_iter().partition(|&(id, _)| id <= write_id);
         self.snapshot_writes = pending;
         let Some(index) = durable.into_iter().map(|(_, index)| index).max() else { return };
+        self.durable_snapshot = self.durable_snapshot.max(index);
         let (store, partition) = (self.shared.snapshots.clone(), self.config.partition);
         tokio::task::spawn_blocking(move || {
             if let Err(error) = store.retain_from(partition, index) {

@@ -116,6 +116,10 @@ fn recording_wal(
     let s = store.clone();
     wal.expect_last_index().returning(move |p| s.last_index(p));
     let s = store.clone();
+    wal.expect_load_snapshot().returning(move |p| s.load_snapshot(p));
+    let s = store.clone();
+    wal.expect_compacted_through().returning(move |p| s.compacted_through(p));
+    let s = store.clone();
     wal.expect_read_range().returning(move |p, from, to| s.read_range(p, from, to));
     wal.expect_write().returning(move |batch| {
         tape.push(Trace::WriteCalled(batch.clone()));
@@ -326,6 +330,8 @@ async fn restores_committed_entries_from_the_wal_at_start() {
     let mut wal = MockWal::new();
     wal.expect_load_hard_state().withf(|p| *p == P).returning(move |_| Ok(Some(hard_state)));
     wal.expect_last_index().withf(|p| *p == P).returning(|_| Ok(5));
+    wal.expect_load_snapshot().returning(|_| Ok(None));
+    wal.expect_compacted_through().returning(|_| Ok(0));
     let stored = log.clone();
     wal.expect_read_range()
         .withf(|p, from, to| (*p, *from, *to) == (P, 1, 5))

@@ -7,8 +7,8 @@
 
 use actix::prelude::*;
 use kommander_actors::{
-    ExportState, InMemoryNetwork, RaftEvent, RaftManager, Read, ReplicateError, RuntimeConfig, StateMachine,
-    StateMachineActor,
+    ExportState, InMemoryNetwork, RaftEvent, RaftManager, Read, ReplicateError, RuntimeConfig, SnapshotStore,
+    StateMachine, StateMachineActor, TakeSnapshot,
 };
 use kommander_core::system::{key_hash, HashRange, PartitionMap, PartitionState};
 use kommander_core::{LogEntry, MemoryWal, NodeContact, NodeId, PartitionId, ProposeError, StaticDiscovery, Wal};
@@ -129,7 +129,12 @@ where
     config: RuntimeConfig,
     founders: usize,
     pub wals: Vec<Arc<dyn Wal>>,
+    /// Each node's snapshot storage (in memory, surviving restarts like the `MemoryWal`s).
+    pub snapshot_stores: Vec<SnapshotStore>,
     pub apps: Vec<Addr<A>>,
+    /// Who writes each node's snapshots (the key-value application's actor; none for raw-event
+    /// applications).
+    pub snapshot_writers: Vec<Option<Recipient<TakeSnapshot>>>,
     /// The running nodes' managers (`None`: not started, stopped or left), shared with writers.
     managers: Mutex<Vec<Option<RaftManager>>>,
     pub export_blocked: Arc<AtomicBool>,
@@ -154,6 +159,11 @@ impl Cluster {
     /// Five node slots over fresh `MemoryWal`s with the key-value application; nodes 1–3 found
     /// the cluster with [`config`].
     pub async fn start() -> Cluster {
+        Cluster::start_kv(config()).await
+    }
+
+    /// [`Cluster::start`] with `config`.
+    pub async fn start_kv(config: RuntimeConfig) -> Cluster {
         let export_blocked = Arc::new(AtomicBool::new(false));
         let apps = NODES
             .iter()
@@ -168,7 +178,9 @@ impl Cluster {
             })
             .collect();
         let wals = NODES.iter().map(|_| Arc::new(MemoryWal::new()) as Arc<dyn Wal>).collect();
-        let mut cluster = Cluster::start_with(config(), FOUNDERS, wals, apps).await;
+        let apps: Vec<Addr<StateMachineActor<KvApp>>> = apps;
+        let writers = apps.iter().map(|a| Some(a.clone().recipient())).collect();
+        let mut cluster = Cluster::start_with_writers(config, FOUNDERS, wals, apps, writers).await;
         cluster.export_blocked = export_blocked;
         cluster
     }
@@ -262,8 +274,22 @@ where
         wals: Vec<Arc<dyn Wal>>,
         apps: Vec<Addr<A>>,
     ) -> Self {
+        let writers = apps.iter().map(|_| None).collect();
+        Self::start_with_writers(config, founders, wals, apps, writers).await
+    }
+
+    /// [`Cluster::start_with`], with who writes each node's snapshots.
+    pub async fn start_with_writers(
+        config: RuntimeConfig,
+        founders: usize,
+        wals: Vec<Arc<dyn Wal>>,
+        apps: Vec<Addr<A>>,
+        snapshot_writers: Vec<Option<Recipient<TakeSnapshot>>>,
+    ) -> Self {
         assert_eq!(wals.len(), apps.len());
         let cluster = Cluster {
+            snapshot_writers,
+            snapshot_stores: wals.iter().map(|_| SnapshotStore::memory()).collect(),
             network: InMemoryNetwork::new(),
             config,
             founders,
@@ -286,7 +312,7 @@ where
             .filter(|&&n| n != node.0)
             .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://{n}") })
             .collect();
-        let manager = RaftManager::builder(node)
+        let mut builder = RaftManager::builder(node)
             .config(RuntimeConfig {
                 join_existing: join,
                 advertise_address: format!("memory://{}", node.0),
@@ -298,8 +324,11 @@ where
             .discovery(Arc::new(StaticDiscovery::new(contacts)))
             .events(self.apps[i].clone().recipient())
             .state_transfer(self.apps[i].clone().recipient())
-            .build()
-            .expect("manager");
+            .snapshot_store(self.snapshot_stores[i].clone());
+        if let Some(writer) = &self.snapshot_writers[i] {
+            builder = builder.snapshots(writer.clone());
+        }
+        let manager = builder.build().expect("manager");
         manager.join_cluster().await.expect("join");
         self.managers.lock().unwrap()[i] = Some(manager);
     }

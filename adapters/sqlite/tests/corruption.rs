@@ -231,7 +231,10 @@ fn zeroed_pages_fail_reads_with_typed_errors() {
     let full = std::fs::read(&path).unwrap();
     let pages = full.len() / 4096;
     let mut outcomes = Vec::new();
-    for page in 1..pages {
+    // Pointer-map pages (page 2 and every 820th after it with 4 KiB pages: the file uses
+    // auto_vacuum=INCREMENTAL) hold no log data, only where pages live for the vacuum.
+    let pointer_map = |number: usize| number >= 2 && (number - 2) % (4096 / 5 + 1) == 0;
+    for page in (1..pages).filter(|&p| !pointer_map(p + 1)) {
         let mut damaged = full.clone();
         damaged[page * 4096..(page + 1) * 4096].fill(0);
         let copy = dir.path().join(format!("zeroed-{page}.db"));
