@@ -1,7 +1,8 @@
 //! The node's HTTP API: `PUT /kv/{key}` (routed by the partition map to the key's partition,
 //! written with the partition's generation as a guard — re-routed when a split or merge moved the
 //! key — and forwarded to the partition's leader), `GET /kv/{key}` (this replica's applied value
-//! in the partition that owns the key), `GET /status` (partitions, leaders,
+//! in the partition that owns the key), `POST /admin/snapshot/{p}` (snapshot and compact a
+//! partition on this node now), `GET /status` (partitions, leaders,
 //! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
 //! `server/examples/bench_cluster.rs`, in [`bench`]).
 
@@ -40,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState) {
         .route("/kv/{key}", web::get().to(get))
         .route("/status", web::get().to(status))
         .route("/admin/split/{partition}", web::post().to(split))
+        .route("/admin/snapshot/{partition}", web::post().to(snapshot))
         .configure(bench::configure);
 }
 
@@ -139,6 +141,19 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
     }
 }
 
+/// `POST /admin/snapshot/{partition}`: snapshot the partition on this node now and compact its
+/// log; answers `{"partition": p, "index": i}` once the snapshot is durable.
+async fn snapshot(state: web::Data<ApiState>, partition: web::Path<u32>) -> HttpResponse {
+    let partition = PartitionId(partition.into_inner());
+    match state.manager.snapshot(partition).await {
+        Ok(index) => HttpResponse::Ok().json(serde_json::json!({ "partition": partition.0, "index": index })),
+        Err(error @ (ReplicateError::UnknownPartition(_) | ReplicateError::SystemPartitionReserved)) => {
+            HttpResponse::NotFound().json(serde_json::json!({ "error": error.to_string() }))
+        }
+        Err(error) => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": error.to_string() })),
+    }
+}
+
 async fn get(state: web::Data<ApiState>, key: web::Path<String>) -> HttpResponse {
     let partition = match state.manager.partition_for_key(key.as_bytes()) {
         Ok(info) => info.id,
@@ -164,6 +179,8 @@ async fn status(state: web::Data<ApiState>) -> HttpResponse {
                 "commit_index": s.commit_index,
                 "applied_index": s.applied_index,
                 "last_index": s.last_index,
+                "snapshot_index": s.snapshot_index,
+                "compacted_through": s.compacted_through,
                 "restoring": s.restoring,
                 "keys": sizes.get(&p).copied().unwrap_or(0),
             })

@@ -72,6 +72,13 @@ pub struct Args {
     /// of only stopping (the node stays a member and may come back). Ctrl-C always only stops.
     #[arg(long)]
     pub leave_on_sigterm: bool,
+    /// Snapshot a partition (and compact its log) every this many applied entries; 0 only on
+    /// demand (`POST /admin/snapshot/{partition}`).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_interval: u64,
+    /// Entries kept in the log below a snapshot for followers briefly behind.
+    #[arg(long, default_value_t = 1_024)]
+    pub snapshot_tail: u64,
 }
 
 impl Args {

@@ -7,6 +7,7 @@ use kommander::core::system::{key_hash, PartitionState};
 use kommander::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
 use std::sync::{Arc, RwLock};
 
 /// Log type of puts.
@@ -87,6 +88,42 @@ impl StateMachine for KvState {
         let keys = state.entry(partition).or_default();
         keys.retain(|k, _| !in_range(k, &range));
         keys.extend(imported);
+    }
+
+    /// Streamed: one `(key length u32 LE, key, value length u32 LE, value)` record per key, in key
+    /// order, written straight into the runtime's snapshot file (no buffer of the whole state).
+    fn snapshot(&self, partition: PartitionId, out: &mut dyn Write) -> io::Result<()> {
+        let state = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = io::BufWriter::new(out);
+        for (key, value) in state.get(&partition).into_iter().flatten() {
+            for field in [key, value] {
+                out.write_all(&(field.len() as u32).to_le_bytes())?;
+                out.write_all(field.as_bytes())?;
+            }
+        }
+        out.flush()
+    }
+
+    /// Read the records of [`StateMachine::snapshot`] back, one at a time.
+    fn restore_snapshot(&mut self, partition: PartitionId, input: &mut dyn Read) -> io::Result<()> {
+        let mut input = io::BufReader::new(input);
+        let mut keys = Keys::new();
+        let field = |input: &mut io::BufReader<&mut dyn Read>| -> io::Result<Option<String>> {
+            let mut len = [0u8; 4];
+            match input.read_exact(&mut len) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                other => other?,
+            }
+            let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+            input.read_exact(&mut bytes)?;
+            String::from_utf8(bytes).map(Some).map_err(io::Error::other)
+        };
+        while let Some(key) = field(&mut input)? {
+            let value = field(&mut input)?.ok_or_else(|| io::Error::other("a key without its value"))?;
+            keys.insert(key, value);
+        }
+        self.write().insert(partition, keys);
+        Ok(())
     }
 
     fn map_changed(&mut self, map: &PartitionMap) {

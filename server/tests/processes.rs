@@ -120,6 +120,10 @@ impl Cluster {
         &self.specs[(id - 1) as usize]
     }
 
+    fn spec_mut(&mut self, id: u64) -> &mut NodeSpec {
+        &mut self.specs[(id - 1) as usize]
+    }
+
     fn start(&mut self, id: u64) {
         let spec = self.spec(id).clone();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log).unwrap();
@@ -204,6 +208,17 @@ impl Drop for Cluster {
         for child in self.children.values_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            // A failed run keeps its logs (the temporary directory goes with the cluster).
+            let keep =
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("process-logs-{}", std::process::id()));
+            if std::fs::create_dir_all(&keep).is_ok() {
+                for spec in &self.specs {
+                    let _ = std::fs::copy(&spec.log, keep.join(format!("n{}.log", spec.id)));
+                }
+                eprintln!("node logs kept in {}", keep.display());
+            }
         }
     }
 }
@@ -516,4 +531,51 @@ async fn rest_node_joins_a_running_cluster_and_leaves_on_sigterm() {
 #[tokio::test]
 async fn grpc_node_joins_a_running_cluster_and_leaves_on_sigterm() {
     node_joins_and_leaves("grpc").await;
+}
+
+/// A node loses its whole data directory (SIGKILL, then `rm -r`) while the others compacted
+/// their logs: restarted with `--join`, it rejoins through snapshot installs and serves every
+/// acknowledged write.
+#[tokio::test]
+async fn rest_node_whose_data_directory_was_deleted_rejoins_through_a_snapshot() {
+    let client = client();
+    let mut cluster = Cluster::new("rest", &[]);
+    for spec in &mut cluster.specs {
+        spec.args.push("--snapshot-interval=50".into());
+        spec.args.push("--snapshot-tail=10".into());
+    }
+    cluster.start_all();
+    agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    let mut acked = BTreeMap::new();
+    put_keys(&client, &cluster, &[1, 2, 3], "before", 150, &mut acked).await;
+
+    let victim = 3;
+    cluster.sigkill(victim);
+    let data = cluster._dir.path().join(format!("n{victim}"));
+    std::fs::remove_dir_all(&data).expect("delete the data directory");
+    put_keys(&client, &cluster, &[1, 2], "while-gone", 150, &mut acked).await;
+    // The survivors compacted past everything the victim ever had.
+    for id in [1, 2] {
+        let status = status_of(&client, &cluster, id).await;
+        let compacted: Vec<u64> =
+            status["partitions"].as_array().unwrap().iter().map(|p| p["compacted_through"].as_u64().unwrap()).collect();
+        assert!(compacted.iter().skip(1).all(|&c| c > 0), "node {id} compacted every user partition: {compacted:?}");
+    }
+
+    cluster.spec_mut(victim).args.push("--join".into());
+    cluster.start(victim);
+    all_readable(&client, &cluster, &[1, 2, 3], &acked).await;
+    let status = status_of(&client, &cluster, victim).await;
+    let installed: Vec<u64> =
+        status["partitions"].as_array().unwrap().iter().map(|p| p["snapshot_index"].as_u64().unwrap()).collect();
+    assert!(
+        log_of(&cluster, victim).contains("installing a snapshot from the leader"),
+        "node {victim} caught up without a snapshot install\n{}",
+        cluster.logs()
+    );
+    println!(
+        "node {victim} lost its data directory, rejoined by snapshot (snapshot indexes {installed:?}); {} keys readable on 1..=3",
+        acked.len()
+    );
+    cluster.terminate_all();
 }

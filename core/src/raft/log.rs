@@ -226,6 +226,17 @@ impl RaftLog {
         }
     }
 
+    /// Drop in-memory entries through `index` (compacted in the WAL too), as far as they are
+    /// applied and durable.
+    pub(crate) fn evict_through(&mut self, index: LogIndex) {
+        let evictable_to = index.min(self.applied).min(self.stable).min(self.commit);
+        while self.offset < evictable_to {
+            let Some(front) = self.entries.pop_front() else { break };
+            self.offset = front.index;
+            self.offset_term = front.term;
+        }
+    }
+
     /// Last index in memory with term `term` at or below `at_most`, searching down to the window start.
     pub(crate) fn last_index_of_term(&self, term: Term, at_most: LogIndex) -> Option<LogIndex> {
         let mut i = at_most.min(self.last_index());

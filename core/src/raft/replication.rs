@@ -34,7 +34,11 @@ impl PartitionStateMachine {
                     self.send_heartbeat(peer, 0);
                 }
                 ProgressState::Replicate => {
-                    if !pr.inflight.is_empty() && !pr.acked_since_heartbeat {
+                    // Appends sent since the last round and none acknowledged were lost; so were
+                    // some if nothing is in flight yet the follower is not known to hold them.
+                    let lost = (!pr.inflight.is_empty() && !pr.acked_since_heartbeat)
+                        || (pr.inflight.is_empty() && pr.next_index > pr.match_index + 1);
+                    if lost {
                         // Pipelined appends were lost: fall back to probing from the match.
                         let next = pr.match_index + 1;
                         pr.probe_from(next);
@@ -52,7 +56,7 @@ impl PartitionStateMachine {
 
     fn send_heartbeat(&mut self, peer: NodeId, anchor: LogIndex) {
         // Anchor on the follower's known match so an empty append never disturbs the pipeline.
-        let (prev_log_index, prev_log_term) = match self.log.term_at(anchor) {
+        let (prev_log_index, prev_log_term) = match self.known_term(anchor) {
             Some(term) => (anchor, term),
             None => (0, 0),
         };
@@ -367,8 +371,15 @@ impl PartitionStateMachine {
             }
             AppendResult::Conflict { hint_index, hint_term } => {
                 // Every index here comes from the peer: no arithmetic on it may overflow.
+                // An empty follower log where the leader knows a match: the follower's data
+                // directory was lost (a correct follower never drops acknowledged entries).
+                let empty_log = hint_index == 1 && hint_term.is_none() && pr.match_index > 0;
                 let stale = match pr.state {
-                    ProgressState::Replicate => prev_log_index <= pr.match_index,
+                    // A conflict at the match (the heartbeat's anchor) from an emptied log is
+                    // handled: the follower is caught up again.
+                    ProgressState::Replicate => {
+                        prev_log_index < pr.match_index || (prev_log_index == pr.match_index && !empty_log)
+                    }
                     ProgressState::Probe => prev_log_index.checked_add(1) != Some(pr.next_index),
                     // Heartbeats during a transfer are answered with conflicts: only the
                     // install ends it.
@@ -386,12 +397,11 @@ impl PartitionStateMachine {
                 // A correct follower only answers anchors this leader sent (at most its last
                 // index), so clamping to `last_index + 1` changes nothing for it.
                 let next = next.min(prev_log_index).min(self.log.last_index().saturating_add(1)).max(1);
-                let learner = self.membership().learners.contains(&from);
                 let Some(pr) = self.progress.get_mut(&from) else { return };
-                if learner && next <= pr.match_index {
-                    // A learner that lost entries it had acknowledged (its data directory was
-                    // lost): learners never count toward a commit, so catch it up again.
-                    tracing::warn!(partition = %self.config.partition, peer = %from, matched = pr.match_index, "a learner lost acknowledged entries; catching it up again");
+                if empty_log {
+                    // Catch it up from its empty log. Lowering a match index only ever delays
+                    // commits, never makes a wrong one.
+                    tracing::warn!(partition = %self.config.partition, peer = %from, matched = pr.match_index, from_index = next, "a follower lacks entries it acknowledged; catching it up again");
                     pr.match_index = next - 1;
                 }
                 pr.probe_from(next);

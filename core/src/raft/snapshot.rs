@@ -93,6 +93,8 @@ impl PartitionStateMachine {
         self.log.membership.rebase(meta.membership.clone(), meta.index);
         tracing::debug!(partition = %self.config.partition, index = meta.index, through, "snapshot taken; compacting");
         self.snapshots.compacted_through = through;
+        // Memory follows the WAL: what is compacted is served by the snapshot from now on.
+        self.log.evict_through(through);
         self.snapshots.latest = Some(meta.clone());
         self.snapshots.pending_write = Some((meta, through));
     }
