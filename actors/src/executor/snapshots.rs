@@ -22,9 +22,7 @@ impl Handler<RequestSnapshot> for PartitionExecutor {
     /// snapshot's when nothing new was applied since.
     fn handle(&mut self, _: RequestSnapshot, ctx: &mut Context<Self>) -> Option<LogIndex> {
         let sm = self.sm.as_mut()?;
-        if self.shared.snapshot_recipient(self.config.partition).is_none() {
-            return None;
-        }
+        self.shared.snapshot_recipient(self.config.partition)?;
         let covered = sm.snapshot().map_or(0, |m| m.index);
         let target = if sm.request_snapshot() { sm.applied_index() } else { covered.max(sm.applied_index()) };
         self.schedule_flush(ctx);

@@ -35,16 +35,14 @@ fn fill(wal: &RocksWal, from: LogIndex, to: LogIndex) {
 #[test]
 fn compacted_space_is_returned() {
     let dir = tempfile::tempdir().unwrap();
-    let full;
     {
         let wal = RocksWal::open(dir.path()).unwrap();
         fill(&wal, 1, 20_000);
     }
+    // Reopen: the memtable is flushed to SST files.
+    drop(RocksWal::open(dir.path()).unwrap());
+    let full = sst_bytes(dir.path());
     {
-        // Reopen: the memtable is flushed to SST files.
-        let wal = RocksWal::open(dir.path()).unwrap();
-        drop(wal);
-        full = sst_bytes(dir.path());
         let wal = RocksWal::open(dir.path()).unwrap();
         let meta = SnapshotMeta { partition: P, index: 19_000, term: 1, ..Default::default() };
         let write = PartitionWrite {

@@ -39,14 +39,13 @@ fn compact(wal: &SqliteWal, through: LogIndex) {
 fn compacted_space_is_returned_to_the_file_system() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
-    let full;
     {
         let wal = SqliteWal::open(&path).unwrap();
         fill(&wal, 1, 20_000);
     }
     // Reopened and closed: the `-wal` file is checkpointed into the database.
     drop(SqliteWal::open(&path).unwrap());
-    full = size_on_disk(&path);
+    let full = size_on_disk(&path);
     assert!(full > 20_000_000, "20,000 entries of 1 KB take {full} bytes");
     {
         let wal = SqliteWal::open(&path).unwrap();
