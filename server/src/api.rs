@@ -196,6 +196,7 @@ async fn status(state: web::Data<ApiState>) -> HttpResponse {
             "batches_sent": net.batches_sent.load(Ordering::Relaxed),
             "frames_failed": net.frames_failed.load(Ordering::Relaxed),
             "frames_accepted": net.frames_accepted.load(Ordering::Relaxed),
+            "bytes_accepted": net.bytes_accepted.load(Ordering::Relaxed),
             "rejected_auth": net.rejected_auth.load(Ordering::Relaxed),
             "rejected_invalid": net.rejected_invalid.load(Ordering::Relaxed),
         },

@@ -245,7 +245,10 @@ impl InboundGate {
     ) -> Result<usize, InboundError> {
         let outcome = self.check_and_deliver(header, signature, body, decode);
         match &outcome {
-            Ok(_) => NetStats::bump(&self.stats.frames_accepted),
+            Ok(_) => {
+                NetStats::bump(&self.stats.frames_accepted);
+                self.stats.bytes_accepted.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(error) => {
                 self.count_rejection(error);
                 if error.class() == ErrorClass::Unauthenticated {

@@ -16,6 +16,8 @@ pub struct NetStats {
     pub queue_full: AtomicU64,
     /// Inbound frames accepted.
     pub frames_accepted: AtomicU64,
+    /// Body bytes of the inbound frames accepted.
+    pub bytes_accepted: AtomicU64,
     /// Inbound frames rejected for authentication.
     pub rejected_auth: AtomicU64,
     /// Inbound frames rejected as malformed, oversized or invalid.
