@@ -164,6 +164,16 @@ struct Harness {
 impl Harness {
     /// Start node 1's executor under a supervisor, with real schedulers over `wal`.
     fn start(config: PartitionConfig, wal: MockWal, tape: Arc<Tape>) -> Self {
+        Self::start_with_store(config, wal, tape, crate::snapshot_store::SnapshotStore::memory())
+    }
+
+    /// [`Harness::start`] with the node's snapshot storage.
+    fn start_with_store(
+        config: PartitionConfig,
+        wal: MockWal,
+        tape: Arc<Tape>,
+        snapshots: crate::snapshot_store::SnapshotStore,
+    ) -> Self {
         let wal: Arc<dyn Wal> = Arc::new(wal);
         let mut transport = MockTransport::new();
         let t = tape.clone();
@@ -185,7 +195,7 @@ impl Harness {
             tick: TICK,
             events: Some(Recorder(events.clone()).start().recipient()),
             system_events: None,
-            snapshots: crate::snapshot_store::SnapshotStore::memory(),
+            snapshots,
             snapshot_requests: None,
             system_snapshot_requests: None,
         };
@@ -359,6 +369,77 @@ async fn restores_committed_entries_from_the_wal_at_start() {
     assert_eq!(deliveries.count(), 1, "committed entries are delivered exactly once: {events:#?}");
     assert_eq!((status.term, status.commit_index, status.last_index), (2, 4, 5), "{status:?}");
     assert_eq!(status.role, Role::Follower);
+}
+
+/// A WAL holding a snapshot at 3 (whose bytes are in `store`, checksummed `checksum`) and the
+/// entries 4..=5 after it, 5 committed.
+fn wal_after_snapshot(store: &crate::snapshot_store::SnapshotStore, checksum_flip: u32) -> (MockWal, Vec<LogEntry>) {
+    use std::io::Write;
+    let mut sink = store.sink(P, 3, 1).unwrap();
+    sink.write_all(b"state through 3").unwrap();
+    let (size, checksum) = sink.finish().unwrap();
+    let meta = kommander_core::SnapshotMeta {
+        partition: P,
+        index: 3,
+        term: 1,
+        membership: kommander_core::raft::Membership::with_voters([N1, N2, N3]),
+        size,
+        checksum: checksum ^ checksum_flip,
+        ..Default::default()
+    };
+    let log = vec![barrier(4, 2), app_entry(5, 2, "after the snapshot")];
+    let hard_state = HardState { term: 2, voted_for: Some(N2), commit: 5 };
+    let mut wal = MockWal::new();
+    wal.expect_load_hard_state().returning(move |_| Ok(Some(hard_state)));
+    wal.expect_load_snapshot().returning(move |_| Ok(Some(meta.clone())));
+    wal.expect_compacted_through().returning(|_| Ok(3));
+    wal.expect_last_index().returning(|_| Ok(5));
+    let stored = log.clone();
+    wal.expect_read_range()
+        .withf(|p, from, to| (*p, *from, *to) == (P, 4, 5))
+        .returning(move |_, _, _| Ok(stored.clone()));
+    wal.expect_write().returning(|_| Ok(()));
+    (wal, log)
+}
+
+#[actix::test]
+async fn restores_from_the_snapshot_then_replays_only_the_entries_after_it() {
+    let store = crate::snapshot_store::SnapshotStore::memory();
+    let (wal, log) = wal_after_snapshot(&store, 0);
+    let h = Harness::start_with_store(config(QUIET), wal, Arc::new(Tape::default()), store.clone());
+    let status = h.serving().await;
+    eventually("RestoreFinished", || h.events().contains(&RaftEvent::RestoreFinished { partition: P }).then_some(()))
+        .await;
+    let events = h.events();
+    assert_eq!(
+        events[..4],
+        [
+            RaftEvent::RestoreStarted { partition: P },
+            RaftEvent::SnapshotInstalled { partition: P, index: 3, snapshot: store.source(P, 3, 1) },
+            RaftEvent::Restored { partition: P, entries: vec![log[1].clone()] },
+            RaftEvent::RestoreFinished { partition: P },
+        ],
+        "all events: {events:#?}"
+    );
+    let RaftEvent::SnapshotInstalled { snapshot, .. } = &events[1] else { unreachable!() };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut snapshot.open().unwrap(), &mut bytes).unwrap();
+    assert_eq!(bytes, b"state through 3", "the application reads the snapshot's bytes");
+    assert_eq!((status.snapshot_index, status.compacted_through, status.applied_index), (3, 3, 5), "{status:?}");
+}
+
+#[actix::test]
+async fn a_corrupt_snapshot_makes_the_partition_refuse_to_serve() {
+    let store = crate::snapshot_store::SnapshotStore::memory();
+    let (wal, _) = wal_after_snapshot(&store, 1);
+    let h = Harness::start_with_store(config(QUIET), wal, Arc::new(Tape::default()), store);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = h.events();
+    assert!(
+        !events.iter().any(|e| matches!(e, RaftEvent::RestoreFinished { .. } | RaftEvent::SnapshotInstalled { .. })),
+        "a snapshot failing its checksum is never installed or served: {events:#?}"
+    );
+    assert!(h.status.get().restoring, "the partition does not serve");
 }
 
 #[actix::test]
