@@ -323,6 +323,42 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_chunks_are_checked_before_delivery() {
+        use crate::snapshot::{SnapshotChunkError, SnapshotMeta};
+        let limits = MessageLimits::default();
+        let p = PartitionId(1);
+        let meta = SnapshotMeta { partition: p, index: 9, term: 2, size: 4, ..Default::default() };
+        let chunk = |meta: SnapshotMeta, checksum_flip: u32, term: u64| {
+            batch(RaftMessage::InstallSnapshot {
+                term,
+                meta,
+                offset: 0,
+                data: bytes::Bytes::from_static(b"abcd"),
+                done: true,
+                chunk_checksum: crate::codec::crc32c(b"abcd") ^ checksum_flip,
+            })
+        };
+        assert_eq!(validate_batch(&chunk(meta.clone(), 0, 3), &limits), Ok(()));
+        let refused =
+            |b: &MessageBatch| matches!(validate_batch(b, &limits), Err(InvalidBatch::InvalidSnapshotChunk { .. }));
+        assert_eq!(
+            validate_batch(&chunk(meta.clone(), 1, 3), &limits),
+            Err(InvalidBatch::InvalidSnapshotChunk {
+                partition: p,
+                reason: SnapshotChunkError::BadChecksum { offset: 0 }
+            })
+        );
+        assert!(refused(&chunk(SnapshotMeta { partition: PartitionId(2), ..meta.clone() }, 0, 3)), "another partition");
+        assert!(refused(&chunk(SnapshotMeta { size: 3, ..meta.clone() }, 0, 3)), "past the size");
+        assert!(refused(&chunk(meta.clone(), 0, 1)), "snapshot term above the message term");
+        let too_big = MessageLimits { max_payload_bytes: 3, ..MessageLimits::default() };
+        assert!(matches!(validate_batch(&chunk(meta, 0, 3), &too_big), Err(InvalidBatch::InvalidSnapshotChunk { .. })));
+        let answer =
+            RaftMessage::SnapshotResponse { term: 2, index: 9, snapshot_term: 3, next_offset: 0, installed: false };
+        assert_eq!(validate_batch(&batch(answer), &limits), Err(InvalidBatch::InconsistentResponse(p)));
+    }
+
+    #[test]
     fn a_well_formed_append_passes() {
         let ok = batch(append(4, 2, vec![entry(5, 2), entry(6, 3)]));
         assert_eq!(validate_batch(&ok, &MessageLimits::default()), Ok(()));
