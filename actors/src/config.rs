@@ -60,9 +60,10 @@ pub struct RuntimeConfig {
     pub snapshot_tail_entries: u64,
     /// Bytes per InstallSnapshot chunk. Default 1 MiB.
     pub snapshot_chunk_bytes: u64,
-    /// Where snapshot files live (by convention a `snapshots` directory next to the WAL files;
-    /// the server uses `<data-dir>/snapshots`). `None` keeps snapshots in memory, for nodes
-    /// whose WAL is in memory too.
+    /// Where snapshot files live (by convention a directory next to the WAL files; the server
+    /// uses `<dir>/node-N-snapshots`). `None` (and no [`crate::RaftManagerBuilder::snapshot_store`])
+    /// turns snapshots and log compaction off on the node: the snapshot bytes must live as long as
+    /// the WAL that refers to them.
     pub snapshot_dir: Option<std::path::PathBuf>,
 }
 

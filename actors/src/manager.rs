@@ -119,6 +119,13 @@ impl RaftManagerBuilder {
             return Err(ManagerError::Config("initial_partitions must be at least 1".into()));
         }
         let transport = self.transport.ok_or(ManagerError::Missing("transport"))?;
+        // Snapshots need storage that lives as long as the WAL: a directory (or a store the caller
+        // keeps, e.g. in memory beside a `MemoryWal`). Without one, this node never snapshots and
+        // never compacts its log.
+        let snapshots_enabled = self.snapshot_store.is_some() || self.config.snapshot_dir.is_some();
+        if !snapshots_enabled {
+            tracing::info!(node = %self.node, "no snapshot_dir: snapshots and log compaction are off on this node");
+        }
         let snapshots = match (self.snapshot_store.take(), &self.config.snapshot_dir) {
             (Some(store), _) => store,
             (None, Some(dir)) => SnapshotStore::dir(dir)
@@ -144,6 +151,7 @@ impl RaftManagerBuilder {
                 transfer: self.transfer,
                 snapshot_requests: self.snapshot_requests,
                 snapshots,
+                snapshots_enabled,
                 wal_stats: Arc::new(WalStats::default()),
                 running: Mutex::new(None),
                 leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -175,6 +183,8 @@ pub(crate) struct Inner {
     transfer: Option<Recipient<ExportState>>,
     snapshot_requests: Option<Recipient<TakeSnapshot>>,
     snapshots: SnapshotStore,
+    /// A snapshot directory or store was configured (see [`RaftManagerBuilder::build`]).
+    snapshots_enabled: bool,
     wal_stats: Arc<WalStats>,
     pub(crate) running: Mutex<Option<Running>>,
     /// Set while `leave_cluster` asks the cluster to remove this node.
@@ -268,7 +278,7 @@ impl RaftManager {
                 events: inner.events.clone(),
                 system_events: None,
                 snapshots: inner.snapshots.clone(),
-                snapshot_requests: inner.snapshot_requests.clone(),
+                snapshot_requests: inner.snapshot_requests.clone().filter(|_| inner.snapshots_enabled),
                 system_snapshot_requests: None,
             };
             let registry = Arc::new(PartitionRegistry::new(
@@ -313,7 +323,8 @@ impl RaftManager {
                 },
             };
             let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| SystemCoordinator::new(parts));
-            registry.set_system_events(coordinator.clone().recipient(), coordinator.clone().recipient());
+            let system_snapshots = inner.snapshots_enabled.then(|| coordinator.clone().recipient());
+            registry.set_system_events(coordinator.clone().recipient(), system_snapshots);
             router.set_membership_asks(coordinator.clone().recipient());
             inner.leaving.store(false, std::sync::atomic::Ordering::SeqCst);
             // Partition 0 first: the coordinator starts the user partitions once it has rebuilt

@@ -61,11 +61,11 @@ impl PartitionRegistry {
     pub(crate) fn set_system_events(
         &self,
         events: Recipient<crate::events::RaftEvent>,
-        snapshots: Recipient<crate::application::TakeSnapshot>,
+        snapshots: Option<Recipient<crate::application::TakeSnapshot>>,
     ) {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         shared.system_events = Some(events);
-        shared.system_snapshot_requests = Some(snapshots);
+        shared.system_snapshot_requests = snapshots;
     }
 
     /// Start `partition` unless it runs already or was retired. Returns true if it was started.

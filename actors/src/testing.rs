@@ -92,6 +92,7 @@ impl<S: StateMachine + Default> TestCluster<S> {
                 .transport(network.transport(node))
                 .discovery(Arc::new(StaticDiscovery::new(contacts)))
                 .state_machine(&state)
+                .snapshot_store(crate::SnapshotStore::memory())
                 .build()?;
             manager.join_cluster().await?;
             started.push(TestNode { manager, state });

@@ -318,7 +318,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("a learner joins a partition holding {} MB of state (1 KiB values)", options.state_mb);
     println!("| compaction | keys | start to caught up | bytes received | snapshot installed at | peak RSS |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, interval) in [("off (log replay)", 0), ("on (10,000)", 10_000)].into_iter().filter(|_| options.state_mb > 0) {
+    for (name, interval) in
+        [("off (log replay)", 0), ("on (10,000)", 10_000)].into_iter().filter(|_| options.state_mb > 0)
+    {
         let j = learner_joins(interval, options.state_mb).await?;
         println!(
             "| {name} | {} | {:.2} s | {:.1} MB | {} | {:.0} MiB |",
