@@ -4,6 +4,7 @@
 
 mod support;
 
+use actix::Actor;
 use kommander_actors::RuntimeConfig;
 use kommander_core::PartitionId;
 use std::collections::HashMap;
@@ -97,4 +98,31 @@ async fn a_restarted_node_restores_from_its_snapshot_and_an_on_demand_snapshot_c
     let restarted = cluster.manager(1).unwrap();
     assert_eq!(restarted.status(P).unwrap().snapshot_index, index, "restored from the snapshot");
     cluster.check_readable(&acked).await;
+}
+
+#[actix::test]
+async fn without_snapshot_storage_a_node_neither_snapshots_nor_compacts() {
+    use kommander_actors::{InMemoryNetwork, RaftManager, ReplicateError, StateMachineActor};
+    use kommander_core::{MemoryWal, NodeId, StaticDiscovery};
+    use std::sync::Arc;
+    let kv = KvApp { store: Store::new(), map: None, export_blocked: Default::default(), leaders: Vec::new() };
+    let app = StateMachineActor::new(kv).start();
+    let network = InMemoryNetwork::new();
+    let manager = RaftManager::builder(NodeId(1))
+        .config(RuntimeConfig { snapshot_interval_entries: 2, ..snapshot_config() })
+        .wal(Arc::new(MemoryWal::new()))
+        .transport(network.transport(NodeId(1)))
+        .discovery(Arc::new(StaticDiscovery::new(Vec::new())))
+        .state_machine(&app)
+        .build()
+        .expect("manager");
+    manager.join_cluster().await.expect("join");
+    manager.wait_for_leader(P, Duration::from_secs(10)).await.expect("leader");
+    for i in 0..10 {
+        manager.replicate(P, "kv", vec![format!("k{i}=v").into_bytes()], true).await.expect("write");
+    }
+    assert_eq!(manager.snapshot(P).await, Err(ReplicateError::SnapshotUnavailable(P)));
+    let status = manager.status(P).unwrap();
+    assert_eq!((status.snapshot_index, status.compacted_through), (0, 0), "{status:?}");
+    manager.shutdown().await;
 }
