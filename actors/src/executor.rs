@@ -197,7 +197,7 @@ impl PartitionExecutor {
     }
 
     fn finish_restore(&mut self, state: RestoreState, ctx: &mut Context<Self>) {
-        if let Some(meta) = &state.snapshot {
+        if let Some(meta) = state.snapshot.as_ref().filter(|_| !state.snapshot_missing) {
             // The application starts from the snapshot; the replay continues after it.
             self.emit_install(meta);
         }
@@ -316,19 +316,24 @@ impl PartitionExecutor {
 }
 
 /// Everything a partition's WAL holds after its latest snapshot, read in one go (runs on a
-/// blocking thread). The snapshot's bytes are checked against its meta first: a missing or corrupt
-/// snapshot makes the partition refuse to serve, like a corrupt WAL record.
+/// blocking thread). The snapshot's bytes are checked against its meta first: when they are
+/// missing or corrupt, the partition keeps its log and hard state, applies nothing and asks the
+/// leader for a snapshot that replaces the lost one (`RestoreState::snapshot_missing`).
 fn load_partition(wal: &dyn Wal, store: &SnapshotStore, partition: PartitionId) -> Result<RestoreState, WalError> {
     let hard_state: Option<HardState> = wal.load_hard_state(partition)?;
     let snapshot = wal.load_snapshot(partition)?;
     let compacted_through = wal.compacted_through(partition)?;
+    let mut snapshot_missing = false;
     if let Some(meta) = &snapshot {
-        store.verify(meta).map_err(|e| WalError::Corrupt { partition, index: meta.index, reason: e.to_string() })?;
+        if let Err(error) = store.verify(meta) {
+            tracing::error!(%partition, index = meta.index, %error, "the snapshot is unusable; repairing it from the leader");
+            snapshot_missing = true;
+        }
     }
     let from = snapshot.as_ref().map_or(1, |m| m.index + 1);
     let last = wal.last_index(partition)?;
     let entries = if last < from { Vec::new() } else { wal.read_range(partition, from, last)? };
-    Ok(RestoreState { hard_state, snapshot, compacted_through, entries })
+    Ok(RestoreState { hard_state, snapshot, compacted_through, entries, snapshot_missing })
 }
 
 pub(super) fn now_ms() -> u64 {

@@ -35,6 +35,9 @@ pub struct PartitionStatus {
     pub snapshot_index: LogIndex,
     /// The WAL's compaction floor: entries at or below it are gone.
     pub compacted_through: LogIndex,
+    /// The snapshot's bytes were lost: the replica applies nothing until the leader's snapshot
+    /// replaces them.
+    pub repairing: bool,
 }
 
 impl Default for PartitionStatus {
@@ -52,6 +55,7 @@ impl Default for PartitionStatus {
             last_import: None,
             snapshot_index: 0,
             compacted_through: 0,
+            repairing: false,
         }
     }
 }
@@ -78,6 +82,7 @@ impl PartitionStatus {
             last_import: None,
             snapshot_index: sm.snapshot().map_or(0, |m| m.index),
             compacted_through: sm.compacted_through(),
+            repairing: sm.is_repairing(),
         }
     }
 }

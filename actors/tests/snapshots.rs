@@ -126,3 +126,21 @@ async fn without_snapshot_storage_a_node_neither_snapshots_nor_compacts() {
     assert_eq!((status.snapshot_index, status.compacted_through), (0, 0), "{status:?}");
     manager.shutdown().await;
 }
+
+#[actix::test]
+async fn a_node_whose_snapshot_files_were_lost_repairs_them_from_the_leader() {
+    let cluster = Cluster::start_kv(snapshot_config()).await;
+    let mut acked = HashMap::new();
+    put_many(&cluster, 0, 100, &mut acked).await;
+    wait_status(&cluster, 1, "compacted", |s| s.snapshot_index >= 40).await;
+    cluster.stop_node(1).await;
+    // The node's snapshot directory is lost; its WAL (log, hard state, snapshot meta) is intact.
+    cluster.snapshot_stores[1].remove_partition(P).unwrap();
+    cluster.start_node(1, false).await;
+    let restarted = cluster.manager(1).unwrap().status(P).unwrap();
+    assert!(restarted.repairing, "restored without its snapshot's bytes: {restarted:?}");
+    let lost = restarted.snapshot_index;
+    put_many(&cluster, 100, 110, &mut acked).await;
+    wait_status(&cluster, 1, "repaired", |s| !s.repairing && s.snapshot_index >= lost).await;
+    cluster.check_readable(&acked).await;
+}

@@ -92,6 +92,9 @@ pub struct CanaryBugs {
     pub snapshot_drops_held_tickets: bool,
     /// A follower installs a snapshot older than its commit index (its applied state goes back).
     pub install_stale_snapshot: bool,
+    /// A replica whose snapshot's bytes were lost delivers the entries after it anyway (on top
+    /// of an empty state) instead of waiting for the leader's snapshot.
+    pub deliver_while_repairing: bool,
 }
 
 impl PartitionConfig {

@@ -87,6 +87,14 @@ pub enum RaftMessage {
         /// The follower's log now starts after `index` (installed, or already committed there).
         installed: bool,
     },
+    /// A follower whose snapshot's bytes were lost asks the leader for a snapshot at or above
+    /// `index` (the leader takes one on demand when its latest is older).
+    SnapshotNeeded {
+        /// Follower's term.
+        term: Term,
+        /// The lowest snapshot index that repairs it.
+        index: LogIndex,
+    },
     /// Not part of Raft: a node asks the cluster (on partition 0, sent to any member, acted on by
     /// the partition-0 leader) to add it as a learner (`join`) or to remove it.
     MembershipRequest {
@@ -127,7 +135,8 @@ impl RaftMessage {
             | RaftMessage::AppendRequest { term, .. }
             | RaftMessage::AppendResponse { term, .. }
             | RaftMessage::InstallSnapshot { term, .. }
-            | RaftMessage::SnapshotResponse { term, .. } => *term,
+            | RaftMessage::SnapshotResponse { term, .. }
+            | RaftMessage::SnapshotNeeded { term, .. } => *term,
             RaftMessage::MembershipRequest { .. } => 0,
         }
     }
@@ -143,6 +152,7 @@ impl RaftMessage {
             RaftMessage::AppendResponse { .. } => "append_response",
             RaftMessage::InstallSnapshot { .. } => "install_snapshot",
             RaftMessage::SnapshotResponse { .. } => "snapshot_response",
+            RaftMessage::SnapshotNeeded { .. } => "snapshot_needed",
             RaftMessage::MembershipRequest { .. } => "membership_request",
         }
     }

@@ -221,6 +221,11 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
                 return refuse(reason);
             }
         }
+        RaftMessage::SnapshotNeeded { index, .. } => {
+            if *index == u64::MAX {
+                return Err(InvalidBatch::InconsistentResponse(partition));
+            }
+        }
         RaftMessage::SnapshotResponse { term, index, snapshot_term, .. } => {
             check_term(*snapshot_term)?;
             if *index == u64::MAX || snapshot_term > term {

@@ -51,10 +51,12 @@ fn faulty_seeds_hold_every_invariant() {
     let unprotected = count(|r| !r.pre_vote && !r.check_quorum);
     let disruptions = sum(|r| r.disruptions);
     let (snapshots, installs, wipes) = (sum(|r| r.snapshots as u64), sum(|r| r.installs), sum(|r| r.wipes));
+    let losses = sum(|r| r.snapshot_losses);
     let installing = count(|r| r.installs > 0);
     println!(
         "snapshots: {snapshots} taken, restored or installed and checked against every replica's state; \
-         {installs} installs from a leader in {installing} seeds; {wipes} data directories wiped"
+         {installs} installs from a leader in {installing} seeds; {wipes} data directories wiped; \
+         {losses} replicas repaired by the leader's snapshot after losing theirs"
     );
     println!(
         "simulator: {seeds} faulty seeds ({first}..{}), 0 violations, {steps} steps in {secs:.1} s ({:.0} steps/s), \
@@ -70,6 +72,7 @@ fn faulty_seeds_hold_every_invariant() {
     assert!(snapshots > seeds, "snapshots must be taken and checked ({snapshots})");
     assert!(installing > seeds / 20, "snapshots must be installed in many seeds ({installing})");
     assert!(wipes > seeds / 200, "data directories must be lost and rebuilt ({wipes})");
+    assert!(losses > seeds / 100, "lost snapshots must be repaired from the leaders ({losses})");
     assert!(no_pre_vote > seeds / 8 && no_check_quorum > seeds / 8, "seeds must run without pre-vote / check-quorum");
 }
 
@@ -178,6 +181,13 @@ fn planted_bugs() -> Vec<(&'static str, CanaryBugs, u64, &'static [ViolationKind
             CanaryBugs { install_stale_snapshot: true, ..bug },
             100,
             &[StateMachineSafety, CommitRegressed],
+        ),
+        // Lost snapshot directories: a replica that applies entries without the state under them.
+        (
+            "delivering while the lost snapshot is being repaired",
+            CanaryBugs { deliver_while_repairing: true, ..bug },
+            200,
+            &[StateMachineSafety],
         ),
     ]
 }

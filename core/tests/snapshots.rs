@@ -246,6 +246,7 @@ fn a_restore_starts_from_the_snapshot_and_replays_only_the_suffix() {
         snapshot: Some(meta.clone()),
         compacted_through: 8,
         entries: entries(11, 15, 2),
+        snapshot_missing: false,
     };
     let mut sm = restored(1, &[1, 2], state);
     assert_eq!(sm.term_at(10), Some(1), "the snapshot's boundary term is known");
@@ -256,7 +257,13 @@ fn a_restore_starts_from_the_snapshot_and_replays_only_the_suffix() {
     assert_eq!((sm.applied_index(), sm.last_index(), sm.snapshot()), (13, 15, Some(&meta)));
 
     let corrupt = |snapshot: Option<SnapshotMeta>, compacted_through: LogIndex, entries: Vec<LogEntry>| {
-        let state = RestoreState { hard_state: Some(hard_state), snapshot, compacted_through, entries };
+        let state = RestoreState {
+            hard_state: Some(hard_state),
+            snapshot,
+            compacted_through,
+            entries,
+            snapshot_missing: false,
+        };
         PartitionStateMachine::restore(config(1, &[1, 2]), state).map(|_| ())
     };
     assert!(

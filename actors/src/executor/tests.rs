@@ -429,17 +429,19 @@ async fn restores_from_the_snapshot_then_replays_only_the_entries_after_it() {
 }
 
 #[actix::test]
-async fn a_corrupt_snapshot_makes_the_partition_refuse_to_serve() {
+async fn a_corrupt_snapshot_is_never_installed_and_the_partition_applies_nothing_until_repaired() {
     let store = crate::snapshot_store::SnapshotStore::memory();
     let (wal, _) = wal_after_snapshot(&store, 1);
     let h = Harness::start_with_store(config(QUIET), wal, Arc::new(Tape::default()), store);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = h.serving().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let events = h.events();
     assert!(
-        !events.iter().any(|e| matches!(e, RaftEvent::RestoreFinished { .. } | RaftEvent::SnapshotInstalled { .. })),
-        "a snapshot failing its checksum is never installed or served: {events:#?}"
+        !events.iter().any(|e| matches!(e, RaftEvent::SnapshotInstalled { .. } | RaftEvent::Restored { .. })),
+        "a snapshot failing its checksum is never installed, and nothing is applied without it: {events:#?}"
     );
-    assert!(h.status.get().restoring, "the partition does not serve");
+    assert!(status.repairing, "the partition waits for the leader's snapshot: {status:?}");
+    assert_eq!((status.applied_index, status.commit_index), (3, 5), "its log is kept: {status:?}");
 }
 
 #[actix::test]

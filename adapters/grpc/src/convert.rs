@@ -163,6 +163,9 @@ fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
                 chunk_checksum: *chunk_checksum,
             })
         }
+        RaftMessage::SnapshotNeeded { term, index } => {
+            M::SnapshotNeeded(proto::SnapshotNeeded { term: *term, index: *index })
+        }
         RaftMessage::SnapshotResponse { term, index, snapshot_term, next_offset, installed } => {
             M::SnapshotResponse(proto::SnapshotResponse {
                 term: *term,
@@ -210,6 +213,7 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
             done: m.done,
             chunk_checksum: m.chunk_checksum,
         },
+        M::SnapshotNeeded(m) => RaftMessage::SnapshotNeeded { term: m.term, index: m.index },
         M::SnapshotResponse(m) => RaftMessage::SnapshotResponse {
             term: m.term,
             index: m.index,

@@ -80,7 +80,7 @@ impl RaftLog {
     /// snapshot and compact the WAL through `index`; entries above it not yet written are
     /// written then.
     pub(crate) fn install(&mut self, index: LogIndex, term: Term) {
-        let matches = index > self.offset && self.term_at(index) == Some(term);
+        let matches = index >= self.offset && self.term_at(index) == Some(term);
         if matches {
             while self.offset < index {
                 let Some(front) = self.entries.pop_front() else { break };

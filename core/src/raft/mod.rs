@@ -62,6 +62,10 @@ pub struct RestoreState {
     pub snapshot: Option<SnapshotMeta>,
     /// The WAL's compaction floor (never above the snapshot's index).
     pub compacted_through: LogIndex,
+    /// The snapshot's bytes are missing or corrupt: the replica keeps its log and hard state but
+    /// delivers nothing and never campaigns until it installs a snapshot at or above
+    /// `snapshot.index` from the leader, which it asks for (`RaftMessage::SnapshotNeeded`).
+    pub snapshot_missing: bool,
     /// The stored entries after the snapshot (or from index 1 without one), consecutive.
     pub entries: Vec<LogEntry>,
 }
@@ -230,6 +234,10 @@ impl PartitionStateMachine {
                 sm.clock.observe(meta.last_ticket, 0);
                 sm.log.membership.set_base(meta.membership.clone());
                 sm.applier.install(&meta, &mut Vec::new());
+                if state.snapshot_missing {
+                    tracing::warn!(partition = %meta.partition, index = meta.index, "the snapshot's bytes are lost; repairing from the leader");
+                    sm.snapshots.repair_from = Some(meta.index);
+                }
                 sm.snapshots.latest = Some(meta);
             }
             None => sm.log.membership.set_base(sm.base_membership()),
@@ -352,6 +360,10 @@ impl PartitionStateMachine {
     pub fn compacted_through(&self) -> LogIndex {
         self.snapshots.compacted_through
     }
+    /// True while the replica waits for the leader's snapshot to replace a lost one.
+    pub fn is_repairing(&self) -> bool {
+        self.snapshots.repair_from.is_some()
+    }
 
     // ----- inputs ----------------------------------------------------------------------------
 
@@ -427,6 +439,7 @@ impl PartitionStateMachine {
             RaftMessage::SnapshotResponse { term, index, snapshot_term, next_offset, installed } => {
                 self.handle_snapshot_response(from, term, index, snapshot_term, next_offset, installed)
             }
+            RaftMessage::SnapshotNeeded { term, index } => self.handle_snapshot_needed(from, term, index),
             // Handled by the runtime's system coordinator, never by a partition.
             RaftMessage::MembershipRequest { .. } => {}
         }
@@ -497,7 +510,10 @@ impl PartitionStateMachine {
     /// are counted in the new configuration, without itself). Learners never campaign.
     fn can_campaign(&self) -> bool {
         let me = self.config.node;
-        self.is_voter() || (self.membership_change_pending() && self.log.membership.previous().voters.contains(&me))
+        // A replica repairing its snapshot has no application state to lead with.
+        self.snapshots.repair_from.is_none()
+            && (self.is_voter()
+                || (self.membership_change_pending() && self.log.membership.previous().voters.contains(&me)))
     }
 
     /// Every other member (voters and learners): who a leader replicates to.
@@ -619,6 +635,10 @@ impl PartitionStateMachine {
 
     /// Deliver committed entries up to min(commit, stable), in order.
     fn apply_committed(&mut self, restored: bool) {
+        if self.snapshots.repair_from.is_some() && !self.canary(|c| c.deliver_while_repairing) {
+            // Nothing to apply to until the leader's snapshot replaces the lost one.
+            return;
+        }
         let target = self.log.commit.min(self.log.stable);
         while self.log.applied < target {
             let index = self.log.applied + 1;

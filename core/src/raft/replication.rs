@@ -210,6 +210,9 @@ impl PartitionStateMachine {
             self.publish_leader();
         }
         self.election_elapsed = 0;
+        if entries.is_empty() {
+            self.ask_for_repair(from);
+        }
 
         // Everything up to our commit index must already match the leader (Leader Completeness):
         // verify what is still in memory, halt on any difference (a safety violation elsewhere),

@@ -51,6 +51,8 @@ pub(super) struct Snapshots {
     pub(super) requested: Option<LogIndex>,
     /// A snapshot was asked for on demand.
     pub(super) wanted: bool,
+    /// The snapshot's bytes were lost: repair with a snapshot at or above this index.
+    pub(super) repair_from: Option<LogIndex>,
     /// The last attempt failed at this applied index: wait for more before retrying.
     pub(super) failed_at: Option<LogIndex>,
     /// Meta and compaction the next WAL write must carry.
@@ -307,7 +309,11 @@ impl PartitionStateMachine {
             self.publish_leader();
         }
         self.election_elapsed = 0;
-        if meta.index <= self.log.commit && !self.canary(|c| c.install_stale_snapshot) {
+        let repairs = self.repairs_with(&meta);
+        if self.snapshots.repair_from.is_some() && !repairs {
+            return; // older than the lost snapshot: it cannot repair this replica
+        }
+        if meta.index <= self.log.commit && !repairs && !self.canary(|c| c.install_stale_snapshot) {
             // Already committed here: nothing to install; the leader may replicate from `index`.
             if self.snapshots.receiving.as_ref().is_some_and(|r| r.meta.index <= self.log.commit) {
                 self.snapshots.receiving = None;
@@ -360,7 +366,8 @@ impl PartitionStateMachine {
 
     /// Replace everything through `meta.index` with the staged snapshot.
     fn install_snapshot(&mut self, meta: SnapshotMeta) {
-        if meta.index <= self.log.commit && !self.canary(|c| c.install_stale_snapshot) {
+        let repairs = self.repairs_with(&meta);
+        if meta.index <= self.log.commit && !repairs && !self.canary(|c| c.install_stale_snapshot) {
             self.answer_leader(&meta, meta.size, true);
             return;
         }
@@ -375,11 +382,41 @@ impl PartitionStateMachine {
         // Deliveries not yet handed over are covered by the snapshot.
         self.out.deliveries.clear();
         self.snapshots.requested = None;
-        self.snapshots.compacted_through = meta.index;
+        if repairs {
+            tracing::info!(partition = %self.config.partition, index = meta.index, "the lost snapshot is replaced; replaying the log after it");
+            self.snapshots.repair_from = None;
+        }
+        self.snapshots.compacted_through = self.snapshots.compacted_through.max(meta.index);
         self.snapshots.latest = Some(meta.clone());
         self.snapshots.pending_write = Some((meta.clone(), meta.index));
         self.out.install = Some(meta.clone());
         self.answer_leader(&meta, meta.size, true);
+    }
+
+    /// A follower lost its snapshot's bytes: send it the latest snapshot if it is recent enough,
+    /// otherwise take one now (the follower asks again on the next heartbeat).
+    pub(super) fn handle_snapshot_needed(&mut self, from: NodeId, term: Term, index: LogIndex) {
+        if self.role != Role::Leader || term != self.term || !self.progress.contains_key(&from) {
+            return;
+        }
+        let latest = self.snapshots.latest.as_ref().map_or(0, |m| m.index);
+        if latest >= index && latest > 0 {
+            self.start_snapshot_send(from);
+        } else {
+            self.request_snapshot();
+        }
+    }
+
+    /// Does `meta`'s snapshot repair this replica (it covers at least the lost one)?
+    fn repairs_with(&self, meta: &SnapshotMeta) -> bool {
+        self.snapshots.repair_from.is_some_and(|base| meta.index >= base)
+    }
+
+    /// While repairing, ask the current leader for a snapshot (once per heartbeat it sends).
+    pub(super) fn ask_for_repair(&mut self, leader: NodeId) {
+        if let Some(index) = self.snapshots.repair_from {
+            self.send(leader, RaftMessage::SnapshotNeeded { term: self.term, index });
+        }
     }
 
     // ----- shared ----------------------------------------------------------------------------

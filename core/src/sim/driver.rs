@@ -130,6 +130,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         snapshots: world.checker().snapshot_count(),
         installs: world.installs,
         wipes: world.wipes,
+        snapshot_losses: world.repairs,
         pre_vote,
         check_quorum,
         disruptions,
@@ -375,6 +376,15 @@ impl Driver {
                     if self.world.random(2) == 0 {
                         self.world.restart(leader)?;
                     }
+                }
+            }
+            0 | 1 if options.snapshots && self.nodes.len() >= 3 && self.world.random(8) == 0 => {
+                // Lose the snapshot files only (a corrupt snapshot directory): the node repairs
+                // from the leaders. One node at a time, so every partition keeps a node to lead.
+                if !self.world.any_repairing() {
+                    self.world.lose_snapshots(node);
+                    self.crashes += 1;
+                    self.world.restart(node)?;
                 }
             }
             0 | 1 if options.snapshots && self.world.random(6) == 0 => {

@@ -144,6 +144,8 @@ pub struct SimReport {
     pub installs: u64,
     /// Data directories wiped.
     pub wipes: u64,
+    /// Replicas whose snapshot's bytes were lost and that were repaired by the leader's.
+    pub snapshot_losses: u64,
     /// Hash of the event trace (determinism check).
     pub trace_hash: u64,
 }

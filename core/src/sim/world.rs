@@ -239,6 +239,12 @@ pub struct World {
     pub installs: u64,
     /// Nodes whose data directory was wiped.
     pub wipes: u64,
+    /// Nodes whose snapshot files were lost.
+    pub snapshot_losses: u64,
+    /// Replicas restored without their snapshot's bytes, waiting for a repair.
+    repairing: BTreeSet<(NodeId, PartitionId)>,
+    /// Replicas repaired by the leader's snapshot.
+    pub repairs: u64,
 }
 
 impl World {
@@ -266,6 +272,9 @@ impl World {
             apps: BTreeMap::new(),
             installs: 0,
             wipes: 0,
+            snapshot_losses: 0,
+            repairing: BTreeSet::new(),
+            repairs: 0,
         };
         for config in configs {
             world.nodes.entry(config.node).or_insert_with(|| SimNode {
@@ -414,6 +423,16 @@ impl World {
         self.apps.retain(|(n, _), _| *n != node);
     }
 
+    /// Crash `node` and lose its snapshot files (its WAL, with their metas, is intact): on restart
+    /// it repairs its partitions from the leaders' snapshots.
+    pub fn lose_snapshots(&mut self, node: NodeId) {
+        self.crash(node);
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.store.wipe();
+            self.snapshot_losses += 1;
+        }
+    }
+
     /// Crash `node` and lose its data directory: log, snapshots and commit index. Its term and
     /// vote are kept (a replica that forgot a vote could vote twice in one term; the runtime's
     /// rejoin after data loss goes through a new learner membership instead). It catches up from
@@ -473,18 +492,24 @@ impl World {
         let compacted_through = wal.compacted_through(partition).map_err(io)?;
         let from = snapshot.as_ref().map_or(1, |m| m.index + 1);
         let entries = wal.read_range(partition, from, last).map_err(io)?;
+        // A snapshot whose bytes are gone (or fail their checksum) is repaired from the leader.
         let app = match &snapshot {
             Some(meta) => {
                 let bytes = self.nodes[&node].store.get(partition, meta.index, meta.term);
-                let app = bytes.filter(|b| crate::codec::crc32c(b) == meta.checksum).and_then(|b| AppState::decode(b));
-                app.ok_or_else(|| fatal(node, format!("{partition}: snapshot at {} missing or corrupt", meta.index)))?
+                bytes.filter(|b| crate::codec::crc32c(b) == meta.checksum).and_then(|b| AppState::decode(b))
             }
-            None => AppState::default(),
+            None => Some(AppState::default()),
         };
+        let snapshot_missing = app.is_none();
+        if snapshot_missing {
+            self.repairing.insert((node, partition));
+        } else {
+            self.repairing.remove(&(node, partition));
+        }
         self.checker.restarted(node, partition, snapshot.as_ref().map(|m| (m, app)), &entries)?;
-        let state = RestoreState { hard_state, snapshot, compacted_through, entries };
+        let state = RestoreState { hard_state, snapshot, compacted_through, entries, snapshot_missing };
         let sm = PartitionStateMachine::restore(config, state).map_err(|e| fatal(node, e.to_string()))?;
-        self.apps.insert((node, partition), app);
+        self.apps.insert((node, partition), app.unwrap_or_default());
         self.incarnations += 1;
         let n = self.nodes.get_mut(&node).expect("node exists");
         n.partitions.insert(partition, sm);
@@ -546,6 +571,12 @@ impl World {
         let Some(sm) = self.sm_mut(node, partition) else { return Ok(()) };
         sm.request_snapshot();
         self.process_ready(node, partition)
+    }
+
+    /// Is any running replica repairing a lost snapshot (or any node down, which may come back
+    /// repairing)?
+    pub fn any_repairing(&self) -> bool {
+        self.nodes.values().any(|n| !n.alive || n.partitions.values().any(PartitionStateMachine::is_repairing))
     }
 
     /// Can `node` lose its data without a quorum losing what it acknowledged? Only when every
@@ -917,6 +948,9 @@ impl World {
             self.checker.installed(node, meta, app)?;
             self.apps.insert((node, partition), app);
             self.installs += 1;
+            if self.repairing.remove(&(node, partition)) {
+                self.repairs += 1;
+            }
         }
         for delivery in &ready.deliveries {
             self.checker.delivered(node, partition, delivery)?;
