@@ -16,7 +16,7 @@ use crate::events::RaftEvent;
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::snapshot_store::SnapshotStore;
 use crate::status::{PartitionStatus, StatusCell};
-use crate::transfer::{decode_import, IMPORT_LOG_TYPE};
+use crate::transfer::{decode_import, ImportAssembly, IMPORT_CHUNK_LOG_TYPE, IMPORT_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
@@ -90,6 +90,8 @@ pub struct PartitionExecutor {
     snapshot_writes: Vec<(u64, LogIndex)>,
     /// Index of the latest snapshot whose meta is durable (what the status reports).
     durable_snapshot: LogIndex,
+    /// Import chunks applied so far of an import whose last chunk has not applied yet.
+    import_assembly: ImportAssembly,
 }
 
 impl PartitionExecutor {
@@ -113,6 +115,7 @@ impl PartitionExecutor {
             departing_caught_up: HashMap::new(),
             snapshot_writes: Vec::new(),
             durable_snapshot: 0,
+            import_assembly: ImportAssembly::default(),
         }
     }
 
@@ -143,21 +146,28 @@ impl PartitionExecutor {
             }
         };
         for entry in entries {
-            if entry.log_type == IMPORT_LOG_TYPE && !partition.is_system() {
-                if let Some((header, data)) = decode_import(&entry.payload) {
+            let import = if partition.is_system() {
+                None
+            } else if entry.log_type == IMPORT_CHUNK_LOG_TYPE {
+                // Chunks are the runtime's: the application sees the whole import, once.
+                match self.import_assembly.push(&entry.payload) {
+                    Some(import) => Some(import),
+                    None => continue,
+                }
+            } else if entry.log_type == IMPORT_LOG_TYPE {
+                decode_import(&entry.payload)
+            } else {
+                None
+            };
+            match import {
+                Some((header, data)) => {
                     flush_run(&mut run, self);
                     self.last_import = Some((header.source, header.generation));
-                    self.emit(RaftEvent::Imported {
-                        partition,
-                        source: header.source,
-                        range: header.range,
-                        data,
-                        index: entry.index,
-                    });
-                    continue;
+                    let (source, range, index) = (header.source, header.range, entry.index);
+                    self.emit(RaftEvent::Imported { partition, source, range, data, index });
                 }
+                None => run.push(entry),
             }
-            run.push(entry);
         }
         flush_run(&mut run, self);
     }
@@ -166,6 +176,7 @@ impl PartitionExecutor {
     fn begin_restore(&mut self, ctx: &mut Context<Self>) {
         let partition = self.partition();
         self.status.set(PartitionStatus { restoring: true, ..PartitionStatus::default() });
+        self.import_assembly.reset();
         self.emit(RaftEvent::RestoreStarted { partition });
         let wal = self.shared.wal.clone();
         let store = self.shared.snapshots.clone();

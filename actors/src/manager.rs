@@ -308,6 +308,7 @@ impl RaftManager {
                 wal: inner.wal.clone(),
                 wal_scheduler,
                 operation_timeout: inner.config.operation_timeout,
+                import_chunk_bytes: usize::try_from(inner.config.snapshot_chunk_bytes).unwrap_or(usize::MAX),
                 check_interval: inner.config.system_check_interval,
                 members: MembershipSettings {
                     node: inner.node,

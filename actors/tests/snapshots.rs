@@ -6,6 +6,7 @@ mod support;
 
 use actix::Actor;
 use kommander_actors::RuntimeConfig;
+use kommander_core::system::HashRange;
 use kommander_core::PartitionId;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -142,5 +143,23 @@ async fn a_node_whose_snapshot_files_were_lost_repairs_them_from_the_leader() {
     let lost = restarted.snapshot_index;
     put_many(&cluster, 100, 110, &mut acked).await;
     wait_status(&cluster, 1, "repaired", |s| !s.repairing && s.snapshot_index >= lost).await;
+    cluster.check_readable(&acked).await;
+}
+
+#[actix::test]
+async fn a_split_moves_its_range_in_chunks_while_snapshots_are_taken() {
+    // 64-byte chunks: the moving range (a few KiB of JSON) travels as dozens of import entries.
+    let config = RuntimeConfig { snapshot_chunk_bytes: 64, snapshot_interval_entries: 30, ..snapshot_config() };
+    let cluster = Cluster::start_kv(config).await;
+    let mut acked = HashMap::new();
+    put_many(&cluster, 0, 120, &mut acked).await;
+    let map = cluster.settled_map().await;
+    let range = map.get(P).unwrap().range.unwrap();
+    let leader = cluster.leader(kommander_core::PartitionId::SYSTEM).await;
+    let target = leader.split_partition(P, midpoint(range)).await.expect("split completes");
+    put_many(&cluster, 120, 140, &mut acked).await;
+    let moved =
+        acked.keys().filter(|k| !in_range(k, &HashRange { start: range.start, end: midpoint(range) - 1 })).count();
+    assert!(moved > 20, "keys moved to {target}: {moved}");
     cluster.check_readable(&acked).await;
 }

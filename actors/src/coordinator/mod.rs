@@ -25,7 +25,7 @@ use crate::error::{AdminError, ReplicateError};
 use crate::events::RaftEvent;
 use crate::executor::{PartitionExecutor, ProposeFence, Replicate};
 use crate::registry::PartitionRegistry;
-use crate::transfer::{encode_import, ExportState, ImportHeader, IMPORT_LOG_TYPE, SYSTEM_LOG_TYPE};
+use crate::transfer::{encode_import_chunks, ExportState, ImportHeader, IMPORT_CHUNK_LOG_TYPE, SYSTEM_LOG_TYPE};
 use crate::wal_scheduler::{FencePartition, WalScheduler};
 use actix::prelude::*;
 use kommander_core::system::{HashRange, Operation, SystemCommand, SystemError, SystemEvent, SystemState};
@@ -118,6 +118,8 @@ pub struct SystemCoordinator {
     pending_since: Option<(Operation, Instant)>,
     operation_timeout: Duration,
     check_interval: Duration,
+    /// Bytes per import chunk (the snapshots' chunk size).
+    import_chunk_bytes: usize,
     members: membership::MembershipDriver,
 }
 
@@ -134,6 +136,7 @@ pub(crate) struct CoordinatorParts {
     pub(crate) wal_scheduler: Addr<WalScheduler>,
     pub(crate) operation_timeout: Duration,
     pub(crate) check_interval: Duration,
+    pub(crate) import_chunk_bytes: usize,
     pub(crate) members: membership::MembershipSettings,
 }
 
@@ -152,6 +155,7 @@ impl SystemCoordinator {
             pending_since: None,
             operation_timeout: parts.operation_timeout,
             check_interval: parts.check_interval,
+            import_chunk_bytes: parts.import_chunk_bytes,
             members: membership::MembershipDriver::new(parts.members),
         }
     }
@@ -296,12 +300,13 @@ impl SystemCoordinator {
         self.step_in_flight = true;
         let client = self.client.clone();
         let transfer = self.transfer.clone();
+        let chunk_bytes = self.import_chunk_bytes;
         let work = async move {
             let result = match &step {
                 StepKind::Complete(command) => client.propose(command).await.map(|_| ()),
                 StepKind::Fence { source, generation } => fence(&client, *source, *generation).await,
                 StepKind::Import { source, receiver, range, generation } => {
-                    import(&client, transfer, *source, *receiver, *range, *generation).await
+                    import(&client, transfer, *source, *receiver, *range, *generation, chunk_bytes).await
                 }
             };
             (step, result)
@@ -333,6 +338,7 @@ async fn import(
     receiver: PartitionId,
     range: HashRange,
     generation: u64,
+    chunk_bytes: usize,
 ) -> Result<(), AdminError> {
     let data = match transfer {
         Some(transfer) => match transfer.send(ExportState { partition: source, range }).await {
@@ -342,8 +348,11 @@ async fn import(
         },
         None => Vec::new(),
     };
-    let payload = encode_import(&ImportHeader { source, generation, range }, &data);
-    Ok(client.ask(receiver, Replicate::runtime(IMPORT_LOG_TYPE, vec![payload])).await?.map(|_| ())?)
+    let header = ImportHeader { source, generation, range };
+    for payload in encode_import_chunks(&header, &data, chunk_bytes) {
+        client.ask(receiver, Replicate::runtime(IMPORT_CHUNK_LOG_TYPE, vec![payload])).await??;
+    }
+    Ok(())
 }
 
 impl Actor for SystemCoordinator {

@@ -32,7 +32,9 @@ impl Handler<RequestSnapshot> for PartitionExecutor {
 
 impl PartitionExecutor {
     /// The application installs `meta`'s snapshot (before any entry after it).
-    pub(super) fn emit_install(&self, meta: &SnapshotMeta) {
+    pub(super) fn emit_install(&mut self, meta: &SnapshotMeta) {
+        // The snapshot holds every import up to its index; chunks after it start anew.
+        self.import_assembly.reset();
         let snapshot = self.shared.snapshots.source(meta.partition, meta.index, meta.term);
         self.emit(RaftEvent::SnapshotInstalled { partition: meta.partition, index: meta.index, snapshot });
     }
@@ -42,6 +44,14 @@ impl PartitionExecutor {
     pub(super) fn take_snapshot(&mut self, request: SnapshotRequest, ctx: &mut Context<Self>) {
         let mut meta = request.meta;
         let (partition, index, incarnation) = (meta.partition, meta.index, self.incarnation);
+        if self.import_assembly.is_pending() {
+            // Half an import is applied here but not in the application's state: not a point
+            // a restore could continue from. Taken later.
+            if let Some(sm) = self.sm.as_mut() {
+                sm.on_snapshot_failed(index);
+            }
+            return;
+        }
         let sink = self.shared.snapshots.sink(partition, index, meta.term);
         let (Some(recipient), Ok(sink)) = (self.shared.snapshot_recipient(partition), sink) else {
             tracing::warn!(%partition, index, "no snapshot taken (no application actor, or the store failed)");
