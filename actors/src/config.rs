@@ -56,6 +56,9 @@ pub struct RuntimeConfig {
     /// Take a snapshot of a partition every this many applied entries and compact its log
     /// behind it (0: only on demand, [`crate::RaftManager::snapshot`]). Default 10,000.
     pub snapshot_interval_entries: u64,
+    /// Also snapshot once this many payload bytes were applied since the last snapshot (0: no byte
+    /// trigger). Default 64 MiB.
+    pub snapshot_interval_bytes: u64,
     /// Entries kept in the WAL below a snapshot for followers briefly behind. Default 1,024.
     pub snapshot_tail_entries: u64,
     /// Bytes per InstallSnapshot chunk. Default 1 MiB.
@@ -91,6 +94,7 @@ impl Default for RuntimeConfig {
             promotion_lag: 64,
             promotion_window: Duration::from_millis(500),
             snapshot_interval_entries: 10_000,
+            snapshot_interval_bytes: 64 << 20,
             snapshot_tail_entries: 1_024,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_dir: None,
@@ -148,6 +152,7 @@ impl RuntimeConfig {
         c.max_inflight_appends = self.max_inflight_appends;
         c.log_cache_entries = self.log_cache_entries;
         c.snapshot_interval_entries = self.snapshot_interval_entries;
+        c.snapshot_interval_bytes = self.snapshot_interval_bytes;
         c.snapshot_tail_entries = self.snapshot_tail_entries;
         c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         c

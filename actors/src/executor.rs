@@ -101,6 +101,7 @@ impl PartitionExecutor {
             // Nobody can write this partition's state: no automatic snapshots (and so no
             // compaction) for it.
             config.snapshot_interval_entries = 0;
+            config.snapshot_interval_bytes = 0;
         }
         PartitionExecutor {
             config,

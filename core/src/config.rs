@@ -42,6 +42,9 @@ pub struct PartitionConfig {
     /// Take a snapshot once this many entries were applied since the last one (0: only on
     /// demand). Default 10,000, like Kommander's checkpoints.
     pub snapshot_interval_entries: u64,
+    /// Also take a snapshot once this many payload bytes were applied since the last one (0: no
+    /// byte trigger). Default 64 MiB.
+    pub snapshot_interval_bytes: u64,
     /// Entries kept in the WAL below a snapshot, so followers briefly behind catch up from the log
     /// rather than by a snapshot install.
     pub snapshot_tail_entries: u64,
@@ -117,6 +120,7 @@ impl PartitionConfig {
             pre_vote: true,
             check_quorum: true,
             snapshot_interval_entries: 10_000,
+            snapshot_interval_bytes: 64 << 20,
             snapshot_tail_entries: 1_024,
             snapshot_chunk_bytes: 1 << 20,
             #[cfg(feature = "canary-bugs")]

@@ -17,6 +17,7 @@ fn config(node: u64, voters: &[u64]) -> PartitionConfig {
     let mut c = PartitionConfig::new(NodeId(node), P, voters.iter().copied().map(NodeId).collect());
     c.seed = 7;
     c.snapshot_interval_entries = 0;
+    c.snapshot_interval_bytes = 0;
     c.snapshot_tail_entries = 2;
     c.snapshot_chunk_bytes = 4;
     c.log_cache_entries = 0;
@@ -314,4 +315,32 @@ fn resolved_tickets_are_forgotten_once_a_snapshot_covers_them() {
         replies.iter().any(|r| matches!(r, ClientReply::Resolution { result: Err(ProposeError::TicketCompacted(t)), .. } if *t == ticket)),
         "{replies:?}"
     );
+}
+
+#[test]
+fn the_byte_trigger_asks_for_a_snapshot_once_enough_payload_bytes_were_applied() {
+    let mut c = config(1, &[1]);
+    c.snapshot_interval_bytes = 100;
+    let mut sm = PartitionStateMachine::new(c).unwrap();
+    while !sm.is_leader() {
+        sm.tick();
+        drain(&mut sm);
+    }
+    let mut requests = Vec::new();
+    for _ in 0..10 {
+        let proposal = Proposal { log_type: "t".into(), payloads: vec![Bytes::from(vec![7u8; 30])], auto_commit: true };
+        sm.propose(proposal, 10).unwrap();
+        for _ in 0..3 {
+            if let Some(request) = drain(&mut sm).snapshot_request {
+                requests.push(request.meta.index);
+                let mut meta = request.meta;
+                meta.checksum = crc32c(b"");
+                sm.on_snapshot_taken(meta);
+            }
+        }
+    }
+    // 30 payload bytes an entry: the 4th entry crosses 100 bytes, the counter restarts, and the
+    // 8th crosses again (the entry-count trigger is off).
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests[0] < requests[1], "{requests:?}");
 }

@@ -76,6 +76,10 @@ pub struct Args {
     /// demand (`POST /admin/snapshot/{partition}`).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_interval: u64,
+    /// Also snapshot a partition once this many payload bytes were applied since its last
+    /// snapshot; 0: no byte trigger.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub snapshot_interval_bytes: u64,
     /// Entries kept in the log below a snapshot for followers briefly behind.
     #[arg(long, default_value_t = 1_024)]
     pub snapshot_tail: u64,

@@ -643,6 +643,7 @@ impl PartitionStateMachine {
         while self.log.applied < target {
             let index = self.log.applied + 1;
             let Some(entry) = self.log.get(index) else { break };
+            self.snapshots.applied_bytes += entry.payload.len() as u64;
             self.applier.apply(entry, restored, &mut self.out.deliveries, &mut self.out.replies);
             self.log.applied = index;
             if self.role == Role::Leader && !self.published && index >= self.barrier_index {

@@ -51,6 +51,8 @@ pub(super) struct Snapshots {
     pub(super) requested: Option<LogIndex>,
     /// A snapshot was asked for on demand.
     pub(super) wanted: bool,
+    /// Payload bytes applied since the last snapshot was asked for (the byte trigger).
+    pub(super) applied_bytes: u64,
     /// The snapshot's bytes were lost: repair with a snapshot at or above this index.
     pub(super) repair_from: Option<LogIndex>,
     /// The last attempt failed at this applied index: wait for more before retrying.
@@ -426,12 +428,16 @@ impl PartitionStateMachine {
         let covered = self.snapshots.latest.as_ref().map_or(0, |m| m.index);
         let applied = self.log.applied;
         let interval = self.config.snapshot_interval_entries;
-        let due = self.snapshots.wanted || (interval > 0 && applied >= covered + interval);
+        let bytes = self.config.snapshot_interval_bytes;
+        let due = self.snapshots.wanted
+            || (interval > 0 && applied >= covered + interval)
+            || (bytes > 0 && self.snapshots.applied_bytes >= bytes);
         let retry_ok = self.snapshots.failed_at.is_none_or(|at| applied >= at + interval.max(1));
         if !due || !retry_ok || self.snapshots.requested.is_some() || applied <= covered {
             return;
         }
         self.snapshots.wanted = false;
+        self.snapshots.applied_bytes = 0;
         self.snapshots.requested = Some(applied);
         let held =
             if self.canary(|c| c.snapshot_drops_held_tickets) { Vec::new() } else { self.applier.held_entries() };

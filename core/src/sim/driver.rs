@@ -60,10 +60,13 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     let interval = if options.snapshots && snap_rng.next_u64() % 4 != 0 { 2 + snap_rng.next_u64() % 40 } else { 0 };
     let tail = snap_rng.next_u64() % 6;
     let chunk = 1 + snap_rng.next_u64() % 24;
+    // Sometimes a byte trigger too (a few dozen payload bytes), drawn last so the draws above keep.
+    let bytes = if interval > 0 && snap_rng.next_u64() % 3 == 0 { 16 + snap_rng.next_u64() % 200 } else { 0 };
     let configs = configs
         .into_iter()
         .map(|mut c| {
             c.snapshot_interval_entries = interval;
+            c.snapshot_interval_bytes = bytes;
             c.snapshot_tail_entries = tail;
             c.snapshot_chunk_bytes = chunk;
             c
