@@ -68,6 +68,17 @@ pub struct RuntimeConfig {
     /// turns snapshots and log compaction off on the node: the snapshot bytes must live as long as
     /// the WAL that refers to them.
     pub snapshot_dir: Option<std::path::PathBuf>,
+    /// A partition whose leader had nothing to replicate for this long goes quiet on every
+    /// replica: no ticks, no heartbeats, until a proposal, a message or a peer's liveness change
+    /// wakes it (ARCHITECTURE.md, "Quiescence"). `Duration::ZERO` keeps every partition awake.
+    /// Default 1.5 s, like Kommander .NET.
+    pub quiesce_after: Duration,
+    /// The node-level failure detector sends a keep-alive to a peer it sent nothing to for this
+    /// long. Default 100 ms.
+    pub liveness_probe_interval: Duration,
+    /// A peer silent for this long is reported down to every partition (quiet followers of a
+    /// leader on it wake and elect). Default 500 ms, the minimum election timeout.
+    pub liveness_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -98,6 +109,9 @@ impl Default for RuntimeConfig {
             snapshot_tail_entries: 1_024,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_dir: None,
+            quiesce_after: Duration::from_millis(1_500),
+            liveness_probe_interval: Duration::from_millis(100),
+            liveness_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -155,7 +169,16 @@ impl RuntimeConfig {
         c.snapshot_interval_bytes = self.snapshot_interval_bytes;
         c.snapshot_tail_entries = self.snapshot_tail_entries;
         c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        c.quiesce_after_ticks = if self.quiesce_after.is_zero() { 0 } else { self.ticks(self.quiesce_after) };
         c
+    }
+
+    /// The failure detector's timing, in ticks.
+    pub(crate) fn liveness(&self) -> kommander_core::LivenessConfig {
+        kommander_core::LivenessConfig {
+            probe_interval_ticks: self.ticks(self.liveness_probe_interval),
+            down_after_ticks: self.ticks(self.liveness_timeout),
+        }
     }
 }
 

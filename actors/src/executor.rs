@@ -13,6 +13,7 @@
 use crate::application::TakeSnapshot;
 use crate::error::ReplicateError;
 use crate::events::RaftEvent;
+use crate::node_clock::{Asleep, DownPeers, NodeClock};
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::snapshot_store::SnapshotStore;
 use crate::status::{PartitionStatus, StatusCell};
@@ -49,6 +50,10 @@ pub(crate) struct ExecutorShared {
     pub(crate) max_wal_backlog_entries: usize,
     /// Length of a tick.
     pub(crate) tick: Duration,
+    /// The node's timer: it ticks this executor while its partition is awake.
+    pub(crate) clock: Addr<NodeClock>,
+    /// Peers the node's failure detector reports down (a restored partition starts knowing).
+    pub(crate) down_peers: DownPeers,
     /// Where application events go.
     pub(crate) events: Option<Recipient<RaftEvent>>,
     /// Where partition 0's events go (the system coordinator).
@@ -92,6 +97,8 @@ pub struct PartitionExecutor {
     durable_snapshot: LogIndex,
     /// Import chunks applied so far of an import whose last chunk has not applied yet.
     import_assembly: ImportAssembly,
+    /// The node clock ticks this executor (it was told [`Awake`] last, not [`Asleep`]).
+    ticked: bool,
 }
 
 impl PartitionExecutor {
@@ -117,6 +124,7 @@ impl PartitionExecutor {
             snapshot_writes: Vec::new(),
             durable_snapshot: 0,
             import_assembly: ImportAssembly::default(),
+            ticked: false,
         }
     }
 
@@ -215,7 +223,14 @@ impl PartitionExecutor {
         }
         self.durable_snapshot = state.snapshot.as_ref().map_or(0, |m| m.index);
         match PartitionStateMachine::restore(self.config.clone(), state) {
-            Ok(sm) => self.sm = Some(sm),
+            Ok(mut sm) => {
+                // What the node's failure detector knows, before the first turn.
+                let down = self.shared.down_peers.read().unwrap_or_else(|p| p.into_inner()).clone();
+                for node in down {
+                    sm.set_peer_alive(node, false);
+                }
+                self.sm = Some(sm);
+            }
             Err(error) => {
                 tracing::error!(partition = %self.partition(), %error, "partition refuses to serve: WAL is inconsistent");
                 ctx.stop();
@@ -224,13 +239,6 @@ impl PartitionExecutor {
         }
         self.flush(ctx);
         self.emit(RaftEvent::RestoreFinished { partition: self.partition() });
-        let tick = self.shared.tick;
-        ctx.run_interval(tick, |act, ctx| {
-            if let Some(sm) = act.sm.as_mut() {
-                sm.tick();
-                act.schedule_flush(ctx);
-            }
-        });
     }
 
     /// Take the state machine's outputs after the mailbox batch currently being processed.
@@ -248,6 +256,7 @@ impl PartitionExecutor {
         let Some(sm) = self.sm.as_mut() else { return };
         let ready = sm.ready();
         let status = PartitionStatus::of(sm);
+        self.sync_clock(ctx);
 
         let mut by_node: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
         for envelope in ready.messages {
@@ -362,6 +371,11 @@ impl Actor for PartitionExecutor {
         self.incarnation += 1;
         self.begin_restore(ctx);
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.ticked = false;
+        self.shared.clock.do_send(Asleep { partition: self.partition() });
+    }
 }
 
 impl Supervised for PartitionExecutor {
@@ -372,6 +386,8 @@ impl Supervised for PartitionExecutor {
         self.sm = None;
         self.flush_scheduled = false;
         self.last_import = None;
+        self.ticked = false;
+        self.shared.clock.do_send(Asleep { partition: self.partition() });
     }
 }
 
@@ -415,6 +431,7 @@ impl Handler<ReadOutcome> for PartitionExecutor {
     }
 }
 
+mod clock;
 mod membership;
 mod messages;
 mod snapshots;

@@ -12,6 +12,7 @@ use crate::coordinator::{AppliedOutcomes, CoordinatorParts, MembershipSettings, 
 use crate::error::{ManagerError, ReplicateError};
 use crate::events::RaftEvent;
 use crate::executor::{ExecutorShared, PartitionExecutor, Replicate, Resolve};
+use crate::node_clock::{ClockSettings, NodeClock};
 use crate::read_scheduler::ReadScheduler;
 use crate::registry::PartitionRegistry;
 use crate::router::InboundRouter;
@@ -266,7 +267,21 @@ impl RaftManager {
             let wal_scheduler = WalScheduler::start_in_arbiter(&handle, move |_| WalScheduler::new(wal, stats));
             let (wal, reads) = (inner.wal.clone(), inner.config.read_concurrency);
             let read_scheduler = ReadScheduler::start_in_arbiter(&handle, move |_| ReadScheduler::new(wal, reads));
+            let down_peers = crate::node_clock::DownPeers::default();
+            let settings = ClockSettings {
+                node: inner.node,
+                cluster_id: inner.cluster_id.clone(),
+                tick: inner.config.tick,
+                liveness: inner.config.liveness(),
+            };
+            let (transport, clock_router, down) = (inner.transport.clone(), router.clone(), down_peers.clone());
+            let watched: Vec<NodeId> = founders.iter().map(|(node, _)| *node).collect();
+            let clock = NodeClock::start_in_arbiter(&handle, move |_| {
+                NodeClock::new(settings, transport, clock_router, down, watched)
+            });
             let shared = ExecutorShared {
+                clock: clock.clone(),
+                down_peers,
                 cluster_id: inner.cluster_id.clone(),
                 wal: inner.wal.clone(),
                 transport: inner.transport.clone(),
@@ -321,6 +336,7 @@ impl RaftManager {
                     promotion_lag: inner.config.promotion_lag,
                     promotion_window: inner.config.promotion_window,
                     leaving: inner.leaving.clone(),
+                    clock,
                 },
             };
             let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| SystemCoordinator::new(parts));

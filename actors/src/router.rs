@@ -12,9 +12,9 @@ use crate::executor::{Inbound, PartitionExecutor};
 use actix::{Addr, Message, Recipient};
 use kommander_core::transport::{InboundRejection, InboundSink};
 use kommander_core::{validate_batch, Envelope, MessageBatch, MessageLimits, NodeId, PartitionId, RaftMessage};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 /// Another node asks to join (as a learner) or to leave the cluster.
 #[derive(Clone, Debug, Message)]
@@ -44,6 +44,8 @@ pub struct InboundRouter {
     pub rejected_batches: AtomicU64,
     /// Envelopes dropped because their partition is not hosted here.
     pub dropped_messages: AtomicU64,
+    /// Senders of accepted batches since the node clock last looked (its failure detector).
+    heard: Mutex<BTreeSet<NodeId>>,
 }
 
 impl InboundRouter {
@@ -58,7 +60,18 @@ impl InboundRouter {
             accepted_batches: AtomicU64::new(0),
             rejected_batches: AtomicU64::new(0),
             dropped_messages: AtomicU64::new(0),
+            heard: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// The nodes a batch was accepted from since the last call.
+    pub(crate) fn take_heard(&self) -> BTreeSet<NodeId> {
+        std::mem::take(&mut *self.heard.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Every hosted partition's executor.
+    pub(crate) fn executors(&self) -> Vec<Addr<PartitionExecutor>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     /// Route messages of `partition` to `executor`.
@@ -137,7 +150,12 @@ impl InboundRouter {
 
 impl InboundSink for InboundRouter {
     fn deliver(&self, batch: MessageBatch) -> Result<(), InboundRejection> {
-        let outcome = self.check(&batch).and_then(|()| self.dispatch(batch));
+        let checked = self.check(&batch);
+        if checked.is_ok() {
+            // Any valid frame, an empty keep-alive included, shows its sender is alive.
+            self.heard.lock().unwrap_or_else(|p| p.into_inner()).insert(batch.from);
+        }
+        let outcome = checked.and_then(|()| self.dispatch(batch));
         let counter = if outcome.is_ok() { &self.accepted_batches } else { &self.rejected_batches };
         counter.fetch_add(1, Ordering::Relaxed);
         outcome

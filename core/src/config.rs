@@ -50,6 +50,12 @@ pub struct PartitionConfig {
     pub snapshot_tail_entries: u64,
     /// Bytes per InstallSnapshot chunk (one chunk in flight per follower).
     pub snapshot_chunk_bytes: u64,
+    /// Quiescence: a leader idle for this many ticks, whose live followers hold and have
+    /// committed its whole log, asks them to go quiet, and all of them stop ticking until a
+    /// proposal, a message or a liveness change wakes them (0: never; the default, because a
+    /// quiesced follower relies on the driver's node-level failure detector,
+    /// [`crate::PartitionStateMachine::set_peer_alive`], to notice a dead leader).
+    pub quiesce_after_ticks: u32,
     /// Planted bugs for proving the simulator's checkers can fail. Test-only.
     #[cfg(feature = "canary-bugs")]
     pub canary: CanaryBugs,
@@ -98,6 +104,9 @@ pub struct CanaryBugs {
     /// A replica whose snapshot's bytes were lost delivers the entries after it anyway (on top
     /// of an empty state) instead of waiting for the leader's snapshot.
     pub deliver_while_repairing: bool,
+    /// A quiet follower keeps believing in a leader whose node was reported down, so it never
+    /// wakes to elect a new one.
+    pub quiet_follower_ignores_dead_leader: bool,
 }
 
 impl PartitionConfig {
@@ -123,6 +132,7 @@ impl PartitionConfig {
             snapshot_interval_bytes: 64 << 20,
             snapshot_tail_entries: 1_024,
             snapshot_chunk_bytes: 1 << 20,
+            quiesce_after_ticks: 0,
             #[cfg(feature = "canary-bugs")]
             canary: CanaryBugs::default(),
         }

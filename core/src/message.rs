@@ -95,6 +95,19 @@ pub enum RaftMessage {
         /// The lowest snapshot index that repairs it.
         index: LogIndex,
     },
+    /// Quiescence (ARCHITECTURE.md, "Quiescence"): an idle leader asks a follower whose log ends
+    /// at `index` (of term `index_term`, committed) to stop expecting heartbeats (`ack: false`);
+    /// the follower answers with `ack: true` once it went quiet. Not part of the Raft paper.
+    Quiesce {
+        /// Leader's term.
+        term: Term,
+        /// The leader's last (and committed) index.
+        index: LogIndex,
+        /// The term of the entry at `index`.
+        index_term: Term,
+        /// An answer from the follower.
+        ack: bool,
+    },
     /// Not part of Raft: a node asks the cluster (on partition 0, sent to any member, acted on by
     /// the partition-0 leader) to add it as a learner (`join`) or to remove it.
     MembershipRequest {
@@ -136,7 +149,8 @@ impl RaftMessage {
             | RaftMessage::AppendResponse { term, .. }
             | RaftMessage::InstallSnapshot { term, .. }
             | RaftMessage::SnapshotResponse { term, .. }
-            | RaftMessage::SnapshotNeeded { term, .. } => *term,
+            | RaftMessage::SnapshotNeeded { term, .. }
+            | RaftMessage::Quiesce { term, .. } => *term,
             RaftMessage::MembershipRequest { .. } => 0,
         }
     }
@@ -153,6 +167,8 @@ impl RaftMessage {
             RaftMessage::InstallSnapshot { .. } => "install_snapshot",
             RaftMessage::SnapshotResponse { .. } => "snapshot_response",
             RaftMessage::SnapshotNeeded { .. } => "snapshot_needed",
+            RaftMessage::Quiesce { ack: false, .. } => "quiesce",
+            RaftMessage::Quiesce { ack: true, .. } => "quiesce_ack",
             RaftMessage::MembershipRequest { .. } => "membership_request",
         }
     }

@@ -221,6 +221,12 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
                 return refuse(reason);
             }
         }
+        RaftMessage::Quiesce { term, index, index_term, .. } => {
+            check_term(*index_term)?;
+            if index_term > term || (*index == 0) != (*index_term == 0) {
+                return Err(InvalidBatch::InconsistentTerm(partition));
+            }
+        }
         RaftMessage::SnapshotNeeded { index, .. } => {
             if *index == u64::MAX {
                 return Err(InvalidBatch::InconsistentResponse(partition));

@@ -53,6 +53,17 @@ fn faulty_seeds_hold_every_invariant() {
     let (snapshots, installs, wipes) = (sum(|r| r.snapshots as u64), sum(|r| r.installs), sum(|r| r.wipes));
     let losses = sum(|r| r.snapshot_losses);
     let installing = count(|r| r.installs > 0);
+    let quiescing = count(|r| r.quiesce_after_ticks > 0);
+    let quiet = sum(|r| r.quiet_replicas as u64);
+    let failovers: Vec<u64> = reports.iter().filter_map(|r| r.failover_ticks).collect();
+    let worst = failovers.iter().max().copied().unwrap_or(0);
+    let mean = failovers.iter().sum::<u64>() as f64 / failovers.len().max(1) as f64;
+    println!(
+        "quiescence: on in {quiescing} seeds, {quiet} replicas quiet after the stable phase; failover \
+         checks (the busiest leader crashed or cut off while quiet): {} seeds, new leaders within \
+         {mean:.1} ticks on average, {worst} at worst",
+        failovers.len()
+    );
     println!(
         "snapshots: {snapshots} taken, restored or installed and checked against every replica's state; \
          {installs} installs from a leader in {installing} seeds; {wipes} data directories wiped; \
@@ -74,6 +85,8 @@ fn faulty_seeds_hold_every_invariant() {
     assert!(wipes > seeds / 200, "data directories must be lost and rebuilt ({wipes})");
     assert!(losses > seeds / 100, "lost snapshots must be repaired from the leaders ({losses})");
     assert!(no_pre_vote > seeds / 8 && no_check_quorum > seeds / 8, "seeds must run without pre-vote / check-quorum");
+    assert!(quiet > seeds / 4, "partitions must actually go quiet ({quiet} quiet replicas)");
+    assert!(failovers.len() as u64 > seeds / 10, "quiet leaders must be failed over ({})", failovers.len());
 }
 
 #[test]
@@ -188,6 +201,13 @@ fn planted_bugs() -> Vec<(&'static str, CanaryBugs, u64, &'static [ViolationKind
             CanaryBugs { deliver_while_repairing: true, ..bug },
             200,
             &[StateMachineSafety],
+        ),
+        // The failover check: a quiet follower must wake when its leader's node goes down.
+        (
+            "a quiet follower ignoring its dead leader",
+            CanaryBugs { quiet_follower_ignores_dead_leader: true, ..bug },
+            30,
+            &[Liveness],
         ),
     ]
 }

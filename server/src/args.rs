@@ -80,6 +80,10 @@ pub struct Args {
     /// snapshot; 0: no byte trigger.
     #[arg(long, default_value_t = 64 << 20)]
     pub snapshot_interval_bytes: u64,
+    /// A partition idle for this many ticks goes quiet (no ticks, no heartbeats) until something
+    /// happens to it; 0 keeps every partition awake.
+    #[arg(long, default_value_t = 30)]
+    pub quiesce_ticks: u32,
     /// Entries kept in the log below a snapshot for followers briefly behind.
     #[arg(long, default_value_t = 1_024)]
     pub snapshot_tail: u64,

@@ -79,6 +79,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         application_address: Some(format!("http://{}", args.listen)),
         snapshot_interval_entries: args.snapshot_interval,
         snapshot_interval_bytes: args.snapshot_interval_bytes,
+        quiesce_after: tick * args.quiesce_ticks,
         snapshot_tail_entries: args.snapshot_tail,
         // Snapshot files live next to the WAL files (in memory with the memory WAL).
         snapshot_dir: (args.wal != "memory").then(|| args.dir.join(format!("node-{}-snapshots", node.0))),

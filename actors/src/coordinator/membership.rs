@@ -19,6 +19,7 @@
 
 use super::SystemCoordinator;
 use crate::executor::{LearnerLag, ReconcileMembership};
+use crate::node_clock::{NodeClock, WatchPeers};
 use crate::router::MembershipAsk;
 use actix::prelude::*;
 use kommander_core::system::{MemberRole, Roster, SystemCommand};
@@ -49,6 +50,8 @@ pub(crate) struct MembershipSettings {
     pub(crate) promotion_window: Duration,
     /// Set by `leave_cluster`.
     pub(crate) leaving: Arc<AtomicBool>,
+    /// The node clock, whose failure detector watches the roster and every local membership.
+    pub(crate) clock: Addr<NodeClock>,
 }
 
 pub(crate) struct MembershipDriver {
@@ -114,6 +117,8 @@ impl MembershipDriver {
             }
         }
         let in_use: BTreeSet<NodeId> = self.memberships.values().flatten().copied().collect();
+        let watched = roster.members.keys().chain(&in_use).copied().filter(|&n| n != me).collect();
+        self.settings.clock.do_send(WatchPeers(watched));
         let gone: Vec<NodeId> =
             self.told.keys().copied().filter(|n| !roster.members.contains_key(n) && !in_use.contains(n)).collect();
         self.absent_since.retain(|node, _| gone.contains(node));

@@ -166,6 +166,9 @@ fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
         RaftMessage::SnapshotNeeded { term, index } => {
             M::SnapshotNeeded(proto::SnapshotNeeded { term: *term, index: *index })
         }
+        RaftMessage::Quiesce { term, index, index_term, ack } => {
+            M::Quiesce(proto::Quiesce { term: *term, index: *index, index_term: *index_term, ack: *ack })
+        }
         RaftMessage::SnapshotResponse { term, index, snapshot_term, next_offset, installed } => {
             M::SnapshotResponse(proto::SnapshotResponse {
                 term: *term,
@@ -214,6 +217,7 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
             chunk_checksum: m.chunk_checksum,
         },
         M::SnapshotNeeded(m) => RaftMessage::SnapshotNeeded { term: m.term, index: m.index },
+        M::Quiesce(m) => RaftMessage::Quiesce { term: m.term, index: m.index, index_term: m.index_term, ack: m.ack },
         M::SnapshotResponse(m) => RaftMessage::SnapshotResponse {
             term: m.term,
             index: m.index,

@@ -36,6 +36,7 @@ impl PartitionStateMachine {
             self.heartbeat_elapsed = 0;
             self.heartbeat();
         }
+        self.tick_quiescence();
     }
 
     /// Check-quorum: did a quorum (counting this leader) talk to us since the last round?

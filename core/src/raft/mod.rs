@@ -17,6 +17,7 @@ mod log;
 mod membership;
 mod progress;
 mod proposals;
+mod quiescence;
 pub mod ready;
 mod replication;
 mod snapshot;
@@ -130,6 +131,7 @@ pub struct PartitionStateMachine {
     reported_leader: Option<NodeId>,
     halted: Option<FatalError>,
     snapshots: snapshot::Snapshots,
+    quiescence: quiescence::Quiescence,
 }
 
 impl PartitionStateMachine {
@@ -170,6 +172,7 @@ impl PartitionStateMachine {
             reported_leader: None,
             halted: None,
             snapshots: snapshot::Snapshots::default(),
+            quiescence: quiescence::Quiescence::default(),
             config,
         };
         sm.log.membership.set_base(sm.base_membership());
@@ -369,7 +372,7 @@ impl PartitionStateMachine {
 
     /// Advance logical time by one tick.
     pub fn tick(&mut self) {
-        if self.halted.is_some() {
+        if self.halted.is_some() || self.quiescence.quiet {
             return;
         }
         match self.role {
@@ -405,6 +408,17 @@ impl PartitionStateMachine {
             crate::snapshot::validate_chunk(*term, meta, *offset, data, *done, *chunk_checksum)?;
         }
         let message = envelope.message;
+        self.wake_before_step(&message);
+        let before = self.quiet_view();
+        // A vote request of a newer term from the node this replica follows: that node no longer
+        // leads (a leader never campaigns), so stop treating it as a live leader.
+        if matches!(message, RaftMessage::VoteRequest { term, .. } if term > self.term)
+            && self.role != Role::Leader
+            && self.leader == Some(from)
+        {
+            self.leader = None;
+            self.publish_leader();
+        }
         // §5.1: any higher term seen makes this replica adopt it and step down. A granted
         // pre-vote answer carries the prospective term and must not.
         let granted_pre_vote = matches!(message, RaftMessage::VoteResponse { pre_vote: true, granted: true, .. });
@@ -415,11 +429,20 @@ impl PartitionStateMachine {
             return Ok(());
         }
         if message.term() > self.term && !granted_pre_vote && !pre_vote_request {
-            let from_leader =
-                matches!(message, RaftMessage::AppendRequest { .. } | RaftMessage::InstallSnapshot { .. });
+            let from_leader = matches!(
+                message,
+                RaftMessage::AppendRequest { .. }
+                    | RaftMessage::InstallSnapshot { .. }
+                    | RaftMessage::Quiesce { ack: false, .. }
+            );
             let leader = from_leader.then_some(from);
             self.become_follower(message.term(), leader);
         }
+        let leader_traffic = match &message {
+            RaftMessage::AppendRequest { entries, .. } => !entries.is_empty(),
+            RaftMessage::InstallSnapshot { .. } => true,
+            _ => false,
+        };
         match message {
             RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote } => {
                 self.handle_vote_request(from, term, last_log_index, last_log_term, pre_vote)
@@ -440,9 +463,13 @@ impl PartitionStateMachine {
                 self.handle_snapshot_response(from, term, index, snapshot_term, next_offset, installed)
             }
             RaftMessage::SnapshotNeeded { term, index } => self.handle_snapshot_needed(from, term, index),
+            RaftMessage::Quiesce { term, index, index_term, ack } => {
+                self.handle_quiesce(from, term, index, index_term, ack)
+            }
             // Handled by the runtime's system coordinator, never by a partition.
             RaftMessage::MembershipRequest { .. } => {}
         }
+        self.wake_after_step(leader_traffic, before);
         Ok(())
     }
 

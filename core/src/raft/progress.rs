@@ -53,6 +53,8 @@ pub struct Progress {
     pub(crate) read_pending: bool,
     /// The snapshot transfer, in [`ProgressState::Snapshot`].
     pub(crate) snapshot: Option<SnapshotSend>,
+    /// The follower acknowledged this leader's quiesce request for the current log end.
+    pub(crate) quiesced: bool,
 }
 
 impl Progress {
@@ -72,6 +74,7 @@ impl Progress {
             acked_since_heartbeat: false,
             read_pending: false,
             snapshot: None,
+            quiesced: false,
         }
     }
 

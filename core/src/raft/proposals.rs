@@ -143,6 +143,7 @@ impl PartitionStateMachine {
         now_ms: u64,
     ) -> Result<ProposalAccepted, ProposeError> {
         self.check_can_propose(proposal.payloads.len())?;
+        self.wake();
         if proposal.payloads.is_empty() {
             return Err(ProposeError::EmptyProposal);
         }
@@ -207,6 +208,7 @@ impl PartitionStateMachine {
 
     fn resolve(&mut self, ticket: Ticket, requested: TicketOutcome) -> Result<(), ProposeError> {
         self.check_published_leader()?;
+        self.wake();
         if ticket.is_zero() {
             return Err(ProposeError::UnknownTicket(ticket));
         }

@@ -62,9 +62,13 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     let chunk = 1 + snap_rng.next_u64() % 24;
     // Sometimes a byte trigger too (a few dozen payload bytes), drawn last so the draws above keep.
     let bytes = if interval > 0 && snap_rng.next_u64() % 3 == 0 { 16 + snap_rng.next_u64() % 200 } else { 0 };
+    // Quiescence too, from a generator of its own.
+    let mut quiet_rng = SplitMix64::new(seed ^ 0x9_1e5c_e9ce);
+    let quiesce = if options.quiescence && quiet_rng.next_u64() % 3 != 0 { 2 + quiet_rng.next_u64() % 30 } else { 0 };
     let configs = configs
         .into_iter()
         .map(|mut c| {
+            c.quiesce_after_ticks = quiesce as u32;
             c.snapshot_interval_entries = interval;
             c.snapshot_interval_bytes = bytes;
             c.snapshot_tail_entries = tail;
@@ -119,6 +123,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         return Err(fail(&driver.world, Violation { kind: ViolationKind::Disruption, detail }));
     }
     converged(&driver.world).map_err(|v| fail(&driver.world, v))?;
+    let quiet_replicas = driver.world.quiet_replicas();
+    let failover_ticks =
+        if quiesce > 0 { driver.failover_check(options).map_err(|v| fail(&driver.world, v))? } else { None };
     let world = &driver.world;
     Ok(SimReport {
         seed,
@@ -137,6 +144,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         pre_vote,
         check_quorum,
         disruptions,
+        quiesce_after_ticks: quiesce as u32,
+        quiet_replicas,
+        failover_ticks,
     })
 }
 
@@ -494,6 +504,55 @@ impl Driver {
     }
 
     /// End every fault: links, pauses, hung WALs (their nodes restart), crashed nodes.
+    /// Quiescence's liveness bound: crash (or cut off) the node that leads the most partitions
+    /// while they are quiet; every partition must have a leader elsewhere within the detector's
+    /// timeout plus three maximum election timeouts. Then heal and converge again. Seeds whose
+    /// partitions cannot lose a voter (fewer than three voters) skip it.
+    fn failover_check(&mut self, options: &SimOptions) -> Result<Option<u64>, Violation> {
+        let partitions = self.world.partition_ids();
+        let mut led: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for &p in &partitions {
+            let Some(leader) = self.world.leader(p) else { return Ok(None) };
+            let voters = self.world.replica(leader, p).map_or(0, |sm| sm.membership().voters.len());
+            if voters < 3 {
+                return Ok(None);
+            }
+            *led.entry(leader).or_default() += 1;
+        }
+        let Some((&victim, _)) = led.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n))) else { return Ok(None) };
+        let crash = self.world.random(2) == 0;
+        if crash {
+            self.world.crash(victim);
+        } else {
+            self.world.isolate(victim);
+        }
+        let tick = self.world.faults.tick_interval;
+        let election_max = self.world.config(victim, partitions[0]).map_or(20, |c| c.election_timeout_max_ticks);
+        let bound = u64::from(self.world.liveness.down_after_ticks) + 3 * u64::from(election_max);
+        let start = self.world.now();
+        // `leader` picks the highest term: a cut-off victim still leading an old term does not count.
+        let elected = |world: &World| partitions.iter().all(|&p| world.leader(p).is_some_and(|l| l != victim));
+        while !elected(&self.world) {
+            if self.world.now() - start > bound * tick {
+                let detail = format!(
+                    "no new leader within {bound} ticks after {victim} {} while its partitions were quiet\n{}",
+                    if crash { "crashed" } else { "was cut off" },
+                    self.world.describe()
+                );
+                return Err(Violation { kind: ViolationKind::Liveness, detail });
+            }
+            self.world.run_for(1)?;
+        }
+        let took = (self.world.now() - start).div_ceil(tick);
+        self.heal_all()?;
+        let end = self.world.now() + options.heal_ticks * tick;
+        while self.world.now() < end && self.world.check_converged().is_err() {
+            self.world.run_for(tick)?;
+        }
+        self.world.check_converged()?;
+        Ok(Some(took))
+    }
+
     fn heal_all(&mut self) -> Result<(), Violation> {
         self.world.heal();
         self.flaps.clear();

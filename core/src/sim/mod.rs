@@ -54,6 +54,11 @@ pub struct SimOptions {
     /// snapshots on random replicas, small chunks, and data-directory wipes of nodes outside every
     /// quorum (which then catch up by snapshot install). On by default.
     pub snapshots: bool,
+    /// Quiescence: a random idle period per seed (off in one seed of three), node-level failure
+    /// detection, and after the stable phase a failover check: the node leading the most
+    /// partitions crashes or is cut off while they are quiet, and every partition must have a
+    /// leader on the other nodes within a bound. On by default.
+    pub quiescence: bool,
     /// Which classes of faults the faulty phase may inject (all by default; switching one off
     /// shows which planted bugs that class is needed for).
     pub classes: FaultClasses,
@@ -76,6 +81,7 @@ impl Default for SimOptions {
             check_quorum: None,
             stable_ticks: 100,
             snapshots: true,
+            quiescence: true,
             classes: FaultClasses::default(),
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
@@ -146,6 +152,13 @@ pub struct SimReport {
     pub wipes: u64,
     /// Replicas whose snapshot's bytes were lost and that were repaired by the leader's.
     pub snapshot_losses: u64,
+    /// Ticks a leader idled before going quiet (0: quiescence off).
+    pub quiesce_after_ticks: u32,
+    /// Replicas quiet at the end of the stable phase.
+    pub quiet_replicas: usize,
+    /// Ticks from the failover check's fault to every partition having a leader elsewhere (None:
+    /// no check this seed).
+    pub failover_ticks: Option<u64>,
     /// Hash of the event trace (determinism check).
     pub trace_hash: u64,
 }

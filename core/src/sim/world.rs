@@ -8,6 +8,7 @@ use crate::config::PartitionConfig;
 use crate::error::TicketOutcome;
 use crate::hlc::Ticket;
 use crate::ids::{NodeId, PartitionId, Term};
+use crate::liveness::{LivenessChange, LivenessConfig, NodeLiveness};
 use crate::memory_wal::MemoryWal;
 use crate::message::Envelope;
 use crate::raft::{ClientReply, Membership, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
@@ -88,6 +89,11 @@ enum Event {
     /// after it restarted.
     Deliver {
         envelope: Envelope,
+    },
+    /// A node-level keep-alive frame (no partition's messages), for the failure detector.
+    KeepAlive {
+        from: NodeId,
+        to: NodeId,
     },
     /// Take a replica's outputs after it absorbed several inputs (explores batched turns).
     Ready {
@@ -195,6 +201,8 @@ struct SimNode {
     ticks: u64,
     /// The process is paused (SIGSTOP) until then: nothing it would do happens before.
     paused_until: SimTime,
+    /// The node-level failure detector (reset when the node starts).
+    liveness: NodeLiveness,
 }
 
 /// A two-phase ticket awaiting its commit/rollback decision.
@@ -245,6 +253,8 @@ pub struct World {
     repairing: BTreeSet<(NodeId, PartitionId)>,
     /// Replicas repaired by the leader's snapshot.
     pub repairs: u64,
+    /// Timing of every node's failure detector (applies to nodes started after a change).
+    pub liveness: LivenessConfig,
 }
 
 impl World {
@@ -275,6 +285,7 @@ impl World {
             snapshot_losses: 0,
             repairing: BTreeSet::new(),
             repairs: 0,
+            liveness: LivenessConfig::default(),
         };
         for config in configs {
             world.nodes.entry(config.node).or_insert_with(|| SimNode {
@@ -290,6 +301,7 @@ impl World {
                 tick_per_mille: 1000,
                 ticks: 0,
                 paused_until: 0,
+                liveness: NodeLiveness::new(LivenessConfig::default()),
             });
             world.configs.insert((config.node, config.partition), config);
         }
@@ -352,6 +364,19 @@ impl World {
             .filter(|(_, n)| n.partitions.get(&partition).is_some_and(|sm| sm.role() == Role::Leader))
             .map(|(&id, _)| id)
             .collect()
+    }
+    /// The configuration of `node`'s replica of `partition`.
+    pub fn config(&self, node: NodeId, partition: PartitionId) -> Option<&PartitionConfig> {
+        self.configs.get(&(node, partition))
+    }
+    /// Running replicas that are quiet (quiescence).
+    pub fn quiet_replicas(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.alive)
+            .flat_map(|n| n.partitions.values())
+            .filter(|sm| sm.is_quiesced())
+            .count()
     }
     /// A running replica that leads `partition` with published leadership (highest term wins).
     pub fn leader(&self, partition: PartitionId) -> Option<NodeId> {
@@ -466,10 +491,13 @@ impl World {
         let drift = u64::from(self.faults.clock_drift_per_mille.min(900));
         let tick_per_mille = 1000 - drift + self.rng.next_u64() % (2 * drift + 1);
         let offset = self.rng.next_u64() % self.faults.tick_interval;
+        let peers: Vec<NodeId> = self.nodes.keys().copied().filter(|&p| p != node).collect();
         let n = self.nodes.get_mut(&node).expect("node exists");
         n.alive = true;
         n.tick_per_mille = tick_per_mille;
         n.ticks = 0;
+        n.liveness = NodeLiveness::new(self.liveness);
+        n.liveness.set_peers(peers);
         let epoch = n.epoch;
         for &partition in &partitions {
             self.restore_partition(node, partition)?;
@@ -508,7 +536,12 @@ impl World {
         }
         self.checker.restarted(node, partition, snapshot.as_ref().map(|m| (m, app)), &entries)?;
         let state = RestoreState { hard_state, snapshot, compacted_through, entries, snapshot_missing };
-        let sm = PartitionStateMachine::restore(config, state).map_err(|e| fatal(node, e.to_string()))?;
+        let mut sm = PartitionStateMachine::restore(config, state).map_err(|e| fatal(node, e.to_string()))?;
+        // A replica restarted alone learns what its node's failure detector knows.
+        let liveness = &self.nodes[&node].liveness;
+        for peer in liveness.peers().filter(|&p| !liveness.is_alive(p)).collect::<Vec<_>>() {
+            sm.set_peer_alive(peer, false);
+        }
         self.apps.insert((node, partition), app.unwrap_or_default());
         self.incarnations += 1;
         let n = self.nodes.get_mut(&node).expect("node exists");
@@ -750,6 +783,7 @@ impl World {
             | Event::ChunkRead { node, .. }
             | Event::ChunkWritten { node, .. } => *node,
             Event::Deliver { envelope } => envelope.to,
+            Event::KeepAlive { to, .. } => *to,
         }
     }
 
@@ -773,6 +807,13 @@ impl World {
                     }
                     self.process_ready(node, partition)?;
                 }
+                let tick = self.nodes.get_mut(&node).expect("alive").liveness.tick();
+                for to in tick.probes {
+                    self.transmit(node, to, Event::KeepAlive { from: node, to });
+                }
+                for change in tick.changes {
+                    self.liveness_changed(node, change)?;
+                }
                 let base = self.faults.tick_interval;
                 let n = self.nodes.get_mut(&node).expect("alive");
                 // The k-th tick ends at ⌊k × base × rate⌋: whole time units, the exact rate on average.
@@ -788,6 +829,7 @@ impl World {
                     return Ok(());
                 }
                 self.mix_trace(2, envelope.from.0 << 32 | to.0);
+                self.heard(to, envelope.from)?;
                 if let Some(sm) = self.sm_mut(to, partition) {
                     // Errors (unknown sender, halted) leave the replica unchanged.
                     let _ = sm.step(envelope);
@@ -800,6 +842,12 @@ impl World {
                     self.schedule(delay, Event::Ready { node: to, epoch, partition, incarnation });
                 } else {
                     self.process_ready(to, partition)?;
+                }
+            }
+            Event::KeepAlive { from, to } => {
+                if self.is_alive(to) && !self.cut.contains(&(from, to)) {
+                    self.mix_trace(6, from.0 << 32 | to.0);
+                    self.heard(to, from)?;
                 }
             }
             Event::Ready { node, epoch, partition, incarnation } => {
@@ -1048,7 +1096,16 @@ impl World {
     }
 
     fn send(&mut self, envelope: Envelope) {
-        if self.cut.contains(&(envelope.from, envelope.to)) {
+        let (from, to) = (envelope.from, envelope.to);
+        if let Some(n) = self.nodes.get_mut(&from) {
+            n.liveness.sent(to);
+        }
+        self.transmit(from, to, Event::Deliver { envelope });
+    }
+
+    /// Put a frame on the network: cut links and drops lose it, duplicates deliver it twice.
+    fn transmit(&mut self, from: NodeId, to: NodeId, event: Event) {
+        if self.cut.contains(&(from, to)) {
             return;
         }
         if self.per_mille(self.faults.drop_per_mille) {
@@ -1056,10 +1113,35 @@ impl World {
         }
         if self.per_mille(self.faults.duplicate_per_mille) {
             let delay = self.message_delay();
-            self.schedule(delay, Event::Deliver { envelope: envelope.clone() });
+            self.schedule(delay, event.clone());
         }
         let delay = self.message_delay();
-        self.schedule(delay, Event::Deliver { envelope });
+        self.schedule(delay, event);
+    }
+
+    /// `node` received a frame from `from`: its failure detector hears `from`.
+    fn heard(&mut self, node: NodeId, from: NodeId) -> Result<(), Violation> {
+        let change = self.nodes.get_mut(&node).and_then(|n| n.liveness.heard(from));
+        match change {
+            Some(change) => self.liveness_changed(node, change),
+            None => Ok(()),
+        }
+    }
+
+    /// Hand a failure-detector verdict of `node`'s to every replica it hosts.
+    fn liveness_changed(&mut self, node: NodeId, change: LivenessChange) -> Result<(), Violation> {
+        let (peer, alive) = match change {
+            LivenessChange::Down(peer) => (peer, false),
+            LivenessChange::Up(peer) => (peer, true),
+        };
+        let partitions: Vec<PartitionId> = self.nodes[&node].partitions.keys().copied().collect();
+        for partition in partitions {
+            if let Some(sm) = self.sm_mut(node, partition) {
+                sm.set_peer_alive(peer, alive);
+            }
+            self.process_ready(node, partition)?;
+        }
+        Ok(())
     }
 
     /// One line per replica: role, term, commit/applied/stable/last indexes, follower progress.

@@ -1,0 +1,162 @@
+//! `NodeClock`: the node's one timer. Every tick it
+//! * ticks only the partitions that are awake (a quiet partition costs no timer and no message),
+//! * runs the node-level failure detector ([`NodeLiveness`]): any accepted frame from a peer
+//!   counts as hearing it, a peer gets an empty keep-alive batch every probe interval, and a
+//!   verdict change (down, or up again) goes to every hosted partition
+//!   ([`kommander_core::PartitionStateMachine::set_peer_alive`]).
+//!
+//! Executors tell it when they go quiet ([`Asleep`]) and wake ([`Awake`]); the system coordinator
+//! tells it the peers to watch (the roster and every local partition's members, [`WatchPeers`]).
+
+use crate::executor::PartitionExecutor;
+use crate::router::InboundRouter;
+use actix::prelude::*;
+use kommander_core::{LivenessChange, LivenessConfig, MessageBatch, NodeId, NodeLiveness, PartitionId, Transport};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Tick a partition's state machine (sent to awake executors only).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Tick;
+
+/// The failure detector's verdict on a peer, for every hosted partition.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct PeerLiveness {
+    pub(crate) node: NodeId,
+    pub(crate) alive: bool,
+}
+
+/// An executor's partition is awake: tick it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Awake {
+    pub(crate) partition: PartitionId,
+    pub(crate) executor: Addr<PartitionExecutor>,
+}
+
+/// An executor's partition went quiet (or stopped): stop ticking it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Asleep {
+    pub(crate) partition: PartitionId,
+}
+
+/// The peers the failure detector watches (replaces the previous set).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WatchPeers(pub(crate) BTreeSet<NodeId>);
+
+/// The peers the failure detector reports down, for partitions that (re)start.
+pub(crate) type DownPeers = Arc<RwLock<BTreeSet<NodeId>>>;
+
+/// What a node clock is configured with.
+pub(crate) struct ClockSettings {
+    /// This node.
+    pub(crate) node: NodeId,
+    /// Stamped on keep-alives.
+    pub(crate) cluster_id: String,
+    /// The tick.
+    pub(crate) tick: Duration,
+    /// Failure-detector timing, in ticks.
+    pub(crate) liveness: LivenessConfig,
+}
+
+/// The node's timer and failure detector (see the module docs).
+pub(crate) struct NodeClock {
+    node: NodeId,
+    cluster_id: String,
+    tick: Duration,
+    transport: Arc<dyn Transport>,
+    router: Arc<InboundRouter>,
+    liveness: NodeLiveness,
+    down: DownPeers,
+    awake: HashMap<PartitionId, Addr<PartitionExecutor>>,
+}
+
+impl NodeClock {
+    /// A clock ticking every `tick`, watching `peers` with `liveness` timing; it keeps `down`
+    /// current.
+    pub(crate) fn new(
+        settings: ClockSettings,
+        transport: Arc<dyn Transport>,
+        router: Arc<InboundRouter>,
+        down: DownPeers,
+        peers: impl IntoIterator<Item = NodeId>,
+    ) -> Self {
+        let ClockSettings { node, cluster_id, tick, liveness } = settings;
+        let mut detector = NodeLiveness::new(liveness);
+        detector.set_peers(peers.into_iter().filter(|&p| p != node));
+        NodeClock { node, cluster_id, tick, transport, router, liveness: detector, down, awake: HashMap::new() }
+    }
+
+    fn on_tick(&mut self) {
+        let mut changes: Vec<LivenessChange> =
+            self.router.take_heard().into_iter().filter_map(|node| self.liveness.heard(node)).collect();
+        let tick = self.liveness.tick();
+        changes.extend(tick.changes);
+        for to in tick.probes {
+            let keep_alive =
+                MessageBatch { cluster_id: self.cluster_id.clone(), from: self.node, to, messages: Vec::new() };
+            if let Err(error) = self.transport.send(keep_alive) {
+                tracing::trace!(%to, %error, "keep-alive not sent");
+            }
+        }
+        if !changes.is_empty() {
+            let mut down = self.down.write().unwrap_or_else(|p| p.into_inner());
+            for change in &changes {
+                match *change {
+                    LivenessChange::Down(node) => down.insert(node),
+                    LivenessChange::Up(node) => down.remove(&node),
+                };
+            }
+            drop(down);
+            let executors = self.router.executors();
+            for change in changes {
+                let verdict = match change {
+                    LivenessChange::Down(node) => PeerLiveness { node, alive: false },
+                    LivenessChange::Up(node) => PeerLiveness { node, alive: true },
+                };
+                tracing::info!(node = %verdict.node, alive = verdict.alive, "node-level liveness changed");
+                for executor in &executors {
+                    executor.do_send(verdict);
+                }
+            }
+        }
+        for executor in self.awake.values() {
+            executor.do_send(Tick);
+        }
+    }
+}
+
+impl Actor for NodeClock {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |act, _| act.on_tick());
+    }
+}
+
+impl Handler<Awake> for NodeClock {
+    type Result = ();
+    fn handle(&mut self, msg: Awake, _: &mut Context<Self>) {
+        self.awake.insert(msg.partition, msg.executor);
+    }
+}
+
+impl Handler<Asleep> for NodeClock {
+    type Result = ();
+    fn handle(&mut self, msg: Asleep, _: &mut Context<Self>) {
+        self.awake.remove(&msg.partition);
+    }
+}
+
+impl Handler<WatchPeers> for NodeClock {
+    type Result = ();
+    fn handle(&mut self, msg: WatchPeers, _: &mut Context<Self>) {
+        let node = self.node;
+        self.liveness.set_peers(msg.0.into_iter().filter(|&p| p != node));
+    }
+}
