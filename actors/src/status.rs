@@ -38,6 +38,8 @@ pub struct PartitionStatus {
     /// The snapshot's bytes were lost: the replica applies nothing until the leader's snapshot
     /// replaces them.
     pub repairing: bool,
+    /// The partition is quiet here: idle, neither ticking nor heartbeating (quiescence).
+    pub quiesced: bool,
 }
 
 impl Default for PartitionStatus {
@@ -56,6 +58,7 @@ impl Default for PartitionStatus {
             snapshot_index: 0,
             compacted_through: 0,
             repairing: false,
+            quiesced: false,
         }
     }
 }
@@ -83,6 +86,7 @@ impl PartitionStatus {
             snapshot_index: sm.snapshot().map_or(0, |m| m.index),
             compacted_through: sm.compacted_through(),
             repairing: sm.is_repairing(),
+            quiesced: sm.is_quiesced(),
         }
     }
 }

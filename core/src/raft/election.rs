@@ -21,6 +21,10 @@ impl PartitionStateMachine {
     }
 
     pub(super) fn tick_leader(&mut self) {
+        // Going quiet comes first: a heartbeat sent now would be answered after, waking it.
+        if self.tick_quiescence() {
+            return;
+        }
         self.heartbeat_elapsed += 1;
         self.check_quorum_elapsed += 1;
         if self.config.check_quorum && self.check_quorum_elapsed >= self.config.election_timeout_min_ticks {
@@ -35,8 +39,8 @@ impl PartitionStateMachine {
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks && !self.canary_heartbeat_held_back() {
             self.heartbeat_elapsed = 0;
             self.heartbeat();
+            self.ask_to_quiesce();
         }
-        self.tick_quiescence();
     }
 
     /// Check-quorum: did a quorum (counting this leader) talk to us since the last round?

@@ -19,7 +19,7 @@
 
 use super::{PartitionStateMachine, Role};
 use crate::ids::{LogIndex, NodeId, Term};
-use crate::message::RaftMessage;
+use crate::message::{AppendResult, RaftMessage};
 
 /// Term, vote, leader, last index and commit index of a replica.
 pub(super) type QuietView = (Term, Option<NodeId>, Option<NodeId>, LogIndex, LogIndex);
@@ -88,10 +88,21 @@ impl PartitionStateMachine {
         }
     }
 
-    /// Wake for a message, before it is handled (leaders: anything but an acknowledgement), or
-    /// after (followers: see [`Self::wake_after_step`]).
+    /// A quiet leader wakes for any message but one confirming what it knows (an acknowledgement,
+    /// or a late answer to a heartbeat from a follower that matches the whole log); followers
+    /// decide after the message is handled ([`Self::wake_after_step`]).
     pub(super) fn wake_before_step(&mut self, message: &RaftMessage) {
-        if self.role == Role::Leader && !matches!(message, RaftMessage::Quiesce { ack: true, .. }) {
+        if !self.quiescence.quiet || self.role != Role::Leader {
+            return;
+        }
+        let confirms = match *message {
+            RaftMessage::Quiesce { ack, term, .. } => ack && term == self.term,
+            RaftMessage::AppendResponse { term, result: AppendResult::Success { match_index }, .. } => {
+                term == self.term && match_index == self.log.last_index()
+            }
+            _ => false,
+        };
+        if !confirms {
             self.wake();
         }
     }
@@ -113,37 +124,45 @@ impl PartitionStateMachine {
         }
     }
 
-    /// Leader: after this tick's heartbeat, count an idle tick, ask the live followers to go
-    /// quiet once idle long enough, and go quiet when all of them acknowledged.
-    pub(super) fn tick_quiescence(&mut self) {
+    /// Leader, at the start of a tick: count an idle tick (or reset the count and every
+    /// acknowledgement when there is work), and go quiet once idle long enough with every live
+    /// follower's acknowledgement. Returns whether it is quiet now.
+    pub(super) fn tick_quiescence(&mut self) -> bool {
         if self.config.quiesce_after_ticks == 0 || self.role != Role::Leader {
-            return;
+            return false;
         }
         if !self.idle() {
             self.quiescence.idle_ticks = 0;
             for progress in self.progress.values_mut() {
                 progress.quiesced = false;
             }
-            return;
+            return false;
         }
         self.quiescence.idle_ticks = self.quiescence.idle_ticks.saturating_add(1);
-        if self.quiescence.idle_ticks < self.config.quiesce_after_ticks {
+        if self.quiescence.idle_ticks <= self.config.quiesce_after_ticks || !self.waiting_to_quiesce().is_empty() {
+            return false;
+        }
+        tracing::trace!(partition = %self.config.partition, node = %self.config.node, "quiesced");
+        self.quiescence.quiet = true;
+        true
+    }
+
+    /// Leader, after a heartbeat: once idle long enough, ask the live followers that have not
+    /// acknowledged yet to go quiet.
+    pub(super) fn ask_to_quiesce(&mut self) {
+        if self.config.quiesce_after_ticks == 0 || self.quiescence.idle_ticks < self.config.quiesce_after_ticks {
             return;
         }
+        let (index, index_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.waiting_to_quiesce() {
+            self.send(peer, RaftMessage::Quiesce { term: self.term, index, index_term, ack: false });
+        }
+    }
+
+    /// Live followers that have not acknowledged going quiet.
+    fn waiting_to_quiesce(&self) -> Vec<NodeId> {
         let down = &self.quiescence.down;
-        let waiting: Vec<NodeId> =
-            self.progress.iter().filter(|(n, p)| !p.quiesced && !down.contains(n)).map(|(n, _)| *n).collect();
-        if waiting.is_empty() {
-            tracing::trace!(partition = %self.config.partition, node = %self.config.node, "quiesced");
-            self.quiescence.quiet = true;
-            return;
-        }
-        if self.heartbeat_elapsed == 0 {
-            let (index, index_term) = (self.log.last_index(), self.log.last_term());
-            for peer in waiting {
-                self.send(peer, RaftMessage::Quiesce { term: self.term, index, index_term, ack: false });
-            }
-        }
+        self.progress.iter().filter(|(n, p)| !p.quiesced && !down.contains(n)).map(|(n, _)| *n).collect()
     }
 
     /// Nothing to replicate: the log is committed and applied, every live follower matches it,
