@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 const REQUEST_EVERY: Duration = Duration::from_millis(300);
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
+/// How often partitions already in sync with the roster are checked for a term change.
+const TERM_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How long a node must be out of the roster and of every local partition membership before the
 /// transport forgets it.
 pub(crate) const REMOVE_PEER_AFTER: Duration = Duration::from_secs(3);
@@ -70,6 +72,13 @@ pub(crate) struct MembershipDriver {
     memberships: BTreeMap<PartitionId, BTreeSet<NodeId>>,
     /// Version of the roster the transport's peers were last synchronised with.
     synced_version: u64,
+    /// Partitions whose replica here reported the roster's membership, and in which term: they
+    /// are not asked again until the roster or their term changes.
+    in_sync: BTreeMap<PartitionId, kommander_core::Term>,
+    /// Roster version `in_sync` refers to.
+    in_sync_version: u64,
+    /// The last scan of `in_sync` partitions' terms.
+    last_term_scan: Option<Instant>,
 }
 
 impl MembershipDriver {
@@ -85,6 +94,9 @@ impl MembershipDriver {
             absent_since: BTreeMap::new(),
             memberships: BTreeMap::new(),
             synced_version: 0,
+            in_sync: BTreeMap::new(),
+            in_sync_version: 0,
+            last_term_scan: None,
         }
     }
 
@@ -212,15 +224,33 @@ impl SystemCoordinator {
             let max_lag = self.members.settings.promotion_lag;
             let running = registry.running();
             self.members.memberships.retain(|partition, _| running.contains(partition));
+            // Only partitions that may need a step are asked: ten thousand idle partitions must
+            // not cost ten thousand requests per round. A partition in sync is asked again when
+            // the roster changes, or when its term changed (a new leader, whose log may differ).
+            if self.members.in_sync_version != state.roster.version {
+                self.members.in_sync.clear();
+                self.members.in_sync_version = state.roster.version;
+            }
+            self.members.in_sync.retain(|partition, _| running.contains(partition));
+            let scan_terms = MembershipDriver::due(&mut self.members.last_term_scan, TERM_SCAN_EVERY);
             for partition in running {
-                if let Some((executor, _)) = registry.get(partition) {
-                    let request = executor.send(ReconcileMembership { desired: desired.clone(), max_lag });
-                    ctx.spawn(request.into_actor(self).map(move |reply, act, _| {
-                        if let Ok(Some(membership)) = reply {
-                            act.members.memberships.insert(partition, membership.members().collect());
-                        }
-                    }));
+                let Some((executor, status)) = registry.get(partition) else { continue };
+                if let Some(&term) = self.members.in_sync.get(&partition) {
+                    if !scan_terms || status.get().term == term {
+                        continue;
+                    }
+                    self.members.in_sync.remove(&partition);
                 }
+                let request = executor.send(ReconcileMembership { desired: desired.clone(), max_lag });
+                let (wanted, version) = (desired.clone(), state.roster.version);
+                ctx.spawn(request.into_actor(self).map(move |reply, act, _| {
+                    if let Ok(Some((membership, term))) = reply {
+                        act.members.memberships.insert(partition, membership.members().collect());
+                        if membership == wanted && act.members.in_sync_version == version {
+                            act.members.in_sync.insert(partition, term);
+                        }
+                    }
+                }));
             }
             if p0_leader && !state.roster.learners().is_empty() {
                 self.check_promotions(ctx);

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use kommander_core::raft::Membership;
 
 impl Handler<ReconcileMembership> for PartitionExecutor {
-    type Result = Option<Membership>;
+    type Result = Option<(Membership, kommander_core::Term)>;
 
     fn handle(&mut self, msg: ReconcileMembership, ctx: &mut Context<Self>) -> Self::Result {
         let sm = self.sm.as_mut()?;
@@ -32,6 +32,6 @@ impl Handler<ReconcileMembership> for PartitionExecutor {
                 Err(error) => tracing::debug!(%partition, %error, "membership change not proposed"),
             }
         }
-        self.sm.as_ref().map(|sm| sm.membership().clone())
+        self.sm.as_ref().map(|sm| (sm.membership().clone(), sm.term()))
     }
 }

@@ -89,9 +89,10 @@ pub(crate) struct ProposeFence {
 
 /// Move this partition's membership one step toward `desired` (leaders only, and only when the
 /// previous change committed). A member is promoted to voter only once its log is within
-/// `max_lag` entries of the leader's. Answers the membership now in effect (after any proposal).
+/// `max_lag` entries of the leader's. Answers the membership now in effect (after any proposal)
+/// and the replica's term.
 #[derive(Message)]
-#[rtype(result = "Option<Membership>")]
+#[rtype(result = "Option<(Membership, kommander_core::Term)>")]
 pub(crate) struct ReconcileMembership {
     /// The membership the roster asks for.
     pub(crate) desired: Membership,
