@@ -170,6 +170,9 @@ impl RuntimeConfig {
         c.snapshot_tail_entries = self.snapshot_tail_entries;
         c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         c.quiesce_after_ticks = if self.quiesce_after.is_zero() { 0 } else { self.ticks(self.quiesce_after) };
+        // Thousands of partitions starting together elect over a window that grows with their
+        // number (one tick per 100 partitions: 5 s for 10,000 at 50 ms) instead of all at once.
+        c.initial_election_spread_ticks = self.initial_partitions / 100;
         c
     }
 

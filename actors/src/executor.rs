@@ -97,8 +97,10 @@ pub struct PartitionExecutor {
     durable_snapshot: LogIndex,
     /// Import chunks applied so far of an import whose last chunk has not applied yet.
     import_assembly: ImportAssembly,
-    /// The node clock ticks this executor (it was told [`Awake`] last, not [`Asleep`]).
+    /// The node clock ticks this executor (it was told `Awake` last, not `Asleep`).
     ticked: bool,
+    /// A tick from the node clock is on its way (shared with the clock).
+    tick_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PartitionExecutor {
@@ -125,6 +127,7 @@ impl PartitionExecutor {
             durable_snapshot: 0,
             import_assembly: ImportAssembly::default(),
             ticked: false,
+            tick_pending: Arc::default(),
         }
     }
 

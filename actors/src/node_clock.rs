@@ -13,6 +13,7 @@ use crate::router::InboundRouter;
 use actix::prelude::*;
 use kommander_core::{LivenessChange, LivenessConfig, MessageBatch, NodeId, NodeLiveness, PartitionId, Transport};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,12 +30,15 @@ pub(crate) struct PeerLiveness {
     pub(crate) alive: bool,
 }
 
-/// An executor's partition is awake: tick it.
+/// An executor's partition is awake: tick it. `pending` is set while a tick is on its way and
+/// cleared by the executor when it handles it: an executor that falls behind misses ticks (like a
+/// timer) instead of piling them up in its mailbox.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Awake {
     pub(crate) partition: PartitionId,
     pub(crate) executor: Addr<PartitionExecutor>,
+    pub(crate) pending: Arc<AtomicBool>,
 }
 
 /// An executor's partition went quiet (or stopped): stop ticking it.
@@ -73,7 +77,7 @@ pub(crate) struct NodeClock {
     router: Arc<InboundRouter>,
     liveness: NodeLiveness,
     down: DownPeers,
-    awake: HashMap<PartitionId, Addr<PartitionExecutor>>,
+    awake: HashMap<PartitionId, (Addr<PartitionExecutor>, Arc<AtomicBool>)>,
 }
 
 impl NodeClock {
@@ -125,8 +129,10 @@ impl NodeClock {
                 }
             }
         }
-        for executor in self.awake.values() {
-            executor.do_send(Tick);
+        for (executor, pending) in self.awake.values() {
+            if !pending.swap(true, Ordering::AcqRel) {
+                executor.do_send(Tick);
+            }
         }
     }
 }
@@ -142,7 +148,7 @@ impl Actor for NodeClock {
 impl Handler<Awake> for NodeClock {
     type Result = ();
     fn handle(&mut self, msg: Awake, _: &mut Context<Self>) {
-        self.awake.insert(msg.partition, msg.executor);
+        self.awake.insert(msg.partition, (msg.executor, msg.pending));
     }
 }
 

@@ -56,6 +56,10 @@ pub struct PartitionConfig {
     /// quiesced follower relies on the driver's node-level failure detector,
     /// [`crate::PartitionStateMachine::set_peer_alive`], to notice a dead leader).
     pub quiesce_after_ticks: u32,
+    /// The first election timeout after a replica starts is drawn from `[min, max + spread)`
+    /// instead of `[min, max)`: a node starting thousands of partitions at once spreads their
+    /// first elections over time instead of running them all in the same second. Default 0.
+    pub initial_election_spread_ticks: u32,
     /// Planted bugs for proving the simulator's checkers can fail. Test-only.
     #[cfg(feature = "canary-bugs")]
     pub canary: CanaryBugs,
@@ -133,6 +137,7 @@ impl PartitionConfig {
             snapshot_tail_entries: 1_024,
             snapshot_chunk_bytes: 1 << 20,
             quiesce_after_ticks: 0,
+            initial_election_spread_ticks: 0,
             #[cfg(feature = "canary-bugs")]
             canary: CanaryBugs::default(),
         }

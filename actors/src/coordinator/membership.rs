@@ -31,6 +31,13 @@ use std::time::{Duration, Instant};
 
 const REQUEST_EVERY: Duration = Duration::from_millis(300);
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
+/// What a membership round reads of the system state.
+struct RosterView {
+    roster: Roster,
+}
+
+/// How often the transport's peers and the failure detector's watch list follow the roster.
+const SYNC_PEERS_EVERY: Duration = Duration::from_millis(100);
 /// How often partitions already in sync with the roster are checked for a term change.
 const TERM_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How long a node must be out of the roster and of every local partition membership before the
@@ -79,6 +86,11 @@ pub(crate) struct MembershipDriver {
     in_sync_version: u64,
     /// The last scan of `in_sync` partitions' terms.
     last_term_scan: Option<Instant>,
+    /// The last `sync_peers` round.
+    last_sync: Option<Instant>,
+    /// Partitions with a `ReconcileMembership` unanswered (never two at once: a busy executor
+    /// must not collect a request per round).
+    asking: BTreeSet<PartitionId>,
 }
 
 impl MembershipDriver {
@@ -97,6 +109,8 @@ impl MembershipDriver {
             in_sync: BTreeMap::new(),
             in_sync_version: 0,
             last_term_scan: None,
+            asking: BTreeSet::new(),
+            last_sync: None,
         }
     }
 
@@ -177,11 +191,15 @@ impl SystemCoordinator {
         if !self.restored {
             return;
         }
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // The roster only: cloning the whole state (a map of thousands of partitions) every round
+        // would cost more than everything else an idle node does.
+        let state = RosterView { roster: self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone() };
         let registry = self.registry().clone();
         let p0_leader = registry.leads(PartitionId::SYSTEM);
         let me = self.members.settings.node;
-        self.members.sync_peers(&state.roster);
+        if MembershipDriver::due(&mut self.members.last_sync, SYNC_PEERS_EVERY) {
+            self.members.sync_peers(&state.roster);
+        }
         if state.roster.members.is_empty() {
             if let Some(founders) = self.members.settings.founders.clone() {
                 if p0_leader {
@@ -222,7 +240,7 @@ impl SystemCoordinator {
         if MembershipDriver::due(&mut self.members.last_reconcile, RECONCILE_EVERY) {
             let desired = state.roster.membership();
             let max_lag = self.members.settings.promotion_lag;
-            let running = registry.running();
+            let running: BTreeSet<PartitionId> = registry.running().into_iter().collect();
             self.members.memberships.retain(|partition, _| running.contains(partition));
             // Only partitions that may need a step are asked: ten thousand idle partitions must
             // not cost ten thousand requests per round. A partition in sync is asked again when
@@ -235,6 +253,9 @@ impl SystemCoordinator {
             let scan_terms = MembershipDriver::due(&mut self.members.last_term_scan, TERM_SCAN_EVERY);
             for partition in running {
                 let Some((executor, status)) = registry.get(partition) else { continue };
+                if self.members.asking.contains(&partition) {
+                    continue;
+                }
                 if let Some(&term) = self.members.in_sync.get(&partition) {
                     if !scan_terms || status.get().term == term {
                         continue;
@@ -243,7 +264,9 @@ impl SystemCoordinator {
                 }
                 let request = executor.send(ReconcileMembership { desired: desired.clone(), max_lag });
                 let (wanted, version) = (desired.clone(), state.roster.version);
+                self.members.asking.insert(partition);
                 ctx.spawn(request.into_actor(self).map(move |reply, act, _| {
+                    act.members.asking.remove(&partition);
                     if let Ok(Some((membership, term))) = reply {
                         act.members.memberships.insert(partition, membership.members().collect());
                         if membership == wanted && act.members.in_sync_version == version {

@@ -249,11 +249,12 @@ impl SystemCoordinator {
         if !self.restored || self.step_in_flight {
             return;
         }
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(operation) = state.pending else {
+        if self.state.read().unwrap_or_else(|p| p.into_inner()).pending.is_none() {
             self.pending_since = None;
             return;
-        };
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(operation) = state.pending else { return };
         let since = match self.pending_since {
             Some((op, since)) if op == operation => since,
             _ => {

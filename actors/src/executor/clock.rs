@@ -4,6 +4,7 @@
 use super::PartitionExecutor;
 use crate::node_clock::{Asleep, Awake, PeerLiveness, Tick};
 use actix::prelude::*;
+use std::sync::atomic::Ordering;
 
 impl PartitionExecutor {
     /// Register with the node clock while the partition is awake, unregister while it is quiet.
@@ -15,7 +16,9 @@ impl PartitionExecutor {
         self.ticked = awake;
         let partition = self.partition();
         if awake {
-            self.shared.clock.do_send(Awake { partition, executor: ctx.address() });
+            let pending = self.tick_pending.clone();
+            pending.store(false, Ordering::Release);
+            self.shared.clock.do_send(Awake { partition, executor: ctx.address(), pending });
         } else {
             self.shared.clock.do_send(Asleep { partition });
         }
@@ -26,6 +29,7 @@ impl Handler<Tick> for PartitionExecutor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.tick_pending.store(false, Ordering::Release);
         if let Some(sm) = self.sm.as_mut() {
             sm.tick();
             self.schedule_flush(ctx);

@@ -177,6 +177,11 @@ impl PartitionStateMachine {
         };
         sm.log.membership.set_base(sm.base_membership());
         sm.reset_election_timer();
+        let spread = sm.config.initial_election_spread_ticks;
+        if spread > 0 {
+            let (min, max) = (sm.config.election_timeout_min_ticks, sm.config.election_timeout_max_ticks);
+            sm.randomized_election_timeout = sm.rng.in_range(min, max.saturating_add(spread));
+        }
         Ok(sm)
     }
 

@@ -65,10 +65,12 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     // Quiescence too, from a generator of its own.
     let mut quiet_rng = SplitMix64::new(seed ^ 0x9_1e5c_e9ce);
     let quiesce = if options.quiescence && quiet_rng.next_u64() % 3 != 0 { 2 + quiet_rng.next_u64() % 30 } else { 0 };
+    let spread = if quiet_rng.next_u64() % 2 == 0 { quiet_rng.next_u64() % 30 } else { 0 };
     let configs = configs
         .into_iter()
         .map(|mut c| {
             c.quiesce_after_ticks = quiesce as u32;
+            c.initial_election_spread_ticks = spread as u32;
             c.snapshot_interval_entries = interval;
             c.snapshot_interval_bytes = bytes;
             c.snapshot_tail_entries = tail;
