@@ -63,6 +63,18 @@ fn leader(n: LogIndex) -> PartitionStateMachine {
     sm
 }
 
+/// A single-voter partition on node 1 (configured by `tune`), ticked until it leads.
+fn lone_leader(tune: impl FnOnce(&mut PartitionConfig)) -> PartitionStateMachine {
+    let mut c = config(1, &[1]);
+    tune(&mut c);
+    let mut sm = PartitionStateMachine::new(c).unwrap();
+    while !sm.is_leader() {
+        sm.tick();
+        drain(&mut sm);
+    }
+    sm
+}
+
 /// The leader's snapshot at its applied index: the application's bytes are `data`.
 fn take_snapshot(leader: &mut PartitionStateMachine, data: &[u8]) -> SnapshotMeta {
     assert!(leader.request_snapshot());
@@ -285,13 +297,7 @@ fn a_restore_starts_from_the_snapshot_and_replays_only_the_suffix() {
 
 #[test]
 fn resolved_tickets_are_forgotten_once_a_snapshot_covers_them() {
-    let mut c = config(1, &[1]);
-    c.snapshot_tail_entries = 0;
-    let mut sm = PartitionStateMachine::new(c).unwrap();
-    while !sm.is_leader() {
-        sm.tick();
-        drain(&mut sm);
-    }
+    let mut sm = lone_leader(|c| c.snapshot_tail_entries = 0);
     let proposal = Proposal { log_type: "t".into(), payloads: vec![Bytes::from_static(b"x")], auto_commit: false };
     let ticket = sm.propose(proposal, 10).unwrap().ticket;
     drain(&mut sm);
@@ -319,13 +325,7 @@ fn resolved_tickets_are_forgotten_once_a_snapshot_covers_them() {
 
 #[test]
 fn the_byte_trigger_asks_for_a_snapshot_once_enough_payload_bytes_were_applied() {
-    let mut c = config(1, &[1]);
-    c.snapshot_interval_bytes = 100;
-    let mut sm = PartitionStateMachine::new(c).unwrap();
-    while !sm.is_leader() {
-        sm.tick();
-        drain(&mut sm);
-    }
+    let mut sm = lone_leader(|c| c.snapshot_interval_bytes = 100);
     let mut requests = Vec::new();
     for _ in 0..10 {
         let proposal = Proposal { log_type: "t".into(), payloads: vec![Bytes::from(vec![7u8; 30])], auto_commit: true };
