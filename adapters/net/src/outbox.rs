@@ -57,7 +57,10 @@ pub trait PeerSender: Send + Sync + 'static {
 /// Queue and back-off settings.
 #[derive(Clone, Debug)]
 pub struct OutboxConfig {
-    /// Batches queued per peer before `send` fails with `QueueFull`.
+    /// Batches queued per peer before `send` fails with `QueueFull`. Every awake partition sends
+    /// a batch per peer per tick (the node clock ticks them together), so this must exceed the
+    /// partitions a node hosts: 65,536 by default (at 4,096, a node with 10,000 awake partitions
+    /// dropped most of each tick's messages and never finished its elections).
     pub queue_capacity: usize,
     /// Messages merged into one frame at most.
     pub max_messages_per_frame: usize,
@@ -73,7 +76,7 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
-            queue_capacity: 4096,
+            queue_capacity: 65_536,
             max_messages_per_frame: 8192,
             max_frame_bytes: crate::DEFAULT_MAX_FRAME_BYTES,
             backoff_min: Duration::from_millis(50),
