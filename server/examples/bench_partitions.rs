@@ -20,7 +20,8 @@
 //! target/release/examples/bench_partitions --partitions 10,100 --idle-secs 30 --modes off,on
 //! ```
 //! `--server <path>` picks another `kommander-server` binary; `BENCH_NO_QUIESCE_FLAG=1` omits the
-//! quiescence flag (for servers that do not know it: both modes then run the server's default).
+//! quiescence flag (for servers that do not know it: both modes then run the server's default);
+//! `BENCH_WAL=memory` runs the nodes on the in-memory WAL instead of SQLite.
 
 use kommander::core::system::{key_hash, HashRange};
 use serde_json::Value;
@@ -110,7 +111,7 @@ impl Cluster {
                 format!("--listen=127.0.0.1:{}", cluster.ports[id - 1]),
                 format!("--partitions={partitions}"),
                 format!("--dir={}", cluster.dir.path().join(format!("n{id}")).display()),
-                "--wal=sqlite".into(),
+                format!("--wal={}", std::env::var("BENCH_WAL").unwrap_or_else(|_| "sqlite".into())),
                 "--transport=rest".into(),
                 format!("--tick-ms={TICK_MS}"),
             ];
