@@ -135,9 +135,7 @@ impl SnapshotStore {
             Backing::Memory { complete, .. } => {
                 let map = complete.lock().unwrap_or_else(PoisonError::into_inner);
                 let bytes = map.get(&(partition, index, term)).ok_or_else(missing)?;
-                let start = (offset as usize).min(bytes.len());
-                let end = (offset.saturating_add(len) as usize).min(bytes.len());
-                Ok(Bytes::copy_from_slice(&bytes[start..end]))
+                Ok(Bytes::copy_from_slice(&bytes[kommander_core::snapshot::chunk_range(bytes.len(), offset, len)]))
             }
         }
     }

@@ -149,6 +149,14 @@ pub fn validate_chunk(
     Ok(())
 }
 
+/// The byte range of a chunk read of `len` bytes at `offset` from a snapshot of `size` bytes
+/// (shorter at its end, empty past it).
+pub fn chunk_range(size: usize, offset: u64, len: u64) -> std::ops::Range<usize> {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(size);
+    let end = usize::try_from(offset.saturating_add(len)).unwrap_or(usize::MAX).min(size);
+    start..end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -383,17 +383,21 @@ impl SystemCoordinator {
                 self.registry().changes().bump();
                 if self.restored {
                     // A live install (not the restore, which announces the map when it finishes).
-                    self.emit(RaftEvent::PartitionMapChanged {
-                        partition: PartitionId::SYSTEM,
-                        change: SystemEvent::Loaded,
-                        map: state.map.clone(),
-                    });
-                    self.emit(RaftEvent::RosterChanged { partition: PartitionId::SYSTEM, roster: state.roster });
+                    self.announce_loaded(state);
                     self.reconcile_partitions();
                 }
             }
             Err(error) => tracing::error!(index, %error, "partition 0's snapshot could not be read"),
         }
+    }
+}
+
+impl SystemCoordinator {
+    /// Tell the application the whole map and roster of `state` (restored or installed).
+    fn announce_loaded(&self, state: SystemState) {
+        let map = state.map;
+        self.emit(RaftEvent::PartitionMapChanged { partition: PartitionId::SYSTEM, change: SystemEvent::Loaded, map });
+        self.emit(RaftEvent::RosterChanged { partition: PartitionId::SYSTEM, roster: state.roster });
     }
 }
 
@@ -426,12 +430,7 @@ impl Handler<RaftEvent> for SystemCoordinator {
                 self.restored = true;
                 if first {
                     let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
-                    self.emit(RaftEvent::PartitionMapChanged {
-                        partition: PartitionId::SYSTEM,
-                        change: SystemEvent::Loaded,
-                        map: state.map.clone(),
-                    });
-                    self.emit(RaftEvent::RosterChanged { partition: PartitionId::SYSTEM, roster: state.roster });
+                    self.announce_loaded(state);
                 }
                 self.reconcile_partitions();
             }

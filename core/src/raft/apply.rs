@@ -147,20 +147,7 @@ impl Applier {
     /// The log was truncated from `from`: waiters at or above it will never see their entry.
     pub(crate) fn truncated(&mut self, from: LogIndex, replies: &mut Vec<ClientReply>) {
         let doomed = self.waiters.split_off(&from);
-        for (index, waiters) in doomed {
-            for waiter in waiters {
-                replies.push(match waiter.wait {
-                    WaitFor::Proposal { .. } => {
-                        ClientReply::Proposal { ticket: waiter.ticket, result: Err(ProposeError::Superseded { index }) }
-                    }
-                    WaitFor::Resolution { requested } => ClientReply::Resolution {
-                        ticket: waiter.ticket,
-                        requested,
-                        result: Err(ProposeError::Superseded { index }),
-                    },
-                });
-            }
-        }
+        supersede(doomed, replies);
     }
 
     /// Is `ticket` old enough that a snapshot may have dropped what was known about it?
@@ -194,23 +181,26 @@ impl Applier {
         self.compacted_tickets = meta.last_ticket;
         let later = self.waiters.split_off(&(meta.index + 1));
         let covered = std::mem::replace(&mut self.waiters, later);
-        for (index, waiters) in covered {
-            for waiter in waiters {
-                replies.push(match waiter.wait {
-                    WaitFor::Proposal { .. } => {
-                        ClientReply::Proposal { ticket: waiter.ticket, result: Err(ProposeError::Superseded { index }) }
-                    }
-                    WaitFor::Resolution { requested } => ClientReply::Resolution {
-                        ticket: waiter.ticket,
-                        requested,
-                        result: Err(ProposeError::Superseded { index }),
-                    },
-                });
-            }
-        }
+        supersede(covered, replies);
     }
 
     pub(crate) fn wait(&mut self, index: LogIndex, waiter: Waiter) {
         self.waiters.entry(index).or_default().push(waiter);
+    }
+}
+
+/// Answer every waiter of `waiters` with `Superseded` at its index: its entry will never apply
+/// here (truncated, or replaced by a snapshot).
+fn supersede(waiters: BTreeMap<LogIndex, Vec<Waiter>>, replies: &mut Vec<ClientReply>) {
+    for (index, waiters) in waiters {
+        for waiter in waiters {
+            let superseded = ProposeError::Superseded { index };
+            replies.push(match waiter.wait {
+                WaitFor::Proposal { .. } => ClientReply::Proposal { ticket: waiter.ticket, result: Err(superseded) },
+                WaitFor::Resolution { requested } => {
+                    ClientReply::Resolution { ticket: waiter.ticket, requested, result: Err(superseded) }
+                }
+            });
+        }
     }
 }

@@ -81,9 +81,7 @@ impl SnapshotStore {
         len: u64,
     ) -> Result<Bytes, String> {
         let bytes = self.get(partition, index, term).ok_or_else(|| "snapshot removed".to_string())?;
-        let start = (offset as usize).min(bytes.len());
-        let end = (offset.saturating_add(len) as usize).min(bytes.len());
-        Ok(bytes.slice(start..end))
+        Ok(bytes.slice(crate::snapshot::chunk_range(bytes.len(), offset, len)))
     }
 
     /// Stage a received chunk; the last one is checked against the meta and published.
