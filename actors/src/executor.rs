@@ -13,7 +13,7 @@
 use crate::application::TakeSnapshot;
 use crate::error::ReplicateError;
 use crate::events::RaftEvent;
-use crate::node_clock::{Asleep, DownPeers, NodeClock};
+use crate::node_clock::{Asleep, DownPeers, NodeClock, TickCount, Timer};
 use crate::read_scheduler::{Read, ReadOutcome, ReadScheduler};
 use crate::snapshot_store::SnapshotStore;
 use crate::status::{PartitionStatus, StatusCell};
@@ -52,6 +52,8 @@ pub(crate) struct ExecutorShared {
     pub(crate) tick: Duration,
     /// The node's timer: it ticks this executor while its partition is awake.
     pub(crate) clock: Addr<NodeClock>,
+    /// The node clock's tick count (a replica catches up to it).
+    pub(crate) ticks: TickCount,
     /// Peers the node's failure detector reports down (a restored partition starts knowing).
     pub(crate) down_peers: DownPeers,
     /// Where application events go.
@@ -82,7 +84,7 @@ pub struct PartitionExecutor {
     config: PartitionConfig,
     shared: ExecutorShared,
     status: Arc<StatusCell>,
-    sm: Option<PartitionStateMachine>,
+    sm: Option<clock::Replica>,
     incarnation: u64,
     waiters: Waiters,
     flush_scheduled: bool,
@@ -99,8 +101,8 @@ pub struct PartitionExecutor {
     import_assembly: ImportAssembly,
     /// The node clock ticks this executor (it was told `Awake` last, not `Asleep`).
     ticked: bool,
-    /// A tick from the node clock is on its way (shared with the clock).
-    tick_pending: Arc<std::sync::atomic::AtomicBool>,
+    /// When the next tick is due, and whether one is on its way (shared with the clock).
+    timer: Arc<Timer>,
 }
 
 impl PartitionExecutor {
@@ -127,7 +129,7 @@ impl PartitionExecutor {
             durable_snapshot: 0,
             import_assembly: ImportAssembly::default(),
             ticked: false,
-            tick_pending: Arc::default(),
+            timer: Arc::default(),
         }
     }
 
@@ -232,7 +234,7 @@ impl PartitionExecutor {
                 for node in down {
                     sm.set_peer_alive(node, false);
                 }
-                self.sm = Some(sm);
+                self.sm = Some(clock::Replica::new(sm, self.shared.ticks.clone(), self.timer.clone()));
             }
             Err(error) => {
                 tracing::error!(partition = %self.partition(), %error, "partition refuses to serve: WAL is inconsistent");

@@ -268,11 +268,13 @@ impl RaftManager {
             let (wal, reads) = (inner.wal.clone(), inner.config.read_concurrency);
             let read_scheduler = ReadScheduler::start_in_arbiter(&handle, move |_| ReadScheduler::new(wal, reads));
             let down_peers = crate::node_clock::DownPeers::default();
+            let ticks = crate::node_clock::TickCount::default();
             let settings = ClockSettings {
                 node: inner.node,
                 cluster_id: inner.cluster_id.clone(),
                 tick: inner.config.tick,
                 liveness: inner.config.liveness(),
+                ticks: ticks.clone(),
             };
             let (transport, clock_router, down) = (inner.transport.clone(), router.clone(), down_peers.clone());
             let watched: Vec<NodeId> = founders.iter().map(|(node, _)| *node).collect();
@@ -281,6 +283,7 @@ impl RaftManager {
             });
             let shared = ExecutorShared {
                 clock: clock.clone(),
+                ticks,
                 down_peers,
                 cluster_id: inner.cluster_id.clone(),
                 wal: inner.wal.clone(),

@@ -1,5 +1,9 @@
 //! `NodeClock`: the node's one timer. Every tick it
-//! * ticks only the partitions that are awake (a quiet partition costs no timer and no message),
+//! * counts the node's ticks ([`TickCount`]) and ticks only the awake partitions whose next tick
+//!   is due ([`Timer`], set from the state machine's `ticks_until_due`): a follower hearing its
+//!   leader is ticked about once per election timeout, not every tick, and a quiet partition
+//!   costs no timer and no message. The executor applies the ticks it was not sent before its
+//!   next input (see `executor::clock`), so lazy ticking changes no outcome;
 //! * runs the node-level failure detector ([`NodeLiveness`]): any accepted frame from a peer
 //!   counts as hearing it, a peer gets an empty keep-alive batch every probe interval, and a
 //!   verdict change (down, or up again) goes to every hosted partition
@@ -13,7 +17,7 @@ use crate::router::InboundRouter;
 use actix::prelude::*;
 use kommander_core::{LivenessChange, LivenessConfig, MessageBatch, NodeId, NodeLiveness, PartitionId, Transport};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,15 +34,25 @@ pub(crate) struct PeerLiveness {
     pub(crate) alive: bool,
 }
 
-/// An executor's partition is awake: tick it. `pending` is set while a tick is on its way and
-/// cleared by the executor when it handles it: an executor that falls behind misses ticks (like a
-/// timer) instead of piling them up in its mailbox.
+/// The node clock's tick count, shared with the executors (they catch up to it).
+pub(crate) type TickCount = Arc<AtomicU64>;
+
+/// One executor's timer, shared with the clock: the tick count at which its next tick is due, and
+/// whether a [`Tick`] is on its way (set by the clock, cleared by the executor when it handles
+/// it: an executor that falls behind is sent one tick, not a pile of them).
+#[derive(Debug, Default)]
+pub(crate) struct Timer {
+    pub(crate) due: AtomicU64,
+    pub(crate) pending: AtomicBool,
+}
+
+/// An executor's partition is awake: tick it when its timer is due.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Awake {
     pub(crate) partition: PartitionId,
     pub(crate) executor: Addr<PartitionExecutor>,
-    pub(crate) pending: Arc<AtomicBool>,
+    pub(crate) timer: Arc<Timer>,
 }
 
 /// An executor's partition went quiet (or stopped): stop ticking it.
@@ -66,6 +80,8 @@ pub(crate) struct ClockSettings {
     pub(crate) tick: Duration,
     /// Failure-detector timing, in ticks.
     pub(crate) liveness: LivenessConfig,
+    /// The tick count it advances.
+    pub(crate) ticks: TickCount,
 }
 
 /// The node's timer and failure detector (see the module docs).
@@ -77,7 +93,8 @@ pub(crate) struct NodeClock {
     router: Arc<InboundRouter>,
     liveness: NodeLiveness,
     down: DownPeers,
-    awake: HashMap<PartitionId, (Addr<PartitionExecutor>, Arc<AtomicBool>)>,
+    ticks: TickCount,
+    awake: HashMap<PartitionId, (Addr<PartitionExecutor>, Arc<Timer>)>,
 }
 
 impl NodeClock {
@@ -90,13 +107,14 @@ impl NodeClock {
         down: DownPeers,
         peers: impl IntoIterator<Item = NodeId>,
     ) -> Self {
-        let ClockSettings { node, cluster_id, tick, liveness } = settings;
+        let ClockSettings { node, cluster_id, tick, liveness, ticks } = settings;
         let mut detector = NodeLiveness::new(liveness);
         detector.set_peers(peers.into_iter().filter(|&p| p != node));
-        NodeClock { node, cluster_id, tick, transport, router, liveness: detector, down, awake: HashMap::new() }
+        NodeClock { node, cluster_id, tick, transport, router, liveness: detector, down, ticks, awake: HashMap::new() }
     }
 
     fn on_tick(&mut self) {
+        let now = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
         let mut changes: Vec<LivenessChange> =
             self.router.take_heard().into_iter().filter_map(|node| self.liveness.heard(node)).collect();
         let tick = self.liveness.tick();
@@ -129,8 +147,8 @@ impl NodeClock {
                 }
             }
         }
-        for (executor, pending) in self.awake.values() {
-            if !pending.swap(true, Ordering::AcqRel) {
+        for (executor, timer) in self.awake.values() {
+            if timer.due.load(Ordering::Acquire) <= now && !timer.pending.swap(true, Ordering::AcqRel) {
                 executor.do_send(Tick);
             }
         }
@@ -148,7 +166,7 @@ impl Actor for NodeClock {
 impl Handler<Awake> for NodeClock {
     type Result = ();
     fn handle(&mut self, msg: Awake, _: &mut Context<Self>) {
-        self.awake.insert(msg.partition, (msg.executor, msg.pending));
+        self.awake.insert(msg.partition, (msg.executor, msg.timer));
     }
 }
 

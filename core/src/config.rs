@@ -111,6 +111,9 @@ pub struct CanaryBugs {
     /// A quiet follower keeps believing in a leader whose node was reported down, so it never
     /// wakes to elect a new one.
     pub quiet_follower_ignores_dead_leader: bool,
+    /// A follower announces its whole election timeout as the ticks until its next due tick,
+    /// forgetting those already elapsed (a lazily ticking driver then starts elections late).
+    pub due_ignores_elapsed_ticks: bool,
 }
 
 impl PartitionConfig {

@@ -64,6 +64,12 @@ fn faulty_seeds_hold_every_invariant() {
          {mean:.1} ticks on average, {worst} at worst",
         failovers.len()
     );
+    let (ticks, lazy) = (sum(|r| r.ticks), sum(|r| r.lazy_ticks));
+    println!(
+        "timers: {ticks} ticks, {lazy} ({:.1} %) before the replica's deadline and checked to change nothing \
+         (what the runtime's node clock skips)",
+        lazy as f64 * 100.0 / ticks.max(1) as f64
+    );
     println!(
         "snapshots: {snapshots} taken, restored or installed and checked against every replica's state; \
          {installs} installs from a leader in {installing} seeds; {wipes} data directories wiped; \
@@ -86,6 +92,7 @@ fn faulty_seeds_hold_every_invariant() {
     assert!(losses > seeds / 100, "lost snapshots must be repaired from the leaders ({losses})");
     assert!(no_pre_vote > seeds / 8 && no_check_quorum > seeds / 8, "seeds must run without pre-vote / check-quorum");
     assert!(quiet > seeds / 4, "partitions must actually go quiet ({quiet} quiet replicas)");
+    assert!(lazy > ticks / 4, "most follower ticks must come before their deadline ({lazy} of {ticks})");
     assert!(failovers.len() as u64 > seeds / 10, "quiet leaders must be failed over ({})", failovers.len());
 }
 
@@ -208,6 +215,13 @@ fn planted_bugs() -> Vec<(&'static str, CanaryBugs, u64, &'static [ViolationKind
             CanaryBugs { quiet_follower_ignores_dead_leader: true, ..bug },
             30,
             &[Liveness],
+        ),
+        // Every tick is checked against the deadline the replica announced before it.
+        (
+            "a deadline that forgets the elapsed ticks",
+            CanaryBugs { due_ignores_elapsed_ticks: true, ..bug },
+            5,
+            &[TimerDeadline],
         ),
     ]
 }

@@ -187,16 +187,19 @@ impl Harness {
         // The node's clock, watching no peers (no keep-alives on the tape).
         let router = Arc::new(crate::router::InboundRouter::new(config.node, CLUSTER.to_string()));
         let down_peers = crate::node_clock::DownPeers::default();
+        let ticks = crate::node_clock::TickCount::default();
         let settings = crate::node_clock::ClockSettings {
             node: config.node,
             cluster_id: CLUSTER.to_string(),
             tick: TICK,
             liveness: kommander_core::LivenessConfig::default(),
+            ticks: ticks.clone(),
         };
         let clock =
             crate::node_clock::NodeClock::new(settings, transport.clone(), router, down_peers.clone(), []).start();
         let shared = ExecutorShared {
             clock,
+            ticks,
             down_peers,
             cluster_id: CLUSTER.to_string(),
             wal: wal.clone(),

@@ -20,6 +20,28 @@ impl PartitionStateMachine {
         }
     }
 
+    /// Ticks until the next [`tick`](Self::tick) that can act here (start an election,
+    /// heartbeat, check the quorum, go quiet): the ticks before it only count. A driver may
+    /// therefore deliver ticks lazily — sleep until this deadline — provided it applies the
+    /// ticks it skipped, in order, before any other input reaches the replica (the runtime's node
+    /// clock does; the simulator checks the promise on every tick). `u32::MAX` when no tick will
+    /// act: the replica is halted or quiet, or cannot campaign. A leader is due every tick.
+    pub fn ticks_until_due(&self) -> u32 {
+        if self.halted.is_some() || self.quiescence.quiet {
+            return u32::MAX;
+        }
+        if self.role == Role::Leader {
+            return 1;
+        }
+        if !self.can_campaign() {
+            return u32::MAX;
+        }
+        if self.canary(|c| c.due_ignores_elapsed_ticks) {
+            return self.randomized_election_timeout.max(1);
+        }
+        self.randomized_election_timeout.saturating_sub(self.election_elapsed).max(1)
+    }
+
     pub(super) fn tick_leader(&mut self) {
         // Going quiet comes first: a heartbeat sent now would be answered after, waking it.
         if self.tick_quiescence() {

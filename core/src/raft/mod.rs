@@ -497,6 +497,17 @@ impl PartitionStateMachine {
         self.apply_committed(false);
     }
 
+    /// Is there something for [`ready`](Self::ready) to hand out (messages, a write,
+    /// deliveries, replies, …)?
+    pub fn has_ready(&self) -> bool {
+        !self.out.is_empty()
+            || self.hard_state_dirty
+            || self.commit_dirty
+            || self.log.has_unpersisted()
+            || (self.needs_broadcast && self.role == Role::Leader)
+            || self.snapshots.pending_write.is_some()
+    }
+
     /// Take everything produced since the last call. Call after each batch of inputs.
     pub fn ready(&mut self) -> Ready {
         if self.halted.is_none() {

@@ -46,6 +46,10 @@ pub enum ViolationKind {
     UnknownAcknowledgedTicket,
     /// Leadership changed while the network was stable (more elections than the bound).
     Disruption,
+    /// A tick before the replica's announced deadline
+    /// ([`ticks_until_due`](crate::PartitionStateMachine::ticks_until_due)) acted: a driver that
+    /// ticks lazily, as the runtime's node clock does, would have delayed what it did.
+    TimerDeadline,
 }
 
 /// A broken invariant, with enough detail to debug the seed.

@@ -149,6 +149,8 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         quiesce_after_ticks: quiesce as u32,
         quiet_replicas,
         failover_ticks,
+        ticks: world.ticks,
+        lazy_ticks: world.lazy_ticks,
     })
 }
 

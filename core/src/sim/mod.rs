@@ -159,6 +159,11 @@ pub struct SimReport {
     /// Ticks from the failover check's fault to every partition having a leader elsewhere (None:
     /// no check this seed).
     pub failover_ticks: Option<u64>,
+    /// Ticks delivered to replicas.
+    pub ticks: u64,
+    /// Of those, ticks before the replica's deadline: checked to change nothing (what a lazily
+    /// ticking driver skips).
+    pub lazy_ticks: u64,
     /// Hash of the event trace (determinism check).
     pub trace_hash: u64,
 }

@@ -215,6 +215,11 @@ pub(crate) struct PendingDecision {
 
 /// The simulated cluster. Manual control (for scenario tests) and the random driver share it.
 pub struct World {
+    /// Ticks delivered to replicas.
+    pub ticks: u64,
+    /// Of those, ticks before the replica's deadline (`ticks_until_due`): ticks a lazily ticking
+    /// driver skips, each checked to change nothing.
+    pub lazy_ticks: u64,
     now: SimTime,
     seq: u64,
     steps: u64,
@@ -261,6 +266,8 @@ impl World {
     /// A cluster of `configs` (one per node × partition), all nodes up and empty.
     pub fn new(seed: u64, configs: Vec<PartitionConfig>, faults: NetworkFaults) -> Result<World, Violation> {
         let mut world = World {
+            ticks: 0,
+            lazy_ticks: 0,
             now: 0,
             seq: 0,
             steps: 0,
@@ -803,7 +810,24 @@ impl World {
                 let partitions: Vec<PartitionId> = self.nodes[&node].partitions.keys().copied().collect();
                 for partition in partitions {
                     if let Some(sm) = self.sm_mut(node, partition) {
+                        let due = sm.ticks_until_due();
+                        let before = (sm.role(), sm.term(), sm.leader(), sm.has_ready());
                         sm.tick();
+                        if due > 1 {
+                            self.lazy_ticks += 1;
+                            let sm = self.sm_mut(node, partition).expect("ticked above");
+                            let after = (sm.role(), sm.term(), sm.leader(), sm.has_ready());
+                            if after != before {
+                                return Err(Violation {
+                                    kind: ViolationKind::TimerDeadline,
+                                    detail: format!(
+                                        "{partition} on {node}: a tick {due} ticks before its deadline acted: \
+                                         {before:?} -> {after:?}"
+                                    ),
+                                });
+                            }
+                        }
+                        self.ticks += 1;
                     }
                     self.process_ready(node, partition)?;
                 }
