@@ -444,7 +444,9 @@ mod snapshots;
 mod tests;
 mod waiters;
 
-pub(crate) use messages::{GetMembership, Inbound, LearnerLag, ProposeFence, ReconcileMembership, Retire};
+pub(crate) use messages::{
+    GetMembership, Inbound, LearnerLag, MembershipReport, ProposeFence, ReconcileMembership, ReportTo, Retire,
+};
 pub use messages::{GetStatus, Replicate, Resolve};
 pub(crate) use snapshots::RequestSnapshot;
 use waiters::Waiters;

@@ -19,7 +19,7 @@ use kommander_core::{LivenessChange, LivenessConfig, MessageBatch, NodeId, NodeL
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Tick a partition's state machine (sent to awake executors only).
 #[derive(Message)]
@@ -113,6 +113,21 @@ impl NodeClock {
         NodeClock { node, cluster_id, tick, transport, router, liveness: detector, down, ticks, awake: HashMap::new() }
     }
 
+    /// Tick at `deadline`, then every `tick` after it. A tick that runs late (the arbiter was busy
+    /// with other actors) moves the following ones back instead of firing the missed ones in a
+    /// burst: an overloaded node's logical time slows down with it, so its election timeouts
+    /// and failure-detector verdicts stretch to the latency its messages actually see, rather
+    /// than firing elections that cannot finish in time (which adds load: a livelock at ten
+    /// thousand partitions starting at once).
+    fn schedule_tick(&mut self, ctx: &mut Context<Self>, deadline: Instant) {
+        ctx.run_later(deadline.saturating_duration_since(Instant::now()), move |act, ctx| {
+            act.on_tick();
+            let now = Instant::now();
+            let next = if deadline + act.tick > now { deadline + act.tick } else { now + act.tick };
+            act.schedule_tick(ctx, next);
+        });
+    }
+
     fn on_tick(&mut self) {
         let now = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
         let mut changes: Vec<LivenessChange> =
@@ -159,7 +174,8 @@ impl Actor for NodeClock {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.tick, |act, _| act.on_tick());
+        let first = Instant::now() + self.tick;
+        self.schedule_tick(ctx, first);
     }
 }
 

@@ -182,6 +182,7 @@ async fn status(state: web::Data<ApiState>) -> HttpResponse {
                 "snapshot_index": s.snapshot_index,
                 "compacted_through": s.compacted_through,
                 "restoring": s.restoring,
+                "quiesced": s.quiesced,
                 "keys": sizes.get(&p).copied().unwrap_or(0),
             })
         })

@@ -18,7 +18,7 @@
 //! removed node that still leads a partition can finish taking itself out of it).
 
 use super::SystemCoordinator;
-use crate::executor::{LearnerLag, ReconcileMembership};
+use crate::executor::{LearnerLag, MembershipReport, ReconcileMembership, ReportTo};
 use crate::node_clock::{NodeClock, WatchPeers};
 use crate::router::MembershipAsk;
 use actix::prelude::*;
@@ -251,6 +251,7 @@ impl SystemCoordinator {
             }
             self.members.in_sync.retain(|partition, _| running.contains(partition));
             let scan_terms = MembershipDriver::due(&mut self.members.last_term_scan, TERM_SCAN_EVERY);
+            let reports = ctx.address().recipient();
             for partition in running {
                 let Some((executor, status)) = registry.get(partition) else { continue };
                 if self.members.asking.contains(&partition) {
@@ -262,21 +263,24 @@ impl SystemCoordinator {
                     }
                     self.members.in_sync.remove(&partition);
                 }
-                let request = executor.send(ReconcileMembership { desired: desired.clone(), max_lag });
-                let (wanted, version) = (desired.clone(), state.roster.version);
+                let report = ReportTo::new(partition, desired.clone(), state.roster.version, reports.clone());
+                executor.do_send(ReconcileMembership { max_lag, report });
                 self.members.asking.insert(partition);
-                ctx.spawn(request.into_actor(self).map(move |reply, act, _| {
-                    act.members.asking.remove(&partition);
-                    if let Ok(Some((membership, term))) = reply {
-                        act.members.memberships.insert(partition, membership.members().collect());
-                        if membership == wanted && act.members.in_sync_version == version {
-                            act.members.in_sync.insert(partition, term);
-                        }
-                    }
-                }));
             }
             if p0_leader && !state.roster.learners().is_empty() {
                 self.check_promotions(ctx);
+            }
+        }
+    }
+
+    /// A partition answered a membership request.
+    fn on_membership_report(&mut self, report: MembershipReport) {
+        let MembershipReport { partition, desired, version, reply } = report;
+        self.members.asking.remove(&partition);
+        if let Some((membership, term)) = reply {
+            self.members.memberships.insert(partition, membership.members().collect());
+            if membership == desired && self.members.in_sync_version == version {
+                self.members.in_sync.insert(partition, term);
             }
         }
     }
@@ -350,5 +354,12 @@ fn membership_command(roster: &Roster, ask: MembershipAsk) -> Option<SystemComma
         }
         (false, Some(_)) => Some(SystemCommand::RemoveNode { node: ask.node }),
         _ => None,
+    }
+}
+
+impl Handler<MembershipReport> for SystemCoordinator {
+    type Result = ();
+    fn handle(&mut self, msg: MembershipReport, _: &mut Context<Self>) {
+        self.on_membership_report(msg);
     }
 }

@@ -87,17 +87,78 @@ pub(crate) struct ProposeFence {
     pub(crate) generation: u64,
 }
 
-/// Move this partition's membership one step toward `desired` (leaders only, and only when the
-/// previous change committed). A member is promoted to voter only once its log is within
-/// `max_lag` entries of the leader's. Answers the membership now in effect (after any proposal)
-/// and the replica's term.
+/// Move this partition's membership one step toward `report.desired` (leaders only, and only
+/// when the previous change committed). A member is promoted to voter only once its log is within
+/// `max_lag` entries of the leader's. Answered with a [`MembershipReport`] message, not a
+/// response future: the coordinator asks thousands of partitions at once, and an actor context
+/// polls every future it holds whenever one of them completes.
 #[derive(Message)]
-#[rtype(result = "Option<(Membership, kommander_core::Term)>")]
+#[rtype(result = "()")]
 pub(crate) struct ReconcileMembership {
-    /// The membership the roster asks for.
-    pub(crate) desired: Membership,
     /// Largest lag (entries) at which a learner counts as caught up.
     pub(crate) max_lag: u64,
+    /// What is asked for, and where the answer goes.
+    pub(crate) report: ReportTo,
+}
+
+/// The answer to a [`ReconcileMembership`]: the membership in effect on the replica (after any
+/// proposal) and its term — `None` when the replica is not running (or the request was dropped
+/// unhandled).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MembershipReport {
+    /// The partition asked.
+    pub(crate) partition: PartitionId,
+    /// The membership asked for.
+    pub(crate) desired: Membership,
+    /// The roster version it came from.
+    pub(crate) version: u64,
+    /// What the replica has, and its term.
+    pub(crate) reply: Option<(Membership, kommander_core::Term)>,
+}
+
+/// Where a [`MembershipReport`] goes. Dropped without [`ReportTo::send`] (a request lost with a
+/// stopped executor's mailbox) it reports `None`, so the asker never waits forever.
+pub(crate) struct ReportTo {
+    partition: PartitionId,
+    desired: Membership,
+    version: u64,
+    to: Option<Recipient<MembershipReport>>,
+}
+
+impl ReportTo {
+    /// A report on `partition`, asked for `desired` (roster `version`), sent to `to`.
+    pub(crate) fn new(
+        partition: PartitionId,
+        desired: Membership,
+        version: u64,
+        to: Recipient<MembershipReport>,
+    ) -> Self {
+        ReportTo { partition, desired, version, to: Some(to) }
+    }
+
+    /// The membership asked for.
+    pub(crate) fn desired(&self) -> &Membership {
+        &self.desired
+    }
+
+    /// Send the answer.
+    pub(crate) fn send(mut self, reply: Option<(Membership, kommander_core::Term)>) {
+        self.deliver(reply);
+    }
+
+    fn deliver(&mut self, reply: Option<(Membership, kommander_core::Term)>) {
+        if let Some(to) = self.to.take() {
+            let desired = std::mem::take(&mut self.desired);
+            to.do_send(MembershipReport { partition: self.partition, desired, version: self.version, reply });
+        }
+    }
+}
+
+impl Drop for ReportTo {
+    fn drop(&mut self) {
+        self.deliver(None);
+    }
 }
 
 /// The membership in effect on this replica, and whether its last change is uncommitted.
