@@ -22,6 +22,11 @@ impl Changes {
         self.0.send_modify(|version| *version = version.wrapping_add(1));
     }
 
+    /// How many changes were signalled so far: equal versions, nothing changed in between.
+    pub(crate) fn version(&self) -> u64 {
+        *self.0.borrow()
+    }
+
     /// Wait until `check` returns `Some`, re-checking after every change, for at most `timeout`.
     /// `None` when the time ran out.
     pub(crate) async fn wait_until<T>(&self, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {

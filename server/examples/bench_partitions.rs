@@ -12,7 +12,9 @@
 //! 4. **light load**: for another `--idle-secs`, one PUT per second to each of 1 % of the partitions
 //!    (at least 1; keys picked by the genesis partition map so each lands on its own partition),
 //!    sent to the partition's leader: CPU, frames/s and write latency p50/p99.
-//! 5. **failover**: SIGKILL the node leading the most user partitions; time until a survivor sees a
+//! 5. **busy partition**: for 10 s, 16 closed-loop clients PUT to one partition (through its
+//!    leader) while all the others idle: ops/s and p50/p99 latency — to compare across N.
+//! 6. **failover**: SIGKILL the node leading the most user partitions; time until a survivor sees a
 //!    new leader for every partition the victim led (election timeout: 10–20 ticks, 500–1000 ms).
 //!
 //! ```text
@@ -346,6 +348,45 @@ async fn light_load(client: &reqwest::Client, cluster: &Cluster, partitions: u32
     load
 }
 
+/// Clients of the busy-partition phase, and its length.
+const BUSY_CLIENTS: usize = 16;
+const BUSY: Duration = Duration::from_secs(10);
+
+/// `BUSY_CLIENTS` closed-loop writers on partition 1, through its leader, for `BUSY`: ops/s and
+/// the sorted latencies (ms).
+async fn busy_partition(client: &reqwest::Client, cluster: &Cluster, partitions: u32) -> (f64, Vec<f64>, usize) {
+    let key = keys_for(partitions, &[1]).remove(&1).unwrap_or_default();
+    let view = leaders(&status(client, &cluster.url(1)).await.unwrap_or_default());
+    let leader = view.get(&1).and_then(|(l, _)| *l).unwrap_or(1) as usize;
+    let url = format!("{}/kv/{key}", cluster.url(leader));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..BUSY_CLIENTS)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut failed) = (Vec::new(), 0);
+                while started.elapsed() < BUSY {
+                    match put(client.clone(), url.clone()).await {
+                        Some((ms, _)) => latencies.push(ms),
+                        None => failed += 1,
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for worker in workers {
+        if let Ok((l, f)) = worker.await {
+            latencies.extend(l);
+            failed += f;
+        }
+    }
+    let ops = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    (ops, latencies, failed)
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN)
 }
@@ -392,6 +433,14 @@ async fn row(options: &Options, partitions: u32, quiesce: bool, ticks: f64) -> R
     let (load_cpu, load_frames) = rates(&load_start, &load_end);
     load.latencies.sort_by(f64::total_cmp);
 
+    let (busy_ops, busy, busy_failed) = busy_partition(&client, &cluster, partitions).await;
+    let busy = format!(
+        "{busy_ops:.0} ({:.1} / {:.1}{})",
+        percentile(&busy, 0.5),
+        percentile(&busy, 0.99),
+        if busy_failed > 0 { format!(", {busy_failed} failed") } else { String::new() }
+    );
+
     let failover = match elected.0 {
         Some(_) => failover(&client, &mut cluster, &counts).await?,
         None => "skipped (not all led)".into(),
@@ -415,16 +464,17 @@ async fn row(options: &Options, partitions: u32, quiesce: bool, ticks: f64) -> R
         load_cpu,
         load_frames,
         writes,
+        busy,
         failover,
     ])
 }
 
 const HEADER: &str = "| partitions | quiescence | all leaders (s) | leaders per node | idle CPU (% of a core) | \
                       RSS max (MiB) | frames/s idle | CPU light load | frames/s light | write p50/p99 (ms) | \
-                      failover (s) |";
+                      busy partition ops/s (p50 / p99 ms) | failover (s) |";
 
 fn print_table(rows: &[String]) {
-    println!("{HEADER}\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("{HEADER}\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     rows.iter().for_each(|r| println!("{r}"));
     let _ = std::io::stdout().flush();
 }

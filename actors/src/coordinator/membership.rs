@@ -77,6 +77,9 @@ pub(crate) struct MembershipDriver {
     absent_since: BTreeMap<NodeId, Instant>,
     /// The members (voters and learners) of each running partition, as its replica last reported.
     memberships: BTreeMap<PartitionId, BTreeSet<NodeId>>,
+    /// Every node in `memberships` (recomputed only after `memberships` changed: a union over ten
+    /// thousand partitions is not taken every round).
+    in_use: Option<BTreeSet<NodeId>>,
     /// Version of the roster the transport's peers were last synchronised with.
     synced_version: u64,
     /// Partitions whose replica here reported the roster's membership, and in which term: they
@@ -91,6 +94,11 @@ pub(crate) struct MembershipDriver {
     /// Partitions with a `ReconcileMembership` unanswered (never two at once: a busy executor
     /// must not collect a request per round).
     asking: BTreeSet<PartitionId>,
+    /// The last scan found every running partition in sync and none asking: the next rounds skip
+    /// the scan until the roster changes or the term scan is due.
+    settled: bool,
+    /// The status-change version (`Changes::version`) the last term scan saw.
+    scanned_changes: u64,
 }
 
 impl MembershipDriver {
@@ -105,11 +113,14 @@ impl MembershipDriver {
             refused: BTreeMap::new(),
             absent_since: BTreeMap::new(),
             memberships: BTreeMap::new(),
+            in_use: None,
             synced_version: 0,
             in_sync: BTreeMap::new(),
             in_sync_version: 0,
             last_term_scan: None,
             asking: BTreeSet::new(),
+            settled: false,
+            scanned_changes: u64::MAX,
             last_sync: None,
         }
     }
@@ -142,7 +153,8 @@ impl MembershipDriver {
                 }
             }
         }
-        let in_use: BTreeSet<NodeId> = self.memberships.values().flatten().copied().collect();
+        let memberships = &self.memberships;
+        let in_use = self.in_use.get_or_insert_with(|| memberships.values().flatten().copied().collect()).clone();
         let watched = roster.members.keys().chain(&in_use).copied().filter(|&n| n != me).collect();
         self.settings.clock.do_send(WatchPeers(watched));
         let gone: Vec<NodeId> =
@@ -238,20 +250,41 @@ impl SystemCoordinator {
             }
         }
         if MembershipDriver::due(&mut self.members.last_reconcile, RECONCILE_EVERY) {
+            if p0_leader && !state.roster.learners().is_empty() {
+                self.check_promotions(ctx);
+            }
+            // A settled node (every partition reported the roster's membership last round) scans
+            // its partitions only when the roster changed or the term scan is due: ten thousand
+            // idle partitions must not cost a scan every round.
+            let roster_changed = self.members.in_sync_version != state.roster.version;
+            // The term scan is needed only when some status changed (a term change signals).
+            let changes = registry.changes().version();
+            let scan_terms = changes != self.members.scanned_changes
+                && MembershipDriver::due(&mut self.members.last_term_scan, TERM_SCAN_EVERY);
+            if self.members.settled && !roster_changed && !scan_terms {
+                return;
+            }
             let desired = state.roster.membership();
             let max_lag = self.members.settings.promotion_lag;
             let running: BTreeSet<PartitionId> = registry.running().into_iter().collect();
+            let known = self.members.memberships.len();
             self.members.memberships.retain(|partition, _| running.contains(partition));
+            if self.members.memberships.len() != known {
+                self.members.in_use = None;
+            }
             // Only partitions that may need a step are asked: ten thousand idle partitions must
             // not cost ten thousand requests per round. A partition in sync is asked again when
             // the roster changes, or when its term changed (a new leader, whose log may differ).
-            if self.members.in_sync_version != state.roster.version {
+            if roster_changed {
                 self.members.in_sync.clear();
                 self.members.in_sync_version = state.roster.version;
             }
             self.members.in_sync.retain(|partition, _| running.contains(partition));
-            let scan_terms = MembershipDriver::due(&mut self.members.last_term_scan, TERM_SCAN_EVERY);
             let reports = ctx.address().recipient();
+            self.members.settled = self.members.asking.is_empty();
+            if scan_terms {
+                self.members.scanned_changes = changes;
+            }
             for partition in running {
                 let Some((executor, status)) = registry.get(partition) else { continue };
                 if self.members.asking.contains(&partition) {
@@ -266,9 +299,7 @@ impl SystemCoordinator {
                 let report = ReportTo::new(partition, desired.clone(), state.roster.version, reports.clone());
                 executor.do_send(ReconcileMembership { max_lag, report });
                 self.members.asking.insert(partition);
-            }
-            if p0_leader && !state.roster.learners().is_empty() {
-                self.check_promotions(ctx);
+                self.members.settled = false;
             }
         }
     }
@@ -278,7 +309,11 @@ impl SystemCoordinator {
         let MembershipReport { partition, desired, version, reply } = report;
         self.members.asking.remove(&partition);
         if let Some((membership, term)) = reply {
-            self.members.memberships.insert(partition, membership.members().collect());
+            let members: BTreeSet<NodeId> = membership.members().collect();
+            if self.members.memberships.get(&partition) != Some(&members) {
+                self.members.memberships.insert(partition, members);
+                self.members.in_use = None;
+            }
             if membership == desired && self.members.in_sync_version == version {
                 self.members.in_sync.insert(partition, term);
             }
