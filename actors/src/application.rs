@@ -66,6 +66,14 @@ pub trait StateMachine: Unpin + 'static {
         let _ = map;
     }
 
+    /// `partition`'s replay after a (re)start finished: every entry this replica had committed
+    /// before it stopped is applied (a snapshot's state included). Until then the state is being
+    /// rebuilt, and a key missing from it may only not be replayed yet: an application that
+    /// serves reads should wait for this (the server's `GET /kv` does). The default does nothing.
+    fn restore_finished(&mut self, partition: PartitionId) {
+        let _ = partition;
+    }
+
     /// The leader of `partition` changed. The default does nothing.
     fn leader_changed(&mut self, partition: PartitionId, term: Term, leader: Option<NodeId>) {
         let _ = (partition, term, leader);
@@ -111,7 +119,8 @@ impl<S: StateMachine> Handler<RaftEvent> for StateMachineActor<S> {
             }
             RaftEvent::PartitionMapChanged { map, .. } => self.state.map_changed(&map),
             RaftEvent::LeaderChanged { partition, term, leader } => self.state.leader_changed(partition, term, leader),
-            RaftEvent::RestoreFinished { .. } | RaftEvent::RosterChanged { .. } => {}
+            RaftEvent::RestoreFinished { partition } => self.state.restore_finished(partition),
+            RaftEvent::RosterChanged { .. } => {}
         }
     }
 }

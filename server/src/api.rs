@@ -1,7 +1,8 @@
 //! The node's HTTP API: `PUT /kv/{key}` (routed by the partition map to the key's partition,
 //! written with the partition's generation as a guard — re-routed when a split or merge moved the
 //! key — and forwarded to the partition's leader), `GET /kv/{key}` (this replica's applied value
-//! in the partition that owns the key), `POST /admin/snapshot/{p}` (snapshot and compact a
+//! in the partition that owns the key, once the partition finished replaying its log here: 503
+//! with `Retry-After` after waiting [`RESTORE_WAIT`]), `POST /admin/snapshot/{p}` (snapshot and compact a
 //! partition on this node now), `GET /status` (partitions, leaders,
 //! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
 //! `server/examples/bench_cluster.rs`, in [`bench`]).
@@ -18,6 +19,8 @@ use std::sync::Arc;
 
 /// Header marking a request another node forwarded (forwarded requests are never forwarded again).
 const FORWARDED: &str = "x-kommander-forwarded";
+/// How long a read waits for its partition to finish replaying its log on this replica.
+pub const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything the handlers need.
 #[derive(Clone)]
@@ -159,9 +162,10 @@ async fn get(state: web::Data<ApiState>, key: web::Path<String>) -> HttpResponse
         Ok(info) => info.id,
         Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
     };
-    match state.kv.get(partition, &key) {
-        Some(value) => HttpResponse::Ok().body(value),
-        None => HttpResponse::NotFound().body(format!("{key} is not in {partition} on this replica")),
+    match state.kv.get_restored(partition, &key, RESTORE_WAIT).await {
+        Ok(Some(value)) => HttpResponse::Ok().body(value),
+        Ok(None) => HttpResponse::NotFound().body(format!("{key} is not in {partition} on this replica")),
+        Err(error) => HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).body(error.to_string()),
     }
 }
 

@@ -6,9 +6,11 @@
 use kommander::core::system::{key_hash, PartitionState};
 use kommander::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Log type of puts.
 pub const PUT: &str = "kv.put";
@@ -25,11 +27,44 @@ pub struct Put {
 type Keys = BTreeMap<String, String>;
 
 /// The applied state, shared with the HTTP handlers (the runtime drives it through a
-/// [`StateMachineActor`]).
-#[derive(Clone, Default)]
-pub struct KvState(Arc<RwLock<HashMap<PartitionId, Keys>>>);
+/// [`StateMachineActor`]), and which partitions finished replaying their log after the start.
+#[derive(Clone)]
+pub struct KvState(Arc<RwLock<HashMap<PartitionId, Keys>>>, Arc<watch::Sender<BTreeSet<PartitionId>>>);
+
+impl Default for KvState {
+    fn default() -> Self {
+        KvState(Arc::default(), Arc::new(watch::Sender::new(BTreeSet::new())))
+    }
+}
+
+/// A partition still replaying its log on this replica after `waited`.
+#[derive(Debug, thiserror::Error)]
+#[error("{partition} is still replaying its log on this replica (waited {waited:?})")]
+pub struct StillRestoring {
+    /// The partition.
+    pub partition: PartitionId,
+    /// How long the read waited.
+    pub waited: Duration,
+}
 
 impl KvState {
+    /// The value of `key` in `partition` on this replica, once the partition finished replaying
+    /// its log here (waiting at most `timeout`): during the replay a missing key cannot be told
+    /// from one never written.
+    pub async fn get_restored(
+        &self,
+        partition: PartitionId,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, StillRestoring> {
+        let mut restored = self.1.subscribe();
+        let ready = tokio::time::timeout(timeout, restored.wait_for(|done| done.contains(&partition))).await;
+        match ready {
+            Ok(Ok(_)) => Ok(self.get(partition, key)),
+            _ => Err(StillRestoring { partition, waited: timeout }),
+        }
+    }
+
     /// The value of `key` in `partition` on this replica.
     pub fn get(&self, partition: PartitionId, key: &str) -> Option<String> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).get(&partition).and_then(|m| m.get(key).cloned())
@@ -64,7 +99,17 @@ impl StateMachine for KvState {
     }
 
     fn reset(&mut self, partition: PartitionId) {
+        // Called when the partition starts replaying (its snapshot installs do not reset).
+        self.1.send_modify(|done| {
+            done.remove(&partition);
+        });
         self.write().remove(&partition);
+    }
+
+    fn restore_finished(&mut self, partition: PartitionId) {
+        self.1.send_modify(|done| {
+            done.insert(partition);
+        });
     }
 
     fn export(&self, partition: PartitionId, range: HashRange) -> Result<Vec<u8>, String> {
@@ -144,5 +189,42 @@ impl StateMachine for KvState {
 
     fn leader_changed(&mut self, partition: PartitionId, term: Term, leader: Option<NodeId>) {
         tracing::info!(%partition, term, leader = ?leader, "leader changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(index: u64, key: &str, value: &str) -> LogEntry {
+        let payload = serde_json::to_vec(&Put { key: key.into(), value: value.into() }).unwrap();
+        let mut entry = kommander::core::conformance::wal::entry(index, 1);
+        entry.log_type = PUT.into();
+        entry.payload = payload.into();
+        entry
+    }
+
+    #[actix_rt::test]
+    async fn a_read_waits_for_its_partitions_replay() {
+        let p = PartitionId(1);
+        let mut kv = KvState::default();
+        let wait = Duration::from_millis(50);
+        // Before its replay finished, a partition's keys are unknown, not absent.
+        let early = kv.get_restored(p, "k", wait).await;
+        assert!(matches!(early, Err(StillRestoring { partition, .. }) if partition == p), "{early:?}");
+        // A reader already waiting is woken by the end of the replay.
+        let reader = {
+            let kv = kv.clone();
+            tokio::spawn(async move { kv.get_restored(p, "k", Duration::from_secs(5)).await })
+        };
+        kv.reset(p);
+        kv.apply(p, &[put(1, "k", "v1")]);
+        kv.restore_finished(p);
+        assert_eq!(reader.await.unwrap().unwrap(), Some("v1".to_string()));
+        assert_eq!(kv.get_restored(p, "missing", wait).await.unwrap(), None, "after the replay, absent is absent");
+        // A restart replays again: reads wait again.
+        kv.reset(p);
+        assert!(kv.get_restored(p, "k", wait).await.is_err());
+        assert!(kv.get_restored(PartitionId(2), "k", wait).await.is_err(), "other partitions wait for their own");
     }
 }
