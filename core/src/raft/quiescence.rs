@@ -61,7 +61,28 @@ impl PartitionStateMachine {
             self.wake();
             self.leader = None;
             self.publish_leader();
+            self.campaign_soon_after(node);
         }
+    }
+
+    /// The detector reported the leader's node down: it already waited out the leader's silence
+    /// (by default at least the minimum election timeout), so campaign within the election
+    /// timeout's spread (`max − min` ticks) instead of a whole timeout more. The surviving voters
+    /// take turns by rank (rotated per partition, so a dead node's partitions get leaders on
+    /// every survivor): the first campaigns in the first slot of the spread, the next in the
+    /// second, so they rarely split the vote. No randomness is drawn; pre-vote still asks.
+    fn campaign_soon_after(&mut self, dead: NodeId) {
+        let me = self.config.node;
+        let voters: Vec<NodeId> = self.membership().voters.iter().copied().filter(|&n| n != dead).collect();
+        let Some(position) = voters.iter().position(|&n| n == me) else { return };
+        let n = voters.len() as u64;
+        let rank = (position as u64 + u64::from(self.config.partition.0)) % n;
+        let spread = u64::from(
+            self.config.election_timeout_max_ticks.saturating_sub(self.config.election_timeout_min_ticks).max(1),
+        );
+        let slot = (spread / n).max(1);
+        let delay = (1 + rank * slot).min(u64::from(self.randomized_election_timeout)) as u32;
+        self.election_elapsed = self.randomized_election_timeout.saturating_sub(delay);
     }
 
     /// Planted bug: a quiet follower keeps believing in a leader reported dead (it never wakes).
