@@ -6,7 +6,8 @@
 //!    (polled every 50–500 ms, slower for more partitions; timeout 300 s).
 //! 2. **leaders per node**: user partitions each node leads (its own `is_leader`).
 //! 3. **idle CPU** of the 3 processes (utime + stime from `/proc/<pid>/stat`, 100 % = one core) over
-//!    `--idle-secs`, starting 5 s after all leaders are elected; **RSS** (max VmRSS) at its end;
+//!    `--idle-secs`, starting 5 s after all leaders are elected (the bench's own `/status` reads
+//!    at the window's edges are outside it); **RSS** (max VmRSS) at its end;
 //!    **frames/s**: the sum of the nodes' `transport.frames_sent` deltas over the window (HTTP
 //!    requests; in brackets `batches_sent`: per-partition messages, coalesced into frames).
 //! 4. **light load**: for another `--idle-secs`, one PUT per second to each of 1 % of the partitions
@@ -263,15 +264,26 @@ struct Sample {
     batches: u64,
 }
 
-async fn sample(client: &reqwest::Client, cluster: &Cluster, ticks: f64) -> Sample {
+/// A window's first sample reads `/status` before the CPU times, its last one after them, so the
+/// CPU the nodes spend answering the bench's `/status` (all N partitions) stays out of the window.
+#[derive(Clone, Copy, PartialEq)]
+enum Edge {
+    Start,
+    End,
+}
+
+async fn sample(client: &reqwest::Client, cluster: &Cluster, ticks: f64, edge: Edge) -> Sample {
+    let cpu_now =
+        || -> (f64, Instant) { (cluster.pids().into_iter().map(|pid| cpu_seconds(pid, ticks)).sum(), Instant::now()) };
+    let end = (edge == Edge::End).then(cpu_now);
     let (mut frames, mut batches) = (0, 0);
     for id in (1..=3).filter(|&id| cluster.children[id - 1].is_some()) {
         let s = status(client, &cluster.url(id)).await.unwrap_or_default();
         frames += s["transport"]["frames_sent"].as_u64().unwrap_or(0);
         batches += s["transport"]["batches_sent"].as_u64().unwrap_or(0);
     }
-    let cpu = cluster.pids().into_iter().map(|pid| cpu_seconds(pid, ticks)).sum();
-    Sample { at: Instant::now(), cpu, frames, batches }
+    let (cpu, at) = end.unwrap_or_else(cpu_now);
+    Sample { at, cpu, frames, batches }
 }
 
 /// CPU % of one core, and frames/s (batches/s), between two samples.
@@ -421,15 +433,15 @@ async fn row(options: &Options, partitions: u32, quiesce: bool, ticks: f64) -> R
     let counts = spread(&client, &cluster).await;
     tokio::time::sleep(SETTLE).await;
     let window = Duration::from_secs(options.idle_secs);
-    let idle_start = sample(&client, &cluster, ticks).await;
+    let idle_start = sample(&client, &cluster, ticks, Edge::Start).await;
     tokio::time::sleep(window).await;
-    let idle_end = sample(&client, &cluster, ticks).await;
+    let idle_end = sample(&client, &cluster, ticks, Edge::End).await;
     let rss = cluster.pids().into_iter().map(rss_mib).fold(0.0, f64::max);
     let (idle_cpu, idle_frames) = rates(&idle_start, &idle_end);
 
-    let load_start = sample(&client, &cluster, ticks).await;
+    let load_start = sample(&client, &cluster, ticks, Edge::Start).await;
     let mut load = light_load(&client, &cluster, partitions, options.idle_secs).await;
-    let load_end = sample(&client, &cluster, ticks).await;
+    let load_end = sample(&client, &cluster, ticks, Edge::End).await;
     let (load_cpu, load_frames) = rates(&load_start, &load_end);
     load.latencies.sort_by(f64::total_cmp);
 
