@@ -29,11 +29,15 @@ type Keys = BTreeMap<String, String>;
 /// The applied state, shared with the HTTP handlers (the runtime drives it through a
 /// [`StateMachineActor`]), and which partitions finished replaying their log after the start.
 #[derive(Clone)]
-pub struct KvState(Arc<RwLock<HashMap<PartitionId, Keys>>>, Arc<watch::Sender<BTreeSet<PartitionId>>>);
+pub struct KvState {
+    keys: Arc<RwLock<HashMap<PartitionId, Keys>>>,
+    /// Partitions whose replay finished (readers wait on it).
+    restored: Arc<watch::Sender<BTreeSet<PartitionId>>>,
+}
 
 impl Default for KvState {
     fn default() -> Self {
-        KvState(Arc::default(), Arc::new(watch::Sender::new(BTreeSet::new())))
+        KvState { keys: Arc::default(), restored: Arc::new(watch::Sender::new(BTreeSet::new())) }
     }
 }
 
@@ -57,7 +61,7 @@ impl KvState {
         key: &str,
         timeout: Duration,
     ) -> Result<Option<String>, StillRestoring> {
-        let mut restored = self.1.subscribe();
+        let mut restored = self.restored.subscribe();
         let ready = tokio::time::timeout(timeout, restored.wait_for(|done| done.contains(&partition))).await;
         match ready {
             Ok(Ok(_)) => Ok(self.get(partition, key)),
@@ -67,16 +71,16 @@ impl KvState {
 
     /// The value of `key` in `partition` on this replica.
     pub fn get(&self, partition: PartitionId, key: &str) -> Option<String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).get(&partition).and_then(|m| m.get(key).cloned())
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).get(&partition).and_then(|m| m.get(key).cloned())
     }
 
     /// Keys per partition on this replica.
     pub fn sizes(&self) -> BTreeMap<PartitionId, usize> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, m)| (*p, m.len())).collect()
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, m)| (*p, m.len())).collect()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PartitionId, Keys>> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+        self.keys.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -100,20 +104,20 @@ impl StateMachine for KvState {
 
     fn reset(&mut self, partition: PartitionId) {
         // Called when the partition starts replaying (its snapshot installs do not reset).
-        self.1.send_modify(|done| {
+        self.restored.send_modify(|done| {
             done.remove(&partition);
         });
         self.write().remove(&partition);
     }
 
     fn restore_finished(&mut self, partition: PartitionId) {
-        self.1.send_modify(|done| {
+        self.restored.send_modify(|done| {
             done.insert(partition);
         });
     }
 
     fn export(&self, partition: PartitionId, range: HashRange) -> Result<Vec<u8>, String> {
-        let state = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let keys: Keys = state
             .get(&partition)
             .map(|m| m.iter().filter(|(k, _)| in_range(k, &range)).map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -138,7 +142,7 @@ impl StateMachine for KvState {
     /// Streamed: one `(key length u32 LE, key, value length u32 LE, value)` record per key, in key
     /// order, written straight into the runtime's snapshot file (no buffer of the whole state).
     fn snapshot(&self, partition: PartitionId, out: &mut dyn Write) -> io::Result<()> {
-        let state = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let mut out = io::BufWriter::new(out);
         for (key, value) in state.get(&partition).into_iter().flatten() {
             for field in [key, value] {

@@ -31,11 +31,6 @@ use std::time::{Duration, Instant};
 
 const REQUEST_EVERY: Duration = Duration::from_millis(300);
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
-/// What a membership round reads of the system state.
-struct RosterView {
-    roster: Roster,
-}
-
 /// How often the transport's peers and the failure detector's watch list follow the roster.
 const SYNC_PEERS_EVERY: Duration = Duration::from_millis(100);
 /// How often partitions already in sync with the roster are checked for a term change.
@@ -205,14 +200,14 @@ impl SystemCoordinator {
         }
         // The roster only: cloning the whole state (a map of thousands of partitions) every round
         // would cost more than everything else an idle node does.
-        let state = RosterView { roster: self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone() };
+        let roster = self.roster();
         let registry = self.registry().clone();
         let p0_leader = registry.leads(PartitionId::SYSTEM);
         let me = self.members.settings.node;
         if MembershipDriver::due(&mut self.members.last_sync, SYNC_PEERS_EVERY) {
-            self.members.sync_peers(&state.roster);
+            self.members.sync_peers(&roster);
         }
-        if state.roster.members.is_empty() {
+        if roster.members.is_empty() {
             if let Some(founders) = self.members.settings.founders.clone() {
                 if p0_leader {
                     self.propose_membership_command(ctx, SystemCommand::Bootstrap { members: founders });
@@ -221,12 +216,12 @@ impl SystemCoordinator {
             }
         }
         let leaving = self.members.settings.leaving.load(Ordering::SeqCst);
-        let listed = state.roster.members.contains_key(&me);
+        let listed = roster.members.contains_key(&me);
         let wants_in = self.members.settings.founders.is_none() && !leaving && !listed;
         // A member whose roster entry does not carry its application address (yet) asks again:
         // the partition-0 leader records it.
         let application = self.members.settings.application_address.clone();
-        let recorded = state.roster.members.get(&me).map(|m| m.application_address.clone());
+        let recorded = roster.members.get(&me).map(|m| m.application_address.clone());
         let stale_address = !leaving && application.is_some() && recorded.is_some_and(|r| r != application);
         let asking = (leaving && listed) || wants_in || stale_address;
         if asking && MembershipDriver::due(&mut self.members.last_request, REQUEST_EVERY) {
@@ -239,24 +234,24 @@ impl SystemCoordinator {
                     address: s.advertise_address.clone(),
                     application_address: application,
                 };
-                if let Some(command) = membership_command(&state.roster, ask) {
+                if let Some(command) = membership_command(&roster, ask) {
                     self.propose_membership_command(ctx, command);
                 }
             } else {
                 let contacts = self.members.settings.discovery.contacts().unwrap_or_default();
                 let targets: Vec<NodeId> =
-                    contacts.iter().map(|c| c.node).chain(state.roster.members.keys().copied()).collect();
+                    contacts.iter().map(|c| c.node).chain(roster.members.keys().copied()).collect();
                 self.members.request(!leaving, targets);
             }
         }
         if MembershipDriver::due(&mut self.members.last_reconcile, RECONCILE_EVERY) {
-            if p0_leader && !state.roster.learners().is_empty() {
+            if p0_leader && !roster.learners().is_empty() {
                 self.check_promotions(ctx);
             }
             // A settled node (every partition reported the roster's membership last round) scans
             // its partitions only when the roster changed or the term scan is due: ten thousand
             // idle partitions must not cost a scan every round.
-            let roster_changed = self.members.in_sync_version != state.roster.version;
+            let roster_changed = self.members.in_sync_version != roster.version;
             // The term scan is needed only when some status changed (a term change signals).
             let changes = registry.changes().version();
             let scan_terms = changes != self.members.scanned_changes
@@ -264,7 +259,7 @@ impl SystemCoordinator {
             if self.members.settled && !roster_changed && !scan_terms {
                 return;
             }
-            let desired = state.roster.membership();
+            let desired = roster.membership();
             let max_lag = self.members.settings.promotion_lag;
             let running: BTreeSet<PartitionId> = registry.running().into_iter().collect();
             let known = self.members.memberships.len();
@@ -277,7 +272,7 @@ impl SystemCoordinator {
             // the roster changes, or when its term changed (a new leader, whose log may differ).
             if roster_changed {
                 self.members.in_sync.clear();
-                self.members.in_sync_version = state.roster.version;
+                self.members.in_sync_version = roster.version;
             }
             self.members.in_sync.retain(|partition, _| running.contains(partition));
             let reports = ctx.address().recipient();
@@ -296,12 +291,18 @@ impl SystemCoordinator {
                     }
                     self.members.in_sync.remove(&partition);
                 }
-                let report = ReportTo::new(partition, desired.clone(), state.roster.version, reports.clone());
+                let report = ReportTo::new(partition, desired.clone(), roster.version, reports.clone());
                 executor.do_send(ReconcileMembership { max_lag, report });
                 self.members.asking.insert(partition);
                 self.members.settled = false;
             }
         }
+    }
+
+    /// The committed roster (a clone of it only: cloning the whole state, a map of thousands of
+    /// partitions, every round would cost more than everything else an idle node does).
+    fn roster(&self) -> Roster {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone()
     }
 
     /// A partition answered a membership request.
@@ -333,7 +334,7 @@ impl SystemCoordinator {
                     act.members.caught_up_since.entry(node).or_insert_with(Instant::now);
                 }
             }
-            let roster = act.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone();
+            let roster = act.roster();
             let ready = act.members.caught_up_since.iter().find(|(node, since)| {
                 since.elapsed() >= window && roster.members.get(node).is_some_and(|m| m.role == MemberRole::Learner)
             });
@@ -367,7 +368,7 @@ impl Handler<MembershipAsk> for SystemCoordinator {
         if !self.registry().leads(PartitionId::SYSTEM) {
             return;
         }
-        let roster = self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone();
+        let roster = self.roster();
         let (node, join) = (ask.node, ask.join);
         if let Some(command) = membership_command(&roster, ask) {
             tracing::info!(%node, join, "membership request");

@@ -249,11 +249,16 @@ impl SystemCoordinator {
         if !self.restored || self.step_in_flight {
             return;
         }
-        if self.state.read().unwrap_or_else(|p| p.into_inner()).pending.is_none() {
-            self.pending_since = None;
-            return;
-        }
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let state = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            // Nothing pending (the usual case): no clone of the whole state.
+            if state.pending.is_none() {
+                drop(state);
+                self.pending_since = None;
+                return;
+            }
+            state.clone()
+        };
         let Some(operation) = state.pending else { return };
         let since = match self.pending_since {
             Some((op, since)) if op == operation => since,

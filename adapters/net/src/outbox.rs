@@ -57,10 +57,10 @@ pub trait PeerSender: Send + Sync + 'static {
 /// Queue and back-off settings.
 #[derive(Clone, Debug)]
 pub struct OutboxConfig {
-    /// Batches queued per peer before `send` fails with `QueueFull`. Every awake partition sends
-    /// a batch per peer per tick (the node clock ticks them together), so this must exceed the
-    /// partitions a node hosts: 65,536 by default (at 4,096, a node with 10,000 awake partitions
-    /// dropped most of each tick's messages and never finished its elections).
+    /// Batches queued per peer before `send` fails with `QueueFull`. Every awake leader sends a
+    /// batch per peer per tick, and a node starting thousands of partitions runs their elections
+    /// together, so this must exceed the partitions a node hosts: 65,536 by default (at 4,096, a
+    /// node with 10,000 awake partitions dropped most of each tick's messages).
     pub queue_capacity: usize,
     /// Messages merged into one frame at most.
     pub max_messages_per_frame: usize,
