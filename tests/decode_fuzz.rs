@@ -20,7 +20,7 @@ fn seeds() -> Vec<Vec<u8>> {
         ticket: Ticket { physical_ms: 1_700_000_000_000, logical: 7, node: 2 },
     };
     let messages = vec![
-        RaftMessage::VoteRequest { term: 4, last_log_index: 9, last_log_term: 3, pre_vote: true },
+        RaftMessage::VoteRequest { term: 4, last_log_index: 9, last_log_term: 3, pre_vote: true, transfer: false },
         RaftMessage::VoteResponse { term: 4, granted: true, pre_vote: false },
         RaftMessage::AppendRequest {
             term: 3,

@@ -203,7 +203,13 @@ mod tests {
                 partition: PartitionId(p),
                 from: NodeId(2),
                 to: LOCAL,
-                message: RaftMessage::VoteRequest { term: 5, last_log_index: 0, last_log_term: 0, pre_vote: true },
+                message: RaftMessage::VoteRequest {
+                    term: 5,
+                    last_log_index: 0,
+                    last_log_term: 0,
+                    pre_vote: true,
+                    transfer: false,
+                },
             })
             .collect();
         MessageBatch { cluster_id: "c".into(), from: NodeId(2), to: LOCAL, messages }
@@ -238,7 +244,7 @@ mod tests {
         let (router, mut mailboxes) = router_hosting(&[1]);
         let mut zero_term = batch(&[1, 1]);
         zero_term.messages[1].message =
-            RaftMessage::VoteRequest { term: 0, last_log_index: 0, last_log_term: 0, pre_vote: true };
+            RaftMessage::VoteRequest { term: 0, last_log_index: 0, last_log_term: 0, pre_vote: true, transfer: false };
         assert!(matches!(router.deliver(zero_term), Err(InboundRejection::Invalid(_))));
         let other_cluster = MessageBatch { cluster_id: "other".into(), ..batch(&[1]) };
         assert!(matches!(router.deliver(other_cluster), Err(InboundRejection::WrongCluster(_))));

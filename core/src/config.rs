@@ -60,6 +60,18 @@ pub struct PartitionConfig {
     /// instead of `[min, max)`: a node starting thousands of partitions at once spreads their
     /// first elections over time instead of running them all in the same second. Default 0.
     pub initial_election_spread_ticks: u32,
+    /// Lease reads (thesis §6.4.1): how long after the start of a confirmed read round the
+    /// leader may answer [`crate::raft::ReadConsistency::Lease`] reads without a new round, in
+    /// the unit of the `now` the driver passes to reads (the runtime: milliseconds of a
+    /// monotonic wall clock, never ticks). It must stay below the shortest time in which a
+    /// follower can stop honouring this leader — the minimum election timeout and the failure
+    /// detector's down time, each at the fastest rate a clock may run — by the clock-drift bound
+    /// the operator assumes. 0 (the default) turns leases off: lease reads take a round.
+    pub read_lease: u64,
+    /// A leadership transfer that has not ended (the target did not win) after this many ticks
+    /// is abandoned and the leader accepts proposals again. Default: the minimum election
+    /// timeout.
+    pub transfer_timeout_ticks: u32,
     /// Planted bugs for proving the simulator's checkers can fail. Test-only.
     #[cfg(feature = "canary-bugs")]
     pub canary: CanaryBugs,
@@ -114,6 +126,12 @@ pub struct CanaryBugs {
     /// A follower announces its whole election timeout as the ticks until its next due tick,
     /// forgetting those already elapsed (a lazily ticking driver then starts elections late).
     pub due_ignores_elapsed_ticks: bool,
+    /// A leader answers linearizable reads with its commit index at once, without the quorum
+    /// round that confirms it still leads (a deposed leader serves stale reads).
+    pub read_without_quorum_round: bool,
+    /// A leader's read lease survives a step-down and a leadership transfer, and lease reads
+    /// check only the lease's time, not the role (a former leader serves stale reads).
+    pub lease_after_step_down: bool,
 }
 
 impl PartitionConfig {
@@ -141,6 +159,8 @@ impl PartitionConfig {
             snapshot_chunk_bytes: 1 << 20,
             quiesce_after_ticks: 0,
             initial_election_spread_ticks: 0,
+            read_lease: 0,
+            transfer_timeout_ticks: 10,
             #[cfg(feature = "canary-bugs")]
             canary: CanaryBugs::default(),
         }
@@ -178,6 +198,12 @@ impl PartitionConfig {
         }
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::Limit("snapshot_chunk_bytes must be at least 1"));
+        }
+        if self.read_lease > 0 && !self.check_quorum {
+            return Err(ConfigError::Timing("read leases need check_quorum (followers loyal to a live leader)"));
+        }
+        if self.transfer_timeout_ticks == 0 {
+            return Err(ConfigError::Timing("transfer_timeout_ticks must be at least 1"));
         }
         if self.max_uncommitted_entries == 0 {
             return Err(ConfigError::Limit("max_uncommitted_entries must be at least 1"));

@@ -16,6 +16,13 @@ pub enum ProposeError {
     /// This replica won the election but its leadership barrier has not committed yet.
     #[error("leadership not yet established (barrier pending)")]
     LeadershipPending,
+    /// The leader is handing its leadership to `to` (thesis §3.10): proposals pause until the
+    /// transfer ends; retry against `to`.
+    #[error("leadership is being transferred to {to}")]
+    LeadershipTransfer {
+        /// The node taking over.
+        to: NodeId,
+    },
     /// The proposal carried no payloads.
     #[error("a proposal needs at least one payload")]
     EmptyProposal,
@@ -70,6 +77,37 @@ pub enum ProposeError {
         /// The partition's generation when the write applied.
         current: u64,
     },
+}
+
+/// Why a consistent read could not be given a read index.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ReadError {
+    /// This replica neither leads nor knows a leader to ask. `leader` is the last known one.
+    #[error("not the leader of this partition (leader hint: {leader:?})")]
+    NotLeader {
+        /// Last known leader, to retry against.
+        leader: Option<NodeId>,
+    },
+    /// The leader stepped down (or the leader asked changed) before it confirmed the read.
+    #[error("leadership lost while the read was being confirmed")]
+    LeadershipLost,
+    /// The leader did not answer a forwarded read in time (the request or answer was lost).
+    #[error("the read was not confirmed in time")]
+    Timeout,
+}
+
+/// Why a leadership transfer could not start.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum TransferError {
+    /// Only the published leader can hand over its leadership.
+    #[error("not the leader of this partition (leader hint: {leader:?})")]
+    NotLeader {
+        /// Last known leader.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voter of the partition (or is this node).
+    #[error("{0} is not another voter of this partition")]
+    NotAVoter(NodeId),
 }
 
 /// How a two-phase proposal ended.

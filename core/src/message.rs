@@ -22,6 +22,10 @@ pub enum RaftMessage {
         last_log_term: Term,
         /// Pre-vote round (§9.6) rather than a real election.
         pre_vote: bool,
+        /// The candidate campaigns because the leader handed it the leadership (thesis §3.10,
+        /// [`RaftMessage::TimeoutNow`]): voters grant it even while they hear that leader.
+        #[serde(default)]
+        transfer: bool,
     },
     /// Answer to a [`RaftMessage::VoteRequest`].
     VoteResponse {
@@ -108,6 +112,40 @@ pub enum RaftMessage {
         /// An answer from the follower.
         ack: bool,
     },
+    /// Read-index (thesis §6.4): the leader asks the voters to confirm it still leads
+    /// (`ack: false`); a follower of that leader in that term answers with `ack: true`. Reads
+    /// waiting when round `round` started are served once a quorum confirmed it.
+    ReadRound {
+        /// Leader's term (the responder's term in an answer).
+        term: Term,
+        /// The leader's round number, echoed in the answer.
+        round: u64,
+        /// An answer.
+        ack: bool,
+    },
+    /// A follower asks the leader for a read index for its read `request` (follower reads).
+    ReadIndexRequest {
+        /// Follower's term.
+        term: Term,
+        /// The follower's identifier of the read, echoed in the answer.
+        request: u64,
+    },
+    /// The leader's answer to a [`RaftMessage::ReadIndexRequest`]: the index the follower must
+    /// apply before it serves the read, or `None` when this node cannot confirm one (it does not
+    /// lead, or lost its leadership during the round).
+    ReadIndexResponse {
+        /// Leader's term.
+        term: Term,
+        /// The follower's read.
+        request: u64,
+        /// The read index.
+        index: Option<LogIndex>,
+    },
+    /// Leadership transfer (thesis §3.10): the leader tells a caught-up follower to campaign now.
+    TimeoutNow {
+        /// Leader's term.
+        term: Term,
+    },
     /// Not part of Raft: a node asks the cluster (on partition 0, sent to any member, acted on by
     /// the partition-0 leader) to add it as a learner (`join`) or to remove it.
     MembershipRequest {
@@ -150,7 +188,11 @@ impl RaftMessage {
             | RaftMessage::InstallSnapshot { term, .. }
             | RaftMessage::SnapshotResponse { term, .. }
             | RaftMessage::SnapshotNeeded { term, .. }
-            | RaftMessage::Quiesce { term, .. } => *term,
+            | RaftMessage::Quiesce { term, .. }
+            | RaftMessage::ReadRound { term, .. }
+            | RaftMessage::ReadIndexRequest { term, .. }
+            | RaftMessage::ReadIndexResponse { term, .. }
+            | RaftMessage::TimeoutNow { term } => *term,
             RaftMessage::MembershipRequest { .. } => 0,
         }
     }
@@ -159,6 +201,7 @@ impl RaftMessage {
     pub fn kind_name(&self) -> &'static str {
         match self {
             RaftMessage::VoteRequest { pre_vote: true, .. } => "pre_vote_request",
+            RaftMessage::VoteRequest { transfer: true, .. } => "transfer_vote_request",
             RaftMessage::VoteRequest { .. } => "vote_request",
             RaftMessage::VoteResponse { pre_vote: true, .. } => "pre_vote_response",
             RaftMessage::VoteResponse { .. } => "vote_response",
@@ -169,6 +212,11 @@ impl RaftMessage {
             RaftMessage::SnapshotNeeded { .. } => "snapshot_needed",
             RaftMessage::Quiesce { ack: false, .. } => "quiesce",
             RaftMessage::Quiesce { ack: true, .. } => "quiesce_ack",
+            RaftMessage::ReadRound { ack: false, .. } => "read_round",
+            RaftMessage::ReadRound { ack: true, .. } => "read_round_ack",
+            RaftMessage::ReadIndexRequest { .. } => "read_index_request",
+            RaftMessage::ReadIndexResponse { .. } => "read_index_response",
+            RaftMessage::TimeoutNow { .. } => "timeout_now",
             RaftMessage::MembershipRequest { .. } => "membership_request",
         }
     }

@@ -191,7 +191,17 @@ fn validate_message(partition: PartitionId, message: &RaftMessage, limits: &Mess
                 return Err(InvalidBatch::InconsistentTerm(partition));
             }
         }
-        RaftMessage::VoteResponse { .. } | RaftMessage::MembershipRequest { .. } => {}
+        RaftMessage::VoteResponse { .. }
+        | RaftMessage::MembershipRequest { .. }
+        | RaftMessage::ReadRound { .. }
+        | RaftMessage::ReadIndexRequest { .. }
+        | RaftMessage::TimeoutNow { .. } => {}
+        RaftMessage::ReadIndexResponse { index, .. } => {
+            // A reader waits until it applied the index: u64::MAX would never be reached.
+            if *index == Some(u64::MAX) {
+                return Err(InvalidBatch::InconsistentResponse(partition));
+            }
+        }
         RaftMessage::AppendRequest { term, prev_log_index, prev_log_term, entries, leader_commit: _ } => {
             if entries.len() > limits.max_entries_per_message {
                 return Err(InvalidBatch::TooManyEntries { partition, count: entries.len() });
@@ -386,7 +396,13 @@ mod tests {
             (append(4, 3, vec![entry(5, 2)]), InvalidBatch::InconsistentTerm(p)),
             (append(0, 1, vec![]), InvalidBatch::InconsistentTerm(p)),
             (
-                RaftMessage::VoteRequest { term: 0, last_log_index: 0, last_log_term: 0, pre_vote: false },
+                RaftMessage::VoteRequest {
+                    term: 0,
+                    last_log_index: 0,
+                    last_log_term: 0,
+                    pre_vote: false,
+                    transfer: false,
+                },
                 InvalidBatch::ZeroTerm(p),
             ),
             (
@@ -424,7 +440,13 @@ mod tests {
         };
         let cases = [
             (
-                RaftMessage::VoteRequest { term: max + 1, last_log_index: 0, last_log_term: 0, pre_vote: false },
+                RaftMessage::VoteRequest {
+                    term: max + 1,
+                    last_log_index: 0,
+                    last_log_term: 0,
+                    pre_vote: false,
+                    transfer: false,
+                },
                 too_large(max + 1),
             ),
             (RaftMessage::VoteResponse { term: u64::MAX, granted: false, pre_vote: true }, too_large(u64::MAX)),
@@ -452,7 +474,16 @@ mod tests {
         // Terms nested below the message term are bounded by a lower limit too.
         let strict = MessageLimits { max_term: 10, ..MessageLimits::default() };
         let nested = [
-            (RaftMessage::VoteRequest { term: 10, last_log_index: 3, last_log_term: 11, pre_vote: false }, 11),
+            (
+                RaftMessage::VoteRequest {
+                    term: 10,
+                    last_log_index: 3,
+                    last_log_term: 11,
+                    pre_vote: false,
+                    transfer: false,
+                },
+                11,
+            ),
             (
                 RaftMessage::AppendRequest {
                     term: 10,
@@ -483,7 +514,13 @@ mod tests {
         on_time.ticket.physical_ms = MAX_PHYSICAL_MS;
         let fine = [
             append(4, 2, vec![on_time]),
-            RaftMessage::VoteRequest { term: max, last_log_index: 9, last_log_term: max, pre_vote: false },
+            RaftMessage::VoteRequest {
+                term: max,
+                last_log_index: 9,
+                last_log_term: max,
+                pre_vote: false,
+                transfer: false,
+            },
             response(3, 4, AppendResult::Conflict { hint_index: 2, hint_term: Some(3) }),
             response(3, u64::MAX - 1, AppendResult::StaleTerm),
         ];

@@ -70,6 +70,14 @@ fn faulty_seeds_hold_every_invariant() {
          (what the runtime's node clock skips)",
         lazy as f64 * 100.0 / ticks.max(1) as f64
     );
+    let (reads, lease_reads, failed_reads, transfers) =
+        (sum(|r| r.reads_served), sum(|r| r.lease_reads_served), sum(|r| r.reads_failed), sum(|r| r.transfers));
+    let leasing = count(|r| r.read_lease);
+    println!(
+        "reads: {reads} linearizable and lease reads served and checked against every write acknowledged \
+         before them ({lease_reads} at lease level, leases on in {leasing} seeds), {failed_reads} refused or \
+         failed; {transfers} leadership transfers"
+    );
     println!(
         "snapshots: {snapshots} taken, restored or installed and checked against every replica's state; \
          {installs} installs from a leader in {installing} seeds; {wipes} data directories wiped; \
@@ -93,6 +101,9 @@ fn faulty_seeds_hold_every_invariant() {
     assert!(no_pre_vote > seeds / 8 && no_check_quorum > seeds / 8, "seeds must run without pre-vote / check-quorum");
     assert!(quiet > seeds / 4, "partitions must actually go quiet ({quiet} quiet replicas)");
     assert!(lazy > ticks / 4, "most follower ticks must come before their deadline ({lazy} of {ticks})");
+    assert!(reads > seeds, "consistent reads must be served and checked ({reads})");
+    assert!(lease_reads > seeds / 4 && leasing > seeds / 8, "lease reads must run ({lease_reads} in {leasing} seeds)");
+    assert!(transfers > seeds / 4, "leaderships must be transferred ({transfers})");
     assert!(failovers.len() as u64 > seeds / 10, "quiet leaders must be failed over ({})", failovers.len());
 }
 
@@ -222,6 +233,19 @@ fn planted_bugs() -> Vec<(&'static str, CanaryBugs, u64, &'static [ViolationKind
             CanaryBugs { due_ignores_elapsed_ticks: true, ..bug },
             5,
             &[TimerDeadline],
+        ),
+        // Reads: every linearizable and lease read is checked against the acknowledged writes.
+        (
+            "a read index served without the quorum round",
+            CanaryBugs { read_without_quorum_round: true, ..bug },
+            1000,
+            &[StaleRead],
+        ),
+        (
+            "a read lease kept after stepping down",
+            CanaryBugs { lease_after_step_down: true, ..bug },
+            1000,
+            &[StaleRead],
         ),
     ]
 }

@@ -121,12 +121,13 @@ impl TryFrom<proto::Envelope> for Envelope {
 fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
     use proto::envelope::Message as M;
     match message {
-        RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote } => {
+        RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote, transfer } => {
             M::VoteRequest(proto::VoteRequest {
                 term: *term,
                 last_log_index: *last_log_index,
                 last_log_term: *last_log_term,
                 pre_vote: *pre_vote,
+                transfer: *transfer,
             })
         }
         RaftMessage::VoteResponse { term, granted, pre_vote } => {
@@ -169,6 +170,16 @@ fn message_to_proto(message: &RaftMessage) -> proto::envelope::Message {
         RaftMessage::Quiesce { term, index, index_term, ack } => {
             M::Quiesce(proto::Quiesce { term: *term, index: *index, index_term: *index_term, ack: *ack })
         }
+        RaftMessage::ReadRound { term, round, ack } => {
+            M::ReadRound(proto::ReadRound { term: *term, round: *round, ack: *ack })
+        }
+        RaftMessage::ReadIndexRequest { term, request } => {
+            M::ReadIndexRequest(proto::ReadIndexRequest { term: *term, request: *request })
+        }
+        RaftMessage::ReadIndexResponse { term, request, index } => {
+            M::ReadIndexResponse(proto::ReadIndexResponse { term: *term, request: *request, index: *index })
+        }
+        RaftMessage::TimeoutNow { term } => M::TimeoutNow(proto::TimeoutNow { term: *term }),
         RaftMessage::SnapshotResponse { term, index, snapshot_term, next_offset, installed } => {
             M::SnapshotResponse(proto::SnapshotResponse {
                 term: *term,
@@ -189,6 +200,7 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
             last_log_index: m.last_log_index,
             last_log_term: m.last_log_term,
             pre_vote: m.pre_vote,
+            transfer: m.transfer,
         },
         M::VoteResponse(m) => RaftMessage::VoteResponse { term: m.term, granted: m.granted, pre_vote: m.pre_vote },
         M::AppendRequest(m) => RaftMessage::AppendRequest {
@@ -218,6 +230,10 @@ fn message_from_proto(message: proto::envelope::Message) -> Result<RaftMessage, 
         },
         M::SnapshotNeeded(m) => RaftMessage::SnapshotNeeded { term: m.term, index: m.index },
         M::Quiesce(m) => RaftMessage::Quiesce { term: m.term, index: m.index, index_term: m.index_term, ack: m.ack },
+        M::ReadRound(m) => RaftMessage::ReadRound { term: m.term, round: m.round, ack: m.ack },
+        M::ReadIndexRequest(m) => RaftMessage::ReadIndexRequest { term: m.term, request: m.request },
+        M::ReadIndexResponse(m) => RaftMessage::ReadIndexResponse { term: m.term, request: m.request, index: m.index },
+        M::TimeoutNow(m) => RaftMessage::TimeoutNow { term: m.term },
         M::SnapshotResponse(m) => RaftMessage::SnapshotResponse {
             term: m.term,
             index: m.index,
@@ -353,8 +369,26 @@ mod tests {
         ];
         let response = |result| RaftMessage::AppendResponse { term: 4, prev_log_index: 9, result };
         let messages = vec![
-            envelope(0, RaftMessage::VoteRequest { term: 2, last_log_index: 4, last_log_term: 1, pre_vote: false }),
-            envelope(1, RaftMessage::VoteRequest { term: 3, last_log_index: 0, last_log_term: 0, pre_vote: true }),
+            envelope(
+                0,
+                RaftMessage::VoteRequest {
+                    term: 2,
+                    last_log_index: 4,
+                    last_log_term: 1,
+                    pre_vote: false,
+                    transfer: false,
+                },
+            ),
+            envelope(
+                1,
+                RaftMessage::VoteRequest {
+                    term: 3,
+                    last_log_index: 0,
+                    last_log_term: 0,
+                    pre_vote: true,
+                    transfer: false,
+                },
+            ),
             envelope(2, RaftMessage::VoteResponse { term: 2, granted: true, pre_vote: false }),
             envelope(3, RaftMessage::VoteResponse { term: 3, granted: false, pre_vote: true }),
             envelope(
@@ -375,6 +409,22 @@ mod tests {
             envelope(6, response(AppendResult::Conflict { hint_index: 3, hint_term: Some(2) })),
             envelope(7, response(AppendResult::Conflict { hint_index: 1, hint_term: None })),
             envelope(8, response(AppendResult::StaleTerm)),
+            envelope(
+                1,
+                RaftMessage::VoteRequest {
+                    term: 3,
+                    last_log_index: 2,
+                    last_log_term: 2,
+                    pre_vote: false,
+                    transfer: true,
+                },
+            ),
+            envelope(1, RaftMessage::ReadRound { term: 3, round: 17, ack: false }),
+            envelope(1, RaftMessage::ReadRound { term: 3, round: 17, ack: true }),
+            envelope(1, RaftMessage::ReadIndexRequest { term: 3, request: u64::MAX - 1 }),
+            envelope(1, RaftMessage::ReadIndexResponse { term: 3, request: 5, index: Some(0) }),
+            envelope(1, RaftMessage::ReadIndexResponse { term: 3, request: 5, index: None }),
+            envelope(1, RaftMessage::TimeoutNow { term: 3 }),
         ];
         MessageBatch { cluster_id: "cluster-a".into(), from: NodeId(1), to: NodeId(2), messages }
     }

@@ -108,7 +108,16 @@ fn valid_batch() -> MessageBatch {
         to: LOCAL,
         messages: vec![
             envelope(1, append(4, 2, vec![entry(5, 2), entry(6, 3)])),
-            envelope(2, RaftMessage::VoteRequest { term: 3, last_log_index: 6, last_log_term: 3, pre_vote: false }),
+            envelope(
+                2,
+                RaftMessage::VoteRequest {
+                    term: 3,
+                    last_log_index: 6,
+                    last_log_term: 3,
+                    pre_vote: false,
+                    transfer: false,
+                },
+            ),
         ],
     }
 }
@@ -269,7 +278,13 @@ fn rows() -> Vec<Row> {
         ("entry term zero", Code::InvalidArgument, |h| h.mutated(|b| with_message(b, append(0, 0, vec![entry(1, 0)])))),
         ("message term zero", Code::InvalidArgument, |h| {
             h.mutated(|b| {
-                let vote = RaftMessage::VoteRequest { term: 0, last_log_index: 0, last_log_term: 0, pre_vote: true };
+                let vote = RaftMessage::VoteRequest {
+                    term: 0,
+                    last_log_index: 0,
+                    last_log_term: 0,
+                    pre_vote: true,
+                    transfer: false,
+                };
                 with_message(b, vote)
             })
         }),
@@ -291,8 +306,13 @@ fn rows() -> Vec<Row> {
         }),
         ("message term above max_term", Code::InvalidArgument, |h| {
             h.mutated(|b| {
-                let vote =
-                    RaftMessage::VoteRequest { term: u64::MAX, last_log_index: 0, last_log_term: 0, pre_vote: false };
+                let vote = RaftMessage::VoteRequest {
+                    term: u64::MAX,
+                    last_log_index: 0,
+                    last_log_term: 0,
+                    pre_vote: false,
+                    transfer: false,
+                };
                 with_message(b, vote)
             })
         }),

@@ -43,7 +43,7 @@ fn append(term: u64, prev_log_index: u64, prev_log_term: u64, entries: Vec<LogEn
 }
 
 fn vote(term: u64) -> RaftMessage {
-    RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false }
+    RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false, transfer: false }
 }
 
 /// A batch whose `from` is negative: not representable by the real type.

@@ -49,6 +49,7 @@ impl PartitionStateMachine {
         }
         self.heartbeat_elapsed += 1;
         self.check_quorum_elapsed += 1;
+        self.tick_transfer();
         if self.config.check_quorum && self.check_quorum_elapsed >= self.config.election_timeout_min_ticks {
             self.check_quorum_elapsed = 0;
             if !self.quorum_active() {
@@ -61,6 +62,8 @@ impl PartitionStateMachine {
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks && !self.canary_heartbeat_held_back() {
             self.heartbeat_elapsed = 0;
             self.heartbeat();
+            self.send_read_round();
+            self.advance_transfer();
             self.ask_to_quiesce();
         }
     }
@@ -93,7 +96,7 @@ impl PartitionStateMachine {
     /// Start a pre-vote round for `term + 1` without changing any durable state.
     pub(super) fn start_pre_vote(&mut self) {
         if !self.config.pre_vote || (self.membership().voters.len() == 1 && self.is_voter()) {
-            self.start_election();
+            self.start_election(false);
             return;
         }
         let Some(term) = self.next_campaign_term() else { return };
@@ -104,13 +107,17 @@ impl PartitionStateMachine {
         self.reset_election_timer();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.voter_peers() {
-            self.send(peer, RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: true });
+            self.send(
+                peer,
+                RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: true, transfer: false },
+            );
         }
         self.publish_leader();
     }
 
     /// Become candidate in a new term, vote for ourselves and ask for votes once that is durable.
-    fn start_election(&mut self) {
+    /// With `transfer`, the leader handed over its leadership: the vote requests say so.
+    pub(super) fn start_election(&mut self, transfer: bool) {
         let Some(term) = self.next_campaign_term() else { return };
         self.set_term(term);
         self.voted_for = Some(self.config.node);
@@ -130,7 +137,7 @@ impl PartitionStateMachine {
         for peer in self.voter_peers() {
             self.send_after_persist(
                 peer,
-                RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false },
+                RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote: false, transfer },
             );
         }
     }
@@ -198,9 +205,12 @@ impl PartitionStateMachine {
     }
 
     /// This replica leads, or heard from a leader of its term within the minimum election timeout.
+    /// With leases on, a replica that started less than that timeout ago counts as having heard
+    /// one: before a crash it may have confirmed a leader's lease it no longer remembers.
     pub(super) fn leader_recently_heard(&self) -> bool {
-        self.role == Role::Leader
-            || (self.leader.is_some() && self.election_elapsed < self.config.election_timeout_min_ticks)
+        let min = self.config.election_timeout_min_ticks;
+        let lease_guard = self.config.read_lease > 0 && self.ticks_since_start < min;
+        self.role == Role::Leader || ((self.leader.is_some() || lease_guard) && self.election_elapsed < min)
     }
 
     /// Thesis §4.2.3 (with check-quorum): a real vote request of a higher term that arrives while a
@@ -208,6 +218,19 @@ impl PartitionStateMachine {
     /// depose a healthy leader even without pre-vote.
     pub(super) fn ignores_vote_request(&self, term: Term) -> bool {
         self.config.check_quorum && term > self.term && self.leader_recently_heard()
+    }
+
+    /// A real vote request from a node outside this replica's configuration whose log is behind
+    /// ours is never granted here; adopting its term would only reset this replica's election
+    /// timer, so a removed node that never learnt of its removal could keep a survivor from
+    /// ever campaigning (seen without pre-vote after a leader's crash). Ignore it, term included.
+    pub(super) fn never_granted_to_outsider(
+        &self,
+        from: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) -> bool {
+        !self.membership().members().any(|n| n == from) && !self.candidate_is_fresh(last_log_index, last_log_term)
     }
 
     /// A candidate whose own vote just became durable (`start_election` deferred this).
@@ -228,7 +251,7 @@ impl PartitionStateMachine {
         self.votes.entry(from).or_insert(granted);
         if self.votes_granted() >= self.quorum() {
             if pre_vote {
-                self.start_election();
+                self.start_election(false);
             } else {
                 self.become_leader();
             }

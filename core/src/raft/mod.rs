@@ -18,14 +18,17 @@ mod membership;
 mod progress;
 mod proposals;
 mod quiescence;
+mod reads;
 pub mod ready;
 mod replication;
 mod snapshot;
+mod transfer;
 
 pub use membership::Membership;
 pub use progress::{Progress, ProgressState};
 pub use proposals::{Proposal, ProposalAccepted};
-pub use ready::{ClientReply, Delivery, LeaderChange, ProposalCommitted, ReadRequest, Ready, WriteRequest};
+pub use reads::ReadConsistency;
+pub use ready::{ClientReply, Delivery, LeaderChange, ProposalCommitted, ReadRequest, ReadState, Ready, WriteRequest};
 
 use crate::config::PartitionConfig;
 use crate::entry::LogEntry;
@@ -108,6 +111,8 @@ pub struct PartitionStateMachine {
     progress: BTreeMap<NodeId, Progress>,
     votes: HashMap<NodeId, bool>,
     election_elapsed: u32,
+    /// Ticks since this replica started (saturating; the lease guard of `leader_recently_heard`).
+    ticks_since_start: u32,
     heartbeat_elapsed: u32,
     check_quorum_elapsed: u32,
     randomized_election_timeout: u32,
@@ -132,6 +137,8 @@ pub struct PartitionStateMachine {
     halted: Option<FatalError>,
     snapshots: snapshot::Snapshots,
     quiescence: quiescence::Quiescence,
+    reads: reads::Reads,
+    transfer: Option<transfer::Transfer>,
 }
 
 impl PartitionStateMachine {
@@ -154,6 +161,7 @@ impl PartitionStateMachine {
             progress: BTreeMap::new(),
             votes: HashMap::new(),
             election_elapsed: 0,
+            ticks_since_start: 0,
             heartbeat_elapsed: 0,
             check_quorum_elapsed: 0,
             randomized_election_timeout: config.election_timeout_min_ticks,
@@ -173,6 +181,8 @@ impl PartitionStateMachine {
             halted: None,
             snapshots: snapshot::Snapshots::default(),
             quiescence: quiescence::Quiescence::default(),
+            reads: reads::Reads::default(),
+            transfer: None,
             config,
         };
         sm.log.membership.set_base(sm.base_membership());
@@ -380,6 +390,7 @@ impl PartitionStateMachine {
         if self.halted.is_some() || self.quiescence.quiet {
             return;
         }
+        self.ticks_since_start = self.ticks_since_start.saturating_add(1);
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -428,8 +439,13 @@ impl PartitionStateMachine {
         // pre-vote answer carries the prospective term and must not.
         let granted_pre_vote = matches!(message, RaftMessage::VoteResponse { pre_vote: true, granted: true, .. });
         let pre_vote_request = matches!(message, RaftMessage::VoteRequest { pre_vote: true, .. });
-        let ignored_vote_request = matches!(message, RaftMessage::VoteRequest { pre_vote: false, term, .. }
-            if self.ignores_vote_request(term));
+        let ignored_vote_request = match message {
+            RaftMessage::VoteRequest { pre_vote: false, transfer, term, last_log_index, last_log_term } => {
+                (!transfer && self.ignores_vote_request(term))
+                    || self.never_granted_to_outsider(from, last_log_index, last_log_term)
+            }
+            _ => false,
+        };
         if ignored_vote_request {
             return Ok(());
         }
@@ -439,6 +455,8 @@ impl PartitionStateMachine {
                 RaftMessage::AppendRequest { .. }
                     | RaftMessage::InstallSnapshot { .. }
                     | RaftMessage::Quiesce { ack: false, .. }
+                    | RaftMessage::ReadRound { ack: false, .. }
+                    | RaftMessage::TimeoutNow { .. }
             );
             let leader = from_leader.then_some(from);
             self.become_follower(message.term(), leader);
@@ -449,7 +467,7 @@ impl PartitionStateMachine {
             _ => false,
         };
         match message {
-            RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote } => {
+            RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote, .. } => {
                 self.handle_vote_request(from, term, last_log_index, last_log_term, pre_vote)
             }
             RaftMessage::VoteResponse { term, granted, pre_vote } => {
@@ -471,6 +489,12 @@ impl PartitionStateMachine {
             RaftMessage::Quiesce { term, index, index_term, ack } => {
                 self.handle_quiesce(from, term, index, index_term, ack)
             }
+            RaftMessage::ReadRound { term, round, ack } => self.handle_read_round(from, term, round, ack),
+            RaftMessage::ReadIndexRequest { term, request } => self.handle_read_index_request(from, term, request),
+            RaftMessage::ReadIndexResponse { term, request, index } => {
+                self.handle_read_index_response(from, term, request, index)
+            }
+            RaftMessage::TimeoutNow { term } => self.handle_timeout_now(from, term),
             // Handled by the runtime's system coordinator, never by a partition.
             RaftMessage::MembershipRequest { .. } => {}
         }
@@ -511,6 +535,7 @@ impl PartitionStateMachine {
     /// Take everything produced since the last call. Call after each batch of inputs.
     pub fn ready(&mut self) -> Ready {
         if self.halted.is_none() {
+            self.settle_forwarded_reads();
             if self.needs_broadcast && self.role == Role::Leader {
                 self.needs_broadcast = false;
                 self.broadcast_append();
@@ -639,6 +664,10 @@ impl PartitionStateMachine {
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if self.role == Role::Leader {
+            self.leader_reads_lost();
+        }
+        self.transfer = None;
         self.set_term(term);
         self.role = Role::Follower;
         self.leader = leader;
@@ -692,6 +721,7 @@ impl PartitionStateMachine {
             if self.role == Role::Leader && !self.published && index >= self.barrier_index {
                 self.published = true;
                 self.publish_leader();
+                self.start_read_round();
             }
         }
     }

@@ -195,6 +195,9 @@ impl PartitionStateMachine {
         if !self.published {
             return Err(ProposeError::LeadershipPending);
         }
+        if let Some(to) = self.transfer_target() {
+            return Err(ProposeError::LeadershipTransfer { to });
+        }
         Ok(())
     }
 

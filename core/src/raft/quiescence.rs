@@ -198,6 +198,8 @@ impl PartitionStateMachine {
             && !self.log.has_unpersisted()
             && self.held_messages.is_empty()
             && self.pending_reads.is_empty()
+            && self.reads.idle()
+            && self.transfer.is_none()
             && self.snapshots.requested.is_none()
             && self.snapshots.pending_write.is_none();
         if !settled {

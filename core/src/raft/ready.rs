@@ -13,14 +13,15 @@
 //! 4. Install [`Ready::install`] into the application (if set), then deliver
 //!    [`Ready::deliveries`] in order, then ask for [`Ready::snapshot_request`] (the application
 //!    has then applied exactly its index), then answer [`Ready::replies`], then report
-//!    [`Ready::leader_change`].
+//!    [`Ready::leader_change`]. Serve each of [`Ready::read_states`] once the application
+//!    applied its index (at once if it already has).
 //! 5. Perform [`Ready::snapshot_reads`] and [`Ready::snapshot_writes`] and report each
 //!    (`on_snapshot_chunk_read`, `on_snapshot_chunk_written`).
 //!
 //! If a write or read fails, stop the partition and restart it from the WAL.
 
 use crate::entry::LogEntry;
-use crate::error::{FatalError, ProposeError, TicketOutcome};
+use crate::error::{FatalError, ProposeError, ReadError, TicketOutcome};
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, NodeId, PartitionId, Term};
 use crate::message::Envelope;
@@ -94,6 +95,15 @@ pub enum ClientReply {
     },
 }
 
+/// The outcome of a consistent read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The driver's identifier of the read.
+    pub id: u64,
+    /// The read index: the read may be served once the local application applied it.
+    pub result: Result<LogIndex, ReadError>,
+}
+
 /// The known leader changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaderChange {
@@ -125,6 +135,9 @@ pub struct Ready {
     pub deliveries: Vec<Delivery>,
     /// Replies to waiting clients.
     pub replies: Vec<ClientReply>,
+    /// Outcomes of consistent reads ([`crate::PartitionStateMachine::read`]): serve each read
+    /// once the application applied its index.
+    pub read_states: Vec<ReadState>,
     /// A change of the known leader.
     pub leader_change: Option<LeaderChange>,
     /// Set once when the state machine halts; the partition must be restarted from its WAL.
@@ -143,6 +156,7 @@ impl Ready {
             && self.reads.is_empty()
             && self.deliveries.is_empty()
             && self.replies.is_empty()
+            && self.read_states.is_empty()
             && self.leader_change.is_none()
             && self.fatal.is_none()
     }

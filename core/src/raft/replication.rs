@@ -212,6 +212,7 @@ impl PartitionStateMachine {
         self.election_elapsed = 0;
         if entries.is_empty() {
             self.ask_for_repair(from);
+            self.resend_forwarded_reads(from);
         }
 
         // Everything up to our commit index must already match the leader (Leader Completeness):
@@ -371,6 +372,9 @@ impl PartitionStateMachine {
                     self.maybe_commit();
                 }
                 self.send_append(from, false);
+                if self.transfer.is_some_and(|t| t.to == from) {
+                    self.advance_transfer();
+                }
             }
             AppendResult::Conflict { hint_index, hint_term } => {
                 // Every index here comes from the peer: no arithmetic on it may overflow.

@@ -46,6 +46,9 @@ pub enum ViolationKind {
     UnknownAcknowledgedTicket,
     /// Leadership changed while the network was stable (more elections than the bound).
     Disruption,
+    /// A linearizable or lease read showed a state older than a write acknowledged before it
+    /// was issued.
+    StaleRead,
     /// A tick before the replica's announced deadline
     /// ([`ticks_until_due`](crate::PartitionStateMachine::ticks_until_due)) acted: a driver that
     /// ticks lazily, as the runtime's node clock does, would have delayed what it did.
@@ -137,6 +140,8 @@ pub struct Checker {
     /// Acknowledged auto-commit proposals: (partition, ticket) → last index. Tickets are scoped to
     /// their partition.
     acked: HashMap<(PartitionId, Ticket), LogIndex>,
+    /// The highest last index of an acknowledged auto-commit proposal, per partition.
+    acked_through: HashMap<PartitionId, LogIndex>,
     /// Two-phase tickets acknowledged as committed / rolled back.
     acked_commits: HashSet<(PartitionId, Ticket)>,
     acked_rollbacks: HashSet<(PartitionId, Ticket)>,
@@ -527,6 +532,8 @@ impl Checker {
             self.acked_two_phase.insert((partition, ticket));
         } else {
             self.acked.insert((partition, ticket), last_index);
+            let through = self.acked_through.entry(partition).or_default();
+            *through = (*through).max(last_index);
         }
         Ok(())
     }
@@ -608,6 +615,12 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// The highest index a write acknowledged so far on `partition` ends at (what every
+    /// consistent read issued now must show).
+    pub fn acked_through(&self, partition: PartitionId) -> LogIndex {
+        self.acked_through.get(&partition).copied().unwrap_or(0)
     }
 
     /// Number of acknowledged proposals.

@@ -16,8 +16,9 @@ use super::{
 use crate::error::TicketOutcome;
 use crate::hlc::HlcTimestamp;
 use crate::ids::{NodeId, PartitionId};
-use crate::raft::Membership;
+use crate::raft::{Membership, ReadConsistency};
 use crate::rng::SplitMix64;
+use crate::PartitionConfig;
 use std::collections::BTreeMap;
 
 /// Run one randomized scenario for `seed`.
@@ -66,7 +67,7 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
     let mut quiet_rng = SplitMix64::new(seed ^ 0x9_1e5c_e9ce);
     let quiesce = if options.quiescence && quiet_rng.next_u64() % 3 != 0 { 2 + quiet_rng.next_u64() % 30 } else { 0 };
     let spread = if quiet_rng.next_u64() % 2 == 0 { quiet_rng.next_u64() % 30 } else { 0 };
-    let configs = configs
+    let configs: Vec<PartitionConfig> = configs
         .into_iter()
         .map(|mut c| {
             c.quiesce_after_ticks = quiesce as u32;
@@ -79,6 +80,24 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         })
         .collect();
     let faults = if options.faults { fault_profile(&mut rng, options.classes) } else { NetworkFaults::default() };
+    // Read leases on about half of the seeds that can have them (check-quorum on), from a
+    // generator of their own. The lease stays below the time a follower honours a leader it
+    // confirmed — the minimum election timeout and the detector's down time, less a tick of
+    // granularity on each side — at the fastest clock rate this seed's drift allows.
+    let mut lease_rng = SplitMix64::new(seed ^ 0x1ea5_e1ea_5e00);
+    let leases = options.reads && check_quorum && lease_rng.next_u64() % 2 == 0;
+    let down_after = crate::liveness::LivenessConfig::default().down_after_ticks;
+    let configs: Vec<PartitionConfig> = configs
+        .into_iter()
+        .map(|mut c| {
+            if leases {
+                let honoured = u64::from(c.election_timeout_min_ticks.min(down_after).saturating_sub(2));
+                let fastest = 1000 - u64::from(faults.clock_drift_per_mille.min(900));
+                c.read_lease = honoured * faults.tick_interval * fastest / 1000;
+            }
+            c
+        })
+        .collect();
     // Clocks drift in every phase: it is a property of the machines, not a fault that heals.
     let calm = NetworkFaults { clock_drift_per_mille: faults.clock_drift_per_mille, ..NetworkFaults::default() };
     let world = World::new(seed, configs, faults).map_err(|v| SimFailure { seed, at: 0, violation: v })?;
@@ -151,6 +170,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure
         failover_ticks,
         ticks: world.ticks,
         lazy_ticks: world.lazy_ticks,
+        read_lease: leases,
+        reads_served: world.reads.served,
+        lease_reads_served: world.reads.lease_served,
+        reads_failed: world.reads.failed,
+        transfers: world.transfers,
     })
 }
 
@@ -216,6 +240,9 @@ struct Driver {
     payload: u64,
     crashes: u64,
     membership_changes: u64,
+    /// Leaders that just handed over a partition, read from until the given time (the window in
+    /// which a stale lease would show).
+    handed_over: Vec<(SimTime, PartitionId, NodeId)>,
 }
 
 impl Driver {
@@ -234,12 +261,17 @@ impl Driver {
             payload: 0,
             crashes: 0,
             membership_changes: 0,
+            handed_over: Vec::new(),
         }
     }
 
     /// One turn of the faulty phase, after `step` time units passed.
     fn active_turn(&mut self, options: &SimOptions, step: SimTime) -> Result<(), Violation> {
         self.proposals()?;
+        if options.reads {
+            self.reads()?;
+            self.transfers()?;
+        }
         self.schedule_decisions();
         if self.dynamic {
             self.membership()?;
@@ -286,6 +318,52 @@ impl Driver {
             if let Some(node) = self.target(partition) {
                 self.world.propose_at(node, partition, payloads, auto_commit)?;
             }
+        }
+        Ok(())
+    }
+
+    /// A few reads per turn on random partitions and replicas, at every consistency level.
+    fn reads(&mut self) -> Result<(), Violation> {
+        for _ in 0..self.world.random(3) {
+            let partition = self.partitions[self.world.random(self.partitions.len() as u64) as usize];
+            let consistency = match self.world.random(3) {
+                0 => None,
+                1 => Some(ReadConsistency::Linearizable),
+                _ => Some(ReadConsistency::Lease),
+            };
+            if let Some(node) = self.target(partition) {
+                self.world.read_at(node, partition, consistency)?;
+            }
+        }
+        // Lease reads on leaders that just handed over their leadership.
+        let now = self.world.now();
+        self.handed_over.retain(|&(until, _, _)| until > now);
+        for (_, partition, node) in self.handed_over.clone() {
+            if self.world.random(2) == 0 {
+                self.world.read_at(node, partition, Some(ReadConsistency::Lease))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Now and then a leader hands its leadership to another voter.
+    fn transfers(&mut self) -> Result<(), Violation> {
+        if self.world.random(40) != 0 {
+            return Ok(());
+        }
+        let partition = self.partitions[self.world.random(self.partitions.len() as u64) as usize];
+        let Some(leader) = self.world.leader(partition) else { return Ok(()) };
+        let Some(voters) = self.world.replica(leader, partition).map(|sm| sm.voters()) else { return Ok(()) };
+        let others: Vec<NodeId> = voters.into_iter().filter(|&n| n != leader).collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let to = others[self.world.random(others.len() as u64) as usize];
+        // A read first, so the leader often holds a fresh lease when it hands over.
+        self.world.read_at(leader, partition, Some(ReadConsistency::Lease))?;
+        if self.world.transfer_at(leader, partition, to)? {
+            let until = self.world.now() + 20 * self.world.faults.tick_interval;
+            self.handed_over.push((until, partition, leader));
         }
         Ok(())
     }

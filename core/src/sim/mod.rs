@@ -16,6 +16,7 @@
 pub mod app;
 mod checker;
 mod driver;
+mod reads;
 pub mod world;
 
 pub use checker::{Checker, Violation, ViolationKind};
@@ -59,6 +60,10 @@ pub struct SimOptions {
     /// partitions crashes or is cut off while they are quiet, and every partition must have a
     /// leader on the other nodes within a bound. On by default.
     pub quiescence: bool,
+    /// Reads at every consistency level on random replicas (each linearizable and lease read
+    /// checked against the writes acknowledged before it), read leases on about half of the
+    /// seeds with check-quorum, and random leadership transfers. On by default.
+    pub reads: bool,
     /// Which classes of faults the faulty phase may inject (all by default; switching one off
     /// shows which planted bugs that class is needed for).
     pub classes: FaultClasses,
@@ -82,6 +87,7 @@ impl Default for SimOptions {
             stable_ticks: 100,
             snapshots: true,
             quiescence: true,
+            reads: true,
             classes: FaultClasses::default(),
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
@@ -164,6 +170,16 @@ pub struct SimReport {
     /// Of those, ticks before the replica's deadline: checked to change nothing (what a lazily
     /// ticking driver skips).
     pub lazy_ticks: u64,
+    /// Read leases were on.
+    pub read_lease: bool,
+    /// Linearizable and lease reads served and checked.
+    pub reads_served: u64,
+    /// Of those, lease reads (served from the lease or, without one, by a round).
+    pub lease_reads_served: u64,
+    /// Reads refused or failed (no leader known, leadership lost, timeout).
+    pub reads_failed: u64,
+    /// Leadership transfers started.
+    pub transfers: u64,
     /// Hash of the event trace (determinism check).
     pub trace_hash: u64,
 }

@@ -4,6 +4,7 @@
 //! virtual time, so a seed always replays the same run.
 
 use super::checker::{Checker, Violation, ViolationKind};
+use super::reads::ReadClients;
 use crate::config::PartitionConfig;
 use crate::error::TicketOutcome;
 use crate::hlc::Ticket;
@@ -11,6 +12,7 @@ use crate::ids::{NodeId, PartitionId, Term};
 use crate::liveness::{LivenessChange, LivenessConfig, NodeLiveness};
 use crate::memory_wal::MemoryWal;
 use crate::message::Envelope;
+use crate::raft::ReadConsistency;
 use crate::raft::{ClientReply, Membership, PartitionStateMachine, Proposal, Ready, RestoreState, Role, WriteRequest};
 use crate::rng::SplitMix64;
 use crate::sim::app::{AppState, SnapshotStore};
@@ -260,6 +262,10 @@ pub struct World {
     pub repairs: u64,
     /// Timing of every node's failure detector (applies to nodes started after a change).
     pub liveness: LivenessConfig,
+    /// Read clients and their checker.
+    pub(crate) reads: ReadClients,
+    /// Leadership transfers started.
+    pub transfers: u64,
 }
 
 impl World {
@@ -293,6 +299,8 @@ impl World {
             repairing: BTreeSet::new(),
             repairs: 0,
             liveness: LivenessConfig::default(),
+            reads: ReadClients::default(),
+            transfers: 0,
         };
         for config in configs {
             world.nodes.entry(config.node).or_insert_with(|| SimNode {
@@ -604,6 +612,41 @@ impl World {
         }
         self.process_ready(node, partition)?;
         Ok(accepted.is_ok())
+    }
+
+    /// A read on the replica on `node`, whatever its role: `None` reads the local state at once,
+    /// otherwise the replica is asked for a read index and the read is checked once served.
+    pub fn read_at(
+        &mut self,
+        node: NodeId,
+        partition: PartitionId,
+        consistency: Option<ReadConsistency>,
+    ) -> Result<(), Violation> {
+        let (now, incarnation) = (self.now, self.incarnation(node, partition));
+        let required = self.checker.acked_through(partition);
+        if self.sm_mut(node, partition).is_none() {
+            return Ok(());
+        }
+        let Some(consistency) = consistency else {
+            self.reads.local += 1;
+            return Ok(());
+        };
+        let id = self.reads.issue(node, partition, incarnation, required, consistency);
+        let Some(sm) = self.sm_mut(node, partition) else { return Ok(()) };
+        if sm.read(id, consistency, now).is_err() {
+            self.reads.refused(id);
+        }
+        self.process_ready(node, partition)
+    }
+
+    /// Ask the leader of `partition` on `node` to hand its leadership to `to`. Returns whether
+    /// the transfer started.
+    pub fn transfer_at(&mut self, node: NodeId, partition: PartitionId, to: NodeId) -> Result<bool, Violation> {
+        let Some(sm) = self.sm_mut(node, partition) else { return Ok(false) };
+        let started = sm.transfer_leadership(to).is_ok();
+        self.transfers += u64::from(started);
+        self.process_ready(node, partition)?;
+        Ok(started)
     }
 
     /// Ask the replica on `node` for a snapshot now (an operator's `snapshot(partition)`).
@@ -971,6 +1014,7 @@ impl World {
         let Some(sm) = self.sm_mut(node, partition) else { return Ok(()) };
         let ready: Ready = sm.ready();
         let (role, term, commit, published) = (sm.role(), sm.term(), sm.commit_index(), sm.is_leader());
+        let applied = sm.applied_index();
         // A leader belongs to its configuration: a voter of it, or a voter being removed by a
         // change not yet committed (thesis §4.2.2).
         let outside_config =
@@ -1025,6 +1069,10 @@ impl World {
             self.checker.delivered(node, partition, delivery)?;
             self.apps.entry((node, partition)).or_default().apply(delivery);
         }
+        for state in &ready.read_states {
+            self.reads.answered(state, applied)?;
+        }
+        self.reads.applied(node, partition, incarnation, applied)?;
         if let Some(request) = ready.snapshot_request {
             let app = self.apps.get(&(node, partition)).copied().unwrap_or_default();
             let mut meta = request.meta;
@@ -1175,8 +1223,9 @@ impl World {
             }
             for (partition, sm) in &n.partitions {
                 out.push_str(&format!(
-                    "{node} {partition}: {:?} term {} leader {:?} commit {} applied {} stable {} last {} voters {:?} learners {:?} config@{}",
+                    "{node} {partition}: {:?}{} term {} leader {:?} commit {} applied {} stable {} last {} voters {:?} learners {:?} config@{}",
                     sm.role(),
+                    if sm.is_quiesced() { " (quiet)" } else { "" },
                     sm.term(),
                     sm.leader(),
                     sm.commit_index(),

@@ -82,7 +82,13 @@ pub fn vote(partition: u32, from: NodeId, to: NodeId, term: u64) -> Envelope {
         partition: PartitionId(partition),
         from,
         to,
-        message: RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false },
+        message: RaftMessage::VoteRequest {
+            term,
+            last_log_index: 0,
+            last_log_term: 0,
+            pre_vote: false,
+            transfer: false,
+        },
     }
 }
 

@@ -30,7 +30,8 @@ impl InboundSink for Recorder {
 
 pub fn vote(from: u64, to: u64, term: u64) -> MessageBatch {
     let (from, to) = (NodeId(from), NodeId(to));
-    let message = RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false };
+    let message =
+        RaftMessage::VoteRequest { term, last_log_index: 0, last_log_term: 0, pre_vote: false, transfer: false };
     let envelope = Envelope { partition: PartitionId(1), from, to, message };
     MessageBatch { cluster_id: CLUSTER.into(), from, to, messages: vec![envelope] }
 }
