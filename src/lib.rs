@@ -53,8 +53,8 @@ pub use kommander_actors::testing;
 pub mod prelude {
     pub use crate::{open_wal, WalBackend, WalBackendExt};
     pub use kommander_actors::{
-        AdminError, ExportState, InMemoryNetwork, ManagerError, PartitionStatus, RaftClient, RaftEvent, RaftManager,
-        Read, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
+        AdminError, Consistency, ExportState, InMemoryNetwork, ManagerError, PartitionStatus, RaftClient, RaftEvent,
+        RaftManager, Read, ReadBarrier, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
     };
     pub use kommander_core::raft::ProposalCommitted;
     pub use kommander_core::system::{HashRange, PartitionMap};

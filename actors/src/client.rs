@@ -67,11 +67,12 @@
 //! ```
 
 use crate::error::ReplicateError;
+use crate::executor::Consistency;
 use crate::manager::RaftManager;
 use bytes::Bytes;
 use kommander_core::raft::ProposalCommitted;
 use kommander_core::system::PartitionInfo;
-use kommander_core::{NodeId, PartitionId, Ticket, TicketOutcome};
+use kommander_core::{LogIndex, NodeId, PartitionId, Ticket, TicketOutcome};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -99,6 +100,9 @@ pub trait RaftClient {
     /// Route `key` with the current map and replicate one guarded entry to its partition; see
     /// [`RaftManager::replicate_for_key`].
     fn replicate_for_key(&self, key: &[u8], log_type: &str, payload: Bytes) -> Reply<(PartitionId, ProposalCommitted)>;
+
+    /// A read barrier on `partition` at `consistency`; see [`RaftManager::read_barrier`].
+    fn read_barrier(&self, partition: PartitionId, consistency: Consistency) -> Reply<LogIndex>;
 
     /// Does this node lead `partition` (with established leadership)?
     fn is_leader(&self, partition: PartitionId) -> bool;
@@ -139,6 +143,11 @@ impl RaftClient for RaftManager {
     fn replicate_for_key(&self, key: &[u8], log_type: &str, payload: Bytes) -> Reply<(PartitionId, ProposalCommitted)> {
         let (node, key, log_type) = (self.clone(), key.to_vec(), log_type.to_string());
         Box::pin(async move { RaftManager::replicate_for_key(&node, &key, &log_type, payload).await })
+    }
+
+    fn read_barrier(&self, partition: PartitionId, consistency: Consistency) -> Reply<LogIndex> {
+        let node = self.clone();
+        Box::pin(async move { node.read_barrier(partition, consistency).await })
     }
 
     fn is_leader(&self, partition: PartitionId) -> bool {

@@ -79,6 +79,17 @@ pub struct RuntimeConfig {
     /// A peer silent for this long is reported down to every partition (quiet followers of a
     /// leader on it wake and elect). Default 500 ms, the minimum election timeout.
     pub liveness_timeout: Duration,
+    /// Lease reads ([`crate::Consistency::Lease`]) answered by a leader without a quorum round
+    /// while its lease holds. The lease lasts [`RuntimeConfig::read_lease`]; `false` makes lease
+    /// reads take a round like linearizable ones. Default on.
+    pub lease_reads: bool,
+    /// The largest relative rate at which two nodes' monotonic clocks may drift apart (0.1:
+    /// 10 %), which leases must allow for. Lease reads are linearizable only while clocks keep
+    /// within it (ARCHITECTURE.md, "Reads"). Default 0.1.
+    pub max_clock_drift: f64,
+    /// [`crate::RaftManager::shutdown`] first hands every partition the node leads to another
+    /// voter (leadership transfer), so a rolling restart costs no election timeout. Default on.
+    pub hand_over_on_shutdown: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -112,6 +123,9 @@ impl Default for RuntimeConfig {
             quiesce_after: Duration::from_millis(1_500),
             liveness_probe_interval: Duration::from_millis(100),
             liveness_timeout: Duration::from_millis(500),
+            lease_reads: true,
+            max_clock_drift: 0.1,
+            hand_over_on_shutdown: true,
         }
     }
 }
@@ -141,6 +155,9 @@ impl RuntimeConfig {
         }
         if self.read_concurrency == 0 {
             return bad("read_concurrency must be at least 1");
+        }
+        if !(0.0..0.5).contains(&self.max_clock_drift) {
+            return bad("max_clock_drift must be in [0, 0.5)");
         }
         if self.cluster_id.as_ref().is_some_and(|id| id.is_empty()) {
             return bad("cluster_id must not be empty");
@@ -173,7 +190,22 @@ impl RuntimeConfig {
         // Thousands of partitions starting together elect over a window that grows with their
         // number (one tick per 100 partitions: 5 s for 10,000 at 50 ms) instead of all at once.
         c.initial_election_spread_ticks = self.initial_partitions / 100;
+        c.read_lease = self.read_lease().as_millis() as u64;
+        c.transfer_timeout_ticks = c.election_timeout_min_ticks;
         c
+    }
+
+    /// How long a confirmed read round lets a leader answer lease reads (zero: leases off). A
+    /// follower that confirmed the round honours the leader until its own election timeout or
+    /// failure detector runs out — at least `min(election minimum, liveness_timeout)` of ticks
+    /// that never run faster than `tick`. The lease takes one tick off at each end (timer
+    /// granularity) and the drift bound off the rest.
+    pub fn read_lease(&self) -> Duration {
+        if !self.lease_reads {
+            return Duration::ZERO;
+        }
+        let honoured = self.ticks(self.election_timeout.0).min(self.ticks(self.liveness_timeout)).saturating_sub(2);
+        (self.tick * honoured).mul_f64(1.0 - self.max_clock_drift)
     }
 
     /// The failure detector's timing, in ticks.
@@ -211,5 +243,9 @@ mod tests {
         let c = RuntimeConfig::default();
         let p = c.partition_config(NodeId(1), PartitionId(1), vec![NodeId(1)]);
         assert_eq!((p.heartbeat_ticks, p.election_timeout_min_ticks, p.election_timeout_max_ticks), (1, 10, 20));
+        // 8 ticks of 50 ms that followers surely honour, less 10 % of drift.
+        assert_eq!(p.read_lease, 360);
+        let off = RuntimeConfig { lease_reads: false, ..Default::default() };
+        assert_eq!(off.partition_config(NodeId(1), PartitionId(1), vec![NodeId(1)]).read_lease, 0);
     }
 }

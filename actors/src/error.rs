@@ -3,7 +3,7 @@
 //! [`ManagerError`] for building and joining. Causes that have a type keep it (`#[source]`).
 
 use kommander_core::system::SystemError;
-use kommander_core::{NodeId, PartitionId, ProposeError};
+use kommander_core::{NodeId, PartitionId, ProposeError, ReadError, TransferError};
 use thiserror::Error;
 
 /// The result of the runtime's partition calls.
@@ -49,9 +49,23 @@ pub enum ReplicateError {
         /// The leader's address, when discovery knows it.
         endpoint: Option<String>,
     },
-    /// The proposal did not complete within the configured proposal timeout. It may still commit.
-    #[error("timed out waiting for {0} to commit")]
+    /// The proposal did not complete within the configured proposal timeout (it may still
+    /// commit), or a read's index was not confirmed in time.
+    #[error("timed out waiting for {0}")]
     Timeout(PartitionId),
+    /// The leader stepped down (or the follower's leader changed) while it confirmed a read:
+    /// retry, on the new leader or here.
+    #[error("leadership of {0} was lost while a read was being confirmed")]
+    LeadershipLost(PartitionId),
+    /// A leadership transfer could not start (the target is not another voter).
+    #[error("{partition} cannot transfer its leadership: {source}")]
+    Transfer {
+        /// The partition.
+        partition: PartitionId,
+        /// The core's reason.
+        #[source]
+        source: TransferError,
+    },
     /// Too much is queued (WAL backlog or uncommitted entries): retry later.
     #[error("backpressure on {partition}: {cause}")]
     Backpressure {
@@ -152,6 +166,7 @@ impl ReplicateError {
             ReplicateError::NotLeader { .. } => "not-leader",
             ReplicateError::Rejected { source: ProposeError::LeadershipPending, .. } => "leadership-pending",
             ReplicateError::Timeout(_) => "timeout",
+            ReplicateError::LeadershipLost(_) => "leadership-lost",
             ReplicateError::Backpressure { .. } => "backpressure",
             ReplicateError::PartitionUnavailable(_) => "unavailable",
             ReplicateError::Rejected { source: ProposeError::Superseded { .. }, .. } => "superseded",
@@ -167,14 +182,34 @@ impl ReplicateError {
             self,
             ReplicateError::NotLeader { .. }
                 | ReplicateError::Timeout(_)
+                | ReplicateError::LeadershipLost(_)
                 | ReplicateError::Backpressure { .. }
                 | ReplicateError::PartitionUnavailable(_)
                 | ReplicateError::PartitionMoved { .. }
                 | ReplicateError::Rejected {
-                    source: ProposeError::LeadershipPending | ProposeError::Superseded { .. },
+                    source: ProposeError::LeadershipPending
+                        | ProposeError::Superseded { .. }
+                        | ProposeError::LeadershipTransfer { .. },
                     ..
                 }
         )
+    }
+
+    /// Translate a core read error for `partition`.
+    pub fn from_read(partition: PartitionId, error: ReadError) -> Self {
+        match error {
+            ReadError::NotLeader { leader } => ReplicateError::NotLeader { partition, leader, endpoint: None },
+            ReadError::LeadershipLost => ReplicateError::LeadershipLost(partition),
+            ReadError::Timeout => ReplicateError::Timeout(partition),
+        }
+    }
+
+    /// Translate a core transfer error for `partition`.
+    pub fn from_transfer(partition: PartitionId, error: TransferError) -> Self {
+        match error {
+            TransferError::NotLeader { leader } => ReplicateError::NotLeader { partition, leader, endpoint: None },
+            source => ReplicateError::Transfer { partition, source },
+        }
     }
 
     /// Translate a core error for `partition`.

@@ -103,6 +103,8 @@ pub struct PartitionExecutor {
     ticked: bool,
     /// When the next tick is due, and whether one is on its way (shared with the clock).
     timer: Arc<Timer>,
+    /// Identifier of the last read asked of the state machine.
+    next_read_id: u64,
 }
 
 impl PartitionExecutor {
@@ -130,6 +132,7 @@ impl PartitionExecutor {
             import_assembly: ImportAssembly::default(),
             ticked: false,
             timer: Arc::default(),
+            next_read_id: 0,
         }
     }
 
@@ -260,6 +263,8 @@ impl PartitionExecutor {
         let partition = self.partition();
         let Some(sm) = self.sm.as_mut() else { return };
         let ready = sm.ready();
+        // Every entry up to here is handed to the application by the end of this turn.
+        let handed = sm.applied_index();
         let status = PartitionStatus::of(sm);
         self.sync_clock(ctx);
 
@@ -314,6 +319,10 @@ impl PartitionExecutor {
         for reply in ready.replies {
             self.answer(reply);
         }
+        for state in ready.read_states {
+            self.waiters.read_answered(partition, state, handed);
+        }
+        self.waiters.handed_through(handed);
         if let Some(change) = ready.leader_change {
             self.emit(RaftEvent::LeaderChanged { partition, term: change.term, leader: change.leader });
         }
@@ -439,6 +448,7 @@ impl Handler<ReadOutcome> for PartitionExecutor {
 mod clock;
 mod membership;
 mod messages;
+mod reads;
 mod snapshots;
 #[cfg(test)]
 mod tests;
@@ -448,5 +458,7 @@ pub(crate) use messages::{
     GetMembership, Inbound, LearnerLag, MembershipReport, ProposeFence, ReconcileMembership, ReportTo, Retire,
 };
 pub use messages::{GetStatus, Replicate, Resolve};
+pub(crate) use reads::TransferLeadership;
+pub use reads::{Consistency, ReadBarrier};
 pub(crate) use snapshots::RequestSnapshot;
 use waiters::Waiters;

@@ -4,8 +4,8 @@
 //! - [`RaftManager`]: the node handle (`join_cluster`, `replicate`, `commit`, the
 //!   partition map and membership API, …), built with [`RaftManager::builder`].
 //! - [`PartitionExecutor`]: the actor owning one partition replica. Applications may address a user
-//!   partition directly ([`RaftManager::partition`]) with [`Replicate`], [`Resolve`] and
-//!   [`GetStatus`]; the executor itself refuses partition 0 and reserved log types, and every
+//!   partition directly ([`RaftManager::partition`]) with [`Replicate`], [`Resolve`],
+//!   [`ReadBarrier`] and [`GetStatus`]; the executor itself refuses partition 0 and reserved log types, and every
 //!   other message it handles is internal to this crate.
 //! - [`RaftEvent`]: what the application receives, through an actix `Recipient`;
 //!   [`ExportState`]: what it answers during splits and merges.
@@ -60,7 +60,7 @@ pub use client::{RaftClient, Reply};
 pub use config::RuntimeConfig;
 pub use error::{AdminError, BackpressureCause, ManagerError, ReplicateError, Result};
 pub use events::RaftEvent;
-pub use executor::{GetStatus, PartitionExecutor, Replicate, Resolve};
+pub use executor::{Consistency, GetStatus, PartitionExecutor, ReadBarrier, Replicate, Resolve};
 pub use manager::{RaftManager, RaftManagerBuilder, DEFAULT_CLUSTER_ID};
 pub use memory_transport::{InMemoryNetwork, InMemoryTransport};
 pub use router::InboundRouter;

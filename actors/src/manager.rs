@@ -29,6 +29,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+mod reads;
+
 /// The cluster id of a runtime whose transport has none and whose config sets none.
 pub const DEFAULT_CLUSTER_ID: &str = "kommander";
 
@@ -386,6 +388,7 @@ impl RaftManager {
     /// back later should call `shutdown` instead.
     pub async fn leave_cluster(&self) {
         self.inner.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.hand_over_leaderships().await;
         let removed = || self.roster().map(|r| !r.members.contains_key(&self.node())).unwrap_or(true);
         let leads_any = || self.partitions().into_iter().chain([PartitionId::SYSTEM]).any(|p| self.is_leader(p));
         let left = match self.changes() {
@@ -406,8 +409,13 @@ impl RaftManager {
     }
 
     /// Stop the node without leaving the cluster (it stays a member; restart it with a new
-    /// manager over the same WAL): transport first, then every actor of the node.
+    /// manager over the same WAL): first hand every partition it leads to another voter (unless
+    /// `RuntimeConfig::hand_over_on_shutdown` is off), so none waits out an election timeout,
+    /// then stop the transport and every actor of the node.
     pub async fn shutdown(&self) {
+        if self.inner.config.hand_over_on_shutdown {
+            self.hand_over_leaderships().await;
+        }
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(running) = running {
             self.inner.transport.stop();

@@ -40,6 +40,9 @@ pub struct PartitionStatus {
     pub repairing: bool,
     /// The partition is quiet here: idle, neither ticking nor heartbeating (quiescence).
     pub quiesced: bool,
+    /// Read-index rounds this replica ran (as leader) since it started: divided by the reads it
+    /// served, how many reads share a round.
+    pub read_rounds: u64,
 }
 
 impl Default for PartitionStatus {
@@ -59,6 +62,7 @@ impl Default for PartitionStatus {
             compacted_through: 0,
             repairing: false,
             quiesced: false,
+            read_rounds: 0,
         }
     }
 }
@@ -67,7 +71,14 @@ impl PartitionStatus {
     /// The status without the indexes that move every turn: what a caller may wait for (see
     /// [`StatusCell::set`]).
     fn awaited(self) -> PartitionStatus {
-        PartitionStatus { commit_index: 0, applied_index: 0, last_index: 0, compacted_through: 0, ..self }
+        PartitionStatus {
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            compacted_through: 0,
+            read_rounds: 0,
+            ..self
+        }
     }
 
     /// The status of a running state machine.
@@ -87,6 +98,7 @@ impl PartitionStatus {
             compacted_through: sm.compacted_through(),
             repairing: sm.is_repairing(),
             quiesced: sm.is_quiesced(),
+            read_rounds: sm.read_rounds(),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The node's HTTP API: `PUT /kv/{key}` (routed by the partition map to the key's partition,
 //! written with the partition's generation as a guard — re-routed when a split or merge moved the
 //! key — and forwarded to the partition's leader), `GET /kv/{key}` (this replica's applied value
-//! in the partition that owns the key, once the partition finished replaying its log here: 503
-//! with `Retry-After` after waiting [`RESTORE_WAIT`]), `POST /admin/snapshot/{p}` (snapshot and compact a
+//! in the partition that owns the key; `?consistency=linearizable` (the default) or `lease` reads
+//! behind a read barrier — on any node, a follower asks the leader for the index — so the value
+//! is at least as new as every acknowledged write; `local` reads this replica's applied value once
+//! the partition finished replaying its log here: 503 with `Retry-After` after waiting
+//! [`RESTORE_WAIT`]), `POST /admin/snapshot/{p}` (snapshot and compact a
 //! partition on this node now), `GET /status` (partitions, leaders,
 //! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
 //! `server/examples/bench_cluster.rs`, in [`bench`]).
@@ -29,6 +32,8 @@ pub struct ApiState {
     pub manager: RaftManager,
     /// Applied KV state.
     pub kv: KvState,
+    /// The actor applying it (consistent reads run on it, after the entries they must see).
+    pub app: actix::Addr<StateMachineActor<KvState>>,
     /// Peers' HTTP base URLs.
     pub peers: BTreeMap<NodeId, String>,
     /// Client for forwarding.
@@ -157,16 +162,71 @@ async fn snapshot(state: web::Data<ApiState>, partition: web::Path<u32>) -> Http
     }
 }
 
-async fn get(state: web::Data<ApiState>, key: web::Path<String>) -> HttpResponse {
-    let partition = match state.manager.partition_for_key(key.as_bytes()) {
-        Ok(info) => info.id,
-        Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
-    };
-    match state.kv.get_restored(partition, &key, RESTORE_WAIT).await {
-        Ok(Some(value)) => HttpResponse::Ok().body(value),
-        Ok(None) => HttpResponse::NotFound().body(format!("{key} is not in {partition} on this replica")),
-        Err(error) => HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).body(error.to_string()),
+/// The query of `GET /kv/{key}`.
+#[derive(serde::Deserialize)]
+struct ReadQuery {
+    consistency: Option<String>,
+}
+
+/// `linearizable` (also the default), `lease` or `local`.
+fn parse_consistency(value: Option<&str>) -> Result<Consistency, String> {
+    match value.unwrap_or("linearizable") {
+        "linearizable" => Ok(Consistency::Linearizable),
+        "lease" => Ok(Consistency::Lease),
+        "local" => Ok(Consistency::Local),
+        other => Err(format!("unknown consistency {other:?}: use linearizable, lease or local")),
     }
+}
+
+async fn get(state: web::Data<ApiState>, key: web::Path<String>, query: web::Query<ReadQuery>) -> HttpResponse {
+    let consistency = match parse_consistency(query.consistency.as_deref()) {
+        Ok(consistency) => consistency,
+        Err(error) => return HttpResponse::BadRequest().body(error),
+    };
+    let key = key.into_inner();
+    // A split or merge may move the key during the read: read again where it lives now.
+    for _ in 0..3 {
+        let info = match state.manager.partition_for_key(key.as_bytes()) {
+            Ok(info) => info,
+            Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
+        };
+        let partition = info.id;
+        let value = if consistency == Consistency::Local {
+            match state.kv.get_restored(partition, &key, RESTORE_WAIT).await {
+                Ok(value) => value,
+                Err(error) => {
+                    return HttpResponse::ServiceUnavailable()
+                        .insert_header(("Retry-After", "1"))
+                        .body(error.to_string())
+                }
+            }
+        } else {
+            let read_key = key.clone();
+            let read = state.manager.read(&state.app, partition, consistency, move |kv| kv.get(partition, &read_key));
+            match read.await {
+                Ok(value) => value,
+                Err(error) => return read_refused(&state, partition, error),
+            }
+        };
+        if state.manager.partition_for_key(key.as_bytes()).is_ok_and(|now| now == info) {
+            return match value {
+                Some(value) => HttpResponse::Ok().body(value),
+                None => HttpResponse::NotFound().body(format!("{key} is not in {partition}")),
+            };
+        }
+    }
+    HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).body("the key kept moving; retry")
+}
+
+/// A consistent read that could not be served: 503 with `Retry-After`, naming the leader's API
+/// (`X-Kommander-Leader`) when this node knows no way to a read index but the leader does.
+fn read_refused(state: &ApiState, partition: PartitionId, error: ReplicateError) -> HttpResponse {
+    let mut response = HttpResponse::ServiceUnavailable();
+    response.insert_header(("Retry-After", "1"));
+    if let Some(address) = state.manager.leader_application_address(partition) {
+        response.insert_header(("X-Kommander-Leader", address));
+    }
+    response.json(json!({ "error": error.to_string(), "kind": error.kind() }))
 }
 
 async fn status(state: web::Data<ApiState>) -> HttpResponse {
@@ -187,6 +247,7 @@ async fn status(state: web::Data<ApiState>) -> HttpResponse {
                 "compacted_through": s.compacted_through,
                 "restoring": s.restoring,
                 "quiesced": s.quiesced,
+                "read_rounds": s.read_rounds,
                 "keys": sizes.get(&p).copied().unwrap_or(0),
             })
         })

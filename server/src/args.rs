@@ -72,6 +72,10 @@ pub struct Args {
     /// of only stopping (the node stays a member and may come back). Ctrl-C always only stops.
     #[arg(long)]
     pub leave_on_sigterm: bool,
+    /// On shutdown, stop at once instead of first handing the partitions this node leads to
+    /// other voters (leadership transfer; a rolling restart then waits out election timeouts).
+    #[arg(long)]
+    pub no_hand_over: bool,
     /// Snapshot a partition (and compact its log) every this many applied entries; 0 only on
     /// demand (`POST /admin/snapshot/{partition}`).
     #[arg(long, default_value_t = 10_000)]

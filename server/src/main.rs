@@ -81,6 +81,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         snapshot_interval_bytes: args.snapshot_interval_bytes,
         quiesce_after: tick * args.quiesce_ticks,
         snapshot_tail_entries: args.snapshot_tail,
+        hand_over_on_shutdown: !args.no_hand_over,
         // Snapshot files live next to the WAL files (in memory with the memory WAL).
         snapshot_dir: (args.wal != "memory").then(|| args.dir.join(format!("node-{}-snapshots", node.0))),
         ..RuntimeConfig::default()
@@ -98,6 +99,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let state = api::ApiState {
         manager: manager.clone(),
         kv,
+        app,
         peers: args.http_peers(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
         net: network.stats.clone(),

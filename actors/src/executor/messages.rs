@@ -329,7 +329,7 @@ impl PartitionExecutor {
 
 /// Answer with what `receiver` will carry once the state machine replies; a dropped waiter means
 /// the partition restarted meanwhile.
-fn reply_later<T: 'static>(
+pub(super) fn reply_later<T: 'static>(
     partition: PartitionId,
     receiver: Result<oneshot::Receiver<Result<T, ReplicateError>>, ReplicateError>,
 ) -> ResponseFuture<Result<T, ReplicateError>> {

@@ -1,0 +1,126 @@
+//! Consistent reads and leadership transfer in a running in-memory cluster: linearizable and
+//! lease reads on every node (followers included) see every acknowledged write; a leader cut off
+//! from the others never serves a stale consistent read; leadership moves to the voter asked
+//! for; and a node that shuts down hands its partitions over before it stops.
+
+mod support;
+
+use kommander_actors::{Consistency, ReplicateError, RuntimeConfig};
+use kommander_core::{NodeId, PartitionId};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The value of `key` on node `i`, read at `consistency` through the manager.
+async fn read(
+    cluster: &Cluster,
+    i: usize,
+    key: &str,
+    consistency: Consistency,
+) -> Result<Option<String>, ReplicateError> {
+    let manager = cluster.manager(i).expect("running");
+    let partition = manager.partition_for_key(key.as_bytes())?.id;
+    let key = key.to_string();
+    manager
+        .read(&cluster.apps[i], partition, consistency, move |app: &KvApp| {
+            app.store.get(&partition).and_then(|m| m.get(&key).cloned())
+        })
+        .await
+}
+
+#[actix::test]
+async fn consistent_reads_on_every_node_see_every_acknowledged_write() {
+    let cluster = Cluster::start().await;
+    for round in 0..20 {
+        let value = format!("v{round}");
+        assert!(cluster.put("key", &value).await, "write {round} acknowledged");
+        for i in cluster.running_indexes() {
+            for consistency in [Consistency::Linearizable, Consistency::Lease] {
+                let seen = read(&cluster, i, "key", consistency).await;
+                assert_eq!(seen, Ok(Some(value.clone())), "node {} at {consistency:?} after write {round}", NODES[i]);
+            }
+            // A local read answers at once, with whatever this replica applied.
+            assert!(read(&cluster, i, "key", Consistency::Local).await.is_ok());
+        }
+    }
+}
+
+#[actix::test]
+async fn a_leader_cut_off_never_serves_a_stale_consistent_read() {
+    let cluster = Cluster::start().await;
+    assert!(cluster.put("key", "old").await);
+    let partition = cluster.manager(0).unwrap().partition_for_key(b"key").unwrap().id;
+    let old = cluster.leader(partition).await;
+    let old_index = index_of(old.node());
+    cluster.network.isolate(old.node());
+    // The others elect a new leader and acknowledge a newer value.
+    assert!(cluster.put("key", "new").await, "the majority side accepts writes");
+    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+        let seen = read(&cluster, old_index, "key", consistency).await;
+        assert!(
+            matches!(
+                seen,
+                Err(ReplicateError::Timeout(_) | ReplicateError::LeadershipLost(_) | ReplicateError::NotLeader { .. })
+            ),
+            "the cut-off leader answered {seen:?} at {consistency:?}"
+        );
+    }
+    cluster.network.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = read(&cluster, old_index, "key", Consistency::Linearizable).await;
+        if seen == Ok(Some("new".into())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the healed node never read the new value: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix::test]
+async fn leadership_moves_to_the_voter_asked_for() {
+    let cluster = Cluster::start().await;
+    let partition = PartitionId(1);
+    for _ in 0..3 {
+        let leader = cluster.leader(partition).await;
+        let to = cluster.running().into_iter().map(|m| m.node()).find(|&n| n != leader.node()).unwrap();
+        leader.transfer_leadership(partition, to).await.expect("transfer");
+        assert_eq!(cluster.leader(partition).await.node(), to);
+    }
+    // Only a voter can take over.
+    let leader = cluster.leader(partition).await;
+    let refused = leader.transfer_leadership(partition, NodeId(9)).await;
+    assert!(matches!(refused, Err(ReplicateError::Transfer { .. })), "{refused:?}");
+    assert!(cluster.put("key", "after transfers").await);
+}
+
+#[actix::test]
+async fn a_node_shutting_down_hands_its_partitions_over() {
+    // Election timeouts and failure detection far longer than the wait below: only a handover
+    // can give the partitions a new leader in time.
+    let slow = RuntimeConfig {
+        election_timeout: (Duration::from_secs(3), Duration::from_secs(4)),
+        liveness_timeout: Duration::from_secs(10),
+        ..config()
+    };
+    let cluster = Cluster::start_kv(slow).await;
+    let partitions: Vec<PartitionId> = (0..=2).map(PartitionId).collect();
+    for &p in &partitions {
+        cluster.leader(p).await;
+    }
+    // Stop the node leading partition 1 (it may lead others too).
+    let leader = cluster.leader(PartitionId(1)).await;
+    let led: Vec<PartitionId> = partitions.iter().copied().filter(|&p| leader.is_leader(p)).collect();
+    let stopped = cluster.stop_node(index_of(leader.node())).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    for p in led {
+        loop {
+            let others = cluster.running();
+            if others.iter().any(|m| m.is_leader(p)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{p} had no new leader 1 s after {} stopped", stopped.node());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(cluster.put("key", "after the handover").await);
+}
