@@ -90,6 +90,10 @@ pub struct RuntimeConfig {
     /// [`crate::RaftManager::shutdown`] first hands every partition the node leads to another
     /// voter (leadership transfer), so a rolling restart costs no election timeout. Default on.
     pub hand_over_on_shutdown: bool,
+    /// Every 2 s, a node leading more than its share of the user partitions (plus 5 %) hands the
+    /// excess to the least-loaded live voters with leadership transfers, so a crash costs no
+    /// node's share more than it must and the leaders' work is spread. Default on.
+    pub balance_leaders: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -126,6 +130,7 @@ impl Default for RuntimeConfig {
             lease_reads: true,
             max_clock_drift: 0.1,
             hand_over_on_shutdown: true,
+            balance_leaders: true,
         }
     }
 }

@@ -286,7 +286,7 @@ impl RaftManager {
             let shared = ExecutorShared {
                 clock: clock.clone(),
                 ticks,
-                down_peers,
+                down_peers: down_peers.clone(),
                 cluster_id: inner.cluster_id.clone(),
                 wal: inner.wal.clone(),
                 transport: inner.transport.clone(),
@@ -342,6 +342,8 @@ impl RaftManager {
                     promotion_window: inner.config.promotion_window,
                     leaving: inner.leaving.clone(),
                     clock,
+                    down_peers: down_peers.clone(),
+                    balance_leaders: inner.config.balance_leaders,
                 },
             };
             let coordinator = SystemCoordinator::start_in_arbiter(&handle, move |_| SystemCoordinator::new(parts));

@@ -471,11 +471,13 @@ async fn restarted_node_restores_from_its_wal_and_catches_up() {
         let leader = cluster.agreed_leader(P1).await;
         let victim = (0..NODES.len()).find(|&i| NodeId(NODES[i]) != leader).unwrap();
         let before = cluster.snapshot(victim).await;
+        // Marks after the stop: a stopping node first hands the partitions it leads over, which
+        // its application sees as leader changes.
+        cluster.stop_node(victim).await;
         let mut marks = BTreeMap::new();
         for p in user_partitions() {
             marks.insert(p, cluster.history(victim, p).await.len());
         }
-        cluster.stop_node(victim).await;
 
         let later = write_all(&cluster.running(), "while-down", 100 / PARTITIONS as usize, false).await;
         for (p, payloads) in later {

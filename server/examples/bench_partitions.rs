@@ -26,15 +26,17 @@
 //! quiescence flag (for servers that do not know it: both modes then run the server's default);
 //! `BENCH_WAL=memory` runs the nodes on the in-memory WAL instead of SQLite.
 
-use kommander::core::system::{key_hash, HashRange};
+#[path = "support/nodes.rs"]
+mod nodes;
+
+use nodes::{default_server, keys_for, leaders, status, Nodes};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "bench-partitions-secret";
 const TICK_MS: u64 = 50;
 /// The server flag selecting quiescence, and its value in each mode.
 const QUIESCE_FLAG: &str = "--quiesce-ticks";
@@ -86,105 +88,17 @@ fn mode(name: &str) -> bool {
     }
 }
 
-/// `target/<profile>/kommander-server`, next to this example's directory.
-fn default_server() -> PathBuf {
-    let me = std::env::current_exe().expect("locate this executable");
-    me.parent().and_then(Path::parent).expect("target/<profile>").join("kommander-server")
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Three node processes on loopback; killed (SIGKILL) on drop, then the data dir is deleted.
-struct Cluster {
-    ports: Vec<u16>,
-    children: Vec<Option<Child>>,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(server: &Path, partitions: u32, quiesce: bool) -> std::io::Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("bench-partitions").tempdir_in("/var/tmp")?;
-        let mut cluster = Cluster { ports: (0..3).map(|_| free_port()).collect(), children: Vec::new(), dir };
-        for id in 1..=3 {
-            let mut args = vec![
-                format!("--node-id={id}"),
-                format!("--listen=127.0.0.1:{}", cluster.ports[id - 1]),
-                format!("--partitions={partitions}"),
-                format!("--dir={}", cluster.dir.path().join(format!("n{id}")).display()),
-                format!("--wal={}", std::env::var("BENCH_WAL").unwrap_or_else(|_| "sqlite".into())),
-                "--transport=rest".into(),
-                format!("--tick-ms={TICK_MS}"),
-            ];
-            if std::env::var("BENCH_NO_QUIESCE_FLAG").as_deref() != Ok("1") {
-                args.push(format!("{QUIESCE_FLAG}={}", if quiesce { QUIESCE_ON } else { QUIESCE_OFF }));
-            }
-            args.extend((1..=3).filter(|&p| p != id).map(|p| format!("--peer={p}={}", cluster.url(p))));
-            let log = std::fs::File::create(cluster.dir.path().join(format!("n{id}.log")))?;
-            let child = Command::new(server)
-                .args(args)
-                .env("RUST_LOG", "warn")
-                .env("KOMMANDER_SECRET", SECRET)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?;
-            cluster.children.push(Some(child));
-        }
-        Ok(cluster)
+/// The three nodes of one row: SQLite (or `BENCH_WAL`), `--tick-ms 50`, quiescence on or off.
+fn start(server: &Path, partitions: u32, quiesce: bool) -> std::io::Result<Nodes> {
+    let mut flags = vec![
+        format!("--partitions={partitions}"),
+        format!("--wal={}", std::env::var("BENCH_WAL").unwrap_or_else(|_| "sqlite".into())),
+        format!("--tick-ms={TICK_MS}"),
+    ];
+    if std::env::var("BENCH_NO_QUIESCE_FLAG").as_deref() != Ok("1") {
+        flags.push(format!("{QUIESCE_FLAG}={}", if quiesce { QUIESCE_ON } else { QUIESCE_OFF }));
     }
-
-    fn url(&self, id: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[id - 1])
-    }
-
-    fn kill(&mut self, id: usize) {
-        if let Some(mut child) = self.children[id - 1].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.children.iter().flatten().map(Child::id).collect()
-    }
-
-    /// A node that exited on its own, with the end of its log.
-    fn crashed(&mut self) -> Option<String> {
-        for id in 1..=3 {
-            let exited = self.children[id - 1].as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if let Some(code) = exited {
-                let log = std::fs::read_to_string(self.dir.path().join(format!("n{id}.log"))).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
-                return Some(format!("node {id} exited ({code}): {tail}"));
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for id in 1..=3 {
-            self.kill(id);
-        }
-    }
-}
-
-async fn status(client: &reqwest::Client, url: &str) -> Option<Value> {
-    let response = client.get(format!("{url}/status")).send().await.ok()?;
-    serde_json::from_slice(&response.bytes().await.ok()?).ok()
-}
-
-/// `partition -> (leader seen by this node, this node leads it)`.
-fn leaders(status: &Value) -> BTreeMap<u64, (Option<u64>, bool)> {
-    let partitions = status["partitions"].as_array().map(Vec::as_slice).unwrap_or_default();
-    partitions
-        .iter()
-        .filter_map(|p| Some((p["partition"].as_u64()?, (p["leader"].as_u64(), p["is_leader"] == true))))
-        .collect()
+    Nodes::start(server, "bench-partitions", flags)
 }
 
 /// Poll interval for a status listing `n` partitions (about 250 bytes of JSON each).
@@ -196,7 +110,7 @@ fn poll_interval(n: u32) -> Duration {
 /// since `started`, or `None` on timeout; and how many had one at the end. Fails if a node died.
 async fn wait_for_leaders(
     client: &reqwest::Client,
-    cluster: &mut Cluster,
+    cluster: &mut Nodes,
     id: usize,
     wanted: &BTreeSet<u64>,
     not: Option<u64>,
@@ -224,7 +138,7 @@ async fn wait_for_leaders(
 }
 
 /// User partitions each node leads (by its own `is_leader`), node 1 first.
-async fn spread(client: &reqwest::Client, cluster: &Cluster) -> Vec<usize> {
+async fn spread(client: &reqwest::Client, cluster: &Nodes) -> Vec<usize> {
     let mut counts = Vec::new();
     for id in 1..=3 {
         let s = status(client, &cluster.url(id)).await.unwrap_or_default();
@@ -272,12 +186,12 @@ enum Edge {
     End,
 }
 
-async fn sample(client: &reqwest::Client, cluster: &Cluster, ticks: f64, edge: Edge) -> Sample {
+async fn sample(client: &reqwest::Client, cluster: &Nodes, ticks: f64, edge: Edge) -> Sample {
     let cpu_now =
         || -> (f64, Instant) { (cluster.pids().into_iter().map(|pid| cpu_seconds(pid, ticks)).sum(), Instant::now()) };
     let end = (edge == Edge::End).then(cpu_now);
     let (mut frames, mut batches) = (0, 0);
-    for id in (1..=3).filter(|&id| cluster.children[id - 1].is_some()) {
+    for id in (1..=3).filter(|&id| cluster.is_running(id)) {
         let s = status(client, &cluster.url(id)).await.unwrap_or_default();
         frames += s["transport"]["frames_sent"].as_u64().unwrap_or(0);
         batches += s["transport"]["batches_sent"].as_u64().unwrap_or(0);
@@ -293,23 +207,6 @@ fn rates(first: &Sample, last: &Sample) -> (String, String) {
     let frames = per_second(first.frames, last.frames);
     let batches = per_second(first.batches, last.batches);
     (format!("{:.1}", 100.0 * (last.cpu - first.cpu) / secs), format!("{frames:.0} ({batches:.0} batches)"))
-}
-
-/// One key per wanted partition (by the genesis map's even hash ranges).
-fn keys_for(partitions: u32, wanted: &[u64]) -> BTreeMap<u64, String> {
-    let ranges = HashRange::even(partitions);
-    let mut keys = BTreeMap::new();
-    for j in 0u64.. {
-        let key = format!("bench-{j}");
-        let p = ranges.partition_point(|r| r.end < key_hash(key.as_bytes())) as u64 + 1;
-        if wanted.contains(&p) {
-            keys.entry(p).or_insert(key);
-            if keys.len() == wanted.len() {
-                break;
-            }
-        }
-    }
-    keys
 }
 
 /// Latency of one PUT in ms and the partition it landed on, or `None` if it failed.
@@ -330,7 +227,7 @@ struct Load {
 }
 
 /// One PUT per second to each of 1 % of the partitions, through its leader, for `secs` seconds.
-async fn light_load(client: &reqwest::Client, cluster: &Cluster, partitions: u32, secs: u64) -> Load {
+async fn light_load(client: &reqwest::Client, cluster: &Nodes, partitions: u32, secs: u64) -> Load {
     let count = (partitions / 100).max(1);
     let wanted: Vec<u64> = (0..count).map(|i| 1 + u64::from(i) * u64::from(partitions) / u64::from(count)).collect();
     let keys = keys_for(partitions, &wanted);
@@ -366,7 +263,7 @@ const BUSY: Duration = Duration::from_secs(10);
 
 /// `BUSY_CLIENTS` closed-loop writers on partition 1, through its leader, for `BUSY`: ops/s and
 /// the sorted latencies (ms).
-async fn busy_partition(client: &reqwest::Client, cluster: &Cluster, partitions: u32) -> (f64, Vec<f64>, usize) {
+async fn busy_partition(client: &reqwest::Client, cluster: &Nodes, partitions: u32) -> (f64, Vec<f64>, usize) {
     let key = keys_for(partitions, &[1]).remove(&1).unwrap_or_default();
     let view = leaders(&status(client, &cluster.url(1)).await.unwrap_or_default());
     let leader = view.get(&1).and_then(|(l, _)| *l).unwrap_or(1) as usize;
@@ -412,7 +309,7 @@ fn seconds(measured: (Option<f64>, usize), of: usize) -> String {
 
 /// SIGKILL the node leading the most user partitions; seconds until a survivor sees a new leader
 /// for every partition it led.
-async fn failover(client: &reqwest::Client, cluster: &mut Cluster, counts: &[usize]) -> Result<String, String> {
+async fn failover(client: &reqwest::Client, cluster: &mut Nodes, counts: &[usize]) -> Result<String, String> {
     let victim = (1..=3).max_by_key(|&id| counts[id - 1]).unwrap_or(1);
     let victim_status = status(client, &cluster.url(victim)).await.unwrap_or_default();
     let led: BTreeSet<u64> = leaders(&victim_status).into_iter().filter(|(_, (_, is))| *is).map(|(p, _)| p).collect();
@@ -427,7 +324,7 @@ async fn failover(client: &reqwest::Client, cluster: &mut Cluster, counts: &[usi
 async fn row(options: &Options, partitions: u32, quiesce: bool, ticks: f64) -> Result<Vec<String>, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut cluster = Cluster::start(&options.server, partitions, quiesce).map_err(|e| format!("start: {e}"))?;
+    let mut cluster = start(&options.server, partitions, quiesce).map_err(|e| format!("start: {e}"))?;
     let all: BTreeSet<u64> = (0..=u64::from(partitions)).collect();
     let elected = wait_for_leaders(&client, &mut cluster, 1, &all, None, started).await?;
     let counts = spread(&client, &cluster).await;

@@ -84,6 +84,13 @@ async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpReques
         Err(ReplicateError::NotLeader { leader: Some(leader), .. }) if !req.headers().contains_key(FORWARDED) => {
             forward(&state, leader, &key, value).await
         }
+        // The leader is handing over to `to`: by the time the request gets there it leads.
+        Err(ReplicateError::Rejected { source: kommander::core::ProposeError::LeadershipTransfer { to }, .. })
+            if !req.headers().contains_key(FORWARDED) =>
+        {
+            actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+            forward(&state, to, &key, value).await
+        }
         Err(error) => HttpResponse::ServiceUnavailable().body(error.to_string()),
     }
 }

@@ -56,10 +56,14 @@ pub(crate) struct MembershipSettings {
     pub(crate) leaving: Arc<AtomicBool>,
     /// The node clock, whose failure detector watches the roster and every local membership.
     pub(crate) clock: Addr<NodeClock>,
+    /// Peers the failure detector reports down (never handed a leadership).
+    pub(crate) down_peers: crate::node_clock::DownPeers,
+    /// Hand partitions led beyond this node's share to other voters (`super::balance`).
+    pub(crate) balance_leaders: bool,
 }
 
 pub(crate) struct MembershipDriver {
-    settings: MembershipSettings,
+    pub(super) settings: MembershipSettings,
     caught_up_since: BTreeMap<NodeId, Instant>,
     last_request: Option<Instant>,
     last_reconcile: Option<Instant>,
@@ -71,7 +75,7 @@ pub(crate) struct MembershipDriver {
     /// Told nodes out of the roster and of every local membership, since when.
     absent_since: BTreeMap<NodeId, Instant>,
     /// The members (voters and learners) of each running partition, as its replica last reported.
-    memberships: BTreeMap<PartitionId, BTreeSet<NodeId>>,
+    pub(super) memberships: BTreeMap<PartitionId, BTreeSet<NodeId>>,
     /// Every node in `memberships` (recomputed only after `memberships` changed: a union over ten
     /// thousand partitions is not taken every round).
     in_use: Option<BTreeSet<NodeId>>,
@@ -301,7 +305,7 @@ impl SystemCoordinator {
 
     /// The committed roster (a clone of it only: cloning the whole state, a map of thousands of
     /// partitions, every round would cost more than everything else an idle node does).
-    fn roster(&self) -> Roster {
+    pub(super) fn roster(&self) -> Roster {
         self.state.read().unwrap_or_else(|p| p.into_inner()).roster.clone()
     }
 

@@ -19,6 +19,7 @@
 //! An operation still pending after `RuntimeConfig::operation_timeout` is aborted by the
 //! partition-0 leader (the map returns to its previous ranges with bumped generations).
 
+mod balance;
 mod membership;
 
 use crate::error::{AdminError, ReplicateError};
@@ -121,6 +122,7 @@ pub struct SystemCoordinator {
     /// Bytes per import chunk (the snapshots' chunk size).
     import_chunk_bytes: usize,
     members: membership::MembershipDriver,
+    balancer: balance::Balancer,
 }
 
 pub(crate) use membership::MembershipSettings;
@@ -157,6 +159,7 @@ impl SystemCoordinator {
             check_interval: parts.check_interval,
             import_chunk_bytes: parts.import_chunk_bytes,
             members: membership::MembershipDriver::new(parts.members),
+            balancer: balance::Balancer::default(),
         }
     }
 
@@ -368,6 +371,7 @@ impl Actor for SystemCoordinator {
         ctx.run_interval(self.check_interval, |act, ctx| {
             act.drive(ctx);
             act.drive_membership(ctx);
+            act.balance_leaders();
         });
     }
 }

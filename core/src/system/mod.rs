@@ -5,6 +5,7 @@
 //! not valid in the current state is applied as a no-op everywhere and reports its
 //! [`SystemError`].
 
+pub mod balance;
 pub mod command;
 pub mod hash;
 pub mod map;

@@ -1,7 +1,8 @@
-//! Consistent reads and leadership transfer in a running in-memory cluster: linearizable and
+//! Consistent reads and leadership in a running in-memory cluster: linearizable and
 //! lease reads on every node (followers included) see every acknowledged write; a leader cut off
 //! from the others never serves a stale consistent read; leadership moves to the voter asked
-//! for; and a node that shuts down hands its partitions over before it stops.
+//! for; a node that shuts down hands its partitions over before it stops; and leaders a node
+//! gathered beyond its share spread out to the others.
 
 mod support;
 
@@ -123,4 +124,33 @@ async fn a_node_shutting_down_hands_its_partitions_over() {
         }
     }
     assert!(cluster.put("key", "after the handover").await);
+}
+
+#[actix::test]
+async fn leaders_spread_out_after_one_node_took_them_all() {
+    let cluster = Cluster::start_kv(RuntimeConfig { initial_partitions: 6, ..config() }).await;
+    let users: Vec<PartitionId> = (1..=6).map(PartitionId).collect();
+    // Hand every user partition to node 1.
+    for &p in &users {
+        let leader = cluster.leader(p).await;
+        if leader.node() != NodeId(1) {
+            leader.transfer_leadership(p, NodeId(1)).await.expect("transfer to node 1");
+        }
+    }
+    // Each node's share is 2 (slack 1): node 1 keeps at most 3 once the balancer ran.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut counts = [0usize; 3];
+        for &p in &users {
+            if let Some(i) = cluster.running().iter().position(|m| m.is_leader(p)) {
+                counts[index_of(cluster.running()[i].node())] += 1;
+            }
+        }
+        if counts.iter().sum::<usize>() == users.len() && counts.iter().all(|&c| (1..=3).contains(&c)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaders did not spread out: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cluster.put("key", "balanced").await);
 }
