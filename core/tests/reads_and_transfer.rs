@@ -125,21 +125,34 @@ fn a_lease_answers_without_a_round_until_it_expires() {
     assert_eq!(read_rounds_sent(&net.flush(1).messages), vec![2], "expired: a round again");
 }
 
-/// With leases on, a replica that just started honours an unknown leader for the minimum
-/// election timeout: before a crash it may have confirmed a lease it no longer remembers.
+/// With leases on, a replica restarted with a term honours an unknown leader for the minimum
+/// election timeout (before it stopped it may have confirmed a lease it no longer remembers); a
+/// replica that never saw a term, or one without leases, votes at once.
 #[test]
-fn with_leases_a_fresh_replica_does_not_vote_at_once() {
-    let mut with = machine_with(2, &[1, 2, 3], |c| c.read_lease = 100);
-    with.step(env(3, 2, vote_req(1, 0, 0))).unwrap();
-    assert_eq!(with.term(), 0, "the request is ignored, term included");
-    let mut without = machine(2, &[1, 2, 3]);
-    without.step(env(3, 2, vote_req(1, 0, 0))).unwrap();
+fn with_leases_a_restarted_replica_does_not_vote_at_once() {
+    let leased = |c: &mut PartitionConfig| c.read_lease = 100;
+    let mut cfg = config(2, &[1, 2, 3]);
+    leased(&mut cfg);
+    cfg.election_timeout_max_ticks = 1_000;
+    let mut restarted = restored(cfg.clone(), hs(4, None, 0), vec![]);
+    restarted.step(env(3, 2, vote_req(5, 0, 0))).unwrap();
+    assert_eq!(restarted.term(), 4, "the request is ignored, term included");
+    for _ in 0..cfg.election_timeout_min_ticks {
+        restarted.tick();
+    }
+    assert_eq!(restarted.role(), Role::Follower, "its own election timer has not fired");
+    restarted.step(env(3, 2, vote_req(5, 0, 0))).unwrap();
+    assert_eq!(restarted.voted_for(), Some(id(3)), "after the guard it votes");
+    let mut fresh = machine_with(2, &[1, 2, 3], leased);
+    fresh.step(env(3, 2, vote_req(1, 0, 0))).unwrap();
+    assert_eq!(fresh.voted_for(), Some(id(3)), "a replica that never saw a term has no lease to honour");
+    let mut without = restored(config(2, &[1, 2, 3]), hs(4, None, 0), vec![]);
+    without.step(env(3, 2, vote_req(5, 0, 0))).unwrap();
     assert_eq!(without.voted_for(), Some(id(3)));
 }
 
-/// Three replicas with leases on and node 1 as published leader. A replica with leases on does
-/// not vote for the minimum election timeout after it starts, so every node ticks that long
-/// (node 1's timer fires exactly then; the others' later).
+/// Three replicas with leases on and node 1 as published leader (node 1's timer fires at the
+/// minimum election timeout; the others' much later).
 fn leased_three() -> Net {
     let mut net = Net::fresh_with(&[1, 2, 3], |c| {
         c.read_lease = 100;

@@ -112,18 +112,21 @@ async fn serving(client: &reqwest::Client, nodes: &mut Nodes, id: usize) -> Resu
     }
 }
 
-/// The longest gap between acknowledged writes of each partition over `[start, end]`, in seconds.
-fn longest_gaps(acks: &[Vec<Instant>], start: Instant, end: Instant) -> Vec<f64> {
+/// The longest gap between acknowledged writes of each partition over `[start, end]`, in seconds,
+/// and when it began (seconds after `start`).
+fn longest_gaps(acks: &[Vec<Instant>], start: Instant, end: Instant) -> Vec<(f64, f64)> {
     acks.iter()
         .map(|times| {
             let inside = times.iter().copied().filter(|&t| t >= start && t <= end);
             let mut last = start;
-            let mut worst = Duration::ZERO;
+            let mut worst = (Duration::ZERO, Duration::ZERO);
             for t in inside.chain(std::iter::once(end)) {
-                worst = worst.max(t - last);
+                if t - last > worst.0 {
+                    worst = (t - last, last - start);
+                }
                 last = t;
             }
-            worst.as_secs_f64()
+            (worst.0.as_secs_f64(), worst.1.as_secs_f64())
         })
         .collect()
 }
@@ -157,9 +160,12 @@ async fn run(options: &Options, hand_over: bool) -> Result<String, String> {
     let start = Instant::now();
     let mut exits = Vec::new();
     let mut rejoins = Vec::new();
+    let mut timeline = Vec::new();
     for id in 1..=3 {
+        timeline.push(format!("SIGTERM n{id} at {:.2}", start.elapsed().as_secs_f64()));
         exits.push(nodes.terminate(id, Duration::from_secs(20)).as_secs_f64());
         nodes.spawn(id).map_err(|e| format!("restart {id}: {e}"))?;
+        timeline.push(format!("restarted n{id} at {:.2}", start.elapsed().as_secs_f64()));
         rejoins.push(serving(&client, &mut nodes, id).await?);
         tokio::time::sleep(Duration::from_secs_f64(options.pause_secs)).await;
     }
@@ -173,7 +179,15 @@ async fn run(options: &Options, hand_over: bool) -> Result<String, String> {
     let acked: usize = acks.iter().map(|a| a.iter().filter(inside).count()).sum();
     let failed = load.failed.lock().unwrap().iter().filter(inside).count();
     let mut gaps = longest_gaps(&acks, start, end);
-    gaps.sort_by(f64::total_cmp);
+    gaps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let worst_at: Vec<String> = gaps.iter().rev().take(3).map(|(g, at)| format!("{g:.2} s at {at:.2}")).collect();
+    eprintln!(
+        "  [{}] {}; worst gaps: {}",
+        if hand_over { "on" } else { "off" },
+        timeline.join(", "),
+        worst_at.join(", ")
+    );
+    let gaps: Vec<f64> = gaps.into_iter().map(|(g, _)| g).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     Ok(format!(
         "{:>9} {:>8.1} {:>9} {:>8} {:>12.2} {:>12.2} {:>11.2} {:>12.2}",

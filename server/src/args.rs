@@ -76,6 +76,12 @@ pub struct Args {
     /// other voters (leadership transfer; a rolling restart then waits out election timeouts).
     #[arg(long)]
     pub no_hand_over: bool,
+    /// Serve `?consistency=lease` reads with a round like linearizable ones (no read leases).
+    #[arg(long)]
+    pub no_lease_reads: bool,
+    /// Do not hand partitions led beyond this node's share to other voters.
+    #[arg(long)]
+    pub no_balance: bool,
     /// Snapshot a partition (and compact its log) every this many applied entries; 0 only on
     /// demand (`POST /admin/snapshot/{partition}`).
     #[arg(long, default_value_t = 10_000)]

@@ -82,6 +82,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         quiesce_after: tick * args.quiesce_ticks,
         snapshot_tail_entries: args.snapshot_tail,
         hand_over_on_shutdown: !args.no_hand_over,
+        lease_reads: !args.no_lease_reads,
+        balance_leaders: !args.no_balance,
         // Snapshot files live next to the WAL files (in memory with the memory WAL).
         snapshot_dir: (args.wal != "memory").then(|| args.dir.join(format!("node-{}-snapshots", node.0))),
         ..RuntimeConfig::default()
@@ -135,7 +137,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         manager.shutdown().await;
     }
     network.transport.stop();
-    server_handle.stop(true).await;
+    // Not graceful: the node no longer serves, so clients holding keep-alive connections must
+    // see them close now and retry on another node, not wait for the workers to wind down.
+    server_handle.stop(false).await;
     tracing::info!(%node, "stopped");
     Ok(())
 }

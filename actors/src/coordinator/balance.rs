@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// How often the balance is checked.
 const BALANCE_EVERY: Duration = Duration::from_secs(2);
 /// Hand-overs started per round.
-const MAX_HANDOFFS: usize = 64;
+const MAX_HANDOFFS: usize = 256;
 
 /// When the balance was last checked, and the node's change counter then.
 #[derive(Debug, Default)]

@@ -205,11 +205,13 @@ impl PartitionStateMachine {
     }
 
     /// This replica leads, or heard from a leader of its term within the minimum election timeout.
-    /// With leases on, a replica that started less than that timeout ago counts as having heard
-    /// one: before a crash it may have confirmed a leader's lease it no longer remembers.
+    /// With leases on, a replica restarted (with a term above 0) less than that timeout ago
+    /// counts as having heard one: before it stopped it may have confirmed a leader's lease it no
+    /// longer remembers. A replica that never saw a term cannot have (and a cluster's first
+    /// elections are not delayed: at ten thousand partitions the delay fed an election storm).
     pub(super) fn leader_recently_heard(&self) -> bool {
         let min = self.config.election_timeout_min_ticks;
-        let lease_guard = self.config.read_lease > 0 && self.ticks_since_start < min;
+        let lease_guard = self.config.read_lease > 0 && self.restarted && self.ticks_since_start < min;
         self.role == Role::Leader || ((self.leader.is_some() || lease_guard) && self.election_elapsed < min)
     }
 

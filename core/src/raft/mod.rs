@@ -113,6 +113,8 @@ pub struct PartitionStateMachine {
     election_elapsed: u32,
     /// Ticks since this replica started (saturating; the lease guard of `leader_recently_heard`).
     ticks_since_start: u32,
+    /// Restored with a term above 0: before it stopped it may have confirmed a leader's lease.
+    restarted: bool,
     heartbeat_elapsed: u32,
     check_quorum_elapsed: u32,
     randomized_election_timeout: u32,
@@ -162,6 +164,7 @@ impl PartitionStateMachine {
             votes: HashMap::new(),
             election_elapsed: 0,
             ticks_since_start: 0,
+            restarted: false,
             heartbeat_elapsed: 0,
             check_quorum_elapsed: 0,
             randomized_election_timeout: config.election_timeout_min_ticks,
@@ -240,6 +243,7 @@ impl PartitionStateMachine {
             prev_term = entry.term;
         }
         sm.term = hard_state.term;
+        sm.restarted = hard_state.term > 0;
         sm.voted_for = hard_state.voted_for;
         // Tickets issued after a restart must order after every ticket already in the log (the
         // last entry may be a barrier or a marker carrying an older ticket).

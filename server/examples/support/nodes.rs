@@ -1,6 +1,7 @@
 //! Shared by the process benchmarks (`bench_partitions`, `bench_restart`): three real
 //! `kommander-server` processes on loopback (REST transport, a shared secret, free ports, each
-//! node's stderr in `n<id>.log` of a temporary directory under `/var/tmp`), their `/status`, and
+//! node's stderr in `n<id>.log` of a temporary directory under `/var/tmp`; `BENCH_LOG` sets the
+//! nodes' `RUST_LOG`, default `warn`; `BENCH_KEEP=1` keeps the directory), their `/status`, and
 //! keys that land on chosen partitions of the genesis map.
 
 #![allow(dead_code)]
@@ -61,7 +62,7 @@ impl Nodes {
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("n{id}.log")))?;
         let child = Command::new(&self.server)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .env("KOMMANDER_SECRET", SECRET)
             .stdout(Stdio::null())
             .stderr(log)
@@ -126,6 +127,10 @@ impl Drop for Nodes {
     fn drop(&mut self) {
         for id in 1..=3 {
             self.kill(id);
+        }
+        if std::env::var("BENCH_KEEP").as_deref() == Ok("1") {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("a temp dir"));
+            eprintln!("kept {}", kept.keep().display());
         }
     }
 }
