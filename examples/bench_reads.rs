@@ -74,6 +74,8 @@ async fn start_cluster(partitions: u32) -> Result<Vec<RaftManager>, Box<dyn Erro
             tick: Duration::from_millis(10),
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            // Leaders stay where they were elected during the window (no balancing transfers).
+            balance_leaders: false,
             ..RuntimeConfig::default()
         };
         let manager = RaftManager::builder(NodeId(node))

@@ -106,38 +106,63 @@ impl WalScheduler {
             return;
         }
         self.flushing = true;
-        let (waiting, writes): (Vec<Queued>, Vec<_>) = std::mem::take(&mut self.queue).into_iter().unzip();
-        let batch = WalBatch { writes };
-        let entries = batch.entry_count();
+        if !self.wal.blocks() {
+            // An in-memory WAL: written on this actor, without a thread hop, once the mailbox
+            // batch being handled queued what it brings (group commit all the same).
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+                let (waiting, batch, entries) = act.take_queue();
+                let result = act.wal.write(&batch);
+                act.finish_flush(result, waiting, entries, ctx);
+            }));
+            return;
+        }
+        let (waiting, batch, entries) = self.take_queue();
         let wal = self.wal.clone();
         let write = async move {
             tokio::task::spawn_blocking(move || wal.write(&batch))
                 .await
                 .unwrap_or_else(|e| Err(WalError::Io(format!("wal writer panicked: {e}"))))
         };
-        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
-            act.flushing = false;
-            if result.is_ok() {
-                act.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                act.stats.entries.fetch_add(entries as u64, Ordering::Relaxed);
-                act.stats.writes.fetch_add(waiting.len() as u64, Ordering::Relaxed);
-            } else {
-                tracing::error!(?result, "wal write failed; the partitions involved restart from their WAL");
-                for q in &waiting {
-                    let newest = act.failed.entry(q.partition).or_insert(q.incarnation);
-                    *newest = (*newest).max(q.incarnation);
-                }
-                act.drop_stopped(&result);
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| act.finish_flush(result, waiting, entries, ctx)));
+    }
+
+    /// The queued writes as one batch: who waits, the batch, its entry count.
+    fn take_queue(&mut self) -> (Vec<Queued>, WalBatch, usize) {
+        let (waiting, writes): (Vec<Queued>, Vec<_>) = std::mem::take(&mut self.queue).into_iter().unzip();
+        let batch = WalBatch { writes };
+        let entries = batch.entry_count();
+        (waiting, batch, entries)
+    }
+
+    /// A flush ended: count it, answer its writers, release the fences, start the next one.
+    fn finish_flush(
+        &mut self,
+        result: Result<(), WalError>,
+        waiting: Vec<Queued>,
+        entries: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        self.flushing = false;
+        if result.is_ok() {
+            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            self.stats.entries.fetch_add(entries as u64, Ordering::Relaxed);
+            self.stats.writes.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        } else {
+            tracing::error!(?result, "wal write failed; the partitions involved restart from their WAL");
+            for q in &waiting {
+                let newest = self.failed.entry(q.partition).or_insert(q.incarnation);
+                *newest = (*newest).max(q.incarnation);
             }
-            for q in waiting {
-                act.stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
-                q.reply_to.do_send(WriteOutcome { incarnation: q.incarnation, id: q.id, result: result.clone() });
-            }
-            for fence in act.fences.drain(..) {
-                let _ = fence.send(());
-            }
-            act.start_flush(ctx);
-        }));
+            self.drop_stopped(&result);
+        }
+        for q in waiting {
+            self.stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
+            q.reply_to.do_send(WriteOutcome { incarnation: q.incarnation, id: q.id, result: result.clone() });
+        }
+        for fence in self.fences.drain(..) {
+            let _ = fence.send(());
+        }
+        self.start_flush(ctx);
     }
 }
 

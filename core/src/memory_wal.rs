@@ -110,6 +110,10 @@ impl MemoryWal {
 }
 
 impl Wal for MemoryWal {
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
         let mut partitions = self.lock();
 

@@ -5,7 +5,8 @@
 //!     --peer 2=http://127.0.0.1:7002 --peer 3=http://127.0.0.1:7003 --dir data/n1 --secret s3cret
 //! ```
 //! Flags: see `--help`. `PUT /kv/{key}` with the value as body writes through the key's partition
-//! leader; `GET /kv/{key}` reads this replica; `GET /status` shows partitions and counters.
+//! leader; `GET /kv/{key}` reads it (linearizable by default); `GET /status` shows partitions and
+//! counters. The process runs on the mimalloc allocator.
 //! SIGTERM or Ctrl-C stops the node cleanly (transport, partitions, HTTP server); the node stays a
 //! member of the cluster. With `--leave-on-sigterm`, SIGTERM first removes the node from the
 //! cluster (`leave_cluster`).
@@ -18,6 +19,9 @@
 //! cargo run -p kommander-server -- --node-id 4 --listen 127.0.0.1:7004 --join \
 //!     --peer 1=http://127.0.0.1:7001 --peer 2=http://127.0.0.1:7002 --dir data/n4 --secret s3cret
 //! ```
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod api;
 mod args;

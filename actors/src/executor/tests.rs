@@ -111,6 +111,7 @@ fn recording_wal(
     mut before_write: impl FnMut(&WalBatch) -> Result<(), WalError> + Send + 'static,
 ) -> MockWal {
     let mut wal = MockWal::new();
+    wal.expect_blocks().return_const(true);
     let s = store.clone();
     wal.expect_load_hard_state().returning(move |p| s.load_hard_state(p));
     let s = store.clone();
@@ -354,6 +355,7 @@ async fn restores_committed_entries_from_the_wal_at_start() {
     ];
     let hard_state = HardState { term: 2, voted_for: Some(N2), commit: 4 };
     let mut wal = MockWal::new();
+    wal.expect_blocks().return_const(true);
     wal.expect_load_hard_state().withf(|p| *p == P).returning(move |_| Ok(Some(hard_state)));
     wal.expect_last_index().withf(|p| *p == P).returning(|_| Ok(5));
     wal.expect_load_snapshot().returning(|_| Ok(None));
@@ -406,6 +408,7 @@ fn wal_after_snapshot(store: &crate::snapshot_store::SnapshotStore, checksum_fli
     let log = vec![barrier(4, 2), app_entry(5, 2, "after the snapshot")];
     let hard_state = HardState { term: 2, voted_for: Some(N2), commit: 5 };
     let mut wal = MockWal::new();
+    wal.expect_blocks().return_const(true);
     wal.expect_load_hard_state().returning(move |_| Ok(Some(hard_state)));
     wal.expect_load_snapshot().returning(move |_| Ok(Some(meta.clone())));
     wal.expect_compacted_through().returning(|_| Ok(3));
