@@ -143,7 +143,10 @@ impl<S: StateMachine> TestCluster<S> {
                 // Leadership moving: nothing was appended, so a retry cannot duplicate the write.
                 Err(
                     ReplicateError::NotLeader { .. }
-                    | ReplicateError::Rejected { source: ProposeError::LeadershipPending, .. },
+                    | ReplicateError::Rejected {
+                        source: ProposeError::LeadershipPending | ProposeError::LeadershipTransfer { .. },
+                        ..
+                    },
                 ) if Instant::now() < deadline => {
                     // Leadership is moving: the next leader is waited for above.
                     actix::clock::sleep(Duration::from_millis(10)).await;

@@ -292,7 +292,9 @@ fn not_appended(error: &ReplicateError) -> bool {
         error,
         ReplicateError::NotLeader { .. }
             | ReplicateError::Rejected {
-                source: ProposeError::LeadershipPending | ProposeError::Superseded { .. },
+                source: ProposeError::LeadershipPending
+                    | ProposeError::Superseded { .. }
+                    | ProposeError::LeadershipTransfer { .. },
                 ..
             }
             | ReplicateError::Backpressure { .. }

@@ -202,7 +202,10 @@ impl Cluster {
                         ReplicateError::PartitionMoved { .. }
                         | ReplicateError::NotLeader { .. }
                         | ReplicateError::Rejected {
-                            source: ProposeError::LeadershipPending | ProposeError::Superseded { .. },
+                            source:
+                                ProposeError::LeadershipPending
+                                | ProposeError::Superseded { .. }
+                                | ProposeError::LeadershipTransfer { .. },
                             ..
                         }
                         | ReplicateError::Timeout(_)
