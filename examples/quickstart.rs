@@ -184,10 +184,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (partition, _) in &acknowledged {
         *acked_in.entry(*partition).or_default() += 1;
     }
+    // A node that knows no leader yet (the restarted one, say) answers NotLeader: like any
+    // client, retry while the error says a retry can succeed.
+    let deadline = Instant::now() + Duration::from_secs(10);
     for (i, manager) in managers.iter().enumerate() {
         for (&partition, &acked) in &acked_in {
             let count = move |state: &Applied| state.0.get(&partition).map_or(0, Vec::len);
-            let seen = manager.read(&apps[i], partition, Consistency::Linearizable, count).await?;
+            let seen = loop {
+                match manager.read(&apps[i], partition, Consistency::Linearizable, count).await {
+                    Ok(seen) => break seen,
+                    Err(error) if error.is_retryable() && Instant::now() < deadline => {
+                        actix::clock::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            };
             if seen < acked {
                 eprintln!(
                     "MISMATCH: a linearizable read on node {} saw {seen} of {acked} writes in {partition}",
