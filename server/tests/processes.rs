@@ -581,7 +581,8 @@ async fn rest_node_whose_data_directory_was_deleted_rejoins_through_a_snapshot()
 }
 
 /// `GET /kv/{key}` at `consistency` on node `id`: the value, `None` for 404, or the status of a
-/// refusal (503 means the node could not confirm a read index: not stale, just unavailable).
+/// refusal (503 means the node could not confirm a read index: not stale, just unavailable; 502
+/// stands for a request that could not be sent, a node not listening yet).
 async fn get_at(
     client: &reqwest::Client,
     spec: &NodeSpec,
@@ -628,7 +629,10 @@ async fn rest_reads_after_acknowledged_writes_are_never_stale_across_a_rolling_r
                             cluster.logs()
                         ),
                         Err(status) => {
-                            assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "node {id}: {status}");
+                            // 503: no read index could be confirmed; 502: the restarted node does
+                            // not accept connections yet. Unavailable, never stale.
+                            let expected = [reqwest::StatusCode::SERVICE_UNAVAILABLE, reqwest::StatusCode::BAD_GATEWAY];
+                            assert!(expected.contains(&status), "node {id}: {status}");
                             unavailable += 1;
                         }
                     }
@@ -636,7 +640,7 @@ async fn rest_reads_after_acknowledged_writes_are_never_stale_across_a_rolling_r
             }
         }
     }
-    println!("consistent reads refused with 503 (restarting node): {unavailable} of 240");
+    println!("consistent reads unavailable (503, or the restarting node not listening yet): {unavailable} of 240");
     assert!(unavailable < 120, "most consistent reads must be served ({unavailable} refused)");
     cluster.terminate_all();
 }
