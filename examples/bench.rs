@@ -14,6 +14,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::*;
 use kommander::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -21,12 +25,8 @@ use std::error::Error;
 use std::io::Write;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const NODES: [u64; 3] = [1, 2, 3];
-const WARMUP: Duration = Duration::from_millis(500);
-const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// openraft `benchmarks/minimal`, 3 nodes in one process, best column of the anchors addendum.
 const OPENRAFT: [(usize, f64); 4] = [(1, 17_242.0), (64, 372_955.0), (256, 598_642.0), (1024, 728_121.0)];
 
@@ -36,15 +36,6 @@ struct Options {
     clients: Vec<usize>,
     /// WAL backend: memory, sqlite or rocksdb (files in a temp dir).
     wal: String,
-}
-
-fn parse_list<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<Vec<T>, String> {
-    let value = value.ok_or(format!("{flag} needs a value"))?;
-    let list: Result<Vec<T>, _> = value.split(',').map(|v| v.trim().parse()).collect();
-    match list {
-        Ok(list) if !list.is_empty() => Ok(list),
-        _ => Err(format!("{flag}: expected a comma-separated list of numbers, got {value:?}")),
-    }
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -74,71 +65,6 @@ fn parse_args() -> Result<Options, String> {
         return Err("partitions and clients must be at least 1".into());
     }
     Ok(options)
-}
-
-fn config(partitions: u32) -> RuntimeConfig {
-    RuntimeConfig {
-        cluster_id: Some("bench".into()),
-        initial_partitions: partitions,
-        tick: Duration::from_millis(10),
-        heartbeat_interval: Duration::from_millis(50),
-        election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
-        proposal_timeout: Duration::from_secs(10),
-        // A fresh cluster's leaders are measured where they were elected: the balancer would
-        // move some of them during the window (transfers fail the proposals caught in them).
-        balance_leaders: false,
-        ..RuntimeConfig::default()
-    }
-}
-
-/// A fresh 3-node cluster: new network, new WALs, one arbiter per node (`RaftManager` does that).
-async fn start_cluster(partitions: u32, wal: &str, dir: &std::path::Path) -> Result<Vec<RaftManager>, Box<dyn Error>> {
-    let network = InMemoryNetwork::new();
-    let mut managers = Vec::new();
-    for &node in &NODES {
-        let contacts = NODES
-            .iter()
-            .filter(|&&n| n != node)
-            .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://node-{n}") })
-            .collect();
-        let manager = RaftManager::builder(NodeId(node))
-            .config(config(partitions))
-            .wal(open_wal(&WalBackend::from_name(wal, dir, &format!("node-{node}"))?)?)
-            .transport(network.transport(NodeId(node)))
-            .discovery(Arc::new(StaticDiscovery::new(contacts)))
-            .build()?;
-        manager.join_cluster().await?;
-        managers.push(manager);
-    }
-    Ok(managers)
-}
-
-/// Index of the manager with established leadership of `partition`, if any.
-fn find_leader(managers: &[RaftManager], partition: PartitionId) -> Option<usize> {
-    managers.iter().position(|m| m.is_leader(partition))
-}
-
-/// Wait until every partition has an established leader; returns the leading manager per partition.
-async fn wait_for_leaders(managers: &[RaftManager], partitions: u32) -> Result<Vec<usize>, String> {
-    let deadline = Instant::now() + LEADER_TIMEOUT;
-    loop {
-        let leaders: Vec<Option<usize>> = (1..=partitions).map(|p| find_leader(managers, PartitionId(p))).collect();
-        if leaders.iter().all(Option::is_some) {
-            return Ok(leaders.into_iter().flatten().collect());
-        }
-        if Instant::now() >= deadline {
-            let missing: Vec<u32> = (1..=partitions).filter(|&p| leaders[p as usize - 1].is_none()).collect();
-            return Err(format!("no established leader after {LEADER_TIMEOUT:?} for partitions {missing:?}"));
-        }
-        actix::clock::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Warmup,
-    Measure,
-    Stop,
 }
 
 #[derive(Default)]
@@ -220,14 +146,6 @@ struct RunResult {
     warmup_errors: u64,
     term_changes: usize,
     leader_nodes: Vec<u64>,
-}
-
-fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((sorted_us.len() as f64 * q).ceil() as usize).clamp(1, sorted_us.len());
-    f64::from(sorted_us[rank - 1]) / 1000.0
 }
 
 async fn run(partitions: u32, clients: usize, window: Duration, wal: &str) -> Result<RunResult, Box<dyn Error>> {

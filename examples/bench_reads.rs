@@ -12,17 +12,18 @@
 //! Prints reads/s with p50/p99 latency, the writes/s of the same window, and read-index rounds
 //! per read (summed over the leaders: how many reads share a quorum round).
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::*;
 use kommander::prelude::*;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::io::Write;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const NODES: [u64; 3] = [1, 2, 3];
-const WARMUP: Duration = Duration::from_millis(500);
 const WRITERS: usize = 16;
 
 /// What the readers ask for, and where.
@@ -40,11 +41,6 @@ const MODES: [Mode; 4] = [
     Mode { name: "lin. follower", consistency: Consistency::Linearizable, at_follower: true },
 ];
 
-fn parse_list<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<Vec<T>, String> {
-    let value = value.ok_or(format!("{flag} needs a value"))?;
-    value.split(',').map(|v| v.trim().parse().map_err(|_| format!("{flag}: bad value {v:?}"))).collect()
-}
-
 fn parse_args() -> Result<(f64, Vec<u32>, Vec<usize>), String> {
     let (mut seconds, mut partitions, mut readers) = (2.0, vec![1, 16], vec![1, 64, 256]);
     let mut args = std::env::args().skip(1);
@@ -57,59 +53,6 @@ fn parse_args() -> Result<(f64, Vec<u32>, Vec<usize>), String> {
         }
     }
     Ok((seconds, partitions, readers))
-}
-
-async fn start_cluster(partitions: u32) -> Result<Vec<RaftManager>, Box<dyn Error>> {
-    let network = InMemoryNetwork::new();
-    let mut managers = Vec::new();
-    for &node in &NODES {
-        let contacts = NODES
-            .iter()
-            .filter(|&&n| n != node)
-            .map(|&n| NodeContact { node: NodeId(n), address: format!("memory://node-{n}") })
-            .collect();
-        let config = RuntimeConfig {
-            cluster_id: Some("bench-reads".into()),
-            initial_partitions: partitions,
-            tick: Duration::from_millis(10),
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
-            // Leaders stay where they were elected during the window (no balancing transfers).
-            balance_leaders: false,
-            ..RuntimeConfig::default()
-        };
-        let manager = RaftManager::builder(NodeId(node))
-            .config(config)
-            .wal(Arc::new(MemoryWal::new()))
-            .transport(network.transport(NodeId(node)))
-            .discovery(Arc::new(StaticDiscovery::new(contacts)))
-            .build()?;
-        manager.join_cluster().await?;
-        managers.push(manager);
-    }
-    Ok(managers)
-}
-
-fn leader_of(managers: &[RaftManager], partition: PartitionId) -> Option<usize> {
-    managers.iter().position(|m| m.is_leader(partition))
-}
-
-async fn wait_for_leaders(managers: &[RaftManager], partitions: u32) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (1..=partitions).any(|p| leader_of(managers, PartitionId(p)).is_none()) {
-        if Instant::now() > deadline {
-            return Err("no leader for every partition after 10 s".into());
-        }
-        actix::clock::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Warmup,
-    Measure,
-    Stop,
 }
 
 #[derive(Default)]
@@ -129,7 +72,7 @@ async fn client(
     let partition = PartitionId(1 + (index as u32 % partitions));
     let mut outcome = Outcome::default();
     while phase.get() != Phase::Stop {
-        let Some(leader) = leader_of(&managers, partition) else {
+        let Some(leader) = find_leader(&managers, partition) else {
             actix::clock::sleep(Duration::from_millis(1)).await;
             continue;
         };
@@ -153,13 +96,6 @@ async fn client(
     outcome
 }
 
-fn percentile_ms(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    f64::from(sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]) / 1000.0
-}
-
 fn rounds(managers: &[RaftManager], partitions: u32) -> u64 {
     let ids = (1..=partitions).map(PartitionId);
     ids.flat_map(|p| managers.iter().filter_map(move |m| m.status(p).ok())).map(|s| s.read_rounds).sum()
@@ -175,7 +111,8 @@ struct Row {
 }
 
 async fn run(mode: Mode, partitions: u32, readers: usize, window: Duration) -> Result<Row, Box<dyn Error>> {
-    let managers = start_cluster(partitions).await?;
+    let dir = tempfile::tempdir()?;
+    let managers = start_cluster(partitions, "memory", dir.path()).await?;
     if let Err(error) = wait_for_leaders(&managers, partitions).await {
         for m in &managers {
             m.shutdown().await;

@@ -683,6 +683,19 @@ impl PartitionStateMachine {
         self.publish_leader();
     }
 
+    /// A message from the leader of this term (an append, a snapshot chunk, a read round): a
+    /// candidate learns it lost, the sender becomes the known leader, the election timer restarts.
+    fn heard_from_leader(&mut self, from: NodeId, term: Term) {
+        if self.role != Role::Follower && term == self.term {
+            self.become_follower(term, Some(from));
+        }
+        if self.leader != Some(from) {
+            self.leader = Some(from);
+            self.publish_leader();
+        }
+        self.election_elapsed = 0;
+    }
+
     /// Emit a leader change when the (term, leader) pair visible to the application changed.
     fn publish_leader(&mut self) {
         let visible = if self.role == Role::Leader && !self.published { None } else { self.leader };

@@ -297,14 +297,7 @@ impl PartitionStateMachine {
         if self.role == Role::Leader {
             return;
         }
-        if self.role != Role::Follower {
-            self.become_follower(term, Some(from));
-        }
-        if self.leader != Some(from) {
-            self.leader = Some(from);
-            self.publish_leader();
-        }
-        self.election_elapsed = 0;
+        self.heard_from_leader(from, term);
         self.send(from, RaftMessage::ReadRound { term, round, ack: true });
     }
 

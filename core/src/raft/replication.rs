@@ -201,15 +201,8 @@ impl PartitionStateMachine {
             );
             return;
         }
-        // term == self.term here (`step` adopted a higher one). A candidate learns it lost.
-        if self.role != Role::Follower && term == self.term {
-            self.become_follower(term, Some(from));
-        }
-        if self.leader != Some(from) {
-            self.leader = Some(from);
-            self.publish_leader();
-        }
-        self.election_elapsed = 0;
+        // term == self.term here (`step` adopted a higher one).
+        self.heard_from_leader(from, term);
         if entries.is_empty() {
             self.ask_for_repair(from);
             self.resend_forwarded_reads(from);

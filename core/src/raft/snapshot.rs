@@ -303,14 +303,7 @@ impl PartitionStateMachine {
             self.send(from, reply);
             return;
         }
-        if self.role != Role::Follower {
-            self.become_follower(term, Some(from));
-        }
-        if self.leader != Some(from) {
-            self.leader = Some(from);
-            self.publish_leader();
-        }
-        self.election_elapsed = 0;
+        self.heard_from_leader(from, term);
         let repairs = self.repairs_with(&meta);
         if self.snapshots.repair_from.is_some() && !repairs {
             return; // older than the lost snapshot: it cannot repair this replica
