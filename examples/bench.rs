@@ -339,6 +339,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
                         r.term_changes,
                         leaders.join(",")
                     );
+                    // One machine-readable line per configuration for `benches/compare.sh`.
+                    eprintln!(
+                        "RESULT system=kommander partitions={partitions} clients={clients} ops={:.0} p50_ms={:.3} \
+                         p99_ms={:.3} errors={errors}",
+                        r.throughput, r.p50_ms, r.p99_ms
+                    );
                     if let (Some((fsync_p50, fsync_p99)), Some((quorum_p50, _))) = (fsync, quorum) {
                         notes.push(format!(
                             "partitions={partitions} clients={clients}: fdatasync p50 {fsync_p50:.3} ms / p99 \

@@ -54,7 +54,7 @@ pub mod prelude {
     pub use crate::{open_wal, WalBackend, WalBackendExt};
     pub use kommander_actors::{
         AdminError, Consistency, ExportState, InMemoryNetwork, ManagerError, PartitionStatus, RaftClient, RaftEvent,
-        RaftManager, Read, ReadBarrier, ReplicateError, RuntimeConfig, StateMachine, StateMachineActor,
+        RaftManager, Read, ReadBarrier, ReplicateError, RuntimeConfig, SnapshotStore, StateMachine, StateMachineActor,
     };
     pub use kommander_core::raft::ProposalCommitted;
     pub use kommander_core::system::{HashRange, PartitionMap};

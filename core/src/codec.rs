@@ -147,7 +147,7 @@ pub fn decode_entry(partition: PartitionId, index: LogIndex, record: &[u8]) -> R
         let kind = kind_of(code, &mut r)?;
         let ticket = HlcTimestamp { physical_ms: r.u64()?, logical: r.u32()?, node: r.u64()? };
         let type_len = r.u32()? as usize;
-        let log_type = String::from_utf8(r.take(type_len)?.to_vec()).ok()?;
+        let log_type = crate::LogType::from(std::str::from_utf8(r.take(type_len)?).ok()?);
         let payload_len = r.u32()? as usize;
         let payload = bytes::Bytes::copy_from_slice(r.take(payload_len)?);
         (r.at == record.len()).then_some(LogEntry { index, term, kind, log_type, payload, ticket })

@@ -2,6 +2,7 @@
 
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, Term};
+use crate::log_type::LogType;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,7 @@ pub struct LogEntry {
     /// Protocol meaning of the entry.
     pub kind: EntryKind,
     /// Application-defined type tag (empty for protocol entries).
-    pub log_type: String,
+    pub log_type: LogType,
     /// Application payload (empty for protocol entries): one shared buffer from the proposal
     /// through the log, the WAL batch, the transport and the delivery (clones are cheap).
     pub payload: Bytes,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod hlc;
 pub mod ids;
 pub mod liveness;
+pub mod log_type;
 pub mod memory_wal;
 pub mod message;
 pub mod payload;
@@ -39,6 +40,7 @@ pub use error::{ConfigError, FatalError, ProposeError, ReadError, StepError, Tic
 pub use hlc::{HlcTimestamp, HybridLogicalClock, Ticket};
 pub use ids::{LogIndex, NodeId, PartitionId, Term};
 pub use liveness::{LivenessChange, LivenessConfig, NodeLiveness};
+pub use log_type::LogType;
 pub use memory_wal::MemoryWal;
 pub use message::{AppendResult, Envelope, MessageBatch, RaftMessage};
 pub use raft::{PartitionStateMachine, ReadConsistency, ReadState, Ready, Role};

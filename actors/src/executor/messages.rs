@@ -9,7 +9,7 @@ use crate::transfer::RESERVED_PREFIX;
 use actix::prelude::*;
 use bytes::Bytes;
 use kommander_core::raft::{Membership, ProposalCommitted};
-use kommander_core::{Envelope, NodeId, PartitionId, Ticket, TicketOutcome};
+use kommander_core::{Envelope, LogType, NodeId, PartitionId, Ticket, TicketOutcome};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
@@ -25,7 +25,7 @@ pub(crate) struct Inbound(pub(crate) Vec<Envelope>);
 #[derive(Message)]
 #[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
 pub struct Replicate {
-    pub(crate) log_type: String,
+    pub(crate) log_type: LogType,
     pub(crate) payloads: Vec<Bytes>,
     /// Deliver on commit (true) or hold until [`Resolve`] (false).
     pub(crate) auto_commit: bool,
@@ -39,13 +39,13 @@ pub struct Replicate {
 
 impl Replicate {
     /// Entries of `log_type`, one per payload, delivered once committed.
-    pub fn new(log_type: impl Into<String>, payloads: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
+    pub fn new(log_type: impl Into<LogType>, payloads: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
         let payloads = payloads.into_iter().map(Into::into).collect();
         Replicate { log_type: log_type.into(), payloads, auto_commit: true, guard: None, runtime: false }
     }
 
     /// Entries held once committed until [`Resolve`] commits or rolls back their ticket.
-    pub fn two_phase(log_type: impl Into<String>, payloads: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
+    pub fn two_phase(log_type: impl Into<LogType>, payloads: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
         Replicate { auto_commit: false, ..Replicate::new(log_type, payloads) }
     }
 
@@ -53,7 +53,7 @@ impl Replicate {
     /// [`crate::RaftManager::partition_for_key`]): refused with
     /// [`ReplicateError::PartitionMoved`] if the partition was fenced at a newer generation.
     pub fn guarded(
-        log_type: impl Into<String>,
+        log_type: impl Into<LogType>,
         payloads: impl IntoIterator<Item = impl Into<Bytes>>,
         generation: u64,
     ) -> Self {
@@ -72,7 +72,7 @@ impl Replicate {
         } else if partition.is_system() {
             Some(ReplicateError::SystemPartitionReserved)
         } else if self.log_type.starts_with(RESERVED_PREFIX) {
-            Some(ReplicateError::ReservedLogType(self.log_type.clone()))
+            Some(ReplicateError::ReservedLogType(self.log_type.to_string()))
         } else {
             None
         }

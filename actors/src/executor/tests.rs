@@ -289,7 +289,7 @@ fn barrier(index: LogIndex, term: Term) -> LogEntry {
         index,
         term,
         kind: EntryKind::Barrier,
-        log_type: String::new(),
+        log_type: kommander_core::LogType::EMPTY,
         payload: kommander_core::Bytes::new(),
         ticket: HlcTimestamp::ZERO,
     }

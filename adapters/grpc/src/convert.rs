@@ -274,7 +274,7 @@ impl From<&LogEntry> for proto::LogEntry {
                 EntryKind::Fence { generation } | EntryKind::Guarded { generation } => generation,
                 _ => 0,
             },
-            log_type: entry.log_type.clone(),
+            log_type: entry.log_type.to_string(),
             payload: entry.payload.to_vec(),
             ticket: Some(proto::Ticket::from(entry.ticket)),
         }
@@ -290,7 +290,7 @@ impl TryFrom<proto::LogEntry> for LogEntry {
             index: entry.index,
             term: entry.term,
             kind: kind_from_proto(entry.index, entry.kind, entry.generation)?,
-            log_type: entry.log_type,
+            log_type: entry.log_type.into(),
             payload: entry.payload.into(),
             ticket: Ticket::try_from(ticket)?,
         })

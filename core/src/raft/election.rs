@@ -278,7 +278,7 @@ impl PartitionStateMachine {
             index: next,
             term: self.term,
             kind: EntryKind::Barrier,
-            log_type: String::new(),
+            log_type: crate::LogType::EMPTY,
             payload: bytes::Bytes::new(),
             ticket: HlcTimestamp::ZERO,
         };

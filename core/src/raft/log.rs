@@ -278,7 +278,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Barrier,
-            log_type: String::new(),
+            log_type: crate::LogType::EMPTY,
             payload: bytes::Bytes::new(),
             ticket: HlcTimestamp::ZERO,
         }

@@ -190,7 +190,7 @@ mod tests {
             index,
             term: 1,
             kind: EntryKind::Config,
-            log_type: String::new(),
+            log_type: crate::LogType::EMPTY,
             payload: membership.encode().into(),
             ticket: crate::hlc::HlcTimestamp::ZERO,
         }

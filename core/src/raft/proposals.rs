@@ -8,13 +8,14 @@ use crate::entry::{EntryKind, LogEntry};
 use crate::error::{ProposeError, TicketOutcome};
 use crate::hlc::Ticket;
 use crate::ids::{LogIndex, NodeId};
+use crate::log_type::LogType;
 
 /// A client proposal: one or more payloads of one application log type, appended as consecutive
 /// entries under one ticket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
     /// Application-defined type tag of the entries.
-    pub log_type: String,
+    pub log_type: LogType,
     /// One entry per payload.
     pub payloads: Vec<bytes::Bytes>,
     /// Deliver on Raft commit (true) or hold until `commit(ticket)` (false).
@@ -56,7 +57,7 @@ impl PartitionStateMachine {
     /// Append a fence raising the partition's generation to `generation` (leaders only). The reply
     /// comes when it is applied; guarded writes applied after it must carry `generation` or newer.
     pub fn propose_fence(&mut self, generation: u64, now_ms: u64) -> Result<ProposalAccepted, ProposeError> {
-        let fence = Proposal { log_type: String::new(), payloads: vec![bytes::Bytes::new()], auto_commit: true };
+        let fence = Proposal { log_type: LogType::EMPTY, payloads: vec![bytes::Bytes::new()], auto_commit: true };
         self.append_proposal(fence, EntryKind::Fence { generation }, now_ms)
     }
 
@@ -102,7 +103,7 @@ impl PartitionStateMachine {
         if !self.membership().is_single_step_to(&next) {
             return Err(ProposeError::InvalidMembership);
         }
-        let change = Proposal { log_type: String::new(), payloads: vec![next.encode().into()], auto_commit: true };
+        let change = Proposal { log_type: LogType::EMPTY, payloads: vec![next.encode().into()], auto_commit: true };
         let accepted = match self.canary_change_before_the_barrier(&change, now_ms) {
             Some(accepted) => accepted?,
             None => self.append_proposal(change, EntryKind::Config, now_ms)?,
@@ -264,7 +265,7 @@ impl PartitionStateMachine {
             index,
             term: self.term,
             kind,
-            log_type: String::new(),
+            log_type: LogType::EMPTY,
             payload: bytes::Bytes::new(),
             ticket,
         });

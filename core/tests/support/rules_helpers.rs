@@ -57,7 +57,7 @@ fn held(index: LogIndex, term: Term, t: Ticket) -> LogEntry {
 }
 
 fn protocol(index: LogIndex, term: Term, kind: EntryKind, t: Ticket) -> LogEntry {
-    LogEntry { index, term, kind, log_type: String::new(), payload: bytes::Bytes::new(), ticket: t }
+    LogEntry { index, term, kind, log_type: kommander_core::LogType::EMPTY, payload: bytes::Bytes::new(), ticket: t }
 }
 
 /// Auto-commit application entries `1..=terms.len()`, entry `i` in `terms[i - 1]`.

@@ -30,7 +30,7 @@ pub fn expected_entry(partition: PartitionId, index: LogIndex) -> LogEntry {
         index,
         term: term_of(index),
         kind: EntryKind::Application { auto_commit: index % 3 != 0 },
-        log_type: format!("crash-p{}", partition.0),
+        log_type: format!("crash-p{}", partition.0).into(),
         payload,
         ticket: HlcTimestamp { physical_ms: index, logical: partition.0, node: 7 },
     }
