@@ -455,7 +455,7 @@ mod tests;
 mod waiters;
 
 pub(crate) use messages::{
-    GetMembership, Inbound, LearnerLag, MembershipReport, ProposeFence, ReconcileMembership, ReportTo, Retire,
+    GetMembership, Inbound, LearnerLag, MembershipReport, Propose, ProposeFence, ReconcileMembership, ReportTo, Retire,
 };
 pub use messages::{GetStatus, Replicate, Resolve};
 pub(crate) use reads::TransferLeadership;

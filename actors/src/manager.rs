@@ -491,7 +491,17 @@ impl RaftManager {
     ) -> Result<ProposalCommitted, ReplicateError> {
         let message =
             if auto_commit { Replicate::new(log_type, payloads) } else { Replicate::two_phase(log_type, payloads) };
-        self.ask(partition, message).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
+        self.propose(partition, message).await.map_err(|e| self.with_endpoint(e))
+    }
+
+    /// Propose `replicate` on this node's executor of `partition` (the write path).
+    pub(crate) async fn propose(
+        &self,
+        partition: PartitionId,
+        replicate: Replicate,
+    ) -> Result<ProposalCommitted, ReplicateError> {
+        let (executor, _) = self.executor(partition)?;
+        crate::request::propose(&executor, partition, replicate, self.inner.config.proposal_timeout).await
     }
 
     /// Deliver the held entries of a two-phase proposal (idempotent; first outcome wins).

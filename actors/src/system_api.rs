@@ -83,7 +83,7 @@ impl RaftManager {
         if info.generation != generation || info.state != PartitionState::Active {
             return Err(ReplicateError::PartitionMoved { partition, expected: generation, current: info.generation });
         }
-        self.ask(partition, Replicate::guarded(log_type, payloads, generation)).await?
+        self.propose(partition, Replicate::guarded(log_type, payloads, generation)).await
     }
 
     /// Route `key` with the current map and replicate one guarded entry to its partition.

@@ -79,6 +79,20 @@ impl Replicate {
     }
 }
 
+/// The answer channel of one proposal.
+pub(crate) type ProposalReply = oneshot::Sender<Result<ProposalCommitted, ReplicateError>>;
+
+/// A [`Replicate`] whose answer goes to `reply` once committed (the manager's write path): sent
+/// with `do_send`, it costs one channel per proposal — no response future, no task spawned per
+/// proposal, no second channel. A stopped executor drops `reply`, which the caller reads as
+/// [`ReplicateError::PartitionUnavailable`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Propose {
+    pub(crate) replicate: Replicate,
+    pub(crate) reply: ProposalReply,
+}
+
 /// Raise the partition's generation with a fence entry (leaders only; used by splits and merges).
 #[derive(Message)]
 #[rtype(result = "Result<ProposalCommitted, ReplicateError>")]
@@ -258,8 +272,32 @@ impl Handler<Replicate> for PartitionExecutor {
     type Result = ResponseFuture<Result<ProposalCommitted, ReplicateError>>;
 
     fn handle(&mut self, msg: Replicate, ctx: &mut Context<Self>) -> Self::Result {
+        let started = self.start_proposal(msg);
+        self.await_proposal(started, ctx)
+    }
+}
+
+impl Handler<Propose> for PartitionExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
+        match self.start_proposal(msg.replicate) {
+            Ok(accepted) => {
+                self.waiters.proposal_with(accepted.ticket, msg.reply);
+                self.schedule_flush(ctx);
+            }
+            Err(error) => {
+                let _ = msg.reply.send(Err(error));
+            }
+        }
+    }
+}
+
+impl PartitionExecutor {
+    /// Check `msg` (whoever sent it) and append it: the one entry point of both proposal messages.
+    fn start_proposal(&mut self, msg: Replicate) -> Result<kommander_core::raft::ProposalAccepted, ReplicateError> {
         let partition = self.partition();
-        let started = match (msg.refusal(partition).or_else(|| self.backpressure()), self.sm.as_mut()) {
+        match (msg.refusal(partition).or_else(|| self.backpressure()), self.sm.as_mut()) {
             (Some(error), _) => Err(error),
             (None, None) => Err(ReplicateError::PartitionUnavailable(partition)),
             (None, Some(sm)) => {
@@ -274,8 +312,7 @@ impl Handler<Replicate> for PartitionExecutor {
                 }
                 .map_err(|e| ReplicateError::from_core(partition, e))
             }
-        };
-        self.await_proposal(started, ctx)
+        }
     }
 }
 

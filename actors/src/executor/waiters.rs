@@ -28,8 +28,17 @@ impl Waiters {
     /// Wait for the proposal with `ticket`.
     pub(super) fn proposal(&mut self, ticket: Ticket) -> oneshot::Receiver<Result<ProposalCommitted, ReplicateError>> {
         let (tx, rx) = oneshot::channel();
-        self.proposals.insert(ticket, tx);
+        self.proposal_with(ticket, tx);
         rx
+    }
+
+    /// Answer the proposal with `ticket` on `reply`.
+    pub(super) fn proposal_with(
+        &mut self,
+        ticket: Ticket,
+        reply: oneshot::Sender<Result<ProposalCommitted, ReplicateError>>,
+    ) {
+        self.proposals.insert(ticket, reply);
     }
 
     /// Wait for a resolution of `ticket` (several may wait; answered in order).
