@@ -21,7 +21,7 @@ use crate::transfer::{decode_import, ImportAssembly, IMPORT_CHUNK_LOG_TYPE, IMPO
 use crate::wal_scheduler::{FencePartition, Persist, WalScheduler, WalStats, WriteOutcome};
 use actix::fut::{self, ActorFutureExt};
 use actix::prelude::*;
-use kommander_core::raft::{ClientReply, RestoreState};
+use kommander_core::raft::{ClientReply, Delivery, RestoreState};
 use kommander_core::{
     Envelope, HardState, LogEntry, LogIndex, MessageBatch, NodeId, PartitionConfig, PartitionId, PartitionStateMachine,
     Transport, Wal, WalError,
@@ -147,12 +147,14 @@ impl PartitionExecutor {
         }
     }
 
-    /// Emit delivered entries in order: runs of ordinary entries as one event, each import entry
-    /// as its own [`RaftEvent::Imported`].
-    fn emit_entries(&mut self, entries: Vec<LogEntry>, restored: bool) {
+    /// Emit delivered entries in log order, in one pass: each run of ordinary entries (replayed
+    /// ones and newly replicated ones apart) as one event, each import entry as its own
+    /// [`RaftEvent::Imported`].
+    fn emit_deliveries(&mut self, deliveries: Vec<Delivery>) {
         let partition = self.partition();
-        let mut run = Vec::new();
-        let flush_run = |run: &mut Vec<LogEntry>, this: &Self| {
+        let mut run = Vec::with_capacity(deliveries.len());
+        let mut run_restored = false;
+        let flush_run = |run: &mut Vec<LogEntry>, restored: bool, this: &Self| {
             if !run.is_empty() {
                 let entries = std::mem::take(run);
                 this.emit(if restored {
@@ -162,7 +164,11 @@ impl PartitionExecutor {
                 });
             }
         };
-        for entry in entries {
+        for Delivery { entry, restored, .. } in deliveries {
+            if restored != run_restored {
+                flush_run(&mut run, run_restored, self);
+                run_restored = restored;
+            }
             let import = if partition.is_system() {
                 None
             } else if entry.log_type == IMPORT_CHUNK_LOG_TYPE {
@@ -178,7 +184,7 @@ impl PartitionExecutor {
             };
             match import {
                 Some((header, data)) => {
-                    flush_run(&mut run, self);
+                    flush_run(&mut run, run_restored, self);
                     self.last_import = Some((header.source, header.generation));
                     let (source, range, index) = (header.source, header.range, entry.index);
                     self.emit(RaftEvent::Imported { partition, source, range, data, index });
@@ -186,7 +192,7 @@ impl PartitionExecutor {
                 None => run.push(entry),
             }
         }
-        flush_run(&mut run, self);
+        flush_run(&mut run, run_restored, self);
     }
 
     /// Read the WAL off the executor, then rebuild the state machine and start the timer.
@@ -301,11 +307,7 @@ impl PartitionExecutor {
             });
         }
         if !ready.deliveries.is_empty() {
-            let (restored, replicated): (Vec<_>, Vec<_>) = ready.deliveries.into_iter().partition(|d| d.restored);
-            let entries =
-                |d: Vec<kommander_core::raft::Delivery>| d.into_iter().map(|d| d.entry).collect::<Vec<LogEntry>>();
-            self.emit_entries(entries(restored), true);
-            self.emit_entries(entries(replicated), false);
+            self.emit_deliveries(ready.deliveries);
         }
         if let Some(request) = ready.snapshot_request {
             self.take_snapshot(request, ctx);

@@ -6,7 +6,8 @@
 use crate::error::ReplicateError;
 use kommander_core::raft::{ClientReply, ProposalCommitted, ReadState};
 use kommander_core::{LogIndex, PartitionId, Ticket, TicketOutcome};
-use std::collections::HashMap;
+// Tickets and read ids come from this node's leader and executor: a fast non-keyed hash is fine.
+use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::oneshot;
 
 type ProposalWaiter = oneshot::Sender<Result<ProposalCommitted, ReplicateError>>;
