@@ -1,7 +1,7 @@
 //! `kommander-transport-grpc`: kommander's [`Transport`](kommander_core::Transport) over gRPC
 //! (tonic, HTTP/2). Each node runs one `RaftTransport` service and keeps one HTTP/2 connection per
-//! peer; every call carries one signed [`proto::Frame`] holding the batches of all partitions for
-//! that peer. Authentication, replay protection, inbound checks and the per-peer outboxes come from
+//! peer, with one long-lived `Stream` call on it: every signed [`proto::Frame`] holds the batches
+//! of all partitions for that peer, and many frames are in flight in order. Authentication, replay protection, inbound checks and the per-peer outboxes come from
 //! `kommander-net`, so this transport behaves like the REST one.
 //!
 //! Modules and what each owns:
@@ -10,11 +10,11 @@
 //!   (parsed by `protox` at build time; no `protoc` needed).
 //! * [`convert`]: core ⇄ protobuf conversions and [`encode_batch`] / [`decode_batch`], the frame
 //!   body codec (panic-free on any input).
-//! * `server`: the `Deliver` handler — frames go through [`kommander_net::InboundGate`]; its error
+//! * `server`: the `Stream` and `Deliver` handlers — frames go through [`kommander_net::InboundGate`]; its error
 //!   classes become gRPC status codes (`Unauthenticated`, `ResourceExhausted`, `InvalidArgument`,
 //!   `NotFound`, `FailedPrecondition`, `Unavailable`).
-//! * `client`: the [`kommander_net::PeerSender`] that signs frames and sends them over one lazily
-//!   connected channel per peer.
+//! * `client`: the [`kommander_net::PeerSender`] that signs frames and writes them on one stream
+//!   per peer, over one lazily connected channel per peer.
 //! * `config`: [`GrpcConfig`].
 //! * `transport`: [`GrpcTransport`], which binds at construction and runs server, channels and
 //!   outbox workers on a dedicated [`kommander_net::NetRuntime`] once started.

@@ -1,6 +1,8 @@
-//! The receiving side: the tonic `RaftTransport` service. Each `Deliver` call hands the frame's
-//! signed header, signature and raw batch bytes to the shared [`InboundGate`] (authenticate before
-//! decoding) and maps the gate's [`ErrorClass`] to a gRPC status code.
+//! The receiving side: the tonic `RaftTransport` service. Each frame — one per `Deliver` call, or
+//! one after the other on a `Stream` — hands its signed header, signature and raw batch bytes to
+//! the shared [`InboundGate`] (authenticate before decoding); the gate's [`ErrorClass`] becomes a
+//! gRPC status code. A stream's frames are handled in order on one task, each reserving the
+//! in-flight budget before it is read; the first refused frame ends the stream.
 //!
 //! Resource limits (see [`ServerLimits`]): at most `max_concurrent_streams` streams per connection,
 //! `concurrency_limit_per_connection` calls of a connection handled at once, every call bounded by
@@ -19,12 +21,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Bytes a frame may carry beyond its batch (header fields, signature, protobuf framing) before
 /// tonic refuses to decode it.
@@ -48,24 +52,108 @@ pub(crate) fn status_code(class: ErrorClass) -> Code {
 /// The `RaftTransport` service of one node.
 struct DeliverService {
     gate: Arc<InboundGate>,
+    /// How long a new stream may wait for its first frame.
+    first_frame_timeout: Duration,
+}
+
+/// Authenticate, decode, check and hand over one frame: its [`Ack`], or the status that refuses it.
+fn accept(gate: &InboundGate, frame: Frame) -> Result<Ack, Status> {
+    let header = FrameHeader {
+        cluster_id: frame.cluster_id,
+        from: NodeId(frame.from),
+        to: NodeId(frame.to),
+        timestamp_ms: frame.timestamp_ms,
+        nonce: frame.nonce,
+    };
+    let decode = |bytes: &[u8]| decode_batch(bytes).map_err(|e| e.to_string());
+    match gate.accept(&header, &frame.signature, &frame.batch, decode) {
+        Ok(messages) => Ok(Ack { messages: u32::try_from(messages).unwrap_or(u32::MAX) }),
+        Err(error) => Err(Status::new(status_code(error.class()), error.to_string())),
+    }
+}
+
+/// Acks of a stream's frames, queued while the sender reads them.
+const STREAM_ACKS: usize = 64;
+
+/// Handle the frames of one stream in order, each answered with its [`Ack`]; the first refused
+/// frame, read error or full budget ends the stream with its status.
+///
+/// Until a frame of the stream was accepted (the sender proved the cluster secret), the stream is
+/// treated like a call: one largest frame of the in-flight budget is reserved before the frame is
+/// read (what is not read stays within HTTP/2 flow control), and the frame must arrive within
+/// `first_frame_timeout`. Later frames come from that authenticated peer: an idle stream holds no
+/// budget, and each frame reserves its own size once read, while it is handled.
+async fn serve_stream(
+    gate: Arc<InboundGate>,
+    first_frame_timeout: Duration,
+    mut frames: Streaming<Frame>,
+    acks: mpsc::Sender<Result<Ack, Status>>,
+) {
+    let refuse = |error: kommander_net::InboundError| Status::new(status_code(error.class()), error.to_string());
+    let mut authenticated = false;
+    loop {
+        let (read, permit) = if authenticated {
+            (frames.message().await, None)
+        } else {
+            let permit = match gate.reserve(gate.max_body_bytes()).await {
+                Ok(permit) => permit,
+                Err(error) => {
+                    let _ = acks.send(Err(refuse(error))).await;
+                    return;
+                }
+            };
+            match tokio::time::timeout(first_frame_timeout, frames.message()).await {
+                Ok(read) => (read, Some(permit)),
+                Err(_) => (Err(Status::deadline_exceeded("no frame in time on a new stream")), Some(permit)),
+            }
+        };
+        let frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(status) => {
+                // An oversized frame is `OutOfRange` from tonic's decoder: the code every
+                // oversized frame gets is `ResourceExhausted`.
+                let status = if status.code() == Code::OutOfRange {
+                    Status::new(Code::ResourceExhausted, status.message().to_owned())
+                } else {
+                    status
+                };
+                let _ = acks.send(Err(status)).await;
+                return;
+            }
+        };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => match gate.reserve(frame.batch.len()).await {
+                Ok(permit) => permit,
+                Err(error) => {
+                    let _ = acks.send(Err(refuse(error))).await;
+                    return;
+                }
+            },
+        };
+        let outcome = accept(&gate, frame);
+        drop(permit);
+        let refused = outcome.is_err();
+        authenticated |= !refused;
+        if acks.send(outcome).await.is_err() || refused {
+            return;
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl RaftTransport for DeliverService {
     async fn deliver(&self, request: Request<Frame>) -> Result<Response<Ack>, Status> {
-        let frame = request.into_inner();
-        let header = FrameHeader {
-            cluster_id: frame.cluster_id,
-            from: NodeId(frame.from),
-            to: NodeId(frame.to),
-            timestamp_ms: frame.timestamp_ms,
-            nonce: frame.nonce,
-        };
-        let decode = |bytes: &[u8]| decode_batch(bytes).map_err(|e| e.to_string());
-        match self.gate.accept(&header, &frame.signature, &frame.batch, decode) {
-            Ok(messages) => Ok(Response::new(Ack { messages: u32::try_from(messages).unwrap_or(u32::MAX) })),
-            Err(error) => Err(Status::new(status_code(error.class()), error.to_string())),
-        }
+        accept(&self.gate, request.into_inner()).map(Response::new)
+    }
+
+    type StreamStream = ReceiverStream<Result<Ack, Status>>;
+
+    async fn stream(&self, request: Request<Streaming<Frame>>) -> Result<Response<Self::StreamStream>, Status> {
+        let (acks, answers) = mpsc::channel(STREAM_ACKS);
+        tokio::spawn(serve_stream(self.gate.clone(), self.first_frame_timeout, request.into_inner(), acks));
+        Ok(Response::new(ReceiverStream::new(answers)))
     }
 }
 
@@ -93,8 +181,8 @@ pub(crate) async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let max_frame_bytes = gate.max_body_bytes().saturating_add(FRAME_SLACK_BYTES);
-    let service =
-        RaftTransportServer::new(DeliverService { gate: gate.clone() }).max_decoding_message_size(max_frame_bytes);
+    let service = RaftTransportServer::new(DeliverService { gate: gate.clone(), first_frame_timeout: limits.timeout })
+        .max_decoding_message_size(max_frame_bytes);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let outcome = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams.max(1))

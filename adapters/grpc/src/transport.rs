@@ -122,7 +122,7 @@ impl GrpcTransport {
         let auth = ClusterAuth::new(self.config.cluster_id.clone(), &self.config.secret, self.config.replay_window);
         let endpoints: BTreeMap<NodeId, Endpoint> =
             self.peers.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(&n, (_, e))| (n, e.clone())).collect();
-        let sender = Arc::new(GrpcSender::new(auth, &endpoints));
+        let sender = Arc::new(GrpcSender::new(auth, &endpoints, self.stats.clone()));
         let (node, config, stats) = (self.config.node, &self.config.outbox, self.stats.clone());
         let outbox = Outbox::start(runtime.handle(), node, endpoints.into_keys(), config, sender.clone(), stats);
         Ok(Running { runtime, sender, outbox, shutdown, listener })
@@ -237,7 +237,15 @@ fn endpoint(config: &GrpcConfig, peer: NodeId, uri: &str) -> Result<Endpoint, Tr
     if endpoint.uri().scheme_str() != Some("http") || endpoint.uri().host().is_none() {
         return Err(TransportError::Setup(format!("{what}: expected http://host:port")));
     }
-    Ok(endpoint.connect_timeout(config.connect_timeout).timeout(config.request_timeout).tcp_nodelay(true))
+    // Frames travel on a long-lived stream: HTTP/2 keep-alive pings notice a peer gone silent
+    // (no reset, no answer) within twice the request timeout, which ends the stream.
+    Ok(endpoint
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(config.request_timeout)
+        .keep_alive_timeout(config.request_timeout)
+        .keep_alive_while_idle(true))
 }
 
 impl Drop for GrpcTransport {

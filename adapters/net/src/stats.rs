@@ -12,6 +12,9 @@ pub struct NetStats {
     pub batches_sent: AtomicU64,
     /// Frames whose send failed (peer down, timeout, rejected).
     pub frames_failed: AtomicU64,
+    /// Long-lived outbound streams that ended (peer refused a frame, restarted or went silent);
+    /// transports that send one request per frame leave it at 0.
+    pub streams_ended: AtomicU64,
     /// Batches refused because a peer's queue was full.
     pub queue_full: AtomicU64,
     /// Inbound frames accepted.
