@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Endpoint;
 
 /// Worker threads of the transport's runtime.
-const RUNTIME_THREADS: usize = 2;
+const RUNTIME_THREADS: usize = 1;
 
 /// The gRPC transport of one node (see the crate docs).
 #[derive(Debug)]
