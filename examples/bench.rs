@@ -7,8 +7,9 @@
 //! cargo run --release --example bench -- [--seconds 3] [--partitions 1,16] [--clients 1,64,256,1024]
 //! ```
 //! Prints proposals/s, p50/p99 latency and entries per WAL sync (leader nodes) per configuration,
-//! then the ratio against openraft's `benchmarks/minimal` on this machine class
-//! (shared/reference/anchors.md, addendum; best of its two columns).
+//! and one `RESULT …` line per configuration on stderr for `benches/compare.sh`, which runs this
+//! bench and the openraft baseline (`benches/openraft-baseline`) alternately and prints the ratios.
+//! Each node runs a counting state machine with snapshots and log compaction, as openraft's does.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -26,9 +27,6 @@ use std::io::Write;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// openraft `benchmarks/minimal`, 3 nodes in one process, best column of the anchors addendum.
-const OPENRAFT: [(usize, f64); 4] = [(1, 17_242.0), (64, 372_955.0), (256, 598_642.0), (1024, 728_121.0)];
 
 struct Options {
     seconds: f64,
@@ -315,7 +313,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "elect.",
         "leaders"
     );
-    let mut results: BTreeMap<(u32, usize), f64> = BTreeMap::new();
     let mut notes = Vec::new();
     for &partitions in &options.partitions {
         for &clients in &options.clients {
@@ -360,7 +357,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
                             r.errors, r.warmup_errors
                         ));
                     }
-                    results.insert((partitions, clients), r.throughput);
                 }
                 Err(error) => {
                     println!("{partitions:>10} {clients:>7}   FAILED: {error}");
@@ -379,30 +375,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("note: {note}");
     }
 
-    println!("\nvs openraft benchmarks/minimal on this machine class (anchors.md addendum, best column):");
-    print!("{:>7} {:>13}", "clients", "openraft");
-    for &partitions in &options.partitions {
-        print!(" {:>15} {:>7}", format!("kommander P={partitions}"), "ratio");
-    }
-    println!();
-    for &(clients, openraft) in OPENRAFT.iter().filter(|(c, _)| options.clients.contains(c)) {
-        print!("{clients:>7} {openraft:>13.0}");
-        for &partitions in &options.partitions {
-            match results.get(&(partitions, clients)) {
-                Some(ours) => print!(" {:>15.0} {:>6.2}x", ours, ours / openraft),
-                None => print!(" {:>15} {:>7}", "-", "-"),
-            }
-        }
-        println!();
-    }
-    let best_openraft = OPENRAFT.iter().map(|&(_, ops)| ops).fold(0.0, f64::max);
-    let best_ours = results.values().copied().fold(0.0, f64::max);
-    if best_ours > 0.0 {
-        println!(
-            "\nbest kommander {best_ours:.0} ops/s vs best openraft {best_openraft:.0} ops/s: {:.2}x \
-             (targets: >= 2x at 256 clients on 1 partition, >= 3x best single-group with 16 partitions)",
-            best_ours / best_openraft
-        );
-    }
+    println!(
+        "\nAgainst openraft: benches/compare.sh runs openraft (benches/openraft-baseline) and this bench \
+         alternately on this machine and prints the ratios (BENCHMARKS.md)."
+    );
     Ok(())
 }

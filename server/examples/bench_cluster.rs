@@ -410,14 +410,14 @@ fn thread_group(name: &str) -> String {
 
 /// CPU seconds per thread group and context switches between two samples of the same processes
 /// (threads started in between count from zero; threads that ended are lost).
-fn thread_deltas(first: &[Threads], last: &[Threads]) -> (BTreeMap<String, f64>, u64) {
+fn thread_deltas(first: &[Threads], last: &[Threads]) -> (BTreeMap<String, f64>, BTreeMap<String, u64>) {
     let mut groups: BTreeMap<String, f64> = BTreeMap::new();
-    let mut switches = 0;
+    let mut switches: BTreeMap<String, u64> = BTreeMap::new();
     for (before, after) in first.iter().zip(last) {
         for (tid, (name, cpu, sw)) in after {
             let (cpu0, sw0) = before.get(tid).map_or((0.0, 0), |t| (t.1, t.2));
             *groups.entry(thread_group(name)).or_default() += cpu - cpu0;
-            switches += sw.saturating_sub(sw0);
+            *switches.entry(thread_group(name)).or_default() += sw.saturating_sub(sw0);
         }
     }
     (groups, switches)
@@ -487,6 +487,8 @@ struct RunResult {
     thread_cpu_percent: Vec<(String, f64)>,
     /// Context switches of the nodes' threads per committed proposal.
     switches_per_op: f64,
+    /// The same, per thread group, largest first.
+    switches_per_op_by_group: Vec<(String, f64)>,
     errors: u64,
     error_kinds: BTreeMap<String, u64>,
     warmup_errors: u64,
@@ -569,7 +571,13 @@ async fn run_once(
         (Some(a), Some(b)) => (b - a) / window * 100.0,
         _ => f64::NAN,
     };
-    let (mut groups, switches) = thread_deltas(&first.threads, &last.threads);
+    let ops: u64 = reports.iter().map(|r| r.ops).sum();
+    let (mut groups, switches_by_group) = thread_deltas(&first.threads, &last.threads);
+    let switches: u64 = switches_by_group.values().sum();
+    let proposals = ops as f64 * window / options.seconds;
+    let mut switches_per_op_by_group: Vec<(String, f64)> =
+        switches_by_group.into_iter().map(|(name, n)| (name, n as f64 / proposals)).collect();
+    switches_per_op_by_group.sort_by(|a, b| b.1.total_cmp(&a.1));
     let worker_seconds: f64 = reports.iter().filter_map(|r| r.worker_cpu_ticks).map(|t| t as f64 / ticks).sum();
     if worker_seconds > 0.0 {
         if let Some(arbiters) = groups.get_mut("actix-rt|system") {
@@ -580,13 +588,13 @@ async fn run_once(
     let mut thread_cpu_percent: Vec<(String, f64)> =
         groups.into_iter().map(|(name, seconds)| (name, seconds / window * 100.0)).collect();
     thread_cpu_percent.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let ops: u64 = reports.iter().map(|r| r.ops).sum();
     let max_term = |views: &[NodeStatus], p: u64| views.iter().filter_map(|v| v.partitions.get(&p)).map(|s| s.0).max();
     Ok(RunResult {
         clients,
         throughput: ops as f64 / options.seconds,
         thread_cpu_percent,
-        switches_per_op: if ops == 0 { f64::NAN } else { switches as f64 / (ops as f64 * window / options.seconds) },
+        switches_per_op: if ops == 0 { f64::NAN } else { switches as f64 / proposals },
+        switches_per_op_by_group,
         p50_ms: weighted_percentile_ms(&samples, 0.50),
         p99_ms: weighted_percentile_ms(&samples, 0.99),
         entries_per_sync: if syncs == 0 { f64::NAN } else { entries as f64 / syncs as f64 },
@@ -712,6 +720,18 @@ async fn bench_transport(
                     threads.join(", "),
                     r.switches_per_op
                 ));
+                if r.switches_per_op.is_finite() {
+                    let by_group: Vec<String> = r
+                        .switches_per_op_by_group
+                        .iter()
+                        .filter(|t| t.1 >= 0.05)
+                        .map(|(n, c)| format!("{n} {c:.1}"))
+                        .collect();
+                    notes.push(format!(
+                        "clients={clients}: context switches per proposal by thread group: {}",
+                        by_group.join(", ")
+                    ));
+                }
                 if let Some(fsync) = r.fsync_p50_ms.filter(|_| r.p50_ms.is_finite()) {
                     notes.push(format!(
                         "clients={clients}: fdatasync p50 {fsync:.3} ms; commit p50 = {:.2} x fdatasync p50",

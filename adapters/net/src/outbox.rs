@@ -1,8 +1,11 @@
 //! Outbound queues: one bounded queue and one worker task per peer. `send` never blocks: it
 //! enqueues or fails with [`TransportError::QueueFull`]. Each worker takes what is queued for its
 //! peer — batches of every partition — merges it into one frame (up to a message limit and an
-//! estimated byte size, see [`estimated_bytes`]), sends it and waits for the answer before the next
-//! frame, so frames to a peer stay in order. A single batch above the byte limit still goes out,
+//! estimated byte size, see [`estimated_bytes`]) and hands it to the [`PeerSender`] before it takes
+//! the next, so frames to a peer stay in order. What "sent" means is the sender's: REST waits for
+//! the peer's answer (one frame in flight); gRPC writes the frame on its long-lived stream and
+//! returns (many in flight, bounded by HTTP/2 flow control). Either way an idle link sends at once,
+//! and a busy one lets batches queue up and merge into the next frame. A single batch above the byte limit still goes out,
 //! alone: the receiver judges it. After a failure the worker backs off exponentially; the batches
 //! of the failed frame are dropped (Raft retransmits), and other peers are unaffected.
 //!
@@ -50,7 +53,9 @@ fn messages_bytes(batch: &MessageBatch) -> usize {
 
 /// Sends one merged batch to a peer over a concrete protocol.
 pub trait PeerSender: Send + Sync + 'static {
-    /// Send `batch` to `peer` and wait for its answer. `Err` carries a description for logs.
+    /// Send `batch` to `peer`: done when the peer answered, or for a streaming sender when the
+    /// frame is on the peer's stream (frames must leave in the order they are handed over). `Err`
+    /// carries a description for logs.
     fn send_frame(&self, peer: NodeId, batch: MessageBatch) -> impl Future<Output = Result<(), String>> + Send;
 }
 
