@@ -161,6 +161,8 @@ impl Cluster {
                 format!("--wal={}", options.wal),
                 format!("--transport={transport}"),
                 "--cluster-id=bench-cluster".into(),
+                // The load generator is off unless asked for.
+                "--enable-bench".into(),
                 format!("--tick-ms={}", options.tick_ms),
             ];
             for (j, &peer) in NODES.iter().enumerate().filter(|&(j, _)| j != i) {

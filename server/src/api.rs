@@ -7,9 +7,11 @@
 //! the partition finished replaying its log here: 503 with `Retry-After` after waiting
 //! [`RESTORE_WAIT`]), `POST /admin/snapshot/{p}` (snapshot and compact a
 //! partition on this node now), `GET /status` (partitions, leaders,
-//! transport and WAL counters as JSON), and `POST /bench/load` (the load generator of
-//! `server/examples/bench_cluster.rs`, in [`bench`]).
+//! transport and WAL counters as JSON), `GET /healthz` and `GET /readyz` (for orchestrators), and
+//! with `--enable-bench` `POST /bench/load` (the load generator of
+//! `server/examples/bench_cluster.rs`, in [`bench`]). Who may call what: [`crate::auth`].
 
+use crate::auth::{ApiTokens, Scope};
 use crate::bench;
 use crate::kv::{KvState, Put, PUT};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -40,20 +42,61 @@ pub struct ApiState {
     pub client: reqwest::Client,
     /// Counters of the Raft transport.
     pub net: Arc<NetStats>,
+    /// Who may call which endpoint.
+    pub tokens: ApiTokens,
+    /// Set once the node joined its cluster (`/readyz`).
+    pub joined: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Mount the API routes.
-pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState) {
+/// Mount the API routes (`/bench/load` only with `enable_bench`).
+pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, enable_bench: bool) {
     cfg.app_data(web::Data::new(state))
         .route("/kv/{key}", web::put().to(put))
         .route("/kv/{key}", web::get().to(get))
         .route("/status", web::get().to(status))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .route("/admin/split/{partition}", web::post().to(split))
-        .route("/admin/snapshot/{partition}", web::post().to(snapshot))
-        .configure(bench::configure);
+        .route("/admin/snapshot/{partition}", web::post().to(snapshot));
+    if enable_bench {
+        cfg.configure(bench::configure);
+    }
+}
+
+/// `GET /healthz`: the process is up and serving HTTP (always open).
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+/// `GET /readyz` (always open): 200 once the node joined its cluster and every partition it hosts
+/// finished restoring and knows its leader; otherwise 503 with what is missing.
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    if !state.joined.load(Ordering::Acquire) {
+        return HttpResponse::ServiceUnavailable().json(json!({ "ready": false, "reason": "not joined yet" }));
+    }
+    let mut restoring = Vec::new();
+    let mut leaderless = Vec::new();
+    for partition in std::iter::once(PartitionId::SYSTEM).chain(state.manager.partitions()) {
+        match state.manager.status(partition) {
+            Ok(status) if status.restoring => restoring.push(partition.0),
+            Ok(status) if status.leader.is_none() => leaderless.push(partition.0),
+            Ok(_) => {}
+            Err(_) => restoring.push(partition.0),
+        }
+    }
+    if restoring.is_empty() && leaderless.is_empty() {
+        HttpResponse::Ok().json(json!({ "ready": true }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "ready": false, "restoring": restoring, "without_leader": leaderless,
+        }))
+    }
 }
 
 async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
+        return refused;
+    }
     let key = key.into_inner();
     let Ok(value) = String::from_utf8(body.to_vec()) else {
         return HttpResponse::BadRequest().body("value must be UTF-8");
@@ -96,7 +139,7 @@ async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpReques
 }
 
 async fn forward(state: &ApiState, leader: NodeId, key: &str, value: String) -> HttpResponse {
-    forward_to(state, leader, reqwest::Method::PUT, &format!("kv/{key}"), value).await
+    forward_to(state, leader, reqwest::Method::PUT, &format!("kv/{key}"), value, Scope::Client).await
 }
 
 /// Send the request on to `leader`'s HTTP API (marked as forwarded) and relay its answer.
@@ -106,6 +149,7 @@ async fn forward_to(
     method: reqwest::Method,
     path: &str,
     body: String,
+    scope: Scope,
 ) -> HttpResponse {
     // The leader's API address from the roster (its `application_address`), else `--peer`.
     let recorded = state.manager.application_address(leader);
@@ -113,7 +157,12 @@ async fn forward_to(
         return HttpResponse::ServiceUnavailable().body(format!("no HTTP address for leader {leader}"));
     };
     let url = format!("{base}/{path}");
-    match state.client.request(method, url).header(FORWARDED, "1").body(body).send().await {
+    let mut request = state.client.request(method, url).header(FORWARDED, "1").body(body);
+    // The request was authorized here for `scope`: forward it with this node's token of it.
+    if let Some(authorization) = state.tokens.forwarding_header(scope) {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    match request.send().await {
         Ok(response) => {
             let status = actix_web::http::StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
@@ -128,6 +177,9 @@ async fn forward_to(
 /// the partition's range): split through the partition-0 leader (forwarded there), answer the new
 /// partition once the split completed.
 async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest, body: String) -> HttpResponse {
+    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
+        return refused;
+    }
     let source = PartitionId(partition.into_inner());
     let boundary = match body.trim() {
         "" => match state.manager.partition_map().map(|m| m.get(source).and_then(|p| p.range)) {
@@ -149,6 +201,7 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
                 reqwest::Method::POST,
                 &format!("admin/split/{}", source.0),
                 boundary.to_string(),
+                Scope::Admin,
             )
             .await
         }
@@ -158,7 +211,10 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
 
 /// `POST /admin/snapshot/{partition}`: snapshot the partition on this node now and compact its
 /// log; answers `{"partition": p, "index": i}` once the snapshot is durable.
-async fn snapshot(state: web::Data<ApiState>, partition: web::Path<u32>) -> HttpResponse {
+async fn snapshot(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest) -> HttpResponse {
+    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
+        return refused;
+    }
     let partition = PartitionId(partition.into_inner());
     match state.manager.snapshot(partition).await {
         Ok(index) => HttpResponse::Ok().json(serde_json::json!({ "partition": partition.0, "index": index })),
@@ -185,7 +241,15 @@ fn parse_consistency(value: Option<&str>) -> Result<Consistency, String> {
     }
 }
 
-async fn get(state: web::Data<ApiState>, key: web::Path<String>, query: web::Query<ReadQuery>) -> HttpResponse {
+async fn get(
+    state: web::Data<ApiState>,
+    key: web::Path<String>,
+    query: web::Query<ReadQuery>,
+    req: HttpRequest,
+) -> HttpResponse {
+    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
+        return refused;
+    }
     let consistency = match parse_consistency(query.consistency.as_deref()) {
         Ok(consistency) => consistency,
         Err(error) => return HttpResponse::BadRequest().body(error),
@@ -236,7 +300,10 @@ fn read_refused(state: &ApiState, partition: PartitionId, error: ReplicateError)
     response.json(json!({ "error": error.to_string(), "kind": error.kind() }))
 }
 
-async fn status(state: web::Data<ApiState>) -> HttpResponse {
+async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
+    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
+        return refused;
+    }
     let sizes = state.kv.sizes();
     let partitions: Vec<_> = std::iter::once(PartitionId(0))
         .chain(state.manager.partitions())

@@ -97,6 +97,22 @@ pub struct Args {
     /// Entries kept in the log below a snapshot for followers briefly behind.
     #[arg(long, default_value_t = 1_024)]
     pub snapshot_tail: u64,
+    /// Bearer token of the client scope: the key-value API and `/status` (or set
+    /// KOMMANDER_CLIENT_TOKEN). At least 16 printable ASCII characters; the same on every node.
+    #[arg(long, env = "KOMMANDER_CLIENT_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub client_token: Option<String>,
+    /// Bearer token of the admin scope: the admin endpoints, and everything a client may do (or set
+    /// KOMMANDER_ADMIN_TOKEN). At least 16 printable ASCII characters; the same on every node.
+    #[arg(long, env = "KOMMANDER_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub admin_token: Option<String>,
+    /// Serve the HTTP API without tokens on a listener that is not loopback (anyone who reaches
+    /// it may write keys and administer the cluster).
+    #[arg(long)]
+    pub allow_open_api: bool,
+    /// Serve `POST /bench/load`, the load generator of `server/examples/bench_cluster.rs` (it
+    /// writes benchmark entries; admin scope when tokens are set). Off by default.
+    #[arg(long)]
+    pub enable_bench: bool,
 }
 
 impl Args {
@@ -137,6 +153,14 @@ impl Args {
     /// Checks across flags, run before anything starts. With `--transport grpc` the voters come
     /// from `--peer` while traffic goes to `--peer-grpc`: both must name the same nodes.
     pub fn validate(&self) -> Result<(), String> {
+        let open = self.client_token.is_none() && self.admin_token.is_none();
+        if open && !self.listen.ip().is_loopback() && !self.allow_open_api {
+            return Err(format!(
+                "the HTTP API on {} would be open to anyone who reaches it: set --client-token and \
+                 --admin-token (or KOMMANDER_CLIENT_TOKEN / KOMMANDER_ADMIN_TOKEN), or pass --allow-open-api",
+                self.listen
+            ));
+        }
         if self.join && self.peers.is_empty() {
             return Err("--join needs at least one --peer: the running nodes (seeds) asked to add this one".into());
         }
@@ -168,6 +192,9 @@ impl Args {
                 self.advertise_address()
             ));
         }
+        if self.client_token.is_none() && self.admin_token.is_none() && !self.listen.ip().is_loopback() {
+            warnings.push(format!("no API tokens: the HTTP API on {} is open to anyone who reaches it", self.listen));
+        }
         if self.transport == TransportKind::Rest && !self.grpc_peers.is_empty() {
             warnings.push("--peer-grpc is ignored with --transport rest".to_string());
         }
@@ -193,6 +220,18 @@ fn parse_secret(text: &str) -> Result<String, String> {
         kommander::core::TransportError::Setup(why) => why,
         other => other.to_string(),
     })?;
+    Ok(text.to_string())
+}
+
+const MIN_TOKEN_BYTES: usize = 16;
+
+fn parse_token(text: &str) -> Result<String, String> {
+    if text.len() < MIN_TOKEN_BYTES {
+        return Err(format!("an API token needs at least {MIN_TOKEN_BYTES} bytes, not {}", text.len()));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("an API token must be printable ASCII without spaces (it travels in a header)".into());
+    }
     Ok(text.to_string())
 }
 
@@ -243,6 +282,22 @@ mod tests {
         let rest = parse(&["--peer", "2=http://h:1", "--peer-grpc", "5=http://h:9"]).unwrap();
         assert_eq!(rest.validate(), Ok(()));
         assert_eq!(rest.warnings().len(), 1);
+    }
+
+    #[test]
+    fn an_open_api_needs_loopback_or_an_explicit_flag() {
+        assert_eq!(parse(&[]).unwrap().validate(), Ok(()), "loopback without tokens");
+        let exposed = parse(&["--listen", "0.0.0.0:7001"]).unwrap().validate().unwrap_err();
+        assert!(exposed.contains("--client-token") && exposed.contains("--allow-open-api"), "{exposed}");
+        let allowed = parse(&["--listen", "0.0.0.0:7001", "--allow-open-api"]).unwrap();
+        assert_eq!(allowed.validate(), Ok(()));
+        assert!(allowed.warnings().iter().any(|w| w.contains("open to anyone")));
+        let tokens = ["--client-token", "client-token-0123", "--admin-token", "admin-token-01234"];
+        let guarded = parse(&[&["--listen", "0.0.0.0:7001"][..], &tokens].concat()).unwrap();
+        assert_eq!(guarded.validate(), Ok(()));
+        assert!(!guarded.enable_bench, "the load generator is off by default");
+        assert!(parse(&["--client-token", "short"]).unwrap_err().to_string().contains("16 bytes"));
+        assert!(parse(&["--admin-token", "has spaces in it ok?"]).unwrap_err().to_string().contains("printable"));
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! `manager.replicate(partition, "bench", vec![payload], true)` in a loop on the current actix
 //! worker until the deadline and recording every commit latency. Errors (e.g. `NotLeader` after a
 //! leader change) are counted, never fatal. The route is for benchmarks only: it writes `bench`
-//! entries (which the demo KV store ignores) into the listed partitions.
+//! entries (which the demo KV store ignores) into the listed partitions, so it is mounted only
+//! when the server runs with `--enable-bench`, and needs the admin token when tokens are set.
 
 use crate::api::ApiState;
-use actix_web::{web, HttpResponse};
+use crate::auth::Scope;
+use actix_web::{web, HttpRequest, HttpResponse};
 use kommander::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,7 +76,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/bench/load", web::post().to(load));
 }
 
-async fn load(state: web::Data<ApiState>, request: web::Json<LoadRequest>) -> HttpResponse {
+async fn load(state: web::Data<ApiState>, request: web::Json<LoadRequest>, req: HttpRequest) -> HttpResponse {
+    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
+        return refused;
+    }
     let request = request.into_inner();
     let valid = |s: f64| s.is_finite() && s >= 0.0;
     if !valid(request.seconds) || !valid(request.warmup_seconds) || request.seconds == 0.0 {

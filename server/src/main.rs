@@ -6,7 +6,9 @@
 //! ```
 //! Flags: see `--help`. `PUT /kv/{key}` with the value as body writes through the key's partition
 //! leader; `GET /kv/{key}` reads it (linearizable by default); `GET /status` shows partitions and
-//! counters. The process runs on the mimalloc allocator.
+//! counters; `GET /healthz` and `GET /readyz` answer orchestrators. With `--client-token` and
+//! `--admin-token` the API needs `Authorization: Bearer <token>` (without tokens it is served only
+//! on loopback, unless `--allow-open-api`). The process runs on the mimalloc allocator.
 //! SIGTERM or Ctrl-C stops the node cleanly (transport, partitions, HTTP server); the node stays a
 //! member of the cluster. With `--leave-on-sigterm`, SIGTERM first removes the node from the
 //! cluster (`leave_cluster`).
@@ -25,6 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod api;
 mod args;
+mod auth;
 mod bench;
 mod kv;
 mod transport;
@@ -109,13 +112,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         peers: args.http_peers(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
         net: network.stats.clone(),
+        tokens: auth::ApiTokens::new(args.client_token.clone(), args.admin_token.clone()),
+        joined: std::sync::Arc::default(),
     };
+    let joined = state.joined.clone();
+    let enable_bench = args.enable_bench;
     let rest_routes = network.rest_routes.clone();
     let server = HttpServer::new(move || {
         let state = state.clone();
         let rest_routes = rest_routes.clone();
         App::new().configure(move |cfg| {
-            api::configure(cfg, state);
+            api::configure(cfg, state, enable_bench);
             if let Some(routes) = rest_routes {
                 routes(cfg);
             }
@@ -128,6 +135,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server_handle = server.handle();
     actix_rt::spawn(server);
     manager.join_cluster().await?;
+    joined.store(true, std::sync::atomic::Ordering::Release);
     let advertise = args.advertise_address();
     let (listen, transport) = (args.listen, args.transport);
     tracing::info!(%node, %listen, ?transport, %advertise, join = args.join, wal = ?backend, "node running");

@@ -644,3 +644,61 @@ async fn rest_reads_after_acknowledged_writes_are_never_stale_across_a_rolling_r
     assert!(unavailable < 120, "most consistent reads must be served ({unavailable} refused)");
     cluster.terminate_all();
 }
+
+const CLIENT_TOKEN: &str = "process-client-token";
+const ADMIN_TOKEN: &str = "process-admin-token-0";
+
+/// A client sending `token` as its bearer token on every request.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).build().unwrap()
+}
+
+#[tokio::test]
+async fn the_http_api_needs_its_tokens_and_the_load_generator_its_flag() {
+    let mut cluster = Cluster::new("rest", &[]);
+    for id in 1..=3 {
+        let args = &mut cluster.spec_mut(id).args;
+        args.push(format!("--client-token={CLIENT_TOKEN}"));
+        args.push(format!("--admin-token={ADMIN_TOKEN}"));
+    }
+    cluster.start_all();
+    let (anonymous, client, admin) = (client(), client_with(CLIENT_TOKEN), client_with(ADMIN_TOKEN));
+    let n1 = cluster.spec(1).http.clone();
+    // Health probes are open; readiness comes once every partition knows its leader.
+    let leaders = agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    let healthz = anonymous.get(format!("{n1}/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while anonymous.get(format!("{n1}/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "node 1 never became ready\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Without a token, or with a wrong one: 401, and nothing is written.
+    let wrong = client_with("not-the-client-token");
+    for who in [&anonymous, &wrong] {
+        let put = who.put(format!("{n1}/kv/refused")).body("x").send().await.unwrap();
+        assert_eq!(put.status(), 401);
+        assert_eq!(who.get(format!("{n1}/kv/refused")).send().await.unwrap().status(), 401);
+        assert_eq!(who.get(format!("{n1}/status")).send().await.unwrap().status(), 401);
+    }
+    // The client token writes and reads through any node: a follower forwards the write to the
+    // leader with its own token.
+    let follower = (1..=3).find(|id| leaders.values().any(|leader| leader != id)).unwrap();
+    assert!(put(&client, &cluster, &[follower], "granted", "yes").await, "the client token could not write");
+    assert_eq!(get(&client, cluster.spec(follower), "granted").await.as_deref(), Some("yes"));
+    assert_eq!(get(&admin, cluster.spec(1), "granted").await.as_deref(), Some("yes"), "admin is also a client");
+    assert_eq!(get(&admin, cluster.spec(1), "refused").await, None, "a refused write wrote nothing");
+    // Admin endpoints need the admin token.
+    let snapshot = |who: &reqwest::Client| who.post(format!("{n1}/admin/snapshot/1")).send();
+    assert_eq!(snapshot(&client).await.unwrap().status(), 403);
+    assert_eq!(snapshot(&anonymous).await.unwrap().status(), 401);
+    assert_eq!(snapshot(&admin).await.unwrap().status(), 200);
+    // The load generator is not served without --enable-bench, whoever asks.
+    let load = admin.post(format!("{n1}/bench/load")).header("content-type", "application/json").body("{}").send();
+    let load = load.await.unwrap();
+    assert_eq!(load.status(), 404);
+    cluster.terminate_all();
+}

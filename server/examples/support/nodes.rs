@@ -55,6 +55,8 @@ impl Nodes {
             format!("--listen=127.0.0.1:{}", self.ports[id - 1]),
             format!("--dir={}", self.dir.path().join(format!("n{id}")).display()),
             "--transport=rest".into(),
+            // bench_snapshots drives its load through `POST /bench/load`, off unless asked for.
+            "--enable-bench".into(),
         ];
         args.extend(self.flags.iter().cloned());
         args.extend((1..=3).filter(|&p| p != id).map(|p| format!("--peer={p}={}", self.url(p))));

@@ -1,0 +1,131 @@
+//! Who may call the node's HTTP API: bearer tokens with two scopes, separate from the cluster
+//! secret that authenticates node-to-node traffic.
+//!
+//! - **client** (`--client-token`): the key-value API and `/status`;
+//! - **admin** (`--admin-token`): the admin endpoints (and `/bench/load` when enabled), and
+//!   everything a client may do.
+//!
+//! A request carries `Authorization: Bearer <token>`; tokens are compared in constant time. Without
+//! a valid token the answer is 401 (with `WWW-Authenticate: Bearer`); a client token on an admin
+//! endpoint gets 403. A node started without any token serves the API to anyone who reaches it:
+//! [`crate::args::Args::validate`] allows that only on a loopback listener, or with
+//! `--allow-open-api`. `/healthz` and `/readyz` are always open (orchestrators probe them).
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use subtle::ConstantTimeEq;
+
+/// What an endpoint requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Reads and writes of keys, status.
+    Client,
+    /// Cluster administration.
+    Admin,
+}
+
+/// The API tokens of a node (the same on every node of a cluster: requests are forwarded).
+#[derive(Clone, Debug, Default)]
+pub struct ApiTokens {
+    client: Option<String>,
+    admin: Option<String>,
+}
+
+impl ApiTokens {
+    /// Tokens for the client and admin scopes (`None`: no token of that scope).
+    pub fn new(client: Option<String>, admin: Option<String>) -> Self {
+        ApiTokens { client, admin }
+    }
+
+    /// True when no token is configured: the API is open.
+    pub fn is_open(&self) -> bool {
+        self.client.is_none() && self.admin.is_none()
+    }
+
+    /// Let `request` through to an endpoint of `scope`, or the answer refusing it.
+    pub fn check(&self, request: &HttpRequest, scope: Scope) -> Result<(), HttpResponse> {
+        if self.is_open() {
+            return Ok(());
+        }
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return Err(unauthorized("missing bearer token"));
+        };
+        let matches = |token: &Option<String>| {
+            token.as_ref().is_some_and(|token| bool::from(token.as_bytes().ct_eq(presented.as_bytes())))
+        };
+        if matches(&self.admin) {
+            return Ok(());
+        }
+        if matches(&self.client) {
+            return match scope {
+                Scope::Client => Ok(()),
+                Scope::Admin => Err(HttpResponse::Forbidden().body("this endpoint needs the admin token")),
+            };
+        }
+        Err(unauthorized("invalid bearer token"))
+    }
+
+    /// The `Authorization` value this node uses to forward a request of `scope` it accepted to
+    /// another node (`None` when the API is open).
+    pub fn forwarding_header(&self, scope: Scope) -> Option<String> {
+        let token = match scope {
+            Scope::Client => self.client.as_ref().or(self.admin.as_ref()),
+            Scope::Admin => self.admin.as_ref(),
+        };
+        token.map(|token| format!("Bearer {token}"))
+    }
+}
+
+fn unauthorized(why: &str) -> HttpResponse {
+    HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).body(why.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn request(token: Option<&str>) -> HttpRequest {
+        let request = TestRequest::default();
+        match token {
+            Some(token) => request.insert_header((header::AUTHORIZATION, token)).to_http_request(),
+            None => request.to_http_request(),
+        }
+    }
+
+    #[test]
+    fn scopes_and_refusals() {
+        let tokens = ApiTokens::new(Some("client-token".into()), Some("admin-token".into()));
+        let status = |token, scope| match tokens.check(&request(token), scope) {
+            Ok(()) => 200,
+            Err(response) => response.status().as_u16(),
+        };
+        assert_eq!(status(None, Scope::Client), 401);
+        assert_eq!(status(Some("Bearer wrong"), Scope::Client), 401);
+        assert_eq!(status(Some("client-token"), Scope::Client), 401, "the Bearer scheme is required");
+        assert_eq!(status(Some("Bearer client-token"), Scope::Client), 200);
+        assert_eq!(status(Some("Bearer client-token"), Scope::Admin), 403);
+        assert_eq!(status(Some("Bearer admin-token"), Scope::Admin), 200);
+        assert_eq!(status(Some("Bearer admin-token"), Scope::Client), 200);
+        assert_eq!(status(Some("Bearer admin-token-but-longer"), Scope::Admin), 401);
+        assert_eq!(tokens.forwarding_header(Scope::Client).as_deref(), Some("Bearer client-token"));
+        assert_eq!(tokens.forwarding_header(Scope::Admin).as_deref(), Some("Bearer admin-token"));
+    }
+
+    #[test]
+    fn an_open_api_and_an_admin_only_node() {
+        let open = ApiTokens::default();
+        assert!(open.is_open());
+        assert!(open.check(&request(None), Scope::Admin).is_ok());
+        assert_eq!(open.forwarding_header(Scope::Client), None);
+        let admin_only = ApiTokens::new(None, Some("admin-token".into()));
+        assert_eq!(admin_only.check(&request(None), Scope::Client).unwrap_err().status().as_u16(), 401);
+        assert!(admin_only.check(&request(Some("Bearer admin-token")), Scope::Client).is_ok());
+    }
+}
