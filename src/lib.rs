@@ -14,6 +14,8 @@ pub use wal_backend::{open_wal, WalBackend, WalBackendExt};
 
 mod wal_backend;
 
+pub mod observe;
+
 /// Network transports (features `rest` and `grpc`).
 #[cfg(any(feature = "rest", feature = "grpc"))]
 pub mod transport {

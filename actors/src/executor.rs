@@ -48,6 +48,8 @@ pub(crate) struct ExecutorShared {
     pub(crate) wal_stats: Arc<WalStats>,
     /// Backlog limit.
     pub(crate) max_wal_backlog_entries: usize,
+    /// The node's metric handles.
+    pub(crate) metrics: crate::metrics::RuntimeMetrics,
     /// Length of a tick.
     pub(crate) tick: Duration,
     /// The node's timer: it ticks this executor while its partition is awake.
@@ -326,6 +328,7 @@ impl PartitionExecutor {
         }
         self.waiters.handed_through(handed);
         if let Some(change) = ready.leader_change {
+            self.shared.metrics.leader_changes.increment(1);
             self.emit(RaftEvent::LeaderChanged { partition, term: change.term, leader: change.leader });
         }
         self.status.set(PartitionStatus {
@@ -345,9 +348,12 @@ impl PartitionExecutor {
 
     fn backpressure(&self) -> Option<ReplicateError> {
         let backlog = self.shared.wal_stats.backlog_entries.load(Ordering::Relaxed);
-        (backlog > self.shared.max_wal_backlog_entries).then(|| ReplicateError::Backpressure {
-            partition: self.partition(),
-            cause: crate::error::BackpressureCause::WalBacklog { queued: backlog },
+        (backlog > self.shared.max_wal_backlog_entries).then(|| {
+            self.shared.metrics.backpressure.increment(1);
+            ReplicateError::Backpressure {
+                partition: self.partition(),
+                cause: crate::error::BackpressureCause::WalBacklog { queued: backlog },
+            }
         })
     }
 }

@@ -41,6 +41,7 @@ mod events;
 mod executor;
 mod manager;
 mod memory_transport;
+pub mod metrics;
 mod node_clock;
 mod read_scheduler;
 mod registry;

@@ -156,6 +156,7 @@ impl RaftManagerBuilder {
                 snapshots,
                 snapshots_enabled,
                 wal_stats: Arc::new(WalStats::default()),
+                metrics: crate::metrics::RuntimeMetrics::register(),
                 running: Mutex::new(None),
                 leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
@@ -189,6 +190,8 @@ pub(crate) struct Inner {
     /// A snapshot directory or store was configured (see [`RaftManagerBuilder::build`]).
     snapshots_enabled: bool,
     wal_stats: Arc<WalStats>,
+    /// The node's metric handles (registered with the recorder installed at build time).
+    pub(crate) metrics: crate::metrics::RuntimeMetrics,
     pub(crate) running: Mutex<Option<Running>>,
     /// Set while `leave_cluster` asks the cluster to remove this node.
     pub(crate) leaving: Arc<std::sync::atomic::AtomicBool>,
@@ -294,6 +297,7 @@ impl RaftManager {
                 read_scheduler,
                 wal_stats: inner.wal_stats.clone(),
                 max_wal_backlog_entries: inner.config.max_wal_backlog_entries,
+                metrics: inner.metrics.clone(),
                 tick: inner.config.tick,
                 events: inner.events.clone(),
                 system_events: None,
@@ -501,7 +505,18 @@ impl RaftManager {
         replicate: Replicate,
     ) -> Result<ProposalCommitted, ReplicateError> {
         let (executor, _) = self.executor(partition)?;
-        crate::request::propose(&executor, partition, replicate, self.inner.config.proposal_timeout).await
+        let started = std::time::Instant::now();
+        let outcome =
+            crate::request::propose(&executor, partition, replicate, self.inner.config.proposal_timeout).await;
+        let metrics = &self.inner.metrics;
+        match &outcome {
+            Ok(_) => {
+                metrics.committed.increment(1);
+                metrics.proposal_seconds.record(started.elapsed());
+            }
+            Err(_) => metrics.failed.increment(1),
+        }
+        outcome
     }
 
     /// Deliver the held entries of a two-phase proposal (idempotent; first outcome wins).

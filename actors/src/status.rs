@@ -43,6 +43,8 @@ pub struct PartitionStatus {
     /// Read-index rounds this replica ran (as leader) since it started: divided by the reads it
     /// served, how many reads share a round.
     pub read_rounds: u64,
+    /// On the leader: entries its furthest-behind peer lacks (0 elsewhere).
+    pub replication_lag: LogIndex,
 }
 
 impl Default for PartitionStatus {
@@ -63,6 +65,7 @@ impl Default for PartitionStatus {
             repairing: false,
             quiesced: false,
             read_rounds: 0,
+            replication_lag: 0,
         }
     }
 }
@@ -77,6 +80,7 @@ impl PartitionStatus {
             last_index: 0,
             compacted_through: 0,
             read_rounds: 0,
+            replication_lag: 0,
             ..self
         }
     }
@@ -99,6 +103,7 @@ impl PartitionStatus {
             repairing: sm.is_repairing(),
             quiesced: sm.is_quiesced(),
             read_rounds: sm.read_rounds(),
+            replication_lag: sm.replication_lag(),
         }
     }
 }

@@ -93,12 +93,24 @@ pub struct WalScheduler {
     /// Per partition, the newest incarnation a failed flush stopped: its writes (and older ones')
     /// are refused.
     failed: HashMap<PartitionId, u64>,
+    /// When the running flush started.
+    flush_started: std::time::Instant,
+    metrics: crate::metrics::WalMetrics,
 }
 
 impl WalScheduler {
     /// A scheduler writing to `wal`, counting into `stats`.
     pub fn new(wal: Arc<dyn Wal>, stats: Arc<WalStats>) -> Self {
-        WalScheduler { wal, stats, queue: Vec::new(), flushing: false, fences: Vec::new(), failed: HashMap::new() }
+        WalScheduler {
+            wal,
+            stats,
+            queue: Vec::new(),
+            flushing: false,
+            fences: Vec::new(),
+            failed: HashMap::new(),
+            flush_started: std::time::Instant::now(),
+            metrics: crate::metrics::WalMetrics::register(),
+        }
     }
 
     fn start_flush(&mut self, ctx: &mut Context<Self>) {
@@ -106,6 +118,7 @@ impl WalScheduler {
             return;
         }
         self.flushing = true;
+        self.flush_started = std::time::Instant::now();
         if !self.wal.blocks() {
             // An in-memory WAL: written on this actor, without a thread hop, once the mailbox
             // batch being handled queued what it brings (group commit all the same).
@@ -144,6 +157,8 @@ impl WalScheduler {
     ) {
         self.flushing = false;
         if result.is_ok() {
+            self.metrics.sync_seconds.record(self.flush_started.elapsed());
+            self.metrics.entries_per_sync.record(entries as f64);
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
             self.stats.entries.fetch_add(entries as u64, Ordering::Relaxed);
             self.stats.writes.fetch_add(waiting.len() as u64, Ordering::Relaxed);

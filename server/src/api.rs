@@ -7,7 +7,8 @@
 //! the partition finished replaying its log here: 503 with `Retry-After` after waiting
 //! [`RESTORE_WAIT`]), `POST /admin/snapshot/{p}` (snapshot and compact a
 //! partition on this node now), `GET /status` (partitions, leaders,
-//! transport and WAL counters as JSON), `GET /healthz` and `GET /readyz` (for orchestrators), and
+//! transport and WAL counters as JSON), `GET /metrics` (Prometheus, in [`crate::metrics`]),
+//! `GET /healthz` and `GET /readyz` (for orchestrators), and
 //! with `--enable-bench` `POST /bench/load` (the load generator of
 //! `server/examples/bench_cluster.rs`, in [`bench`]). Who may call what: [`crate::auth`].
 
@@ -46,6 +47,10 @@ pub struct ApiState {
     pub tokens: ApiTokens,
     /// Set once the node joined its cluster (`/readyz`).
     pub joined: Arc<std::sync::atomic::AtomicBool>,
+    /// The Prometheus recorder's handle (`GET /metrics`).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Partitions with their own metric series at most.
+    pub metrics_partitions: usize,
 }
 
 /// Mount the API routes (`/bench/load` only with `enable_bench`).
@@ -54,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, enable_bench: bo
         .route("/kv/{key}", web::put().to(put))
         .route("/kv/{key}", web::get().to(get))
         .route("/status", web::get().to(status))
+        .route("/metrics", web::get().to(crate::metrics::scrape))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/admin/split/{partition}", web::post().to(split))
@@ -95,7 +101,7 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
 
 async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused;
+        return refused.response();
     }
     let key = key.into_inner();
     let Ok(value) = String::from_utf8(body.to_vec()) else {
@@ -178,7 +184,7 @@ async fn forward_to(
 /// partition once the split completed.
 async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest, body: String) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused;
+        return refused.response();
     }
     let source = PartitionId(partition.into_inner());
     let boundary = match body.trim() {
@@ -213,7 +219,7 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
 /// log; answers `{"partition": p, "index": i}` once the snapshot is durable.
 async fn snapshot(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused;
+        return refused.response();
     }
     let partition = PartitionId(partition.into_inner());
     match state.manager.snapshot(partition).await {
@@ -248,7 +254,7 @@ async fn get(
     req: HttpRequest,
 ) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused;
+        return refused.response();
     }
     let consistency = match parse_consistency(query.consistency.as_deref()) {
         Ok(consistency) => consistency,
@@ -302,7 +308,7 @@ fn read_refused(state: &ApiState, partition: PartitionId, error: ReplicateError)
 
 async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused;
+        return refused.response();
     }
     let sizes = state.kv.sizes();
     let partitions: Vec<_> = std::iter::once(PartitionId(0))

@@ -109,6 +109,10 @@ pub struct Args {
     /// it may write keys and administer the cluster).
     #[arg(long)]
     pub allow_open_api: bool,
+    /// Partitions that get their own series in `GET /metrics` at most: those with the largest
+    /// replication lag (node-level gauges cover every partition).
+    #[arg(long, default_value_t = 100)]
+    pub metrics_partitions: usize,
     /// Serve `POST /bench/load`, the load generator of `server/examples/bench_cluster.rs` (it
     /// writes benchmark entries; admin scope when tokens are set). Off by default.
     #[arg(long)]

@@ -24,6 +24,32 @@ pub enum Scope {
     Admin,
 }
 
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// A token that is neither the client nor the admin token.
+    #[error("invalid bearer token")]
+    Invalid,
+    /// The client token on an admin endpoint.
+    #[error("this endpoint needs the admin token")]
+    NeedsAdmin,
+}
+
+impl Refusal {
+    /// The answer: 401 with `WWW-Authenticate: Bearer`, or 403.
+    pub fn response(self) -> HttpResponse {
+        match self {
+            Refusal::NeedsAdmin => HttpResponse::Forbidden().body(self.to_string()),
+            Refusal::Missing | Refusal::Invalid => {
+                HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).body(self.to_string())
+            }
+        }
+    }
+}
+
 /// The API tokens of a node (the same on every node of a cluster: requests are forwarded).
 #[derive(Clone, Debug, Default)]
 pub struct ApiTokens {
@@ -42,8 +68,8 @@ impl ApiTokens {
         self.client.is_none() && self.admin.is_none()
     }
 
-    /// Let `request` through to an endpoint of `scope`, or the answer refusing it.
-    pub fn check(&self, request: &HttpRequest, scope: Scope) -> Result<(), HttpResponse> {
+    /// Let `request` through to an endpoint of `scope`, or say why not.
+    pub fn check(&self, request: &HttpRequest, scope: Scope) -> Result<(), Refusal> {
         if self.is_open() {
             return Ok(());
         }
@@ -54,7 +80,7 @@ impl ApiTokens {
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(presented) = presented else {
-            return Err(unauthorized("missing bearer token"));
+            return Err(Refusal::Missing);
         };
         let matches = |token: &Option<String>| {
             token.as_ref().is_some_and(|token| bool::from(token.as_bytes().ct_eq(presented.as_bytes())))
@@ -65,10 +91,10 @@ impl ApiTokens {
         if matches(&self.client) {
             return match scope {
                 Scope::Client => Ok(()),
-                Scope::Admin => Err(HttpResponse::Forbidden().body("this endpoint needs the admin token")),
+                Scope::Admin => Err(Refusal::NeedsAdmin),
             };
         }
-        Err(unauthorized("invalid bearer token"))
+        Err(Refusal::Invalid)
     }
 
     /// The `Authorization` value this node uses to forward a request of `scope` it accepted to
@@ -80,10 +106,6 @@ impl ApiTokens {
         };
         token.map(|token| format!("Bearer {token}"))
     }
-}
-
-fn unauthorized(why: &str) -> HttpResponse {
-    HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).body(why.to_owned())
 }
 
 #[cfg(test)]
@@ -104,7 +126,7 @@ mod tests {
         let tokens = ApiTokens::new(Some("client-token".into()), Some("admin-token".into()));
         let status = |token, scope| match tokens.check(&request(token), scope) {
             Ok(()) => 200,
-            Err(response) => response.status().as_u16(),
+            Err(refusal) => refusal.response().status().as_u16(),
         };
         assert_eq!(status(None, Scope::Client), 401);
         assert_eq!(status(Some("Bearer wrong"), Scope::Client), 401);
@@ -125,7 +147,7 @@ mod tests {
         assert!(open.check(&request(None), Scope::Admin).is_ok());
         assert_eq!(open.forwarding_header(Scope::Client), None);
         let admin_only = ApiTokens::new(None, Some("admin-token".into()));
-        assert_eq!(admin_only.check(&request(None), Scope::Client).unwrap_err().status().as_u16(), 401);
+        assert_eq!(admin_only.check(&request(None), Scope::Client), Err(Refusal::Missing));
         assert!(admin_only.check(&request(Some("Bearer admin-token")), Scope::Client).is_ok());
     }
 }

@@ -78,7 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn load(state: web::Data<ApiState>, request: web::Json<LoadRequest>, req: HttpRequest) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused;
+        return refused.response();
     }
     let request = request.into_inner();
     let valid = |s: f64| s.is_finite() && s >= 0.0;

@@ -30,6 +30,7 @@ mod args;
 mod auth;
 mod bench;
 mod kv;
+mod metrics;
 mod transport;
 
 use actix::prelude::*;
@@ -70,6 +71,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.dir)?;
     let backend = WalBackend::from_name(&args.wal, &args.dir, &format!("node-{}", node.0))?;
     let wal = open_wal(&backend)?;
+    // Before the runtime is built: it registers its metric handles with this recorder.
+    let metrics = metrics::install()?;
     let network = transport::build(&args)?;
     let kv = kv::KvState::default();
     let app = StateMachineActor::new(kv.clone()).start();
@@ -114,6 +117,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         net: network.stats.clone(),
         tokens: auth::ApiTokens::new(args.client_token.clone(), args.admin_token.clone()),
         joined: std::sync::Arc::default(),
+        metrics: Some(metrics),
+        metrics_partitions: args.metrics_partitions,
     };
     let joined = state.joined.clone();
     let enable_bench = args.enable_bench;

@@ -696,6 +696,28 @@ async fn the_http_api_needs_its_tokens_and_the_load_generator_its_flag() {
     assert_eq!(snapshot(&client).await.unwrap().status(), 403);
     assert_eq!(snapshot(&anonymous).await.unwrap().status(), 401);
     assert_eq!(snapshot(&admin).await.unwrap().status(), 200);
+    // Metrics: client scope; the runtime's histograms, the partitions' state, WAL and transport.
+    assert_eq!(anonymous.get(format!("{n1}/metrics")).send().await.unwrap().status(), 401);
+    let mut texts = BTreeMap::new();
+    for id in 1..=3 {
+        let metrics = client.get(format!("{}/metrics", cluster.spec(id).http)).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        texts.insert(id, metrics.text().await.unwrap());
+    }
+    let leader_of_1 = &texts[&leaders[&1]];
+    for series in [
+        "kommander_wal_sync_duration_seconds_bucket",
+        "kommander_partitions_led",
+        "kommander_partition_term{partition=\"1\"}",
+        "kommander_partition_is_leader{partition=\"1\"} 1",
+        "kommander_wal_syncs_total",
+        "kommander_transport_frames_accepted_total",
+    ] {
+        assert!(leader_of_1.contains(series), "GET /metrics lacks {series}:\n{leader_of_1}");
+    }
+    // The acknowledged write was proposed on its partition's leader.
+    let proposed = texts.values().filter(|t| t.contains("kommander_proposal_duration_seconds_bucket")).count();
+    assert!(proposed >= 1, "no node recorded a proposal latency");
     // The load generator is not served without --enable-bench, whoever asks.
     let load = admin.post(format!("{n1}/bench/load")).header("content-type", "application/json").body("{}").send();
     let load = load.await.unwrap();

@@ -135,6 +135,7 @@ impl PartitionExecutor {
         self.snapshot_writes = pending;
         let Some(index) = durable.into_iter().map(|(_, index)| index).max() else { return };
         self.durable_snapshot = self.durable_snapshot.max(index);
+        self.shared.metrics.snapshots.increment(1);
         let (store, partition) = (self.shared.snapshots.clone(), self.config.partition);
         tokio::task::spawn_blocking(move || {
             if let Err(error) = store.retain_from(partition, index) {

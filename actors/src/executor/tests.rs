@@ -209,6 +209,7 @@ impl Harness {
             read_scheduler: ReadScheduler::new(wal, 1).start(),
             wal_stats,
             max_wal_backlog_entries: 1 << 20,
+            metrics: crate::metrics::RuntimeMetrics::register(),
             tick: TICK,
             events: Some(Recorder(events.clone()).start().recipient()),
             system_events: None,

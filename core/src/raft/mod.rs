@@ -341,6 +341,15 @@ impl PartitionStateMachine {
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
     }
+    /// On a leader, how many entries its furthest-behind peer (voter or learner) lacks: its last
+    /// index minus that peer's match index; 0 on other replicas and with no peer.
+    pub fn replication_lag(&self) -> LogIndex {
+        if self.role != Role::Leader {
+            return 0;
+        }
+        let last = self.log.last_index();
+        self.progress.values().map(|p| last.saturating_sub(p.match_index)).max().unwrap_or(0)
+    }
     /// The hard state as it is now (possibly not yet durable).
     pub fn hard_state(&self) -> HardState {
         HardState { term: self.term, voted_for: self.voted_for, commit: self.log.commit }
