@@ -34,11 +34,18 @@ struct Options {
     clients: Vec<usize>,
     /// WAL backend: memory, sqlite or rocksdb (files in a temp dir).
     wal: String,
+    /// Install a Prometheus recorder, so the runtime's metrics are recorded (their cost measured).
+    metrics: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut options =
-        Options { seconds: 3.0, partitions: vec![1, 16], clients: vec![1, 64, 256, 1024], wal: "memory".into() };
+    let mut options = Options {
+        seconds: 3.0,
+        partitions: vec![1, 16],
+        clients: vec![1, 64, 256, 1024],
+        wal: "memory".into(),
+        metrics: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -52,8 +59,9 @@ fn parse_args() -> Result<Options, String> {
             "--partitions" => options.partitions = parse_list("--partitions", args.next())?,
             "--clients" => options.clients = parse_list("--clients", args.next())?,
             "--wal" => options.wal = args.next().ok_or("--wal needs memory, sqlite or rocksdb")?,
+            "--metrics" => options.metrics = true,
             "-h" | "--help" => {
-                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024] [--wal memory|sqlite|rocksdb]");
+                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024] [--wal memory|sqlite|rocksdb] [--metrics]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -289,13 +297,23 @@ async fn main() -> Result<(), Box<dyn Error>> {
             std::process::exit(2);
         }
     };
+    if options.metrics {
+        // Before the clusters are built: the runtime registers its metric handles then.
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        kommander::actors::metrics::describe();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            handle.run_upkeep();
+        });
+    }
     let window = Duration::from_secs_f64(options.seconds);
     println!(
         "kommander in-process bench: 3 nodes, {} WAL, in-memory transport, empty payloads, warm-up {:.1} s, \
-         window {:.1} s",
+         window {:.1} s, metrics {}",
         options.wal,
         WARMUP.as_secs_f64(),
-        window.as_secs_f64()
+        window.as_secs_f64(),
+        if options.metrics { "recorded (Prometheus recorder)" } else { "off (no recorder)" }
     );
     if options.wal != "memory" {
         println!("fdatasync (append 4 KiB + fdatasync, 200 samples) is probed before every configuration");
