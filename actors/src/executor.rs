@@ -271,6 +271,12 @@ impl PartitionExecutor {
         let partition = self.partition();
         let Some(sm) = self.sm.as_mut() else { return };
         let ready = sm.ready();
+        // Debug level: what one turn of this partition does, to follow a slow commit across the
+        // WAL and the transport (proposal → persist → send → commit → answer). Free when disabled.
+        let _turn = tracing::debug_span!(
+            "partition_turn", %partition, term = sm.term(), commit = sm.commit_index(), last = sm.last_index()
+        )
+        .entered();
         // Every entry up to here is handed to the application by the end of this turn.
         let handed = sm.applied_index();
         let status = PartitionStatus::of(sm);
@@ -283,6 +289,7 @@ impl PartitionExecutor {
         for (to, messages) in by_node {
             let batch =
                 MessageBatch { cluster_id: self.shared.cluster_id.clone(), from: self.config.node, to, messages };
+            tracing::debug!(%to, messages = batch.messages.len(), "messages sent");
             if let Err(error) = self.shared.transport.send(batch) {
                 tracing::debug!(%partition, %to, %error, "message batch not sent (Raft retries)");
             }
@@ -291,6 +298,12 @@ impl PartitionExecutor {
             self.emit_install(meta);
         }
         if let Some(request) = ready.write {
+            tracing::debug!(
+                write = request.id,
+                entries = request.write.entries.len(),
+                through = request.write.entries.last().map(|e| e.index),
+                "persist"
+            );
             if let Some(meta) = &request.write.snapshot {
                 self.snapshot_writes.push((request.id, meta.index));
             }

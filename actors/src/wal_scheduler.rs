@@ -157,7 +157,9 @@ impl WalScheduler {
     ) {
         self.flushing = false;
         if result.is_ok() {
-            self.metrics.sync_seconds.record(self.flush_started.elapsed());
+            let took = self.flush_started.elapsed();
+            tracing::debug!(entries, writes = waiting.len(), took_us = took.as_micros() as u64, "wal group commit");
+            self.metrics.sync_seconds.record(took);
             self.metrics.entries_per_sync.record(entries as f64);
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
             self.stats.entries.fetch_add(entries as u64, Ordering::Relaxed);

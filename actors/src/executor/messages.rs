@@ -283,6 +283,10 @@ impl Handler<Propose> for PartitionExecutor {
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         match self.start_proposal(msg.replicate) {
             Ok(accepted) => {
+                tracing::debug!(
+                    partition = %self.partition(), ticket = ?accepted.ticket, first = accepted.first_index,
+                    last = accepted.last_index, "proposal appended"
+                );
                 self.waiters.proposal_with(accepted.ticket, msg.reply);
                 self.schedule_flush(ctx);
             }

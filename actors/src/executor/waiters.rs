@@ -93,6 +93,13 @@ impl Waiters {
     pub(super) fn answer(&mut self, partition: PartitionId, reply: ClientReply) {
         match reply {
             ClientReply::Proposal { ticket, result } => {
+                match &result {
+                    Ok(committed) => tracing::debug!(
+                        %partition, ?ticket, first = committed.first_index, last = committed.last_index,
+                        "proposal committed"
+                    ),
+                    Err(error) => tracing::debug!(%partition, ?ticket, %error, "proposal failed"),
+                }
                 if let Some(waiter) = self.proposals.remove(&ticket) {
                     let _ = waiter.send(result.map_err(|e| ReplicateError::from_core(partition, e)));
                 }
