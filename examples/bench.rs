@@ -36,6 +36,8 @@ struct Options {
     wal: String,
     /// Install a Prometheus recorder, so the runtime's metrics are recorded (their cost measured).
     metrics: bool,
+    /// Install a `tracing` subscriber at info level (the runtime's debug spans and events stay off).
+    tracing: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -45,6 +47,7 @@ fn parse_args() -> Result<Options, String> {
         clients: vec![1, 64, 256, 1024],
         wal: "memory".into(),
         metrics: false,
+        tracing: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -60,8 +63,9 @@ fn parse_args() -> Result<Options, String> {
             "--clients" => options.clients = parse_list("--clients", args.next())?,
             "--wal" => options.wal = args.next().ok_or("--wal needs memory, sqlite or rocksdb")?,
             "--metrics" => options.metrics = true,
+            "--tracing" => options.tracing = true,
             "-h" | "--help" => {
-                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024] [--wal memory|sqlite|rocksdb] [--metrics]");
+                println!("usage: bench [--seconds N] [--partitions 1,16] [--clients 1,64,256,1024] [--wal memory|sqlite|rocksdb] [--metrics] [--tracing]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -297,6 +301,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
             std::process::exit(2);
         }
     };
+    if options.tracing {
+        tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::stderr).init();
+    }
     if options.metrics {
         // Before the clusters are built: the runtime registers its metric handles then.
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
@@ -309,11 +316,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let window = Duration::from_secs_f64(options.seconds);
     println!(
         "kommander in-process bench: 3 nodes, {} WAL, in-memory transport, empty payloads, warm-up {:.1} s, \
-         window {:.1} s, metrics {}",
+         window {:.1} s, metrics {}, tracing {}",
         options.wal,
         WARMUP.as_secs_f64(),
         window.as_secs_f64(),
-        if options.metrics { "recorded (Prometheus recorder)" } else { "off (no recorder)" }
+        if options.metrics { "recorded (Prometheus recorder)" } else { "off (no recorder)" },
+        if options.tracing { "subscriber at info" } else { "no subscriber" }
     );
     if options.wal != "memory" {
         println!("fdatasync (append 4 KiB + fdatasync, 200 samples) is probed before every configuration");
