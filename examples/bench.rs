@@ -103,7 +103,7 @@ async fn client(
         }
         let leader = leaders.borrow()[slot];
         let started = Instant::now();
-        let outcome = managers[leader].replicate(partition, "bench", vec![Vec::new()], true).await;
+        let outcome = managers[leader].replicate(partition, "bench", [Bytes::new()], true).await;
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         let measuring = phase.get() == Phase::Measure;
         match outcome {
