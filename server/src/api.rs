@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Header marking a request another node forwarded (forwarded requests are never forwarded again).
-const FORWARDED: &str = "x-kommander-forwarded";
+pub(crate) const FORWARDED: &str = "x-kommander-forwarded";
 /// How long a read waits for its partition to finish replaying its log on this replica.
 pub const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -63,7 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, enable_bench: bo
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/admin/split/{partition}", web::post().to(split))
-        .route("/admin/snapshot/{partition}", web::post().to(snapshot));
+        .route("/admin/snapshot/{partition}", web::post().to(snapshot))
+        .configure(crate::admin::configure);
     if enable_bench {
         cfg.configure(bench::configure);
     }
@@ -149,7 +150,7 @@ async fn forward(state: &ApiState, leader: NodeId, key: &str, value: String) -> 
 }
 
 /// Send the request on to `leader`'s HTTP API (marked as forwarded) and relay its answer.
-async fn forward_to(
+pub(crate) async fn forward_to(
     state: &ApiState,
     leader: NodeId,
     method: reqwest::Method,
@@ -187,32 +188,31 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
         return refused.response();
     }
     let source = PartitionId(partition.into_inner());
+    let bad = |status: actix_web::http::StatusCode, error: String| {
+        HttpResponse::build(status).json(json!({ "error": error }))
+    };
     let boundary = match body.trim() {
-        "" => match state.manager.partition_map().map(|m| m.get(source).and_then(|p| p.range)) {
-            Ok(Some(range)) => range.start + (range.end - range.start) / 2 + 1,
-            Ok(None) => return HttpResponse::BadRequest().body(format!("{source} owns no key range")),
-            Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
+        "" => match state.manager.partition_map().map(|m| m.get(source).map(|p| p.range)) {
+            Ok(Some(Some(range))) => range.start + (range.end - range.start) / 2 + 1,
+            Ok(Some(None)) => {
+                return bad(actix_web::http::StatusCode::BAD_REQUEST, format!("{source} owns no key range"))
+            }
+            Ok(None) => return bad(actix_web::http::StatusCode::NOT_FOUND, format!("unknown partition {source}")),
+            Err(error) => return bad(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         },
         text => match text.parse::<u64>() {
             Ok(boundary) => boundary,
-            Err(_) => return HttpResponse::BadRequest().body("the body must be empty or a key-hash boundary (u64)"),
+            Err(_) => {
+                let why = "the body must be empty or a key-hash boundary (u64)".to_string();
+                return bad(actix_web::http::StatusCode::BAD_REQUEST, why);
+            }
         },
     };
-    match state.manager.split_partition(source, boundary).await {
-        Ok(target) => HttpResponse::Ok().json(json!({ "source": source.0, "target": target.0, "boundary": boundary })),
-        Err(AdminError::NotLeader { leader: Some(leader) }) if !req.headers().contains_key(FORWARDED) => {
-            forward_to(
-                &state,
-                leader,
-                reqwest::Method::POST,
-                &format!("admin/split/{}", source.0),
-                boundary.to_string(),
-                Scope::Admin,
-            )
-            .await
-        }
-        Err(error) => HttpResponse::ServiceUnavailable().body(error.to_string()),
-    }
+    let change = async {
+        let target = state.manager.split_partition(source, boundary).await?;
+        Ok(json!({ "source": source.0, "target": target.0, "boundary": boundary }))
+    };
+    crate::admin::system_change(&state, &req, boundary.to_string(), change).await
 }
 
 /// `POST /admin/snapshot/{partition}`: snapshot the partition on this node now and compact its

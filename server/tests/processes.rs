@@ -724,3 +724,75 @@ async fn the_http_api_needs_its_tokens_and_the_load_generator_its_flag() {
     assert_eq!(load.status(), 404);
     cluster.terminate_all();
 }
+
+/// The partition map and the roster as `GET /admin/cluster` shows them.
+async fn cluster_view(admin: &reqwest::Client, spec: &NodeSpec) -> Value {
+    let response = admin.get(format!("{}/admin/cluster", spec.http)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_bad_requests_and_changes_nothing_then_works() {
+    let mut cluster = Cluster::new("rest", &[]);
+    for id in 1..=3 {
+        cluster.spec_mut(id).args.push(format!("--admin-token={ADMIN_TOKEN}"));
+    }
+    cluster.start_all();
+    let admin = client_with(ADMIN_TOKEN);
+    let leaders = agreed_leaders(&admin, &cluster, &[1, 2, 3]).await;
+    let n1 = cluster.spec(1).http.clone();
+    let before = cluster_view(&admin, cluster.spec(1)).await;
+
+    // (method, path, body, expected status): each refused, through node 1 (forwarded to the
+    // partition-0 leader where needed).
+    let bad: &[(&str, &str, &str, u16)] = &[
+        ("POST", "admin/split/1", "0", 400), // boundary outside (at the start of) the range
+        ("POST", "admin/split/1", "not-a-number", 400), // malformed boundary
+        ("POST", "admin/split/99", "", 404), // unknown partition
+        ("POST", "admin/merge/1/1", "", 400), // a partition with itself
+        ("POST", "admin/merge/1/3", "", 400), // not adjacent
+        ("POST", "admin/merge/1/99", "", 404), // unknown partition
+        ("DELETE", "admin/partitions/1", "", 400), // owns a key range
+        ("DELETE", "admin/partitions/99", "", 404), // unknown partition
+        ("DELETE", "admin/nodes/9", "", 404), // not a member
+        ("POST", "admin/nodes/1", "http://127.0.0.1:1", 409), // already a member
+        ("POST", "admin/nodes/9", "ftp://nowhere", 400), // not a transport URL
+        ("POST", "admin/transfer/1/9", "", 400), // not a voter
+        ("POST", "admin/transfer/99/2", "", 404), // unknown partition
+        ("POST", "admin/merge/x/1", "", 404), // not a partition id
+    ];
+    for &(method, path, body, expected) in bad {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = admin.request(method.clone(), format!("{n1}/{path}")).body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, expected, "{method} /{path} {body:?} answered {status}: {text}");
+    }
+    let after = cluster_view(&admin, cluster.spec(1)).await;
+    assert_eq!(after["map"]["partitions"], before["map"]["partitions"], "a refused change changed the map");
+    assert_eq!(after["roster"]["members"], before["roster"]["members"], "a refused change changed the roster");
+
+    // What works: create and remove a partition, move a leader.
+    let created = admin.post(format!("{n1}/admin/partitions")).send().await.unwrap();
+    assert_eq!(created.status(), 200);
+    let created: Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let id = created["partition"].as_u64().expect("the new partition's id");
+    let removed = admin.delete(format!("{n1}/admin/partitions/{id}")).send().await.unwrap();
+    assert_eq!(removed.status(), 200, "{}", removed.text().await.unwrap());
+    let leader = leaders[&1];
+    let target = (1..=3).find(|&n| n != leader).unwrap();
+    let moved = admin.post(format!("{n1}/admin/transfer/1/{target}")).send().await.unwrap();
+    assert_eq!(moved.status(), 200, "{}", moved.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leaders_now(&admin, &cluster).await.get(&1).copied().flatten() != Some(target) {
+        assert!(Instant::now() < deadline, "partition 1 never moved to {target}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.terminate_all();
+}
+
+/// Leaders of the user partitions as node 1 sees them.
+async fn leaders_now(client: &reqwest::Client, cluster: &Cluster) -> BTreeMap<u64, Option<u64>> {
+    status(client, cluster.spec(1)).await.map(|s| leaders(&s)).unwrap_or_default()
+}
