@@ -328,6 +328,7 @@ async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
                 "restoring": s.restoring,
                 "quiesced": s.quiesced,
                 "read_rounds": s.read_rounds,
+                "replication_lag": s.replication_lag,
                 "keys": sizes.get(&p).copied().unwrap_or(0),
             })
         })

@@ -789,6 +789,35 @@ async fn the_admin_api_refuses_bad_requests_and_changes_nothing_then_works() {
         assert!(Instant::now() < deadline, "partition 1 never moved to {target}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The same through kommanderctl.
+    let ctl_at = |url: &str, args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kommanderctl"))
+            .args(["--url", url, "--token", ADMIN_TOKEN])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    let ctl = |args: &[&str]| ctl_at(&n1, args);
+    let (code, table, _) = ctl(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(table.lines().next().is_some_and(|l| l.starts_with("node 1")), "{table}");
+    assert_eq!(table.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 1 + PARTITIONS as usize);
+    let (code, json, _) = ctl(&["--json", "cluster"]);
+    assert_eq!(code, Some(0));
+    let view: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(view["roster"]["members"].as_object().map(|m| m.len()), Some(3), "{json}");
+    let (code, _, error) = ctl(&["merge", "1", "1"]);
+    assert_eq!(code, Some(1), "a refused command exits with 1");
+    assert!(error.contains("400") && error.contains("itself"), "{error}");
+    let (code, written, _) = ctl(&["put", "ctl-key", "ctl-value"]);
+    assert_eq!(code, Some(0), "{written}");
+    assert_eq!(ctl(&["get", "ctl-key"]).1.trim(), "ctl-value");
+    let (code, _, error) = ctl_at("http://127.0.0.1:1", &["status"]);
+    assert_eq!(code, Some(2), "an unreachable node exits with 2: {error}");
+    assert!(error.contains("127.0.0.1:1/status"), "{error}");
     cluster.terminate_all();
 }
 
