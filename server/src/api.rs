@@ -8,7 +8,8 @@
 //! [`RESTORE_WAIT`]), `POST /admin/snapshot/{p}` (snapshot and compact a
 //! partition on this node now), `GET /status` (partitions, leaders,
 //! transport and WAL counters as JSON), `GET /metrics` (Prometheus, in [`crate::metrics`]),
-//! `GET /healthz` and `GET /readyz` (for orchestrators), and
+//! `GET /ui` (the status page, in [`crate::ui`]), `GET /healthz` and `GET /readyz` (for
+//! orchestrators), and
 //! with `--enable-bench` `POST /bench/load` (the load generator of
 //! `server/examples/bench_cluster.rs`, in [`bench`]). Who may call what: [`crate::auth`].
 
@@ -64,7 +65,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, enable_bench: bo
         .route("/readyz", web::get().to(readyz))
         .route("/admin/split/{partition}", web::post().to(split))
         .route("/admin/snapshot/{partition}", web::post().to(snapshot))
-        .configure(crate::admin::configure);
+        .configure(crate::admin::configure)
+        .configure(crate::ui::configure);
     if enable_bench {
         cfg.configure(bench::configure);
     }
@@ -310,6 +312,11 @@ async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     if let Err(refused) = state.tokens.check(&req, Scope::Client) {
         return refused.response();
     }
+    HttpResponse::Ok().json(status_json(&state))
+}
+
+/// What `GET /status` answers: partitions, leaders, transport and WAL counters.
+pub(crate) fn status_json(state: &ApiState) -> serde_json::Value {
     let sizes = state.kv.sizes();
     let partitions: Vec<_> = std::iter::once(PartitionId(0))
         .chain(state.manager.partitions())
@@ -335,7 +342,7 @@ async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
         .collect();
     let net = &state.net;
     let wal = state.manager.wal_stats();
-    HttpResponse::Ok().json(json!({
+    json!({
         "node": state.manager.node().0,
         "partitions": partitions,
         "transport": {
@@ -348,5 +355,5 @@ async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
             "rejected_invalid": net.rejected_invalid.load(Ordering::Relaxed),
         },
         "wal": { "syncs": wal.syncs.load(Ordering::Relaxed), "entries": wal.entries.load(Ordering::Relaxed) },
-    }))
+    })
 }

@@ -33,6 +33,7 @@ mod bench;
 mod kv;
 mod metrics;
 mod transport;
+mod ui;
 
 use actix::prelude::*;
 use actix_web::{App, HttpServer};

@@ -825,3 +825,87 @@ async fn the_admin_api_refuses_bad_requests_and_changes_nothing_then_works() {
 async fn leaders_now(client: &reqwest::Client, cluster: &Cluster) -> BTreeMap<u64, Option<u64>> {
     status(client, cluster.spec(1)).await.map(|s| leaders(&s)).unwrap_or_default()
 }
+
+/// The headless Chromium the status-page test drives (`KOMMANDER_CHROMIUM`, else `chromium` or
+/// `chromium-browser` on the PATH; `.ci/run` installs Debian's `chromium`).
+fn chromium() -> String {
+    if let Ok(path) = std::env::var("KOMMANDER_CHROMIUM") {
+        return path;
+    }
+    for name in ["chromium", "chromium-browser"] {
+        if Command::new("which").arg(name).output().is_ok_and(|o| o.status.success()) {
+            return name.to_string();
+        }
+    }
+    panic!("the status-page test needs a headless Chromium: apt-get install chromium (what .ci/run does)");
+}
+
+/// Load `url` in headless Chromium, let its scripts run, and return the DOM (or, with
+/// `screenshot`, write a PNG there).
+fn browse(url: &str, screenshot: Option<&std::path::Path>) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut command = Command::new(chromium());
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=4000",
+        "--window-size=1280,800",
+        &format!("--user-data-dir={}", profile.path().display()),
+    ]);
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let output = command.arg(url).stderr(Stdio::null()).output().expect("chromium runs");
+    assert!(output.status.success(), "chromium failed on {url}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_every_leader_and_follows_a_killed_one_in_a_real_browser() {
+    let client = client();
+    let mut cluster = Cluster::new("rest", &[]);
+    cluster.start_all();
+    let leaders = agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    let page = format!("{}/ui", cluster.spec(1).http);
+    let shows =
+        |dom: &str, partition: u64, leader: u64| dom.contains(&format!("data-leader-of=\"{partition}\">{leader}<"));
+
+    let dom = tokio::task::block_in_place(|| browse(&page, None));
+    for (&partition, &leader) in &leaders {
+        assert!(shows(&dom, partition, leader), "the page does not show node {leader} leading {partition}:\n{dom}");
+    }
+    for node in 1..=3 {
+        assert!(dom.contains(&format!("data-node-state=\"{node}\">up<")), "node {node} not shown up:\n{dom}");
+    }
+
+    // Kill the leader of a partition node 1 (serving the page) does not lead.
+    let (&partition, &victim) = leaders.iter().find(|(_, &leader)| leader != 1).expect("node 1 leads everything");
+    cluster.sigkill(victim);
+    let survivors: Vec<u64> = (1..=3).filter(|&n| n != victim).collect();
+    let successor = loop {
+        let after = agreed_leaders(&client, &cluster, &survivors).await;
+        if after[&partition] != victim {
+            break after[&partition];
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dom = tokio::task::block_in_place(|| browse(&page, None));
+        let updated =
+            shows(&dom, partition, successor) && dom.contains(&format!("data-node-state=\"{victim}\">unreachable<"));
+        if updated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page never showed {successor} leading {partition}:\n{dom}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The screenshot stays as a CI artifact.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    tokio::task::block_in_place(|| browse(&page, Some(&shot)));
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "no screenshot at {}", shot.display());
+    println!("status page screenshot: {}", shot.display());
+    cluster.terminate_all();
+}
