@@ -742,7 +742,18 @@ async fn the_admin_api_refuses_bad_requests_and_changes_nothing_then_works() {
     let admin = client_with(ADMIN_TOKEN);
     let leaders = agreed_leaders(&admin, &cluster, &[1, 2, 3]).await;
     let n1 = cluster.spec(1).http.clone();
-    let before = cluster_view(&admin, cluster.spec(1)).await;
+    // Nodes record their API address in the roster after they start: wait for all three, so the
+    // roster compared below changes only if a refused request changed it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let view = cluster_view(&admin, cluster.spec(1)).await;
+        let members = view["roster"]["members"].as_object().cloned().unwrap_or_default();
+        if members.len() == 3 && members.values().all(|m| m["application_address"].is_string()) {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the roster never recorded every API address: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     // (method, path, body, expected status): each refused, through node 1 (forwarded to the
     // partition-0 leader where needed).
