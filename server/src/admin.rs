@@ -16,7 +16,7 @@
 //! | `POST /admin/snapshot/{p}` | snapshot a partition on this node now |
 
 use crate::api::{forward_to, ApiState, FORWARDED};
-use crate::auth::Scope;
+use crate::auth::{AdminAccess, Scope};
 use actix_web::{web, HttpRequest, HttpResponse};
 use kommander::core::system::SystemError;
 use kommander::prelude::*;
@@ -82,37 +82,35 @@ pub(crate) async fn system_change<T: Serialize, F: Future<Output = Result<T, Adm
     }
 }
 
-async fn cluster(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn cluster(_: AdminAccess, state: web::Data<ApiState>) -> HttpResponse {
     match (state.manager.partition_map(), state.manager.roster()) {
         (Ok(map), Ok(roster)) => HttpResponse::Ok().json(json!({ "map": map, "roster": roster })),
         (Err(error), _) | (_, Err(error)) => error_json(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, error),
     }
 }
 
-async fn create(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn create(_: AdminAccess, state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let change = async { state.manager.create_partition().await.map(|p| json!({ "partition": p.0 })) };
     system_change(&state, &req, String::new(), change).await
 }
 
-async fn remove(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn remove(
+    _: AdminAccess,
+    state: web::Data<ApiState>,
+    partition: web::Path<u32>,
+    req: HttpRequest,
+) -> HttpResponse {
     let partition = PartitionId(partition.into_inner());
     let change = async { state.manager.remove_partition(partition).await.map(|()| json!({ "removed": partition.0 })) };
     system_change(&state, &req, String::new(), change).await
 }
 
-async fn merge(state: web::Data<ApiState>, path: web::Path<(u32, u32)>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn merge(
+    _: AdminAccess,
+    state: web::Data<ApiState>,
+    path: web::Path<(u32, u32)>,
+    req: HttpRequest,
+) -> HttpResponse {
     let (survivor, source) = (PartitionId(path.0), PartitionId(path.1));
     let change = async {
         state
@@ -124,10 +122,13 @@ async fn merge(state: web::Data<ApiState>, path: web::Path<(u32, u32)>, req: Htt
     system_change(&state, &req, String::new(), change).await
 }
 
-async fn add_learner(state: web::Data<ApiState>, node: web::Path<u64>, req: HttpRequest, body: String) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn add_learner(
+    _: AdminAccess,
+    state: web::Data<ApiState>,
+    node: web::Path<u64>,
+    req: HttpRequest,
+    body: String,
+) -> HttpResponse {
     let address = body.trim().to_owned();
     if !address.starts_with("http://") || address.len() <= "http://".len() {
         return error_json(
@@ -140,21 +141,25 @@ async fn add_learner(state: web::Data<ApiState>, node: web::Path<u64>, req: Http
     system_change(&state, &req, address.clone(), change).await
 }
 
-async fn remove_node(state: web::Data<ApiState>, node: web::Path<u64>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn remove_node(
+    _: AdminAccess,
+    state: web::Data<ApiState>,
+    node: web::Path<u64>,
+    req: HttpRequest,
+) -> HttpResponse {
     let node = NodeId(node.into_inner());
     let change = async { state.manager.remove_node(node).await.map(|()| json!({ "removed": node.0 })) };
     system_change(&state, &req, String::new(), change).await
 }
 
 /// Hand `partition`'s leadership to `node`: on its leader (forwarded there once).
-async fn transfer(state: web::Data<ApiState>, path: web::Path<(u32, u64)>, req: HttpRequest) -> HttpResponse {
+async fn transfer(
+    _: AdminAccess,
+    state: web::Data<ApiState>,
+    path: web::Path<(u32, u64)>,
+    req: HttpRequest,
+) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
     let (partition, to) = (PartitionId(path.0), NodeId(path.1));
     let voters = match state.manager.partition_membership(partition).await {
         Ok((membership, _)) => membership.voters,

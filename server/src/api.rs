@@ -13,7 +13,7 @@
 //! with `--enable-bench` `POST /bench/load` (the load generator of
 //! `server/examples/bench_cluster.rs`, in [`bench`]). Who may call what: [`crate::auth`].
 
-use crate::auth::{ApiTokens, Scope};
+use crate::auth::{AdminAccess, ApiTokens, ClientAccess, Scope};
 use crate::bench;
 use crate::kv::{KvState, Put, PUT};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -56,7 +56,8 @@ pub struct ApiState {
 
 /// Mount the API routes (`/bench/load` only with `enable_bench`).
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, enable_bench: bool) {
-    cfg.app_data(web::Data::new(state))
+    cfg.app_data(web::Data::new(state.tokens.clone()))
+        .app_data(web::Data::new(state))
         .route("/kv/{key}", web::put().to(put))
         .route("/kv/{key}", web::get().to(get))
         .route("/status", web::get().to(status))
@@ -102,10 +103,13 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     }
 }
 
-async fn put(state: web::Data<ApiState>, key: web::Path<String>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused.response();
-    }
+async fn put(
+    _: ClientAccess,
+    state: web::Data<ApiState>,
+    key: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let key = key.into_inner();
     let Ok(value) = String::from_utf8(body.to_vec()) else {
         return HttpResponse::BadRequest().body("value must be UTF-8");
@@ -185,10 +189,13 @@ pub(crate) async fn forward_to(
 /// `POST /admin/split/{partition}` (body: an optional key-hash boundary; default the middle of
 /// the partition's range): split through the partition-0 leader (forwarded there), answer the new
 /// partition once the split completed.
-async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest, body: String) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn split(
+    _: AdminAccess,
+    state: web::Data<ApiState>,
+    partition: web::Path<u32>,
+    req: HttpRequest,
+    body: String,
+) -> HttpResponse {
     let source = PartitionId(partition.into_inner());
     let bad = |status: actix_web::http::StatusCode, error: String| {
         HttpResponse::build(status).json(json!({ "error": error }))
@@ -219,10 +226,7 @@ async fn split(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpR
 
 /// `POST /admin/snapshot/{partition}`: snapshot the partition on this node now and compact its
 /// log; answers `{"partition": p, "index": i}` once the snapshot is durable.
-async fn snapshot(state: web::Data<ApiState>, partition: web::Path<u32>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn snapshot(_: AdminAccess, state: web::Data<ApiState>, partition: web::Path<u32>) -> HttpResponse {
     let partition = PartitionId(partition.into_inner());
     match state.manager.snapshot(partition).await {
         Ok(index) => HttpResponse::Ok().json(serde_json::json!({ "partition": partition.0, "index": index })),
@@ -250,14 +254,11 @@ fn parse_consistency(value: Option<&str>) -> Result<Consistency, String> {
 }
 
 async fn get(
+    _: ClientAccess,
     state: web::Data<ApiState>,
     key: web::Path<String>,
     query: web::Query<ReadQuery>,
-    req: HttpRequest,
 ) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused.response();
-    }
     let consistency = match parse_consistency(query.consistency.as_deref()) {
         Ok(consistency) => consistency,
         Err(error) => return HttpResponse::BadRequest().body(error),
@@ -308,10 +309,7 @@ fn read_refused(state: &ApiState, partition: PartitionId, error: ReplicateError)
     response.json(json!({ "error": error.to_string(), "kind": error.kind() }))
 }
 
-async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused.response();
-    }
+async fn status(_: ClientAccess, state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok().json(status_json(&state))
 }
 

@@ -5,14 +5,17 @@
 //! - **admin** (`--admin-token`): the admin endpoints (and `/bench/load` when enabled), and
 //!   everything a client may do.
 //!
+//! A handler states its scope in its signature with the [`ClientAccess`] or [`AdminAccess`]
+//! extractor (its first parameter), so no handler runs unchecked.
 //! A request carries `Authorization: Bearer <token>`; tokens are compared in constant time. Without
 //! a valid token the answer is 401 (with `WWW-Authenticate: Bearer`); a client token on an admin
 //! endpoint gets 403. A node started without any token serves the API to anyone who reaches it:
 //! [`crate::args::Args::validate`] allows that only on a loopback listener, or with
 //! `--allow-open-api`. `/healthz` and `/readyz` are always open (orchestrators probe them).
 
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use subtle::ConstantTimeEq;
 
 /// What an endpoint requires.
@@ -47,6 +50,46 @@ impl Refusal {
                 HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).body(self.to_string())
             }
         }
+    }
+}
+
+impl ResponseError for Refusal {
+    fn error_response(&self) -> HttpResponse {
+        self.response()
+    }
+}
+
+/// Checks the request's bearer token against the [`ApiTokens`] the app registered (as
+/// `web::Data<ApiTokens>`): a handler taking it runs only for a client (or admin) token. Place it
+/// first, so a refused request is refused before anything else about it is looked at.
+pub struct ClientAccess;
+
+/// Like [`ClientAccess`], for the admin scope.
+pub struct AdminAccess;
+
+/// The check both extractors make; without registered tokens every request is refused.
+fn access(request: &HttpRequest, scope: Scope) -> Result<(), Refusal> {
+    match request.app_data::<web::Data<ApiTokens>>() {
+        Some(tokens) => tokens.check(request, scope),
+        None => Err(Refusal::Invalid),
+    }
+}
+
+impl FromRequest for ClientAccess {
+    type Error = Refusal;
+    type Future = std::future::Ready<Result<Self, Refusal>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(access(request, Scope::Client).map(|()| ClientAccess))
+    }
+}
+
+impl FromRequest for AdminAccess {
+    type Error = Refusal;
+    type Future = std::future::Ready<Result<Self, Refusal>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(access(request, Scope::Admin).map(|()| AdminAccess))
     }
 }
 

@@ -10,8 +10,8 @@
 //! when the server runs with `--enable-bench`, and needs the admin token when tokens are set.
 
 use crate::api::ApiState;
-use crate::auth::Scope;
-use actix_web::{web, HttpRequest, HttpResponse};
+use crate::auth::AdminAccess;
+use actix_web::{web, HttpResponse};
 use kommander::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -76,10 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/bench/load", web::post().to(load));
 }
 
-async fn load(state: web::Data<ApiState>, request: web::Json<LoadRequest>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Admin) {
-        return refused.response();
-    }
+async fn load(_: AdminAccess, state: web::Data<ApiState>, request: web::Json<LoadRequest>) -> HttpResponse {
     let request = request.into_inner();
     let valid = |s: f64| s.is_finite() && s >= 0.0;
     if !valid(request.seconds) || !valid(request.warmup_seconds) || request.seconds == 0.0 {

@@ -6,8 +6,8 @@
 //! `--metrics-partitions`) are dropped.
 
 use crate::api::ApiState;
-use crate::auth::Scope;
-use actix_web::{web, HttpRequest, HttpResponse};
+use crate::auth::ClientAccess;
+use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use std::time::Duration;
@@ -44,10 +44,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
 }
 
 /// `GET /metrics` (client scope, like `/status`).
-pub async fn scrape(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused.response();
-    }
+pub async fn scrape(_: ClientAccess, state: web::Data<ApiState>) -> HttpResponse {
     let Some(handle) = &state.metrics else {
         return HttpResponse::NotFound().body("metrics are not enabled on this node");
     };

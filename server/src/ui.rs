@@ -8,8 +8,8 @@
 //! with this node's token; a member that does not answer within a second is unreachable).
 
 use crate::api::{status_json, ApiState};
-use crate::auth::Scope;
-use actix_web::{web, HttpRequest, HttpResponse};
+use crate::auth::{ClientAccess, Scope};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -26,10 +26,7 @@ async fn page() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(PAGE)
 }
 
-async fn state(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(refused) = state.tokens.check(&req, Scope::Client) {
-        return refused.response();
-    }
+async fn state(_: ClientAccess, state: web::Data<ApiState>) -> HttpResponse {
     let (map, roster) = match (state.manager.partition_map(), state.manager.roster()) {
         (Ok(map), Ok(roster)) => (map, roster),
         (Err(error), _) | (_, Err(error)) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
