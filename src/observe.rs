@@ -52,19 +52,7 @@ pub fn record_node_metrics(manager: &RaftManager, partition_limit: usize) {
 /// Set the transport's counters from `net` (`RestTransport::stats`, `GrpcTransport::stats`).
 #[cfg(any(feature = "rest", feature = "grpc"))]
 pub fn record_transport_metrics(net: &kommander_net::NetStats) {
-    let counters = [
-        ("kommander_transport_frames_sent_total", &net.frames_sent),
-        ("kommander_transport_batches_sent_total", &net.batches_sent),
-        ("kommander_transport_frames_failed_total", &net.frames_failed),
-        ("kommander_transport_streams_ended_total", &net.streams_ended),
-        ("kommander_transport_queue_full_total", &net.queue_full),
-        ("kommander_transport_frames_accepted_total", &net.frames_accepted),
-        ("kommander_transport_bytes_accepted_total", &net.bytes_accepted),
-        ("kommander_transport_rejected_auth_total", &net.rejected_auth),
-        ("kommander_transport_rejected_invalid_total", &net.rejected_invalid),
-        ("kommander_transport_rejected_overloaded_total", &net.rejected_overloaded),
-    ];
-    for (name, value) in counters {
-        metrics::counter!(name).absolute(value.load(Ordering::Relaxed));
+    for (name, value) in net.counters() {
+        metrics::counter!(format!("kommander_transport_{name}_total")).absolute(value);
     }
 }

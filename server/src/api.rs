@@ -343,15 +343,7 @@ pub(crate) fn status_json(state: &ApiState) -> serde_json::Value {
     json!({
         "node": state.manager.node().0,
         "partitions": partitions,
-        "transport": {
-            "frames_sent": net.frames_sent.load(Ordering::Relaxed),
-            "batches_sent": net.batches_sent.load(Ordering::Relaxed),
-            "frames_failed": net.frames_failed.load(Ordering::Relaxed),
-            "frames_accepted": net.frames_accepted.load(Ordering::Relaxed),
-            "bytes_accepted": net.bytes_accepted.load(Ordering::Relaxed),
-            "rejected_auth": net.rejected_auth.load(Ordering::Relaxed),
-            "rejected_invalid": net.rejected_invalid.load(Ordering::Relaxed),
-        },
+        "transport": net.counters().into_iter().map(|(name, value)| (name.to_owned(), json!(value))).collect::<serde_json::Map<_, _>>(),
         "wal": { "syncs": wal.syncs.load(Ordering::Relaxed), "entries": wal.entries.load(Ordering::Relaxed) },
     })
 }

@@ -43,6 +43,22 @@ impl NetStats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// Every counter with its name, read now: what status pages and metrics exporters list.
+    pub fn counters(&self) -> [(&'static str, u64); 10] {
+        [
+            ("frames_sent", Self::get(&self.frames_sent)),
+            ("batches_sent", Self::get(&self.batches_sent)),
+            ("frames_failed", Self::get(&self.frames_failed)),
+            ("streams_ended", Self::get(&self.streams_ended)),
+            ("queue_full", Self::get(&self.queue_full)),
+            ("frames_accepted", Self::get(&self.frames_accepted)),
+            ("bytes_accepted", Self::get(&self.bytes_accepted)),
+            ("rejected_auth", Self::get(&self.rejected_auth)),
+            ("rejected_invalid", Self::get(&self.rejected_invalid)),
+            ("rejected_overloaded", Self::get(&self.rejected_overloaded)),
+        ]
+    }
+
     /// Remember `detail` as the last authentication rejection; logged as a warning the first time
     /// and every hundredth time after (a misconfigured peer retries constantly).
     pub fn note_auth_rejection(&self, detail: String) {
