@@ -94,6 +94,11 @@ pub struct RuntimeConfig {
     /// excess to the least-loaded live voters with leadership transfers, so a crash costs no
     /// node's share more than it must and the leaders' work is spread. Default on.
     pub balance_leaders: bool,
+    /// A leader whose WAL completed no write for this long while one is outstanding (a hung or
+    /// stalled disk) hands its leadership to an up-to-date voter and steps down, so its
+    /// partitions accept writes on the other nodes; it does not campaign until its disk makes
+    /// progress again. `Duration::ZERO` turns this off. Default 1 s, the maximum election timeout.
+    pub stalled_write_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -131,6 +136,7 @@ impl Default for RuntimeConfig {
             max_clock_drift: 0.1,
             hand_over_on_shutdown: true,
             balance_leaders: true,
+            stalled_write_timeout: Duration::from_millis(1_000),
         }
     }
 }
@@ -197,6 +203,8 @@ impl RuntimeConfig {
         c.initial_election_spread_ticks = self.initial_partitions / 100;
         c.read_lease = self.read_lease().as_millis() as u64;
         c.transfer_timeout_ticks = c.election_timeout_min_ticks;
+        c.stalled_write_ticks =
+            if self.stalled_write_timeout.is_zero() { 0 } else { self.ticks(self.stalled_write_timeout) };
         c
     }
 

@@ -72,6 +72,11 @@ pub struct PartitionConfig {
     /// is abandoned and the leader accepts proposals again. Default: the minimum election
     /// timeout.
     pub transfer_timeout_ticks: u32,
+    /// A leader whose WAL completed no write for this many ticks while one is outstanding (a
+    /// hung or stalled disk) hands its leadership to an up-to-date voter and steps down, and the
+    /// replica does not campaign until its disk makes progress again (0: never). Default: the
+    /// maximum election timeout, the time after which followers would give up on a silent leader.
+    pub stalled_write_ticks: u32,
     /// Planted bugs for proving the simulator's checkers can fail. Test-only.
     #[cfg(feature = "canary-bugs")]
     pub canary: CanaryBugs,
@@ -132,6 +137,12 @@ pub struct CanaryBugs {
     /// A leader's read lease survives a step-down and a leadership transfer, and lease reads
     /// check only the lease's time, not the role (a former leader serves stale reads).
     pub lease_after_step_down: bool,
+    /// A leader whose WAL writes hang keeps leading (the partition stops accepting writes for as
+    /// long as its disk is stalled).
+    pub keep_leading_on_stalled_disk: bool,
+    /// Tickets are the wall clock's reading as is, not the hybrid logical clock's: a clock that
+    /// stepped back issues a ticket it issued before.
+    pub tickets_read_the_wall_clock: bool,
 }
 
 impl PartitionConfig {
@@ -161,6 +172,7 @@ impl PartitionConfig {
             initial_election_spread_ticks: 0,
             read_lease: 0,
             transfer_timeout_ticks: 10,
+            stalled_write_ticks: 20,
             #[cfg(feature = "canary-bugs")]
             canary: CanaryBugs::default(),
         }

@@ -6,6 +6,11 @@
 //! * [`wal`]: the [`Wal`](crate::wal::Wal) contract (in-memory, SQLite, RocksDB adapters).
 //! * [`WriteHookWal`]: test support that wraps any WAL and intercepts its writes (slow or
 //!   failing storage on demand).
+//! * [`disk_faults`]: the faults of a real disk on command over any WAL, built on it: write
+//!   errors, fsync errors, writes that hang.
+
+pub mod disk_faults;
+pub use disk_faults::{DiskFault, DiskFaults};
 
 pub mod wal {
     //! The WAL conformance suite: the [`Wal`] contract of [`crate::wal`], case by case.
@@ -1294,10 +1299,13 @@ pub mod wal {
 
 /// Test support: a [`Wal`](crate::wal::Wal) that delegates everything to `inner` but first runs a
 /// hook on every [`write`](crate::wal::Wal::write). The hook may sleep (slow storage) or return an
-/// error, which fails the write without storing anything (failing storage).
+/// error, which fails the write without storing anything (failing storage). An optional second
+/// hook runs after a successful inner write and may fail it anyway (a failed fsync: the data may
+/// or may not be durable).
 pub struct WriteHookWal<W> {
     inner: W,
     hook: Box<WriteHook>,
+    after: Option<Box<WriteHook>>,
 }
 
 /// The hook of a [`WriteHookWal`].
@@ -1309,7 +1317,17 @@ impl<W> WriteHookWal<W> {
         inner: W,
         hook: impl Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync + 'static,
     ) -> Self {
-        WriteHookWal { inner, hook: Box::new(hook) }
+        WriteHookWal { inner, hook: Box::new(hook), after: None }
+    }
+
+    /// Also run `after` once the inner write succeeded; its error fails the write (whose data
+    /// stays stored).
+    pub fn with_after(
+        mut self,
+        after: impl Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync + 'static,
+    ) -> Self {
+        self.after = Some(Box::new(after));
+        self
     }
 
     /// The wrapped WAL.
@@ -1321,7 +1339,8 @@ impl<W> WriteHookWal<W> {
 impl<W: crate::wal::Wal> crate::wal::Wal for WriteHookWal<W> {
     fn write(&self, batch: &crate::wal::WalBatch) -> Result<(), crate::wal::WalError> {
         (self.hook)(batch)?;
-        self.inner.write(batch)
+        self.inner.write(batch)?;
+        self.after.as_ref().map_or(Ok(()), |after| after(batch))
     }
     fn truncate_suffix(&self, p: crate::PartitionId, from: crate::LogIndex) -> Result<(), crate::wal::WalError> {
         self.inner.truncate_suffix(p, from)

@@ -246,3 +246,51 @@ fn a_deposed_leader_never_denies_a_committed_two_phase_ticket() {
 fn canary_unknown_ticket_without_the_log_is_caught() {
     assert_caught(two_phase_through_a_deposed_leader(true), &[ViolationKind::UnknownAcknowledgedTicket]);
 }
+
+/// A leader whose disk hangs (its WAL flushes never complete again) while clients write: it
+/// hands its leadership to an up-to-date follower and steps down within `stalled_write_ticks`,
+/// and a write proposed to the new leader commits. Returns the ticks from the hang to that
+/// commit, or `None` when nothing committed on another leader within 300 ticks.
+fn stalled_disk(bug: bool) -> Result<Option<u64>, Violation> {
+    let mut w = world(3, 17, |c| c.canary.keep_leading_on_stalled_disk = bug);
+    let victim = elected(&mut w)?;
+    w.run_for(200)?;
+    let tick = w.faults.tick_interval;
+    let bound = w.config(victim, P).unwrap().stalled_write_ticks;
+    w.hang_wal(victim);
+    let start = w.now();
+    let mut waiting_for: Option<(NodeId, u64)> = None;
+    while w.now() - start < 300 * tick {
+        // A client keeps writing to whoever leads.
+        w.propose(P, vec![b"w".to_vec()], true)?;
+        if let Some(leader) = w.leader(P).filter(|&l| l != victim) {
+            let sm = w.replica(leader, P).unwrap();
+            match waiting_for {
+                Some((l, index)) if l == leader && sm.commit_index() >= index => {
+                    let ticks = (w.now() - start).div_ceil(tick);
+                    assert!(!w.replica(victim, P).unwrap().is_leader(), "the stalled node still calls itself leader");
+                    println!(
+                        "stalled disk: a write committed on {leader} {ticks} ticks after the hang (bound {bound})"
+                    );
+                    return Ok(Some(ticks));
+                }
+                Some((l, _)) if l == leader => {}
+                _ => waiting_for = Some((leader, sm.last_index())),
+            }
+        }
+        w.run_for(tick)?;
+    }
+    Ok(None)
+}
+
+#[test]
+fn a_leader_on_a_stalled_disk_steps_down_and_writes_commit_elsewhere() {
+    let ticks = stalled_disk(false).expect("no violation").expect("writes must commit on another leader");
+    // The stall bound, then an immediate election (TimeoutNow) and the new leader's barrier.
+    assert!(ticks <= 20 + 10, "took {ticks} ticks");
+}
+
+#[test]
+fn canary_a_leader_kept_on_a_stalled_disk_is_caught() {
+    assert_eq!(stalled_disk(true), Ok(None), "with the planted bug no other node may lead");
+}

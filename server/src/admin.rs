@@ -130,10 +130,11 @@ async fn add_learner(
     body: String,
 ) -> HttpResponse {
     let address = body.trim().to_owned();
-    if !address.starts_with("http://") || address.len() <= "http://".len() {
+    let host = address.strip_prefix("http://").or_else(|| address.strip_prefix("https://"));
+    if host.is_none_or(str::is_empty) {
         return error_json(
             actix_web::http::StatusCode::BAD_REQUEST,
-            "the body must be the node's transport URL (http://host:port)",
+            "the body must be the node's transport URL (http://host:port or https://host:port)",
         );
     }
     let node = NodeId(node.into_inner());

@@ -28,13 +28,13 @@ pub struct Args {
     /// gRPC address (with `--transport grpc`).
     #[arg(long, default_value = "127.0.0.1:7101")]
     pub grpc_listen: SocketAddr,
-    /// A peer's HTTP base URL: `ID=http://host:port` (repeat for each peer). These peers are the
-    /// founding voters whatever the transport (with `--join`: the seeds asked to add this node).
-    /// No TLS: `https://` is refused.
+    /// A peer's HTTP base URL: `ID=http://host:port` (repeat for each peer), or
+    /// `ID=https://host:port` with `--tls-ca`. These peers are the founding voters whatever the
+    /// transport (with `--join`: the seeds asked to add this node).
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<(u64, String)>,
-    /// A peer's gRPC URL: `ID=http://host:port` (with `--transport grpc`; exactly the node ids of
-    /// `--peer`).
+    /// A peer's gRPC URL: `ID=http://host:port` or `ID=https://host:port` (with `--transport
+    /// grpc`; exactly the node ids of `--peer`).
     #[arg(long = "peer-grpc", value_parser = parse_peer)]
     pub grpc_peers: Vec<(u64, String)>,
     /// Number of user partitions.
@@ -65,7 +65,8 @@ pub struct Args {
     #[arg(long)]
     pub join: bool,
     /// The URL other nodes reach this node's transport at, recorded in the cluster's roster.
-    /// Default: `http://<--listen>` with `--transport rest`, `http://<--grpc-listen>` with gRPC.
+    /// Default: `http://<--listen>` with `--transport rest`, `http://<--grpc-listen>` with gRPC
+    /// (`https://` with `--tls-cert`).
     #[arg(long, value_parser = parse_url)]
     pub advertise: Option<String>,
     /// On SIGTERM, leave the cluster for good (a committed roster removal) before exiting, instead
@@ -117,6 +118,23 @@ pub struct Args {
     /// writes benchmark entries; admin scope when tokens are set). Off by default.
     #[arg(long)]
     pub enable_bench: bool,
+    /// Reach the `--peer` (and `--peer-grpc`) nodes at the URLs given here even when the cluster's
+    /// roster records other addresses for them: for nodes that reach each other through a proxy,
+    /// sidecar or NAT whose addresses differ per node.
+    #[arg(long)]
+    pub pin_peers: bool,
+    /// The certificate chain (PEM; this node's certificate first) to serve HTTPS with: the HTTP
+    /// listener (API, admin, /metrics, /ui, REST transport) and, with `--transport grpc`, the gRPC
+    /// listener. Needs `--tls-key`. Other nodes then reach this one by `https://` URLs.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) this node trusts when it calls `https://` nodes: peers' transports,
+    /// forwarded client and admin requests, join requests to seeds. No other root is trusted.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -141,10 +159,27 @@ impl Args {
 
     /// Where other nodes reach this node's transport: `--advertise`, or the transport's listener.
     pub fn advertise_address(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| match self.transport {
-            TransportKind::Rest => format!("http://{}", self.listen),
-            TransportKind::Grpc => format!("http://{}", self.grpc_listen),
-        })
+        self.advertise.clone().unwrap_or_else(|| format!("{}://{}", self.scheme(), self.listener()))
+    }
+
+    /// Where other nodes reach this node's HTTP API (recorded in the roster, so that any node can
+    /// forward a client to this one).
+    pub fn api_address(&self) -> String {
+        format!("{}://{}", self.scheme(), self.listen)
+    }
+
+    /// Whether the listeners serve TLS (`--tls-cert` and `--tls-key`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// The scheme of this node's listeners.
+    fn scheme(&self) -> &'static str {
+        if self.serves_tls() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn listener(&self) -> SocketAddr {
@@ -165,6 +200,9 @@ impl Args {
                 self.listen
             ));
         }
+        if let Some(error) = self.tls_problem() {
+            return Err(error);
+        }
         if self.join && self.peers.is_empty() {
             return Err("--join needs at least one --peer: the running nodes (seeds) asked to add this one".into());
         }
@@ -184,6 +222,48 @@ impl Args {
         Ok(())
     }
 
+    /// The TLS flags' rules: `--tls-cert` and `--tls-key` together; `https://` peers (those this
+    /// node calls: `--peer`, and `--peer-grpc` with gRPC) need `--tls-ca`; `--advertise` names the
+    /// transport listener's scheme.
+    fn tls_problem(&self) -> Option<String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Some("--tls-cert needs --tls-key: the private key of the certificate (PEM)".into())
+            }
+            (None, Some(_)) => {
+                return Some("--tls-key needs --tls-cert: the certificate chain of the key (PEM)".into())
+            }
+            _ => {}
+        }
+        let mut called = self.peers.iter().chain(match self.transport {
+            TransportKind::Rest => &[][..],
+            TransportKind::Grpc => &self.grpc_peers[..],
+        });
+        if self.tls_ca.is_none() {
+            if let Some((node, url)) = called.find(|(_, url)| url.starts_with("https://")) {
+                return Some(format!(
+                    "peer {node} is {url}: https:// peers need --tls-ca, the CA certificates (PEM) \
+                     their certificates are checked against"
+                ));
+            }
+        }
+        if let Some(advertise) = &self.advertise {
+            let https = advertise.starts_with("https://");
+            if https != self.serves_tls() {
+                let (listener, wanted) = if self.serves_tls() {
+                    ("serves HTTPS (--tls-cert)", "https://")
+                } else {
+                    ("serves plain HTTP (no --tls-cert)", "http://")
+                };
+                return Some(format!(
+                    "--advertise {advertise}: this node's transport listener {listener}, so other \
+                     nodes must reach it by an {wanted} URL"
+                ));
+            }
+        }
+        None
+    }
+
     /// Suspicious but valid settings, to log at startup.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -198,6 +278,14 @@ impl Args {
         }
         if self.client_token.is_none() && self.admin_token.is_none() && !self.listen.ip().is_loopback() {
             warnings.push(format!("no API tokens: the HTTP API on {} is open to anyone who reaches it", self.listen));
+        }
+        if self.serves_tls() {
+            let called = self.transport_peers();
+            let plain: Vec<String> =
+                called.iter().filter(|(_, url)| url.starts_with("http://")).map(|(node, _)| node.to_string()).collect();
+            if !plain.is_empty() {
+                warnings.push(format!("this node serves TLS but calls peers {} over plain http://", plain.join(", ")));
+            }
         }
         if self.transport == TransportKind::Rest && !self.grpc_peers.is_empty() {
             warnings.push("--peer-grpc is ignored with --transport rest".to_string());
@@ -245,18 +333,14 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
     Ok((id, parse_url(url)?))
 }
 
+/// `http://host[:port]` or `https://host[:port]` (whether https is usable is checked across
+/// flags, by [`Args::validate`]).
 fn parse_url(url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "URL {url:?}: https:// is not supported, this build has no TLS; use http:// on a trusted \
-             network (or behind a TLS-terminating proxy)"
-        ));
-    }
-    if !url.starts_with("http://") {
-        return Err(format!("URL {url:?} must start with http://"));
-    }
     let trimmed = url.trim_end_matches('/');
-    if trimmed.strip_prefix("http://").is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+    let Some(rest) = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://")) else {
+        return Err(format!("URL {url:?} must start with http:// or https://"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("URL {url:?} has no host"));
     }
     Ok(trimmed.to_string())
@@ -313,13 +397,75 @@ mod tests {
     }
 
     #[test]
-    fn https_peers_are_refused_with_a_clear_message() {
-        for flag in ["--peer", "--peer-grpc"] {
-            let error = parse(&[flag, "2=https://h:1"]).unwrap_err().to_string();
-            assert!(error.contains("no TLS"), "{error}");
+    fn https_peers_need_a_ca_to_trust() {
+        let https = parse(&["--peer", "2=https://h:1/"]).unwrap();
+        assert_eq!(https.peers, vec![(2, "https://h:1".to_string())]);
+        let error = https.validate().unwrap_err();
+        assert!(error.contains("peer 2 is https://h:1") && error.contains("--tls-ca"), "{error}");
+        assert_eq!(parse(&["--peer", "2=https://h:1", "--tls-ca", "ca.pem"]).unwrap().validate(), Ok(()));
+        // gRPC peers are called with --transport grpc only.
+        let grpc = ["--transport", "grpc", "--peer", "2=http://h:1", "--peer-grpc", "2=https://h:11"];
+        let error = parse(&grpc).unwrap().validate().unwrap_err();
+        assert!(error.contains("peer 2 is https://h:11") && error.contains("--tls-ca"), "{error}");
+        assert_eq!(parse(&[&grpc[..], &["--tls-ca", "ca.pem"]].concat()).unwrap().validate(), Ok(()));
+        let rest = parse(&["--peer", "2=http://h:1", "--peer-grpc", "2=https://h:11"]).unwrap();
+        assert_eq!(rest.validate(), Ok(()), "--peer-grpc is not called with --transport rest");
+        for bad in ["2=ftp://h:1", "2=https://", "2=https:///x", "2=h:1"] {
+            assert!(parse(&["--peer", bad]).is_err(), "{bad:?} accepted");
         }
-        assert!(parse(&["--peer", "2=ftp://h:1"]).is_err());
         assert_eq!(parse(&["--peer", "2=http://h:1/"]).unwrap().peers, vec![(2, "http://h:1".to_string())]);
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key_and_the_reverse() {
+        let error = parse(&["--tls-cert", "c.pem"]).unwrap().validate().unwrap_err();
+        assert!(error.contains("--tls-cert needs --tls-key"), "{error}");
+        let error = parse(&["--tls-key", "k.pem"]).unwrap().validate().unwrap_err();
+        assert!(error.contains("--tls-key needs --tls-cert"), "{error}");
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(both.validate(), Ok(()));
+        assert!(both.serves_tls());
+        assert!(!parse(&["--tls-cert", "c.pem"]).unwrap().serves_tls());
+        assert_eq!(both.tls_cert, Some(PathBuf::from("c.pem")));
+    }
+
+    #[test]
+    fn a_node_serving_tls_advertises_https() {
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--listen", "127.0.0.1:7001"];
+        let rest = parse(&tls).unwrap();
+        assert_eq!(rest.advertise_address(), "https://127.0.0.1:7001");
+        assert_eq!(rest.api_address(), "https://127.0.0.1:7001");
+        let grpc = parse(&[&tls[..], &["--transport", "grpc", "--grpc-listen", "127.0.0.1:9000"]].concat()).unwrap();
+        assert_eq!(grpc.advertise_address(), "https://127.0.0.1:9000");
+        assert_eq!(grpc.api_address(), "https://127.0.0.1:7001");
+        let plain = parse(&[]).unwrap();
+        assert_eq!(
+            (plain.advertise_address(), plain.api_address()),
+            ("http://127.0.0.1:7001".into(), "http://127.0.0.1:7001".into())
+        );
+        // An explicit --advertise must name the listener's scheme.
+        let error = parse(&[&tls[..], &["--advertise", "http://me:7"]].concat()).unwrap().validate().unwrap_err();
+        assert!(error.contains("serves HTTPS") && error.contains("https://"), "{error}");
+        let error = parse(&["--advertise", "https://me:7"]).unwrap().validate().unwrap_err();
+        assert!(error.contains("serves plain HTTP"), "{error}");
+        let https = parse(&[&tls[..], &["--advertise", "https://me:7/"]].concat()).unwrap();
+        assert_eq!((https.validate(), https.advertise_address()), (Ok(()), "https://me:7".into()));
+        // Serving TLS while calling peers over plain http is allowed, with a warning.
+        let mixed = parse(&[&tls[..], &["--peer", "2=http://h:1"]].concat()).unwrap();
+        assert_eq!(mixed.validate(), Ok(()));
+        assert!(
+            mixed.warnings().iter().any(|w| w.contains("plain http://") && w.contains("n2")),
+            "{:?}",
+            mixed.warnings()
+        );
+    }
+
+    #[test]
+    fn tls_does_not_open_the_api_beyond_loopback() {
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--listen", "0.0.0.0:7001"];
+        let exposed = parse(&tls).unwrap().validate().unwrap_err();
+        assert!(exposed.contains("--client-token") && exposed.contains("--allow-open-api"), "{exposed}");
+        assert_eq!(parse(&[&tls[..], &["--allow-open-api"]].concat()).unwrap().validate(), Ok(()));
     }
 
     #[test]
@@ -337,7 +483,7 @@ mod tests {
         assert_eq!(joiner.validate(), Ok(()));
         let alone = parse(&["--join"]).unwrap().validate().unwrap_err();
         assert!(alone.contains("--join needs"), "{alone}");
-        for bad in ["https://me:7", "me:7", "http://", "http:///x"] {
+        for bad in ["me:7", "http://", "http:///x", "https://", "ftp://me:7"] {
             assert!(parse(&["--advertise", bad]).is_err(), "{bad:?} accepted");
         }
         let wildcard = parse(&["--listen", "0.0.0.0:7001", "--peer", "2=http://h:1"]).unwrap();

@@ -13,6 +13,10 @@
 //! member of the cluster. With `--leave-on-sigterm`, SIGTERM first removes the node from the
 //! cluster (`leave_cluster`).
 //!
+//! With `--tls-cert` and `--tls-key` (PEM) the HTTP listener — and with `--transport grpc` the
+//! gRPC listener — serves TLS (rustls, ring provider); `--tls-ca` names the CA certificates the
+//! node trusts when it calls `https://` nodes (module [`tls`]).
+//!
 //! A node joins a running cluster with `--join`, naming running nodes (seeds) with `--peer`; the
 //! other nodes learn its transport address from the roster (`--advertise`, by default its
 //! listener's address):
@@ -32,6 +36,8 @@ mod auth;
 mod bench;
 mod kv;
 mod metrics;
+mod pinned;
+mod tls;
 mod transport;
 mod ui;
 
@@ -58,8 +64,13 @@ fn main() -> ExitCode {
     for warning in args.warnings() {
         tracing::warn!("{warning}");
     }
+    // Read and check the TLS files before anything starts.
+    let tls = match tls::NodeTls::load(args.tls_cert.as_deref(), args.tls_key.as_deref(), args.tls_ca.as_deref()) {
+        Ok(tls) => tls,
+        Err(error) => Args::command().error(clap::error::ErrorKind::InvalidValue, error).exit(),
+    };
     let system = System::new();
-    match system.block_on(run(args)) {
+    match system.block_on(run(args, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "kommander-server failed");
@@ -68,14 +79,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: Args, tls: tls::NodeTls) -> Result<(), Box<dyn std::error::Error>> {
     let node = NodeId(args.node_id);
     std::fs::create_dir_all(&args.dir)?;
     let backend = WalBackend::from_name(&args.wal, &args.dir, &format!("node-{}", node.0))?;
     let wal = open_wal(&backend)?;
     // Before the runtime is built: it registers its metric handles with this recorder.
     let metrics = metrics::install()?;
-    let network = transport::build(&args)?;
+    let mut network = transport::build(&args, &tls)?;
+    if args.pin_peers {
+        let pinned = args.peers.iter().map(|(id, _)| NodeId(*id));
+        network.transport = std::sync::Arc::new(pinned::PinnedPeers::new(network.transport, pinned));
+    }
     let kv = kv::KvState::default();
     let app = StateMachineActor::new(kv.clone()).start();
     let tick = Duration::from_millis(args.tick_ms.max(1));
@@ -88,7 +103,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         advertise_address: args.advertise_address(),
         // The KV API's address, recorded in the roster: any node can forward a client to the
         // leader's API (joined nodes included, not only the `--peer`s given on the command line).
-        application_address: Some(format!("http://{}", args.listen)),
+        application_address: Some(args.api_address()),
         snapshot_interval_entries: args.snapshot_interval,
         snapshot_interval_bytes: args.snapshot_interval_bytes,
         quiesce_after: tick * args.quiesce_ticks,
@@ -115,7 +130,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         kv,
         app,
         peers: args.http_peers(),
-        client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
+        client: tls.http_client(reqwest::Client::builder().timeout(Duration::from_secs(5)))?,
         net: network.stats.clone(),
         tokens: auth::ApiTokens::new(args.client_token.clone(), args.admin_token.clone()),
         joined: std::sync::Arc::default(),
@@ -136,8 +151,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })
     })
     .workers(2)
-    .disable_signals()
-    .bind(args.listen)?
+    .disable_signals();
+    let server = match tls.server_config() {
+        Some(config) => server.bind_rustls_0_23(args.listen, config)?,
+        None => server.bind(args.listen)?,
+    }
     .run();
     let server_handle = server.handle();
     actix_rt::spawn(server);
@@ -145,7 +163,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     joined.store(true, std::sync::atomic::Ordering::Release);
     let advertise = args.advertise_address();
     let (listen, transport) = (args.listen, args.transport);
-    tracing::info!(%node, %listen, ?transport, %advertise, join = args.join, wal = ?backend, "node running");
+    let tls = args.serves_tls();
+    tracing::info!(%node, %listen, ?transport, %advertise, tls, join = args.join, wal = ?backend, "node running");
 
     let signal = wait_for_shutdown_signal().await;
     if signal == Signal::Terminate && args.leave_on_sigterm {

@@ -1,7 +1,9 @@
-//! Builds the node's Raft transport from the flags: REST (mounted on the API server) or gRPC (its
-//! own listener).
+//! Builds the node's Raft transport from the flags: REST (mounted on the API server, so served
+//! over TLS when that server is; its client trusts `--tls-ca`) or gRPC (its own listener, with the
+//! same certificate, key and CA).
 
 use crate::args::{Args, TransportKind};
+use crate::tls::NodeTls;
 use kommander::core::{NodeId, Transport};
 use kommander::net::NetStats;
 use kommander::transport::grpc::{GrpcConfig, GrpcTransport};
@@ -21,14 +23,15 @@ pub struct Network {
     pub rest_routes: Option<RestRoutes>,
 }
 
-/// Build the transport selected by `args`.
-pub fn build(args: &Args) -> Result<Network, Box<dyn std::error::Error>> {
+/// Build the transport selected by `args`, with the node's TLS.
+pub fn build(args: &Args, tls: &NodeTls) -> Result<Network, Box<dyn std::error::Error>> {
     let node = NodeId(args.node_id);
     let secret = args.secret.as_bytes().to_vec();
     Ok(match args.transport {
         TransportKind::Rest => {
             let mut config = RestConfig::new(node, args.cluster_id.clone(), secret);
             config.peers = args.http_peers();
+            config.http_client = Some(tls.http_client(config.client_builder())?);
             let transport = RestTransport::new(config)?;
             let routes = transport.routes();
             Network {
@@ -41,6 +44,7 @@ pub fn build(args: &Args) -> Result<Network, Box<dyn std::error::Error>> {
             let mut config = GrpcConfig::new(node, args.cluster_id.clone(), secret);
             config.listen = args.grpc_listen;
             config.peers = args.grpc_peers();
+            config.tls = tls.grpc();
             let transport = GrpcTransport::bind(config)?;
             Network { stats: transport.stats(), rest_routes: None, transport: Arc::new(transport) }
         }

@@ -937,3 +937,210 @@ async fn the_status_page_shows_every_leader_and_follows_a_killed_one_in_a_real_b
     println!("status page screenshot: {}", shot.display());
     cluster.terminate_all();
 }
+
+/// A CA and the one certificate every node serves (for `localhost` and `127.0.0.1`), written as
+/// PEM files into `dir`.
+struct TestPki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_pem: Vec<u8>,
+}
+
+fn write_pki(dir: &std::path::Path, name: &str) -> TestPki {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let write = |suffix: &str, text: String| {
+        let path = dir.join(format!("{name}-{suffix}.pem"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    TestPki {
+        ca: write("ca", ca.pem()),
+        cert: write("cert", cert.pem()),
+        key: write("key", key.serialize_pem()),
+        ca_pem: ca.pem().into_bytes(),
+    }
+}
+
+/// The node of `spec` serves TLS with `pki`'s certificate and trusts its CA; its peers are named
+/// by `https://` URLs.
+fn serve_tls(spec: &mut NodeSpec, pki: &TestPki) {
+    for arg in &mut spec.args {
+        if arg.starts_with("--peer=") || arg.starts_with("--peer-grpc=") {
+            *arg = arg.replace("=http://", "=https://");
+        }
+    }
+    spec.args.push(format!("--tls-cert={}", pki.cert.display()));
+    spec.args.push(format!("--tls-key={}", pki.key.display()));
+    spec.args.push(format!("--tls-ca={}", pki.ca.display()));
+    spec.http = spec.http.replace("http://", "https://");
+}
+
+/// A client trusting only the CA of `ca_pem`.
+fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem).unwrap();
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10)).tls_built_in_root_certs(false);
+    builder.add_root_certificate(ca).build().unwrap()
+}
+
+/// An error and its sources (reqwest's own message does not say why a connection failed).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Three nodes serving TLS (the HTTP listener, and the gRPC one with `--transport grpc`), naming
+/// each other by `https://` URLs: every partition elects a leader (Raft traffic over TLS), writes
+/// through every node (followers forward over https) are readable on every node, the roster
+/// records `https://` addresses; plain HTTP to the listener and clients that do not trust the CA
+/// are refused; kommanderctl works with `--ca` and refuses the node without it; a fourth node
+/// joins over TLS and serves every key.
+async fn cluster_over_tls(transport: &str) {
+    let mut cluster = Cluster::new(transport, &[]);
+    let pki = write_pki(cluster._dir.path(), "cluster");
+    let stranger = write_pki(cluster._dir.path(), "stranger");
+    for id in 1..=3 {
+        serve_tls(cluster.spec_mut(id), &pki);
+    }
+    cluster.start_all();
+    let (untrusting, client) = (client(), client_trusting(&pki.ca_pem));
+    let leaders = agreed_leaders(&client, &cluster, &[1, 2, 3]).await;
+    println!("[{transport} over TLS] leaders: {leaders:?}");
+
+    let mut acked = BTreeMap::new();
+    for i in 0..12 {
+        let (key, value) = (format!("tls-{i}"), format!("value-{i}"));
+        let through = i % 3 + 1;
+        assert!(put(&client, &cluster, &[through], &key, &value).await, "write {key} through n{through} failed");
+        acked.insert(key, value);
+    }
+    all_readable(&client, &cluster, &[1, 2, 3], &acked).await;
+    // Some writes went through a follower, which forwarded them to the leader over https.
+    assert!((1..=3).any(|n| leaders.values().any(|&l| l != n)));
+
+    // The roster records https:// addresses for the transport and the API.
+    let n1 = cluster.spec(1).http.clone();
+    assert!(n1.starts_with("https://127.0.0.1:"), "{n1}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = cluster_view(&client, cluster.spec(1)).await;
+        let members = view["roster"]["members"].as_object().cloned().unwrap_or_default();
+        let https = |m: &Value, field: &str| m[field].as_str().is_some_and(|a| a.starts_with("https://127.0.0.1:"));
+        if members.len() == 3 && members.values().all(|m| https(m, "address") && https(m, "application_address")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the roster never recorded https:// addresses: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Plain HTTP to the TLS listener gets no answer.
+    // (The gRPC listener's refusal of plaintext peers is tested in the transport's own tests.)
+    let http_port = cluster.ports[0].0;
+    let plain = untrusting.get(format!("http://127.0.0.1:{http_port}/healthz")).send().await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    // Clients that trust no CA, or another one, are refused at the handshake.
+    for (who, untrusting) in [("no CA", untrusting), ("another CA", client_trusting(&stranger.ca_pem))] {
+        let error = untrusting.get(format!("{n1}/healthz")).send().await.expect_err(who);
+        let chain = error_chain(&error);
+        assert!(chain.contains("certificate"), "{who}: {chain}");
+    }
+    assert_eq!(client.get(format!("{n1}/healthz")).send().await.unwrap().status(), 200);
+
+    // kommanderctl trusts the CA with --ca, and nothing without it.
+    let ctl = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kommanderctl")).args(["--url", &n1]).args(args).output().unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    let ca = pki.ca.display().to_string();
+    let (code, table, error) = ctl(&["--ca", &ca, "status"]);
+    assert_eq!(code, Some(0), "{error}");
+    assert!(table.lines().next().is_some_and(|l| l.starts_with("node 1")), "{table}");
+    let (code, _, error) = ctl(&["--ca", &ca, "put", "ctl-tls", "over-tls"]);
+    assert_eq!(code, Some(0), "{error}");
+    assert_eq!(ctl(&["--ca", &ca, "get", "ctl-tls"]).1.trim(), "over-tls");
+    let other = stranger.ca.display().to_string();
+    for args in [&["status"][..], &["--ca", &other, "status"][..]] {
+        let (code, _, error) = ctl(args);
+        assert_eq!(code, Some(2), "an untrusted node exits with 2: {args:?} {error}");
+        assert!(error.contains("certificate"), "{args:?}: {error}");
+    }
+    let (code, _, error) = ctl(&["--ca", &cluster.spec(1).log.display().to_string(), "status"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert!(error.contains("--ca"), "{error}");
+
+    // A fourth node joins over TLS: its join request to the seeds and its catch-up travel over
+    // https (or TLS gRPC); it then serves every key. (It stays a member on SIGTERM, so that all
+    // four stop together.)
+    cluster.add_joiner(4);
+    let joiner = cluster.spec_mut(4);
+    joiner.args.retain(|arg| arg != "--leave-on-sigterm");
+    serve_tls(joiner, &pki);
+    cluster.start(4);
+    agreed_leaders(&client, &cluster, &[1, 2, 3, 4]).await;
+    all_readable(&client, &cluster, &[4], &acked).await;
+    cluster.terminate_all();
+}
+
+#[tokio::test]
+async fn rest_cluster_over_tls_replicates_and_refuses_plain_or_untrusting_clients() {
+    cluster_over_tls("rest").await;
+}
+
+#[tokio::test]
+async fn grpc_cluster_over_tls_replicates_and_refuses_plain_or_untrusting_clients() {
+    cluster_over_tls("grpc").await;
+}
+
+/// A node whose TLS flags cannot work exits at start-up with an error naming the flag and file.
+#[test]
+fn a_node_with_unusable_tls_flags_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_pki(dir.path(), "node");
+    let other = write_pki(dir.path(), "other");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let path = |p: &PathBuf| p.display().to_string();
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (vec![format!("--tls-cert={}", path(&pki.cert))], vec!["--tls-cert needs --tls-key"]),
+        (
+            vec![format!("--tls-cert={}", path(&missing)), format!("--tls-key={}", path(&pki.key))],
+            vec!["--tls-cert", "missing.pem", "cannot read"],
+        ),
+        (
+            vec![format!("--tls-cert={}", path(&garbage)), format!("--tls-key={}", path(&pki.key))],
+            vec!["--tls-cert", "garbage.pem", "not valid PEM"],
+        ),
+        (
+            vec![format!("--tls-cert={}", path(&pki.cert)), format!("--tls-key={}", path(&other.key))],
+            vec!["--tls-cert", "--tls-key", "other-key.pem"],
+        ),
+        (vec![format!("--tls-ca={}", path(&pki.key))], vec!["--tls-ca", "node-key.pem", "no certificate"]),
+        (vec!["--peer=2=https://127.0.0.1:1".to_string()], vec!["--tls-ca"]),
+    ];
+    for (flags, expected) in cases {
+        let output = Command::new(SERVER)
+            .args(["--node-id=1", &format!("--listen=127.0.0.1:{}", free_port()), "--wal=memory"])
+            .args([format!("--secret={SECRET}"), format!("--dir={}", dir.path().join("data").display())])
+            .args(&flags)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?} did not stop the node at start-up: {stderr}");
+        for part in expected {
+            assert!(stderr.contains(part), "{flags:?}: {stderr:?} lacks {part:?}");
+        }
+    }
+}

@@ -164,6 +164,12 @@ impl Cluster {
 
     /// [`Cluster::start`] with `config`.
     pub async fn start_kv(config: RuntimeConfig) -> Cluster {
+        let wals = NODES.iter().map(|_| Arc::new(MemoryWal::new()) as Arc<dyn Wal>).collect();
+        Cluster::start_kv_over(config, wals).await
+    }
+
+    /// [`Cluster::start_kv`] with node `i` over `wals[i]` (one per node slot).
+    pub async fn start_kv_over(config: RuntimeConfig, wals: Vec<Arc<dyn Wal>>) -> Cluster {
         let export_blocked = Arc::new(AtomicBool::new(false));
         let apps = NODES
             .iter()
@@ -177,7 +183,6 @@ impl Cluster {
                 .start()
             })
             .collect();
-        let wals = NODES.iter().map(|_| Arc::new(MemoryWal::new()) as Arc<dyn Wal>).collect();
         let apps: Vec<Addr<StateMachineActor<KvApp>>> = apps;
         let writers = apps.iter().map(|a| Some(a.clone().recipient())).collect();
         let mut cluster = Cluster::start_with_writers(config, FOUNDERS, wals, apps, writers).await;
@@ -188,9 +193,14 @@ impl Cluster {
     /// Write `key=value` through the current owner of the key, retrying across leader changes and
     /// map changes; true once acknowledged.
     pub async fn put(&self, key: &str, value: &str) -> bool {
+        self.put_avoiding(key, value, &[]).await
+    }
+
+    /// [`Cluster::put`] through any node but `avoid`'s (a node whose writes hang, say).
+    pub async fn put_avoiding(&self, key: &str, value: &str, avoid: &[NodeId]) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            for manager in self.running() {
+            for manager in self.running().into_iter().filter(|m| !avoid.contains(&m.node())) {
                 let Ok(info) = manager.partition_for_key(key.as_bytes()) else { continue };
                 if !manager.is_leader(info.id) {
                     continue;

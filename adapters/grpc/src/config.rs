@@ -1,5 +1,6 @@
 //! Settings of a [`crate::GrpcTransport`].
 
+use crate::tls::GrpcTls;
 use kommander_core::NodeId;
 use kommander_net::{OutboxConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES};
 use std::collections::BTreeMap;
@@ -18,8 +19,11 @@ pub struct GrpcConfig {
     pub secret: Vec<u8>,
     /// Address the server listens on. Default `127.0.0.1:0`: loopback only, any free port.
     pub listen: SocketAddr,
-    /// Peers and their URIs, e.g. `"http://10.0.0.2:7400"`.
+    /// Peers and their URIs, e.g. `"http://10.0.0.2:7400"` (or `"https://node2:7400"` with
+    /// [`GrpcConfig::tls`]'s CA certificates).
     pub peers: BTreeMap<NodeId, String>,
+    /// TLS of the listener and of the calls to `https://` peers. Default: none.
+    pub tls: GrpcTls,
     /// Largest encoded batch accepted in one frame. Default
     /// [`kommander_net::DEFAULT_MAX_BODY_BYTES`] (8 MiB + 256 KiB: one largest entry).
     pub max_body_bytes: usize,
@@ -54,6 +58,7 @@ impl GrpcConfig {
             secret: secret.into(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             peers: BTreeMap::new(),
+            tls: GrpcTls::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             max_concurrent_streams: 64,
@@ -80,6 +85,7 @@ impl std::fmt::Debug for GrpcConfig {
             .field("secret", &"<redacted>")
             .field("listen", &self.listen)
             .field("peers", &self.peers)
+            .field("tls", &self.tls)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_inflight_bytes", &self.max_inflight_bytes)
             .field("max_concurrent_streams", &self.max_concurrent_streams)

@@ -16,6 +16,9 @@
 //! * `client`: the [`kommander_net::PeerSender`] that signs frames and writes them on one stream
 //!   per peer, over one lazily connected channel per peer.
 //! * `config`: [`GrpcConfig`].
+//! * `tls`: [`GrpcTls`], optional TLS (rustls, ring provider): the listener's certificate and key,
+//!   and the CA certificates `https://` peers are checked against (PEM). Without it the listener
+//!   speaks plaintext HTTP/2 and only `http://` peers are accepted.
 //! * `transport`: [`GrpcTransport`], which binds at construction and runs server, channels and
 //!   outbox workers on a dedicated [`kommander_net::NetRuntime`] once started.
 
@@ -25,10 +28,12 @@ mod client;
 mod config;
 pub mod convert;
 mod server;
+mod tls;
 mod transport;
 
 pub use config::GrpcConfig;
 pub use convert::{decode_batch, encode_batch, ConvertError, DecodeError};
+pub use tls::{GrpcTls, TlsIdentity};
 pub use transport::GrpcTransport;
 
 /// Types, client and server generated from `proto/kommander.proto` (package `kommander.v1`).

@@ -28,6 +28,7 @@ use tonic::codegen::http::{self, HeaderValue};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Bytes a frame may carry beyond its batch (header fields, signature, protobuf framing) before
@@ -171,12 +172,13 @@ pub(crate) struct ServerLimits {
 /// Bytes of request headers accepted per call (a frame's fields travel in the body).
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Serve `gate` on `listener` until `shutdown` resolves. Frames above `max_body_bytes` plus
+/// Serve `gate` on `listener` (over TLS with `tls`) until `shutdown` resolves. Frames above `max_body_bytes` plus
 /// [`FRAME_SLACK_BYTES`] are refused by tonic before they are buffered; smaller ones whose batch
 /// is above `max_body_bytes` are refused by the gate. Both answer `ResourceExhausted`.
 pub(crate) async fn serve(
     gate: Arc<InboundGate>,
     limits: ServerLimits,
+    tls: Option<ServerTlsConfig>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -184,7 +186,18 @@ pub(crate) async fn serve(
     let service = RaftTransportServer::new(DeliverService { gate: gate.clone(), first_frame_timeout: limits.timeout })
         .max_decoding_message_size(max_frame_bytes);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let outcome = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // Checked when the transport was bound; a failure here would be tonic's own.
+        builder = match builder.tls_config(tls) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::error!(%error, "gRPC transport server not started: TLS configuration refused");
+                return;
+            }
+        };
+    }
+    let outcome = builder
         .max_concurrent_streams(limits.max_concurrent_streams.max(1))
         .concurrency_limit_per_connection(limits.concurrency_limit_per_connection.max(1))
         .timeout(limits.timeout)

@@ -5,7 +5,8 @@
 //! reuses its transport this way).
 //!
 //! Peers can be added and removed at any time ([`Transport::add_peer`] with the peer's
-//! `http://host:port`, [`Transport::remove_peer`]). The transport keeps the current peers (those
+//! `http://host:port`, or `https://host:port` with [`GrpcConfig::tls`]'s CA certificates;
+//! [`Transport::remove_peer`]). The transport keeps the current peers (those
 //! of the configuration, then every change); a running transport opens or drops the peer's channel
 //! and worker at once, a stopped one uses the current peers at its next start.
 
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
-use tonic::transport::Endpoint;
+use tonic::transport::{Endpoint, ServerTlsConfig};
 
 /// Worker threads of the transport's runtime.
 const RUNTIME_THREADS: usize = 1;
@@ -28,6 +29,8 @@ const RUNTIME_THREADS: usize = 1;
 #[derive(Debug)]
 pub struct GrpcTransport {
     config: GrpcConfig,
+    /// The listener's TLS (checked by `bind`); `None`: plaintext.
+    server_tls: Option<ServerTlsConfig>,
     /// The current peers: their URIs as given and their endpoints.
     peers: RwLock<BTreeMap<NodeId, (String, Endpoint)>>,
     local_addr: SocketAddr,
@@ -58,11 +61,12 @@ struct Running {
 
 impl GrpcTransport {
     /// Bind the listener on `config.listen` now (so [`GrpcTransport::local_addr`] is known and the
-    /// port reserved) and check the secret (at least [`kommander_net::MIN_SECRET_BYTES`]) and the
-    /// peer URIs. Nothing is served or sent before [`Transport::start`].
+    /// port reserved) and check the secret (at least [`kommander_net::MIN_SECRET_BYTES`]), the TLS
+    /// identity ([`GrpcConfig::tls`]) and the peer URIs. Nothing is served or sent before [`Transport::start`].
     pub fn bind(config: GrpcConfig) -> Result<GrpcTransport, TransportError> {
         let setup = |what: &str, error: &dyn std::fmt::Display| TransportError::Setup(format!("{what}: {error}"));
         let auth = ClusterAuth::try_new(config.cluster_id.clone(), &config.secret, config.replay_window)?;
+        let server_tls = config.tls.server_config()?;
         let mut peers = BTreeMap::new();
         for (&peer, uri) in config.peers.iter().filter(|(&peer, _)| peer != config.node) {
             peers.insert(peer, (uri.clone(), endpoint(&config, peer, uri)?));
@@ -75,7 +79,7 @@ impl GrpcTransport {
             .with_inflight_budget(config.max_inflight_bytes, kommander_net::DEFAULT_BUDGET_WAIT);
         let gate = Arc::new(gate);
         let (peers, state) = (RwLock::new(peers), RwLock::new(Lifecycle::Bound(listener)));
-        Ok(GrpcTransport { config, peers, local_addr, gate, stats, state })
+        Ok(GrpcTransport { config, server_tls, peers, local_addr, gate, stats, state })
     }
 
     /// The address the server listens on (the actual port when bound to port 0).
@@ -116,7 +120,8 @@ impl GrpcTransport {
             concurrency_limit_per_connection: self.config.concurrency_limit_per_connection,
             timeout: self.config.request_timeout,
         };
-        runtime.handle().spawn(server::serve(self.gate.clone(), limits, serving, async {
+        let tls = self.server_tls.clone();
+        runtime.handle().spawn(server::serve(self.gate.clone(), limits, tls, serving, async {
             let _ = stopped.await;
         }));
         let auth = ClusterAuth::new(self.config.cluster_id.clone(), &self.config.secret, self.config.replay_window);
@@ -190,7 +195,8 @@ impl Transport for GrpcTransport {
         };
     }
 
-    /// `address` is the peer's gRPC listener, `http://host:port`. When running, a new peer gets a
+    /// `address` is the peer's gRPC listener, `http://host:port` (`https://host:port` with
+    /// [`GrpcConfig::tls`]'s CA certificates). When running, a new peer gets a
     /// lazily connected channel and a worker at once; a known peer at a new address gets a new
     /// channel (its queue is kept); the same address again changes nothing.
     fn add_peer(&self, node: NodeId, address: &str) -> Result<(), TransportError> {
@@ -230,13 +236,15 @@ impl Transport for GrpcTransport {
     }
 }
 
-/// The endpoint of `peer` at `uri` (`http://host:port`), with the configuration's timeouts.
+/// The endpoint of `peer` at `uri` (`http://host:port`, or `https://host:port` with the
+/// configuration's CA certificates), with the configuration's timeouts.
 fn endpoint(config: &GrpcConfig, peer: NodeId, uri: &str) -> Result<Endpoint, TransportError> {
     let what = format!("peer {peer} uri {uri:?}");
     let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| TransportError::Setup(format!("{what}: {e}")))?;
-    if endpoint.uri().scheme_str() != Some("http") || endpoint.uri().host().is_none() {
-        return Err(TransportError::Setup(format!("{what}: expected http://host:port")));
+    if !matches!(endpoint.uri().scheme_str(), Some("http" | "https")) || endpoint.uri().host().is_none() {
+        return Err(TransportError::Setup(format!("{what}: expected http://host:port or https://host:port")));
     }
+    let endpoint = config.tls.apply(peer, &what, endpoint)?;
     // Frames travel on a long-lived stream: HTTP/2 keep-alive pings notice a peer gone silent
     // (no reset, no answer) within twice the request timeout, which ends the stream.
     Ok(endpoint

@@ -20,15 +20,13 @@ pub struct RestPeerSender {
 }
 
 impl RestPeerSender {
-    /// A sender for the peers of `config`.
+    /// A sender for the peers of `config`, with its [`RestConfig::http_client`] (or the default
+    /// one of [`RestConfig::client_builder`]).
     pub fn new(config: &RestConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .pool_max_idle_per_host(2)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = match &config.http_client {
+            Some(client) => client.clone(),
+            None => config.client_builder().build().map_err(|e| e.to_string())?,
+        };
         let urls = config
             .peers
             .iter()

@@ -15,6 +15,10 @@
 //!   no room within [`kommander_net::DEFAULT_BUDGET_WAIT`] gets 503.
 //! * [`Transport::stop`] aborts the outbound workers (nothing queued is sent afterwards);
 //!   [`Transport::start`] after a stop starts fresh ones.
+//! * TLS: the route is served by *your* actix-web server, so HTTPS is that server's (e.g.
+//!   `HttpServer::bind_rustls_0_23`). Outbound, give [`RestConfig::http_client`] a reqwest client
+//!   that trusts your CA (start from [`RestConfig::client_builder`], which carries the transport's
+//!   timeouts) and name peers by `https://` base URLs.
 //! * Peers can be added and removed at any time ([`Transport::add_peer`] with the peer's base URL,
 //!   [`Transport::remove_peer`]): a running transport starts or stops the peer's worker at once; a
 //!   stopped one remembers the change for its next start.
@@ -61,6 +65,11 @@ pub struct RestConfig {
     pub replay_window: Duration,
     /// Outbound queue settings.
     pub outbox: OutboxConfig,
+    /// The HTTP client batches are sent with. `None` (the default): one built by
+    /// [`RestConfig::client_builder`]. Set it to reach `https://` peers with your TLS settings
+    /// (trusted CA certificates, client identity, ...); a client built elsewhere keeps its own
+    /// timeouts, so start from [`RestConfig::client_builder`] to keep the transport's.
+    pub http_client: Option<reqwest::Client>,
 }
 
 impl RestConfig {
@@ -78,7 +87,23 @@ impl RestConfig {
             connect_timeout: Duration::from_millis(500),
             replay_window: Duration::from_secs(30),
             outbox: OutboxConfig::default(),
+            http_client: None,
         }
+    }
+
+    /// A reqwest client builder with the transport's settings: `connect_timeout`,
+    /// `request_timeout`, a small idle pool per peer, `TCP_NODELAY`. What the transport sends with
+    /// unless [`RestConfig::http_client`] is set; add TLS settings to it and build that client:
+    ///
+    /// ```text
+    /// config.http_client = Some(config.client_builder().add_root_certificate(ca).build()?);
+    /// ```
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .pool_max_idle_per_host(2)
+            .tcp_nodelay(true)
     }
 
     /// Add a peer reachable at `base_url`.
@@ -143,8 +168,8 @@ impl RestTransport {
     }
 }
 
-/// Checks a peer's base URL: `http://host[:port][/prefix]` (or `https://` where the HTTP client
-/// was built with TLS).
+/// Checks a peer's base URL: `http://host[:port][/prefix]` (or `https://` where
+/// [`RestConfig::http_client`] was built with TLS).
 fn check_base_url(node: NodeId, address: &str) -> Result<(), TransportError> {
     let url = reqwest::Url::parse(address)
         .map_err(|e| TransportError::Setup(format!("peer {node} address {address:?}: {e}")))?;

@@ -22,6 +22,7 @@ mod reads;
 pub mod ready;
 mod replication;
 mod snapshot;
+mod stall;
 mod transfer;
 
 pub use membership::Membership;
@@ -129,6 +130,8 @@ pub struct PartitionStateMachine {
     completed_write_id: u64,
     /// The write that makes this candidate's own vote durable (it counts only once completed).
     vote_write_id: u64,
+    /// Ticks since a write last completed while one is outstanding (see `stall`).
+    write_stall_ticks: u32,
     held_messages: Vec<HeldMessage>,
     next_read_id: u64,
     pending_reads: HashMap<u64, CatchUpRead>,
@@ -175,6 +178,7 @@ impl PartitionStateMachine {
             next_write_id: 1,
             completed_write_id: 0,
             vote_write_id: 0,
+            write_stall_ticks: 0,
             held_messages: Vec::new(),
             next_read_id: 1,
             pending_reads: HashMap::new(),
@@ -404,6 +408,12 @@ impl PartitionStateMachine {
             return;
         }
         self.ticks_since_start = self.ticks_since_start.saturating_add(1);
+        if self.tick_write_stall() {
+            return;
+        }
+        if self.snapshots.repair_from.is_some() {
+            self.hand_over("repairing its lost snapshot");
+        }
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -521,6 +531,7 @@ impl PartitionStateMachine {
             return;
         }
         self.completed_write_id = id;
+        self.write_progressed();
         self.log.write_completed(id);
         let (ready, held): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.held_messages).into_iter().partition(|m| m.after_write <= id);
@@ -588,11 +599,13 @@ impl PartitionStateMachine {
 
     /// Voters campaign; so does a voter being removed by a change that is not known committed yet
     /// (thesis §4.2.2: it may be the only one able to finish committing that change — its votes
-    /// are counted in the new configuration, without itself). Learners never campaign.
+    /// are counted in the new configuration, without itself). Learners never campaign, nor does
+    /// a replica whose disk is stalled (`stall`).
     fn can_campaign(&self) -> bool {
         let me = self.config.node;
-        // A replica repairing its snapshot has no application state to lead with.
-        self.snapshots.repair_from.is_none()
+        // A replica repairing its snapshot has no application state to serve with, but it may hold
+        // the only up-to-date log: it campaigns, and as leader hands over at once (`tick`).
+        !self.is_write_stalled()
             && (self.is_voter()
                 || (self.membership_change_pending() && self.log.membership.previous().voters.contains(&me)))
     }

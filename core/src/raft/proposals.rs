@@ -148,7 +148,10 @@ impl PartitionStateMachine {
         if proposal.payloads.is_empty() {
             return Err(ProposeError::EmptyProposal);
         }
-        let ticket = self.clock.now(now_ms);
+        let mut ticket = self.clock.now(now_ms);
+        if self.canary(|c| c.tickets_read_the_wall_clock) {
+            ticket = crate::hlc::HlcTimestamp { physical_ms: now_ms, logical: 0, node: self.config.node.0 };
+        }
         let first_index = self.log.last_index() + 1;
         for payload in proposal.payloads {
             let index = self.log.last_index() + 1;

@@ -16,6 +16,13 @@ pub(super) struct Transfer {
     elapsed: u32,
 }
 
+impl Transfer {
+    /// A transfer to `to`, starting now.
+    pub(super) fn new(to: NodeId) -> Self {
+        Transfer { to, elapsed: 0 }
+    }
+}
+
 impl PartitionStateMachine {
     /// Hand this leader's leadership to the voter `to`. Proposals fail with
     /// [`crate::ProposeError::LeadershipTransfer`] until the transfer ends: `to` wins (this
@@ -31,7 +38,7 @@ impl PartitionStateMachine {
         }
         tracing::debug!(partition = %self.config.partition, node = %self.config.node, %to, term = self.term, "transferring leadership");
         self.wake();
-        self.transfer = Some(Transfer { to, elapsed: 0 });
+        self.transfer = Some(Transfer::new(to));
         self.end_lease_for_transfer();
         self.advance_transfer();
         Ok(())
@@ -40,6 +47,34 @@ impl PartitionStateMachine {
     /// The node this leader is handing its leadership to, while a transfer runs.
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.transfer.map(|t| t.to)
+    }
+
+    /// Is there a voter besides this replica?
+    pub(super) fn has_other_voter(&self) -> bool {
+        self.membership().voters.iter().any(|&n| n != self.config.node)
+    }
+
+    /// Leader that cannot serve (a stalled disk, a lost snapshot): unless a transfer runs, start
+    /// one to the voter holding most of the log (its missing entries are sent from memory;
+    /// proposals are refused meanwhile). Nothing happens without another voter.
+    pub(super) fn hand_over(&mut self, why: &'static str) {
+        if self.role != Role::Leader || self.transfer.is_some() {
+            return;
+        }
+        let me = self.config.node;
+        let voters = &self.log.membership.current().voters;
+        let successor = self
+            .progress
+            .iter()
+            .filter(|(node, _)| voters.contains(node) && **node != me)
+            .max_by_key(|(node, p)| (p.match_index, std::cmp::Reverse(**node)))
+            .map(|(&node, _)| node);
+        let Some(successor) = successor else { return };
+        tracing::warn!(partition = %self.config.partition, node = %me, term = self.term, %successor, why, "handing leadership over");
+        self.wake();
+        self.transfer = Some(Transfer::new(successor));
+        self.end_lease_for_transfer();
+        self.advance_transfer();
     }
 
     /// Leader: tell the target to campaign once it holds the whole log, else send it entries.

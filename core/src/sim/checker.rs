@@ -498,6 +498,16 @@ impl Checker {
             )),
             Some(_) => Ok(()),
             None if position == sequence.len() => {
+                // A proposal's entries share its ticket and are delivered together; any other
+                // repeat means two proposals got one ticket (a clock that went back, say).
+                let repeated = sequence.last().is_some_and(|last| last.2 != item.2)
+                    && self.delivered_tickets.contains(&(partition, item.2));
+                if repeated {
+                    return Err(violation(
+                        ViolationKind::StateMachineSafety,
+                        format!("{node} {partition}: entry {} reuses ticket {} of an earlier proposal", item.0, item.2),
+                    ));
+                }
                 let previous = digests.last().copied().unwrap_or(0);
                 digests.push(chain(previous, item.1));
                 sequence.push(item);

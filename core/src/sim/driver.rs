@@ -447,18 +447,27 @@ impl Driver {
     fn inject_fault(&mut self, options: &SimOptions) -> Result<(), Violation> {
         let node = self.random_node();
         let tick = self.world.faults.tick_interval;
-        let kind = self.world.random(12);
+        // Wall-clock jumps are a 13th kind only when asked for (the other seeds' draws are unchanged).
+        let kind = self.world.random(if options.clock_jumps { 13 } else { 12 });
         let class_on = match kind {
             0 | 1 | 10 | 11 => self.classes.crashes,
             2..=5 => self.classes.network,
             6 => self.classes.pauses,
             7 => self.classes.wal,
+            12 => self.classes.drift,
             _ => true,
         };
         if !class_on {
             return Ok(());
         }
         match kind {
+            12 => {
+                // The wall clock steps (NTP, an operator) back or forward by up to 100 ticks. Only the
+                // tickets' hybrid logical clock reads it; ticks and leases use monotonic time.
+                let span = 100 * tick;
+                let delta = self.world.random(2 * span) as i64 - span as i64;
+                self.world.jump_wall_clock(node, delta);
+            }
             10 | 11 => {
                 // Kill a leader (a new one, often, before its first entries spread); it may come
                 // straight back.
@@ -586,9 +595,10 @@ impl Driver {
     }
 
     /// End every fault: links, pauses, hung WALs (their nodes restart), crashed nodes.
-    /// Quiescence's liveness bound: crash (or cut off) the node that leads the most partitions
-    /// while they are quiet; every partition must have a leader elsewhere within the detector's
-    /// timeout plus three maximum election timeouts. Then heal and converge again. Seeds whose
+    /// Quiescence's and the stalled-disk step-down's liveness bound: crash, cut off or hang the
+    /// disk of the node that leads the most partitions while they are quiet; every partition must
+    /// have a leader elsewhere within the detector's timeout plus three maximum election timeouts
+    /// (plus the stall bound for a hung disk). Then heal and converge again. Seeds whose
     /// partitions cannot lose a voter (fewer than three voters) skip it.
     fn failover_check(&mut self, options: &SimOptions) -> Result<Option<u64>, Violation> {
         let partitions = self.world.partition_ids();
@@ -602,23 +612,40 @@ impl Driver {
             *led.entry(leader).or_default() += 1;
         }
         let Some((&victim, _)) = led.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n))) else { return Ok(None) };
-        let crash = self.world.random(2) == 0;
-        if crash {
-            self.world.crash(victim);
-        } else {
-            self.world.isolate(victim);
-        }
+        let fault = self.world.random(3);
+        let what = match fault {
+            0 => {
+                self.world.crash(victim);
+                "crashed"
+            }
+            1 => {
+                self.world.isolate(victim);
+                "was cut off"
+            }
+            _ => {
+                // A stalled disk: the victim stays up and connected but its writes hang. Quiet
+                // leaders write nothing; a client's proposal to each makes the stall matter.
+                self.world.hang_wal(victim);
+                for &p in &partitions {
+                    self.world.propose_at(victim, p, vec![b"stalled".to_vec()], true)?;
+                }
+                "had its disk hang"
+            }
+        };
         let tick = self.world.faults.tick_interval;
-        let election_max = self.world.config(victim, partitions[0]).map_or(20, |c| c.election_timeout_max_ticks);
-        let bound = u64::from(self.world.liveness.down_after_ticks) + 3 * u64::from(election_max);
+        let config = self.world.config(victim, partitions[0]);
+        let election_max = config.map_or(20, |c| c.election_timeout_max_ticks);
+        let stalled = config.map_or(0, |c| c.stalled_write_ticks);
+        let bound = u64::from(self.world.liveness.down_after_ticks)
+            + 3 * u64::from(election_max)
+            + if fault == 2 { u64::from(stalled) } else { 0 };
         let start = self.world.now();
         // `leader` picks the highest term: a cut-off victim still leading an old term does not count.
         let elected = |world: &World| partitions.iter().all(|&p| world.leader(p).is_some_and(|l| l != victim));
         while !elected(&self.world) {
             if self.world.now() - start > bound * tick {
                 let detail = format!(
-                    "no new leader within {bound} ticks after {victim} {} while its partitions were quiet\n{}",
-                    if crash { "crashed" } else { "was cut off" },
+                    "no new leader within {bound} ticks after {victim} {what} while its partitions were quiet\n{}",
                     self.world.describe()
                 );
                 return Err(Violation { kind: ViolationKind::Liveness, detail });
@@ -626,6 +653,13 @@ impl Driver {
             self.world.run_for(1)?;
         }
         let took = (self.world.now() - start).div_ceil(tick);
+        if fault == 2 {
+            // The hung disk comes back with a restart (part of the check, not a crash of the run),
+            // after a down time its peers' failure detectors notice: a learner restarted at once
+            // behind a quiet leader would wait for the next write to learn the commit index.
+            self.world.crash(victim);
+            self.world.run_for((u64::from(self.world.liveness.down_after_ticks) + 1) * tick)?;
+        }
         self.heal_all()?;
         let end = self.world.now() + options.heal_ticks * tick;
         while self.world.now() < end && self.world.check_converged().is_err() {

@@ -1,7 +1,8 @@
 //! Deterministic simulator (feature `sim`): N nodes × P partitions of real
 //! [`crate::raft::PartitionStateMachine`]s driven by one seeded event queue. The network drops,
 //! duplicates, delays (some messages far past an election timeout), reorders and partitions —
-//! symmetric, one-way, long or flapping; clocks drift per node and processes pause; nodes crash
+//! symmetric, one-way, long or flapping; clocks drift per node (and, on demand, wall clocks jump
+//! back and forth), and processes pause; nodes crash
 //! (losing unsynced writes) and restart from their WAL, sometimes at once; WAL flushes are slow,
 //! hang or fail (a failure restarts the partitions in the flush). Clients propose auto-commit and
 //! two-phase entries, resolve tickets and change membership through published, unpublished and
@@ -57,13 +58,17 @@ pub struct SimOptions {
     pub snapshots: bool,
     /// Quiescence: a random idle period per seed (off in one seed of three), node-level failure
     /// detection, and after the stable phase a failover check: the node leading the most
-    /// partitions crashes or is cut off while they are quiet, and every partition must have a
+    /// partitions crashes, is cut off or has its disk hang while they are quiet, and every partition must have a
     /// leader on the other nodes within a bound. On by default.
     pub quiescence: bool,
     /// Reads at every consistency level on random replicas (each linearizable and lease read
     /// checked against the writes acknowledged before it), read leases on about half of the
     /// seeds with check-quorum, and random leadership transfers. On by default.
     pub reads: bool,
+    /// Wall clocks step back or forward by up to 100 ticks (only the tickets' hybrid logical
+    /// clock reads them; ticks and leases run on monotonic time). Off by default, so the default
+    /// sweep's seeds keep their runs; `wall_clock_jumps_keep_every_invariant` sweeps with it on.
+    pub clock_jumps: bool,
     /// Which classes of faults the faulty phase may inject (all by default; switching one off
     /// shows which planted bugs that class is needed for).
     pub classes: FaultClasses,
@@ -88,6 +93,7 @@ impl Default for SimOptions {
             snapshots: true,
             quiescence: true,
             reads: true,
+            clock_jumps: false,
             classes: FaultClasses::default(),
             #[cfg(feature = "canary-bugs")]
             canary: Default::default(),
@@ -106,7 +112,8 @@ pub struct FaultClasses {
     pub crashes: bool,
     /// Processes paused shorter or longer than an election timeout.
     pub pauses: bool,
-    /// Per-node clock rates (drift), kept through healing: a property of the machines.
+    /// Per-node clock rates (drift), kept through healing: a property of the machines; and, with
+    /// [`SimOptions::clock_jumps`], wall clocks that step back or forward.
     pub drift: bool,
     /// Slow, hanging and failing WAL flushes.
     pub wal: bool,

@@ -196,6 +196,8 @@ struct SimNode {
     flushing: bool,
     /// The running flush hangs until the node crashes.
     hung: bool,
+    /// The next flush hangs (scripted by [`World::hang_wal`]).
+    hang_next: bool,
     /// This node's clock rate: a tick lasts `tick_interval × tick_per_mille / 1000` on average
     /// (clock drift, at a resolution of one per mille).
     tick_per_mille: u64,
@@ -205,6 +207,8 @@ struct SimNode {
     paused_until: SimTime,
     /// The node-level failure detector (reset when the node starts).
     liveness: NodeLiveness,
+    /// How far this node's wall clock (read for tickets) is off the simulated time, in time units.
+    wall_offset: i64,
 }
 
 /// A two-phase ticket awaiting its commit/rollback decision.
@@ -313,6 +317,8 @@ impl World {
                 wal_queue: Vec::new(),
                 flushing: false,
                 hung: false,
+                hang_next: false,
+                wall_offset: 0,
                 tick_per_mille: 1000,
                 ticks: 0,
                 paused_until: 0,
@@ -436,6 +442,26 @@ impl World {
     pub fn is_hung(&self, node: NodeId) -> bool {
         self.nodes.get(&node).is_some_and(|n| n.alive && n.hung)
     }
+    /// Step `node`'s wall clock by `delta` (back when negative). It survives restarts (it is the
+    /// machine's clock); the monotonic time of ticks and leases is not affected.
+    pub fn jump_wall_clock(&mut self, node: NodeId, delta: i64) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.wall_offset = n.wall_offset.saturating_add(delta);
+        }
+    }
+    /// `node`'s wall clock now.
+    fn wall_clock(&self, node: NodeId) -> u64 {
+        let offset = self.nodes.get(&node).map_or(0, |n| n.wall_offset);
+        (self.now as i64).saturating_add(offset).max(0) as u64
+    }
+    /// Make `node`'s disk hang: its next WAL flush (and so every later one) never completes, until
+    /// the node crashes. A flush already running still completes.
+    pub fn hang_wal(&mut self, node: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.hang_next = true;
+        }
+        self.start_flush(node);
+    }
     /// Cut every link of `node`.
     pub fn isolate(&mut self, node: NodeId) {
         for other in self.node_ids() {
@@ -457,6 +483,7 @@ impl World {
             n.wal_queue.clear();
             n.flushing = false;
             n.hung = false;
+            n.hang_next = false;
             n.paused_until = 0;
             n.store.crashed();
         }
@@ -602,13 +629,19 @@ impl World {
         payloads: Vec<Vec<u8>>,
         auto_commit: bool,
     ) -> Result<bool, Violation> {
-        let now = self.now;
+        let now = self.wall_clock(node);
         let Some(sm) = self.sm_mut(node, partition) else { return Ok(false) };
         let proposal =
             Proposal { log_type: "sim".into(), payloads: payloads.into_iter().map(Into::into).collect(), auto_commit };
         let accepted = sm.propose(proposal, now);
-        if let (Ok(accepted), false) = (&accepted, auto_commit) {
-            self.two_phase.insert((partition, accepted.ticket));
+        if let Ok(accepted) = &accepted {
+            // A ticket names the latest proposal issued with it: after a crash whose wall clock
+            // went back, a replica may issue again a ticket of a proposal that never committed.
+            if auto_commit {
+                self.two_phase.remove(&(partition, accepted.ticket));
+            } else {
+                self.two_phase.insert((partition, accepted.ticket));
+            }
         }
         self.process_ready(node, partition)?;
         Ok(accepted.is_ok())
@@ -708,7 +741,7 @@ impl World {
         partition: PartitionId,
         next: Membership,
     ) -> Result<bool, Violation> {
-        let now = self.now;
+        let now = self.wall_clock(node);
         let Some(sm) = self.sm_mut(node, partition) else { return Ok(false) };
         let proposed = sm.propose_membership(next, now);
         if let Ok(accepted) = &proposed {
@@ -1138,6 +1171,7 @@ impl World {
         let failed = self.per_mille(self.faults.failed_wal_per_mille);
         let hung = self.per_mille(self.faults.hung_wal_per_mille);
         let n = self.nodes.get_mut(&node).expect("alive");
+        let hung = hung || std::mem::take(&mut n.hang_next);
         n.flushing = true;
         let writes = std::mem::take(&mut n.wal_queue);
         if hung {
@@ -1225,7 +1259,11 @@ impl World {
                 out.push_str(&format!(
                     "{node} {partition}: {:?}{} term {} leader {:?} commit {} applied {} stable {} last {} voters {:?} learners {:?} config@{}",
                     sm.role(),
-                    if sm.is_quiesced() { " (quiet)" } else { "" },
+                    match (sm.is_quiesced(), sm.is_write_stalled()) {
+                        (true, _) => " (quiet)",
+                        (false, true) => " (disk stalled)",
+                        _ => "",
+                    },
                     sm.term(),
                     sm.leader(),
                     sm.commit_index(),
@@ -1265,11 +1303,13 @@ impl World {
             if self.leader(partition).is_none() {
                 return Err(Violation {
                     kind: ViolationKind::Liveness,
-                    detail: format!("{partition}: no leader after healing"),
+                    detail: format!("{partition}: no leader after healing\n{}", self.describe()),
                 });
             }
         }
-        self.checker.check_final(&replicas)
+        self.checker
+            .check_final(&replicas)
+            .map_err(|v| Violation { detail: format!("{}\n{}", v.detail, self.describe()), ..v })
     }
 }
 

@@ -3,13 +3,16 @@
 //! to the partition's leader) and prints tables, or the API's JSON with `--json`.
 //!
 //! ```text
-//! kommanderctl [--url http://127.0.0.1:7001] [--token TOKEN] [--json] <command>
+//! kommanderctl [--url http://127.0.0.1:7001] [--token TOKEN] [--ca CA.pem] [--json] <command>
 //!   status | cluster | get KEY | put KEY VALUE | create | remove P | split P [BOUNDARY]
 //!   merge SURVIVOR SOURCE | add-learner NODE URL | remove-node NODE | transfer P NODE | snapshot P
 //! ```
 //! `--token` (or `KOMMANDER_TOKEN`) is sent as a bearer token: the admin token for admin commands,
-//! the client token (or the admin one) for `status`, `get` and `put`. A refused request prints the
-//! node's error and exits with status 1; an unreachable node exits with status 2.
+//! the client token (or the admin one) for `status`, `get` and `put`. An `https://` URL needs
+//! `--ca` (or `KOMMANDER_CA`): the CA certificates (PEM) the node's certificate is checked against
+//! (the nodes' `--tls-ca`); no other root is trusted. A refused request prints the node's error
+//! and exits with status 1; an unreachable node (or one whose certificate is not trusted) exits
+//! with status 2.
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -26,6 +29,9 @@ struct Cli {
     /// Bearer token (admin scope for admin commands).
     #[arg(long, env = "KOMMANDER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificates (PEM) to trust for an https:// URL (no other root is trusted).
+    #[arg(long, env = "KOMMANDER_CA", value_name = "PATH")]
+    ca: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -120,18 +126,15 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
         }
         Command::Snapshot { partition } => (Method::POST, format!("admin/snapshot/{partition}"), String::new()),
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let client = http_client(cli.ca.as_deref()).map_err(Failure::Unreachable)?;
     let url = format!("{}/{path}", cli.url.trim_end_matches('/'));
     let mut request = client.request(method, &url).body(body);
     if let Some(token) = &cli.token {
         request = request.header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let response = request.send().await.map_err(|e| Failure::Unreachable(format!("{url}: {e}")))?;
+    let response = request.send().await.map_err(|e| Failure::Unreachable(format!("{url}: {}", chain(&e))))?;
     let status = response.status().as_u16();
-    let text = response.text().await.map_err(|e| Failure::Unreachable(format!("{url}: {e}")))?;
+    let text = response.text().await.map_err(|e| Failure::Unreachable(format!("{url}: {}", chain(&e))))?;
     if !(200..300).contains(&status) {
         return Err(Failure::Refused(status, text));
     }
@@ -147,6 +150,36 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
         Command::Cluster => cluster_tables(&json),
         _ => one_line(&json),
     })
+}
+
+/// The HTTP client, trusting the certificates of `ca` (PEM) for https:// URLs, and no other.
+fn http_client(ca: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30)).tls_built_in_root_certs(false);
+    if let Some(path) = ca {
+        let what = |e: &dyn std::fmt::Display| format!("--ca {}: {e}", path.display());
+        let pem = std::fs::read(path).map_err(|e| what(&e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| what(&chain(&e)))?;
+        if certs.is_empty() {
+            return Err(what(&"no certificate in the file (expected PEM `BEGIN CERTIFICATE` sections)"));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| chain(&e))
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message omits why a connection failed,
+/// e.g. an untrusted certificate).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `key=value` pairs of a flat JSON object.

@@ -1,0 +1,409 @@
+//! The nemesis suite: real `kommander-server` processes on loopback under faults the simulator
+//! cannot make, with concurrent clients whose history is checked for linearizability.
+//!
+//! A run starts three founders (SQLite WALs, REST or gRPC between them, every link through a
+//! fault-injecting proxy), four clients writing unique values to six keys and reading them at
+//! every consistency level (`linearizable`, `lease`, `local`), and a nemesis that every one to
+//! three seconds picks one of: SIGKILL of a node, SIGKILL of a partition's leader, SIGKILL of all
+//! nodes at once (power loss), SIGSTOP/SIGCONT, a node cut off from the others, a one-way cut,
+//! a leadership transfer, and a split or merge of a partition (the last three through the admin
+//! API, while the other faults happen). Then it heals everything, waits for every node to be
+//! ready, reads every key from every node, and checks:
+//!
+//! * linearizability of every write and linearizable/lease read, per key (the [`checker`]);
+//!   the final reads make a lost acknowledged write an anomaly;
+//! * local reads return values that were written;
+//! * convergence: every node's local value of every key is the same;
+//! * no process panicked.
+//!
+//! A failing run keeps its history (`history.jsonl`) and the nodes' logs under
+//! `target/nemesis/<seed>-<transport>/` and prints the seed to replay.
+//!
+//! Bounded by default (one run per transport, `KOMMANDER_NEMESIS_SECONDS`, default 35 s of
+//! faults each). Long mode: `KOMMANDER_NEMESIS_MINUTES=30 cargo test -p kommander-server --test
+//! nemesis -- --nocapture` repeats runs with new seeds (alternating transports) until the minutes
+//! are spent. `KOMMANDER_NEMESIS_SEED` fixes the first seed.
+
+mod checker;
+mod cluster;
+mod history;
+mod proxy;
+mod workload;
+
+use cluster::{Cluster, Transport, FOUNDERS};
+use history::{Consistency, History, Outcome};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workload::{Rng, KEYS};
+
+const PARTITIONS: u32 = 3;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// One fault the nemesis made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Nemesis {
+    KillNode,
+    KillLeader,
+    KillAll,
+    Pause,
+    Isolate,
+    OneWayCut,
+    Transfer,
+    SplitOrMerge,
+}
+
+const NEMESES: [Nemesis; 8] = [
+    Nemesis::KillNode,
+    Nemesis::KillLeader,
+    Nemesis::KillAll,
+    Nemesis::Pause,
+    Nemesis::Isolate,
+    Nemesis::OneWayCut,
+    Nemesis::Transfer,
+    Nemesis::SplitOrMerge,
+];
+
+/// What one run did and found.
+#[derive(Debug, Default)]
+struct RunReport {
+    actions: BTreeMap<String, u64>,
+    ops: usize,
+    ops_checked: usize,
+    anomalies: usize,
+    writes: usize,
+    writes_ok: usize,
+    /// Per nemesis kind, the longest time from its start to the next acknowledged write.
+    longest_gap: BTreeMap<String, Duration>,
+    seconds: f64,
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
+    let response = http.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+async fn post(http: &reqwest::Client, url: String) -> Option<Value> {
+    let response = http.post(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// The leader of `partition` as some running node reports it.
+async fn leader_of(cluster: &Cluster, http: &reqwest::Client, partition: u64) -> Option<u64> {
+    for id in cluster.ids().into_iter().filter(|&id| cluster.is_running(id)) {
+        if let Some(status) = get_json(http, format!("{}/status", cluster.url(id))).await {
+            let leader = status["partitions"]
+                .as_array()?
+                .iter()
+                .find(|p| p["partition"].as_u64() == Some(partition))
+                .and_then(|p| p["leader"].as_u64());
+            if leader.is_some() {
+                return leader;
+            }
+        }
+    }
+    None
+}
+
+/// Wait until every node answers `/readyz` with 200.
+async fn wait_ready(cluster: &Cluster, http: &reqwest::Client, patience: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + patience;
+    'retry: loop {
+        for id in cluster.ids() {
+            let ready = matches!(http.get(format!("{}/readyz", cluster.url(id))).send().await,
+                Ok(r) if r.status().is_success());
+            if !ready {
+                if Instant::now() > deadline {
+                    return Err(format!("node {id} not ready after {patience:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'retry;
+            }
+        }
+        return Ok(());
+    }
+}
+
+/// Make one fault and undo it; returns what it was.
+async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) -> Nemesis {
+    let nemesis = NEMESES[rng.below(NEMESES.len() as u64) as usize];
+    let node = FOUNDERS[rng.below(3) as usize];
+    let hold = Duration::from_millis(800 + rng.below(1_700));
+    match nemesis {
+        Nemesis::KillNode => {
+            cluster.kill(node);
+            tokio::time::sleep(hold).await;
+            cluster.start_node(node);
+        }
+        Nemesis::KillLeader => {
+            let partition = rng.below(u64::from(PARTITIONS) + 1);
+            let victim = leader_of(cluster, http, partition).await.unwrap_or(node);
+            cluster.kill(victim);
+            tokio::time::sleep(hold).await;
+            cluster.start_node(victim);
+        }
+        Nemesis::KillAll => {
+            for id in cluster.ids() {
+                cluster.kill(id);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for id in cluster.ids() {
+                cluster.start_node(id);
+            }
+        }
+        Nemesis::Pause => {
+            cluster.pause(node);
+            tokio::time::sleep(hold).await;
+            cluster.resume_all();
+        }
+        Nemesis::Isolate => {
+            let others: Vec<u64> = FOUNDERS.iter().copied().filter(|&n| n != node).collect();
+            cluster.partition(&[&[node], &others]);
+            tokio::time::sleep(hold).await;
+            cluster.heal_network();
+        }
+        Nemesis::OneWayCut => {
+            let to = FOUNDERS.iter().copied().find(|&n| n != node).unwrap();
+            cluster.http.link(node, to).set_mode(proxy::Mode::Blackhole);
+            if let Some(grpc) = &cluster.grpc {
+                grpc.link(node, to).set_mode(proxy::Mode::Blackhole);
+            }
+            tokio::time::sleep(hold).await;
+            cluster.heal_network();
+        }
+        Nemesis::Transfer => {
+            let partition = 1 + rng.below(u64::from(PARTITIONS));
+            let to = FOUNDERS[rng.below(3) as usize];
+            let via = FOUNDERS[rng.below(3) as usize];
+            let _ = post(http, format!("{}/admin/transfer/{partition}/{to}", cluster.url(via))).await;
+        }
+        Nemesis::SplitOrMerge => {
+            let via = FOUNDERS[rng.below(3) as usize];
+            let cluster_view = get_json(http, format!("{}/admin/cluster", cluster.url(via))).await;
+            let ranged: Vec<u64> = cluster_view
+                .as_ref()
+                .and_then(|v| v["map"]["partitions"].as_array().or_else(|| v["partitions"].as_array()).cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| !p["range"].is_null())
+                .filter_map(|p| p["id"].as_u64().or_else(|| p["partition"].as_u64()))
+                .collect();
+            if ranged.len() > PARTITIONS as usize + 1 && rng.below(2) == 0 {
+                // Merge the newest partition back into an adjacent one (the map refuses a
+                // non-adjacent pair, which changes nothing).
+                let source = *ranged.iter().max().unwrap();
+                let survivor = ranged[rng.below(ranged.len() as u64) as usize];
+                let _ = post(http, format!("{}/admin/merge/{survivor}/{source}", cluster.url(via))).await;
+            } else {
+                let partition = 1 + rng.below(u64::from(PARTITIONS));
+                let _ = post(http, format!("{}/admin/split/{partition}", cluster.url(via))).await;
+            }
+        }
+    }
+    nemesis
+}
+
+/// Read every key from every node: linearizable reads into the history (a lost acknowledged
+/// write then fails the check), and local reads until every node holds the same values.
+async fn final_reads(cluster: &Cluster, http: &reqwest::Client, history: &History) -> Result<(), String> {
+    for id in cluster.ids() {
+        for k in 0..KEYS {
+            let key = format!("k{k}");
+            workload::read(http, history, 1_000 + id, &cluster.url(id), &key, Consistency::Linearizable).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut views = BTreeMap::new();
+        for id in cluster.ids() {
+            let mut values = Vec::new();
+            for k in 0..KEYS {
+                let url = format!("{}/kv/k{k}?consistency=local", cluster.url(id));
+                let value = match http.get(url).send().await {
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => None,
+                    Ok(r) if r.status().is_success() => Some(r.text().await.unwrap_or_default()),
+                    other => Some(format!("<error {:?}>", other.map(|r| r.status()))),
+                };
+                values.push(value);
+            }
+            views.insert(id, values);
+        }
+        let first = views.values().next().cloned();
+        if views.values().all(|v| Some(v) == first.as_ref()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the nodes' local values never converged: {views:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per nemesis kind, the longest time from a fault's start to the next acknowledged write.
+fn availability(history: &[history::Op], strikes: &[(Nemesis, u64)]) -> BTreeMap<String, Duration> {
+    let mut acked: Vec<u64> = history
+        .iter()
+        .filter(|op| op.is_write() && matches!(op.outcome, Outcome::Ok(_)))
+        .filter_map(|op| op.completed)
+        .collect();
+    acked.sort_unstable();
+    let mut gaps = BTreeMap::new();
+    for &(nemesis, at) in strikes {
+        let next = acked.iter().find(|&&t| t >= at).copied();
+        if let Some(next) = next {
+            let gap = Duration::from_nanos(next - at);
+            let entry = gaps.entry(format!("{nemesis:?}")).or_insert(Duration::ZERO);
+            *entry = (*entry).max(gap);
+        }
+    }
+    gaps
+}
+
+/// One run: start, strike for `seconds`, heal, check. Panics (keeping the artifacts) on anomalies.
+async fn run_once(transport: Transport, seed: u64, seconds: u64) -> RunReport {
+    let started = Instant::now();
+    let mut cluster = Cluster::start(transport, PARTITIONS).await;
+    let http = workload::http_client();
+    let patient = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    wait_ready(&cluster, &patient, Duration::from_secs(60)).await.expect("the cluster starts");
+
+    let history = History::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let urls: Vec<String> = cluster.ids().into_iter().map(|id| cluster.url(id)).collect();
+    let clients: Vec<_> = (0..4)
+        .map(|c| tokio::spawn(workload::client_loop(c, seed, urls.clone(), history.clone(), stop.clone())))
+        .collect();
+
+    let mut rng = Rng::new(seed);
+    let mut strikes = Vec::new();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(1_500))).await;
+        let at = history.now();
+        let nemesis = strike(&mut cluster, &http, &mut rng).await;
+        strikes.push((nemesis, at));
+    }
+    cluster.resume_all();
+    cluster.heal_network();
+    for id in cluster.ids() {
+        cluster.start_node(id);
+    }
+    let ready = wait_ready(&cluster, &patient, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
+    }
+    let converged = match ready {
+        Ok(()) => final_reads(&cluster, &patient, &history).await,
+        Err(e) => Err(e),
+    };
+
+    let ops = history.ops();
+    let report = checker::check(&ops);
+    let panics = cluster.panics();
+    let mut run = RunReport {
+        ops: ops.len(),
+        ops_checked: report.ops_checked(),
+        anomalies: report.anomaly_count(),
+        writes: ops.iter().filter(|op| op.is_write()).count(),
+        writes_ok: ops.iter().filter(|op| op.is_write() && matches!(op.outcome, Outcome::Ok(_))).count(),
+        longest_gap: availability(&ops, &strikes),
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunReport::default()
+    };
+    for (nemesis, _) in &strikes {
+        *run.actions.entry(format!("{nemesis:?}")).or_default() += 1;
+    }
+    println!("nemesis run {transport:?} seed {seed}: {run:?}");
+    let timed_out = report.timed_out().count();
+    if !report.is_ok() || !panics.is_empty() || converged.is_err() {
+        let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("nemesis")
+            .join(format!("{seed}-{transport:?}").to_lowercase());
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = history.save(&keep.join("history.jsonl"));
+        cluster.keep_logs(&keep);
+        panic!(
+            "nemesis run failed ({transport:?}, seed {seed}): {} anomalies, {timed_out} keys unchecked, panics {panics:?}, \
+             convergence {converged:?}\n{report}\nartifacts kept in {}\nreplay: KOMMANDER_NEMESIS_SEED={seed} \
+             cargo test -p kommander-server --test nemesis -- --nocapture",
+            report.anomaly_count(),
+            keep.display()
+        );
+    }
+    assert_eq!(timed_out, 0, "the checker gave up on {timed_out} keys");
+    assert!(run.writes_ok > 0, "no write succeeded in the whole run");
+    run
+}
+
+/// Runs of both transports take turns on the machine (their timings would disturb each other).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn suite(transport: Transport) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let seconds = env_u64("KOMMANDER_NEMESIS_SECONDS").unwrap_or(35);
+    let minutes = env_u64("KOMMANDER_NEMESIS_MINUTES").unwrap_or(0);
+    let first = env_u64("KOMMANDER_NEMESIS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    });
+    let deadline = Instant::now() + Duration::from_secs(minutes * 60);
+    let mut totals = RunReport::default();
+    let mut runs = 0;
+    let mut seed = first;
+    loop {
+        let run = run_once(transport, seed, seconds).await;
+        runs += 1;
+        totals.ops += run.ops;
+        totals.ops_checked += run.ops_checked;
+        totals.anomalies += run.anomalies;
+        totals.writes += run.writes;
+        totals.writes_ok += run.writes_ok;
+        totals.seconds += run.seconds;
+        for (k, v) in run.actions {
+            *totals.actions.entry(k).or_default() += v;
+        }
+        for (k, v) in run.longest_gap {
+            let entry = totals.longest_gap.entry(k).or_insert(Duration::ZERO);
+            *entry = (*entry).max(v);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        seed = seed.wrapping_add(1);
+    }
+    println!(
+        "NEMESIS SUMMARY {transport:?}: {runs} runs, {:.1} min, actions {:?}, {} ops ({} checked), {} anomalies, \
+         writes {}/{} acknowledged ({:.1} %), longest write gap after each kind {:?}",
+        totals.seconds / 60.0,
+        totals.actions,
+        totals.ops,
+        totals.ops_checked,
+        totals.anomalies,
+        totals.writes_ok,
+        totals.writes,
+        100.0 * totals.writes_ok as f64 / totals.writes.max(1) as f64,
+        totals.longest_gap
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nemesis_over_rest_stays_linearizable_and_loses_no_acknowledged_write() {
+    suite(Transport::Rest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nemesis_over_grpc_stays_linearizable_and_loses_no_acknowledged_write() {
+    suite(Transport::Grpc).await;
+}

@@ -1,0 +1,88 @@
+//! The clients of a nemesis run: concurrent tasks that write unique values to a few keys and read
+//! them back at every consistency level the server offers, through random nodes, recording each
+//! operation's invocation, completion and outcome in the [`History`].
+
+use super::history::{Consistency, History, OpKind, Outcome};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The keys the clients contend on (few, so reads often meet concurrent writes).
+pub const KEYS: usize = 6;
+/// A client gives up on a request after this long (the outcome is then unknown).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// A small deterministic generator (SplitMix64) per client, seeded from the run's seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The HTTP client the workload uses.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(REQUEST_TIMEOUT).pool_max_idle_per_host(4).build().unwrap()
+}
+
+/// `PUT /kv/{key}` on `url`, recorded.
+pub async fn write(http: &reqwest::Client, history: &History, client: u64, url: &str, key: &str, value: String) {
+    let id = history.invoke(client, key, OpKind::Write { value: value.clone() });
+    let outcome = match http.put(format!("{url}/kv/{key}")).body(value).send().await {
+        Ok(response) if response.status().is_success() => Outcome::written(),
+        // Anything else may still have been proposed (a forwarded write that timed out, say).
+        _ => Outcome::Unknown,
+    };
+    history.complete(id, outcome);
+}
+
+/// `GET /kv/{key}?consistency=…` on `url`, recorded.
+pub async fn read(http: &reqwest::Client, history: &History, client: u64, url: &str, key: &str, level: Consistency) {
+    let id = history.invoke(client, key, OpKind::Read { consistency: level });
+    let request = http.get(format!("{url}/kv/{key}?consistency={}", level.as_query()));
+    let outcome = match request.send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => Outcome::read(None),
+        Ok(response) if response.status().is_success() => match response.text().await {
+            Ok(body) => Outcome::read(Some(&body)),
+            Err(_) => Outcome::Unknown,
+        },
+        _ => Outcome::Unknown,
+    };
+    history.complete(id, outcome);
+}
+
+/// Run client `client` against `urls` until `stop`: half writes of unique values, half reads at a
+/// random level, on random keys through random nodes.
+pub async fn client_loop(client: u64, seed: u64, urls: Vec<String>, history: History, stop: Arc<AtomicBool>) {
+    let http = http_client();
+    let mut rng = Rng::new(seed ^ client.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut written = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let url = &urls[rng.below(urls.len() as u64) as usize];
+        let key = format!("k{}", rng.below(KEYS as u64));
+        if rng.below(2) == 0 {
+            written += 1;
+            write(&http, &history, client, url, &key, format!("c{client}-{written}")).await;
+        } else {
+            let level = Consistency::ALL[rng.below(3) as usize];
+            read(&http, &history, client, url, &key, level).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+    }
+}
