@@ -1,8 +1,9 @@
 //! The processes of a nemesis run: three `kommander-server` founders on loopback whose links to
 //! each other (the Raft transport and the HTTP forwarding of client requests) go through the
 //! fault-injecting proxies of [`super::proxy`] (`--pin-peers` keeps the nodes dialling the
-//! proxies rather than the addresses the roster records), SQLite WALs in a temporary directory,
-//! and the signals the nemesis sends: SIGKILL, SIGSTOP and SIGCONT.
+//! proxies rather than the addresses the roster records), nodes that join and are removed again
+//! (their links are direct), SQLite WALs in a temporary directory, and the signals the nemesis
+//! sends: SIGKILL, SIGSTOP and SIGCONT.
 
 use super::proxy::Network;
 use std::collections::BTreeMap;
@@ -53,6 +54,12 @@ pub struct Cluster {
     pub http: Network,
     /// Links between the gRPC listeners (gRPC Raft traffic).
     pub grpc: Option<Network>,
+    /// The founders' real HTTP and gRPC addresses (what joiners use as seeds).
+    founders: BTreeMap<u64, (SocketAddr, SocketAddr)>,
+    /// Logs of nodes that left.
+    gone: Vec<(u64, PathBuf)>,
+    transport: Transport,
+    partitions: u32,
     _dir: tempfile::TempDir,
 }
 
@@ -95,11 +102,49 @@ impl Cluster {
             let url = format!("http://{}", http_addrs[&id]);
             nodes.insert(id, Node { args, url, log, child: None, paused: false });
         }
-        let mut cluster = Cluster { nodes, http, grpc, _dir: dir };
+        let founders = FOUNDERS.iter().map(|&n| (n, (http_addrs[&n], grpc_addrs[&n]))).collect();
+        let mut cluster = Cluster { nodes, http, grpc, founders, gone: Vec::new(), transport, partitions, _dir: dir };
         for id in FOUNDERS {
             cluster.start_node(id);
         }
         cluster
+    }
+
+    /// Start a new node (the next id) that joins the running cluster through the founders (its
+    /// links are direct: the founders learn its address from the roster). Returns its id.
+    pub fn add_joiner(&mut self) -> u64 {
+        let id = self.ids().into_iter().max().unwrap_or(0) + 1;
+        let (http, grpc) = (free_addr(), free_addr());
+        let dir = self._dir.path();
+        let mut args = vec![
+            format!("--node-id={id}"),
+            format!("--listen={http}"),
+            format!("--grpc-listen={grpc}"),
+            format!("--partitions={}", self.partitions),
+            format!("--dir={}", dir.join(format!("n{id}")).display()),
+            "--wal=sqlite".into(),
+            format!("--transport={}", self.transport.flag()),
+            format!("--secret={SECRET}"),
+            "--cluster-id=nemesis".into(),
+            "--tick-ms=25".into(),
+            "--join".into(),
+        ];
+        for (seed, (seed_http, seed_grpc)) in &self.founders {
+            args.push(format!("--peer={seed}=http://{seed_http}"));
+            args.push(format!("--peer-grpc={seed}=http://{seed_grpc}"));
+        }
+        let log = dir.join(format!("n{id}.log"));
+        self.nodes.insert(id, Node { args, url: format!("http://{http}"), log, child: None, paused: false });
+        self.start_node(id);
+        id
+    }
+
+    /// Kill `id` and forget it (after it was removed from the cluster). Its log stays.
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        if let Some(node) = self.nodes.remove(&id) {
+            self.gone.push((id, node.log));
+        }
     }
 
     /// Node ids.
@@ -187,8 +232,9 @@ impl Cluster {
     /// Lines of the nodes' logs that report a panic.
     pub fn panics(&self) -> Vec<String> {
         let mut found = Vec::new();
-        for (id, node) in &self.nodes {
-            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let logs = self.nodes.iter().map(|(id, n)| (*id, &n.log)).chain(self.gone.iter().map(|(id, l)| (*id, l)));
+        for (id, log) in logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
             found.extend(text.lines().filter(|l| l.contains("panicked")).map(|l| format!("n{id}: {l}")));
         }
         found
@@ -196,8 +242,9 @@ impl Cluster {
 
     /// Copy the logs into `into`.
     pub fn keep_logs(&self, into: &Path) {
-        for (id, node) in &self.nodes {
-            let _ = std::fs::copy(&node.log, into.join(format!("n{id}.log")));
+        let logs = self.nodes.iter().map(|(id, n)| (*id, &n.log)).chain(self.gone.iter().map(|(id, l)| (*id, l)));
+        for (id, log) in logs {
+            let _ = std::fs::copy(log, into.join(format!("n{id}.log")));
         }
     }
 }

@@ -6,8 +6,8 @@
 //! every consistency level (`linearizable`, `lease`, `local`), and a nemesis that every one to
 //! three seconds picks one of: SIGKILL of a node, SIGKILL of a partition's leader, SIGKILL of all
 //! nodes at once (power loss), SIGSTOP/SIGCONT, a node cut off from the others, a one-way cut,
-//! a leadership transfer, and a split or merge of a partition (the last three through the admin
-//! API, while the other faults happen). Then it heals everything, waits for every node to be
+//! a leadership transfer, a split or merge of a partition, and a membership change (a fourth node
+//! joins and is removed again) — the last three through the admin API, between the other faults. Then it heals everything, waits for every node to be
 //! ready, reads every key from every node, and checks:
 //!
 //! * linearizability of every write and linearizable/lease read, per key (the [`checker`]);
@@ -22,7 +22,8 @@
 //! Bounded by default (one run per transport, `KOMMANDER_NEMESIS_SECONDS`, default 35 s of
 //! faults each). Long mode: `KOMMANDER_NEMESIS_MINUTES=30 cargo test -p kommander-server --test
 //! nemesis -- --nocapture` repeats runs with new seeds (alternating transports) until the minutes
-//! are spent. `KOMMANDER_NEMESIS_SEED` fixes the first seed.
+//! are spent. `KOMMANDER_NEMESIS_SEED` fixes the first seed; `KOMMANDER_NEMESIS_ONLY` (a comma list
+//! of kinds, e.g. `Membership,KillLeader`) narrows the nemesis.
 
 mod checker;
 mod cluster;
@@ -56,9 +57,10 @@ enum Nemesis {
     OneWayCut,
     Transfer,
     SplitOrMerge,
+    Membership,
 }
 
-const NEMESES: [Nemesis; 8] = [
+const NEMESES: [Nemesis; 9] = [
     Nemesis::KillNode,
     Nemesis::KillLeader,
     Nemesis::KillAll,
@@ -67,6 +69,7 @@ const NEMESES: [Nemesis; 8] = [
     Nemesis::OneWayCut,
     Nemesis::Transfer,
     Nemesis::SplitOrMerge,
+    Nemesis::Membership,
 ];
 
 /// What one run did and found.
@@ -137,7 +140,11 @@ async fn wait_ready(cluster: &Cluster, http: &reqwest::Client, patience: Duratio
 
 /// Make one fault and undo it; returns what it was.
 async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) -> Nemesis {
-    let nemesis = NEMESES[rng.below(NEMESES.len() as u64) as usize];
+    // `KOMMANDER_NEMESIS_ONLY=Pause,Membership` narrows the choice (to chase one kind of fault).
+    let only = std::env::var("KOMMANDER_NEMESIS_ONLY").unwrap_or_default();
+    let kinds: Vec<Nemesis> =
+        NEMESES.into_iter().filter(|n| only.is_empty() || only.split(',').any(|o| o == format!("{n:?}"))).collect();
+    let nemesis = kinds[rng.below(kinds.len() as u64) as usize];
     let node = FOUNDERS[rng.below(3) as usize];
     let hold = Duration::from_millis(800 + rng.below(1_700));
     match nemesis {
@@ -209,6 +216,31 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) ->
                 let partition = 1 + rng.below(u64::from(PARTITIONS));
                 let _ = post(http, format!("{}/admin/split/{partition}", cluster.url(via))).await;
             }
+        }
+        Nemesis::Membership => {
+            // A node joins (learner, then voter of every partition once caught up) and is
+            // removed again through the admin API; the other faults go on before and after.
+            let joiner = cluster.add_joiner();
+            let url = cluster.url(joiner);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                let ready = matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status().is_success());
+                if ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                let via = FOUNDERS[rng.below(3) as usize];
+                let removed = http.delete(format!("{}/admin/nodes/{joiner}", cluster.url(via))).send().await;
+                // A 4xx after an earlier attempt timed out: it is gone already.
+                if matches!(removed, Ok(r) if r.status().is_success() || r.status().is_client_error()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            cluster.forget(joiner);
         }
     }
     nemesis
