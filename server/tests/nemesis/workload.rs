@@ -12,29 +12,8 @@ pub const KEYS: usize = 6;
 /// A client gives up on a request after this long (the outcome is then unknown).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1_500);
 
-/// A small deterministic generator (SplitMix64) per client, seeded from the run's seed.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// Next value.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+/// The runs' seeded generator: the project's SplitMix64 (the simulator's), so a seed replays.
+pub use kommander::core::rng::SplitMix64 as Rng;
 
 /// The HTTP client the workload uses.
 pub fn http_client() -> reqwest::Client {
