@@ -216,9 +216,9 @@ impl PartitionExecutor {
             if !backoff.is_zero() {
                 tokio::time::sleep(backoff).await;
             }
-            if fence.await.is_err() {
-                return Err(WalError::Closed);
-            }
+            // An error: the WAL could not be reopened after a failed write (the disk is still
+            // full, say); this incarnation stops and the next one tries again after its backoff.
+            fence.await.unwrap_or(Err(WalError::Closed))?;
             tokio::task::spawn_blocking(move || load_partition(&*wal, &store, partition))
                 .await
                 .unwrap_or_else(|e| Err(WalError::Io(format!("restore panicked: {e}"))))

@@ -7,6 +7,14 @@
 //! and their later writes refused (answered with the error) until they restart with a newer
 //! incarnation. Otherwise a write queued behind the failed one could land on top of a log missing
 //! the failed write (e.g. entries after a truncation that never happened).
+//!
+//! After a failed flush the WAL is reopened ([`Wal::reopen`]: a fenced SQLite WAL or a read-only
+//! RocksDB writes again, and the storage shows what is really stored) before anything else touches
+//! it: before the next flush, and before any restarting partition re-reads its log (its
+//! [`FencePartition`] is answered once the reopen succeeded). A reopen that fails (the disk still
+//! full) fails the fences waiting for it and the writes of the flush it preceded; the partitions
+//! restart with their backoff and the next fence or write tries again. So a node recovers from a
+//! full disk by itself once space returns.
 
 use actix::prelude::*;
 use kommander_core::raft::WriteRequest;
@@ -42,10 +50,11 @@ pub struct WriteOutcome {
 }
 
 /// Sent by a restarting partition before it re-reads its WAL: drop its queued writes of earlier
-/// incarnations and answer once no flush containing its writes is still running, so the restore
-/// sees a WAL that no stale write will change afterwards.
+/// incarnations and answer once no flush containing its writes is still running (and, after a
+/// failed flush, once the WAL is reopened), so the restore sees a WAL that no stale write will
+/// change afterwards. An error means the WAL could not be reopened: do not restore now.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), WalError>")]
 pub struct FencePartition {
     /// The partition restarting.
     pub partition: PartitionId,
@@ -88,8 +97,10 @@ pub struct WalScheduler {
     stats: Arc<WalStats>,
     queue: Vec<(Queued, kommander_core::PartitionWrite)>,
     flushing: bool,
-    /// Fences waiting for the running flush to finish.
-    fences: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Fences waiting for the running flush to finish (and, after a failure, for the reopen).
+    fences: Vec<tokio::sync::oneshot::Sender<Result<(), WalError>>>,
+    /// A flush failed and the WAL has not been reopened since.
+    needs_reopen: bool,
     /// Per partition, the newest incarnation a failed flush stopped: its writes (and older ones')
     /// are refused.
     failed: HashMap<PartitionId, u64>,
@@ -107,14 +118,18 @@ impl WalScheduler {
             queue: Vec::new(),
             flushing: false,
             fences: Vec::new(),
+            needs_reopen: false,
             failed: HashMap::new(),
             flush_started: std::time::Instant::now(),
             metrics: crate::metrics::WalMetrics::register(),
         }
     }
 
+    /// Start the next job on the WAL unless one runs: the queued writes as one flush, preceded
+    /// by a reopen after a failed flush (a reopen alone when only fences wait for it).
     fn start_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.queue.is_empty() {
+        let reopen = self.needs_reopen;
+        if self.flushing || (self.queue.is_empty() && !(reopen && !self.fences.is_empty())) {
             return;
         }
         self.flushing = true;
@@ -122,21 +137,24 @@ impl WalScheduler {
         if !self.wal.blocks() {
             // An in-memory WAL: written on this actor, without a thread hop, once the mailbox
             // batch being handled queued what it brings (group commit all the same).
-            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+            ctx.spawn(fut::ready(()).map(move |(), act: &mut Self, ctx| {
                 let (waiting, batch, entries) = act.take_queue();
-                let result = act.wal.write(&batch);
-                act.finish_flush(result, waiting, entries, ctx);
+                let outcome = run_job(&*act.wal, reopen, &batch);
+                act.finish_flush(outcome, waiting, entries, ctx);
             }));
             return;
         }
         let (waiting, batch, entries) = self.take_queue();
         let wal = self.wal.clone();
         let write = async move {
-            tokio::task::spawn_blocking(move || wal.write(&batch))
-                .await
-                .unwrap_or_else(|e| Err(WalError::Io(format!("wal writer panicked: {e}"))))
+            tokio::task::spawn_blocking(move || run_job(&*wal, reopen, &batch)).await.unwrap_or_else(|e| {
+                let error = Err(WalError::Io(format!("wal writer panicked: {e}")));
+                JobOutcome { reopened: reopen.then(|| error.clone()), written: error }
+            })
         };
-        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| act.finish_flush(result, waiting, entries, ctx)));
+        ctx.spawn(
+            write.into_actor(self).map(move |outcome, act, ctx| act.finish_flush(outcome, waiting, entries, ctx)),
+        );
     }
 
     /// The queued writes as one batch: who waits, the batch, its entry count.
@@ -147,16 +165,22 @@ impl WalScheduler {
         (waiting, batch, entries)
     }
 
-    /// A flush ended: count it, answer its writers, release the fences, start the next one.
-    fn finish_flush(
-        &mut self,
-        result: Result<(), WalError>,
-        waiting: Vec<Queued>,
-        entries: usize,
-        ctx: &mut Context<Self>,
-    ) {
+    /// A job ended: count it, answer its writers, release the fences (once the WAL is usable),
+    /// start the next one.
+    fn finish_flush(&mut self, outcome: JobOutcome, waiting: Vec<Queued>, entries: usize, ctx: &mut Context<Self>) {
         self.flushing = false;
-        if result.is_ok() {
+        match &outcome.reopened {
+            Some(Ok(())) => {
+                tracing::info!("wal reopened after a failed write");
+                self.needs_reopen = false;
+            }
+            Some(Err(error)) => tracing::warn!(%error, "reopening the wal after a failed write failed; retrying later"),
+            None => {}
+        }
+        let result = outcome.written;
+        if waiting.is_empty() {
+            // A reopen alone: nothing written, nothing to count.
+        } else if result.is_ok() {
             let took = self.flush_started.elapsed();
             tracing::debug!(entries, writes = waiting.len(), took_us = took.as_micros() as u64, "wal group commit");
             self.metrics.sync_seconds.record(took);
@@ -171,16 +195,46 @@ impl WalScheduler {
                 *newest = (*newest).max(q.incarnation);
             }
             self.drop_stopped(&result);
+            self.needs_reopen = true;
         }
         for q in waiting {
             self.stats.backlog_entries.fetch_sub(q.entries, Ordering::Relaxed);
             q.reply_to.do_send(WriteOutcome { incarnation: q.incarnation, id: q.id, result: result.clone() });
         }
-        for fence in self.fences.drain(..) {
-            let _ = fence.send(());
+        let released = match outcome.reopened {
+            // The reopen failed: the restores waiting for it must not read the WAL now.
+            Some(Err(error)) if self.needs_reopen => Some(Err(error)),
+            // The WAL is usable.
+            _ if !self.needs_reopen => Some(Ok(())),
+            // A write just failed: the fences wait for the reopen, the next job.
+            _ => None,
+        };
+        if let Some(answer) = released {
+            for fence in self.fences.drain(..) {
+                let _ = fence.send(answer.clone());
+            }
         }
         self.start_flush(ctx);
     }
+}
+
+/// What one job on the WAL did: the reopen, when it had one, and the write (the reopen's error
+/// when the reopen failed, since nothing was then written).
+struct JobOutcome {
+    reopened: Option<Result<(), WalError>>,
+    written: Result<(), WalError>,
+}
+
+/// One job on the WAL (on a blocking thread for a blocking WAL): reopen it first when `reopen`,
+/// then write `batch` unless it is empty.
+fn run_job(wal: &dyn Wal, reopen: bool, batch: &WalBatch) -> JobOutcome {
+    let reopened = reopen.then(|| wal.reopen());
+    let written = match &reopened {
+        Some(Err(error)) => Err(error.clone()),
+        _ if batch.writes.is_empty() => Ok(()),
+        _ => wal.write(batch),
+    };
+    JobOutcome { reopened, written }
 }
 
 impl WalScheduler {
@@ -232,9 +286,9 @@ impl Handler<Persist> for WalScheduler {
 }
 
 impl Handler<FencePartition> for WalScheduler {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), WalError>>;
 
-    fn handle(&mut self, msg: FencePartition, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: FencePartition, ctx: &mut Context<Self>) -> Self::Result {
         let stats = self.stats.clone();
         self.queue.retain(|(q, _)| {
             let stale = q.partition == msg.partition && q.incarnation < msg.incarnation;
@@ -243,14 +297,14 @@ impl Handler<FencePartition> for WalScheduler {
             }
             !stale
         });
-        if !self.flushing {
-            return Box::pin(async {});
+        if !self.flushing && !self.needs_reopen {
+            return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.fences.push(tx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        // Idle after a failed flush: the reopen this fence waits for starts now.
+        self.start_flush(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(WalError::Closed)) })
     }
 }
 
@@ -259,7 +313,7 @@ mod tests {
     use super::*;
     use kommander_core::conformance::wal::entry;
     use kommander_core::conformance::WriteHookWal;
-    use kommander_core::{LogIndex, MemoryWal, PartitionWrite};
+    use kommander_core::{HardState, LogEntry, LogIndex, MemoryWal, PartitionWrite, SnapshotMeta, Term};
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -295,7 +349,7 @@ mod tests {
         scheduler.do_send(persist(1, 1, 1, outcomes.clone())); // starts a 100 ms flush
         scheduler.do_send(persist(2, 2, 1, outcomes.clone())); // queued behind it
         let started = std::time::Instant::now();
-        scheduler.send(FencePartition { partition: PartitionId(1), incarnation: 2 }).await.unwrap();
+        scheduler.send(FencePartition { partition: PartitionId(1), incarnation: 2 }).await.unwrap().unwrap();
         assert!(started.elapsed() >= Duration::from_millis(50), "the fence waits for the running flush");
         assert_eq!(memory.last_index(PartitionId(1)), Ok(1), "the flush that was running completed");
         actix::clock::sleep(Duration::from_millis(250)).await;
@@ -344,10 +398,123 @@ mod tests {
         answered.sort_unstable();
         assert_eq!(answered, vec![1, 2, 3, 7], "every write is answered");
         // After the restart (a fence with a newer incarnation) the partition writes again.
-        scheduler.send(FencePartition { partition: PartitionId(1), incarnation: 2 }).await.unwrap();
+        scheduler.send(FencePartition { partition: PartitionId(1), incarnation: 2 }).await.unwrap().unwrap();
         scheduler.do_send(persist(1, 1, 2, outcomes.clone()));
         actix::clock::sleep(Duration::from_millis(300)).await;
         assert_eq!(memory.last_index(PartitionId(1)), Ok(1));
+        assert_eq!(stats.backlog_entries.load(Ordering::Relaxed), 0);
+    }
+
+    /// A `MemoryWal` whose writes and reopens fail on demand, logging what it was asked to do.
+    #[derive(Clone, Default)]
+    struct Reopenable {
+        inner: MemoryWal,
+        fail_writes: Arc<std::sync::atomic::AtomicBool>,
+        fail_reopens: Arc<std::sync::atomic::AtomicBool>,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Reopenable {
+        fn log(&self) -> Vec<&'static str> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl Wal for Reopenable {
+        fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
+            if self.fail_writes.load(Ordering::SeqCst) {
+                self.log.lock().unwrap().push("write failed");
+                return Err(WalError::Io("No space left on device".into()));
+            }
+            self.log.lock().unwrap().push("write");
+            self.inner.write(batch)
+        }
+        fn reopen(&self) -> Result<(), WalError> {
+            if self.fail_reopens.load(Ordering::SeqCst) {
+                self.log.lock().unwrap().push("reopen failed");
+                return Err(WalError::Io("still no space".into()));
+            }
+            self.log.lock().unwrap().push("reopen");
+            Ok(())
+        }
+        fn truncate_suffix(&self, p: PartitionId, from: LogIndex) -> Result<(), WalError> {
+            self.inner.truncate_suffix(p, from)
+        }
+        fn read_range(&self, p: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
+            self.inner.read_range(p, from, to)
+        }
+        fn term_at(&self, p: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError> {
+            self.inner.term_at(p, index)
+        }
+        fn last_index(&self, p: PartitionId) -> Result<LogIndex, WalError> {
+            self.inner.last_index(p)
+        }
+        fn compacted_through(&self, p: PartitionId) -> Result<LogIndex, WalError> {
+            self.inner.compacted_through(p)
+        }
+        fn load_snapshot(&self, p: PartitionId) -> Result<Option<SnapshotMeta>, WalError> {
+            self.inner.load_snapshot(p)
+        }
+        fn save_hard_state(&self, p: PartitionId, state: &HardState) -> Result<(), WalError> {
+            self.inner.save_hard_state(p, state)
+        }
+        fn load_hard_state(&self, p: PartitionId) -> Result<Option<HardState>, WalError> {
+            self.inner.load_hard_state(p)
+        }
+        fn partitions(&self) -> Result<Vec<PartitionId>, WalError> {
+            self.inner.partitions()
+        }
+    }
+
+    #[actix::test]
+    async fn after_a_failed_flush_the_wal_is_reopened_before_any_restore_or_write() {
+        let wal = Reopenable::default();
+        let stats = Arc::new(WalStats::default());
+        let scheduler = WalScheduler::new(Arc::new(wal.clone()), stats.clone()).start();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let outcomes = Outcomes(seen.clone()).start().recipient();
+        let fence = |incarnation| scheduler.send(FencePartition { partition: PartitionId(1), incarnation });
+
+        // The disk fills: the write fails; so does the reopen a restarting partition waits for,
+        // and its restore is told not to read.
+        wal.fail_writes.store(true, Ordering::SeqCst);
+        wal.fail_reopens.store(true, Ordering::SeqCst);
+        scheduler.do_send(persist(1, 1, 1, outcomes.clone()));
+        let refused = fence(2).await.unwrap();
+        assert!(matches!(&refused, Err(WalError::Io(m)) if m.contains("still no space")), "{refused:?}");
+        assert_eq!(wal.log(), ["write failed", "reopen failed"]);
+
+        // Space returns: the next fence reopens the WAL before it answers; writes go on.
+        wal.fail_writes.store(false, Ordering::SeqCst);
+        wal.fail_reopens.store(false, Ordering::SeqCst);
+        assert_eq!(fence(3).await.unwrap(), Ok(()));
+        assert_eq!(wal.log(), ["write failed", "reopen failed", "reopen"]);
+        scheduler.do_send(persist(2, 1, 3, outcomes.clone()));
+        actix::clock::sleep(Duration::from_millis(100)).await;
+        assert_eq!(wal.log(), ["write failed", "reopen failed", "reopen", "write"], "one reopen is enough");
+        assert_eq!(wal.inner.last_index(PartitionId(1)), Ok(1));
+
+        // Another failure, then a write of a healthy partition: the reopen comes first, in the
+        // same job, and the fence that follows needs none.
+        wal.fail_writes.store(true, Ordering::SeqCst);
+        scheduler.do_send(persist(3, 2, 3, outcomes.clone()));
+        actix::clock::sleep(Duration::from_millis(100)).await;
+        wal.fail_writes.store(false, Ordering::SeqCst);
+        let other = PartitionWrite { partition: PartitionId(2), entries: vec![entry(1, 1)], ..Default::default() };
+        let reply_to = outcomes.clone();
+        scheduler.do_send(Persist {
+            partition: PartitionId(2),
+            incarnation: 1,
+            request: WriteRequest { id: 9, write: other },
+            reply_to,
+        });
+        actix::clock::sleep(Duration::from_millis(100)).await;
+        assert_eq!(fence(4).await.unwrap(), Ok(()));
+        assert_eq!(wal.log()[4..], ["write failed", "reopen", "write"]);
+        assert_eq!(wal.inner.last_index(PartitionId(2)), Ok(1));
+        let mut answered = seen.lock().unwrap().clone();
+        answered.sort_unstable();
+        assert_eq!(answered, vec![1, 2, 3, 9], "every write is answered");
         assert_eq!(stats.backlog_entries.load(Ordering::Relaxed), 0);
     }
 }

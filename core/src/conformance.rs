@@ -133,6 +133,7 @@ pub mod wal {
         reopen_preserves_entries,
         reopen_preserves_hard_state,
         reopen_preserves_truncations,
+        reopen_in_place_keeps_everything_and_writes_on,
         partitions_listed_ascending,
         partitions_omit_emptied,
         concurrent_readers_see_consecutive_prefix,
@@ -1105,6 +1106,27 @@ pub mod wal {
         check_log(&wal, P, &p, "P after the second reopen")
     }
 
+    /// [`Wal::reopen`] on the open instance (what the runtime does after a failed write): every
+    /// entry, truncation and hard state stays, and writes go on, twice in a row.
+    fn reopen_in_place_keeps_everything_and_writes_on<F: WalFactory>(f: &mut F) -> CaseResult {
+        let wal = f.create();
+        write(&wal, vec![append(P, run(1, 6, 1)), append(Q, run(1, 3, 1))], "fill two partitions")?;
+        wal.truncate_suffix(P, 5).ctx("truncate_suffix(P, 5)")?;
+        write(&wal, vec![hard_state_write(P, hs(2, Some(2), 3))], "hard state of P")?;
+        wal.reopen().ctx("reopen in place")?;
+        check_log(&wal, P, &run(1, 4, 1), "P after reopening in place")?;
+        check_log(&wal, Q, &run(1, 3, 1), "Q after reopening in place")?;
+        expect_eq(wal.load_hard_state(P).ctx("load")?, Some(hs(2, Some(2), 3)), "hard state after reopening")?;
+        write(&wal, vec![append(P, run(5, 6, 2))], "append after reopening in place")?;
+        wal.reopen().ctx("second reopen in place")?;
+        let mut p = run(1, 4, 1);
+        p.extend(run(5, 6, 2));
+        check_log(&wal, P, &p, "P after the second reopen in place")?;
+        let wal = f.reopen(wal);
+        check_log(&wal, P, &p, "P after closing and opening again")?;
+        expect_eq(wal.partitions().ctx("partitions")?, vec![P, Q], "partitions() after every reopen")
+    }
+
     fn partitions_listed_ascending<F: WalFactory>(f: &mut F) -> CaseResult {
         let wal = f.create();
         let order = [65_536, 7, 256, 1, u32::MAX, 255, 2];
@@ -1377,5 +1399,8 @@ impl<W: crate::wal::Wal> crate::wal::Wal for WriteHookWal<W> {
     }
     fn partitions(&self) -> Result<Vec<crate::PartitionId>, crate::wal::WalError> {
         self.inner.partitions()
+    }
+    fn reopen(&self) -> Result<(), crate::wal::WalError> {
+        self.inner.reopen()
     }
 }

@@ -179,6 +179,19 @@ pub trait Wal: Send + Sync {
 
     /// Every partition with stored entries or hard state, ascending.
     fn partitions(&self) -> Result<Vec<PartitionId>, WalError>;
+
+    /// Recover from a failed write without restarting the process: close the storage and open it
+    /// again, re-reading what is really stored (as a process restart would) and clearing any
+    /// fail-stop state the failure left (a fenced SQLite WAL, RocksDB's read-only mode). After an
+    /// `Ok`, every write that returned `Ok` before is still there, the failed write's data may or
+    /// may not be, and writes are accepted again.
+    ///
+    /// The runtime calls it after a failed [`write`](Wal::write), with no write running, before
+    /// any partition re-reads its log; it retries (on the next restart of a partition) while it
+    /// fails, e.g. while the disk is still full. Default: nothing to reopen (`Ok`).
+    fn reopen(&self) -> Result<(), WalError> {
+        Ok(())
+    }
 }
 
 /// What a partition's log looks like to a write: its last index, its compaction floor and the

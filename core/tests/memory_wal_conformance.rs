@@ -61,6 +61,8 @@ enum Bug {
     HardStateNotDurable,
     /// Stores the snapshot meta but never removes compacted entries (no space reclaimed).
     CompactionKeepsEntries,
+    /// Reopening in place (after a failed write) drops each partition's last entry.
+    ReopenInPlaceLosesTheLastEntry,
 }
 
 /// A `MemoryWal` with one deliberate contract violation.
@@ -126,6 +128,18 @@ impl Wal for BrokenWal {
         }
         Ok(partitions)
     }
+
+    fn reopen(&self) -> Result<(), WalError> {
+        if self.bug == Bug::ReopenInPlaceLosesTheLastEntry {
+            for partition in self.inner.partitions()? {
+                let last = self.inner.last_index(partition)?;
+                if last > self.inner.compacted_through(partition)? {
+                    self.inner.truncate_suffix(partition, last)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 struct BrokenFactory(Bug);
@@ -190,6 +204,12 @@ fn suite_catches_hard_state_lost_on_reopen() {
     let failing = failing_cases(Bug::HardStateNotDurable);
     assert!(failing.contains(&"reopen_preserves_hard_state"), "{failing:?}");
     assert!(failing.contains(&"hard_state_save_load_last_wins"), "{failing:?}");
+}
+
+#[test]
+fn suite_catches_a_reopen_in_place_that_loses_writes() {
+    let failing = failing_cases(Bug::ReopenInPlaceLosesTheLastEntry);
+    assert_eq!(failing, vec!["reopen_in_place_keeps_everything_and_writes_on"]);
 }
 
 #[test]

@@ -47,6 +47,8 @@ enum Trace {
     WriteReturned(Result<(), WalError>),
     /// `Transport::send` was called with this batch.
     Sent(MessageBatch),
+    /// `Wal::reopen` was called.
+    Reopened,
 }
 
 #[derive(Default)]
@@ -122,6 +124,11 @@ fn recording_wal(
     wal.expect_compacted_through().returning(move |p| s.compacted_through(p));
     let s = store.clone();
     wal.expect_read_range().returning(move |p, from, to| s.read_range(p, from, to));
+    let t = tape.clone();
+    wal.expect_reopen().returning(move || {
+        t.push(Trace::Reopened);
+        Ok(())
+    });
     wal.expect_write().returning(move |batch| {
         tape.push(Trace::WriteCalled(batch.clone()));
         let result = before_write(batch).and_then(|()| store.write(batch));
@@ -683,7 +690,7 @@ async fn a_wal_failure_fails_callers_and_the_supervisor_restarts_the_partition()
         answer.expect("replicate hung across the WAL failure").unwrap(),
         Err(ReplicateError::PartitionUnavailable(P))
     );
-    assert!(tape.position(|t| matches!(t, Trace::WriteReturned(Err(_)))).is_some(), "the failing write happened");
+    let failed = tape.position(|t| matches!(t, Trace::WriteReturned(Err(_)))).expect("the failing write happened");
 
     // Restarted from the WAL...
     let restarted = |events: Vec<RaftEvent>| {
@@ -693,6 +700,8 @@ async fn a_wal_failure_fails_callers_and_the_supervisor_restarts_the_partition()
             .then_some(())
     };
     eventually("a second RestoreStarted, then RestoreFinished (supervisor restart)", || restarted(h.events())).await;
+    let reopened = tape.position(|t| matches!(t, Trace::Reopened)).expect("the WAL was reopened");
+    assert!(reopened > failed, "reopened after the failed write");
     let status = h.serving().await;
     assert!(!status.is_leader, "{status:?}");
 

@@ -50,6 +50,13 @@
 //! position (partition and index). Every read decodes and verifies the records it returns; a bad
 //! record is reported as [`WalError::Corrupt`] and never skipped. A RocksDB failure is reported as
 //! [`WalError::Io`].
+//!
+//! # After a failed write
+//!
+//! A failed write or sync (a full disk, say) puts RocksDB in read-only mode: every later write
+//! fails, reads go on. [`Wal::reopen`] closes the database and opens it again (RocksDB replays its
+//! log, as after a process restart), which is how the runtime resumes writing once the cause is
+//! gone, without restarting the node.
 
 #![warn(missing_docs)]
 
@@ -63,9 +70,10 @@ use rocksdb::{DBCompressionType, DBRecoveryMode, Options, ReadOptions, WriteBatc
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 /// First byte of every log-entry key.
 const ENTRY_TAG: u8 = b'e';
@@ -149,7 +157,8 @@ fn io(error: rocksdb::Error) -> WalError {
 /// It is `Send + Sync`: share it (e.g. in an `Arc`) between the writer and any number of readers.
 /// Dropping it closes the database and releases its lock, so the same path can be opened again.
 pub struct RocksWal {
-    db: DB,
+    /// The open database; `None` only after a [`Wal::reopen`] that could not open it again.
+    db: RwLock<Option<DB>>,
     path: PathBuf,
     /// Serializes writers, so that validation and application see the same last indexes.
     write_lock: Mutex<()>,
@@ -179,16 +188,27 @@ impl RocksWal {
     /// this or another process, holds it open).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WalError> {
         let path = path.as_ref().to_path_buf();
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.set_paranoid_checks(true);
-        // Stop at the first damaged record of RocksDB's own log, never skip over it.
-        options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
-        // The crate is built without compression libraries; records are checksummed, not packed.
-        options.set_compression_type(DBCompressionType::None);
-        let db = DB::open(&options, &path).map_err(io)?;
+        let db = open_db(&path)?;
         tracing::debug!(path = %path.display(), "opened rocksdb wal");
-        Ok(Self { db, path, write_lock: Mutex::new(()), syncs: AtomicU64::new(0), entries_written: AtomicU64::new(0) })
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            path,
+            write_lock: Mutex::new(()),
+            syncs: AtomicU64::new(0),
+            entries_written: AtomicU64::new(0),
+        })
+    }
+
+    /// The open database, or an error when a failed [`Wal::reopen`] left none.
+    fn db(&self) -> Result<OpenDb<'_>, WalError> {
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(WalError::Io(format!(
+                "rocksdb wal {} is closed: reopening it after a failure failed; reopen it again",
+                self.path.display()
+            )));
+        }
+        Ok(OpenDb(guard))
     }
 
     /// The database directory this WAL was opened on.
@@ -213,7 +233,7 @@ impl RocksWal {
     fn commit(&self, batch: WriteBatch) -> Result<(), WalError> {
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(io)?;
+        self.db()?.write_opt(batch, &options).map_err(io)?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -231,7 +251,8 @@ impl RocksWal {
     fn partitions_with(&self, tag: u8, into: &mut BTreeSet<PartitionId>) -> Result<(), WalError> {
         let expected_len = if tag == ENTRY_TAG { ENTRY_KEY_LEN } else { HARD_STATE_KEY_LEN };
         let (lower, upper) = ([tag], [tag + 1]);
-        let mut iter = self.db.raw_iterator_opt(Self::bounded(&lower, &upper));
+        let db = self.db()?;
+        let mut iter = db.raw_iterator_opt(Self::bounded(&lower, &upper));
         iter.seek(lower);
         while let Some(key) = iter.key() {
             let partition = key_partition(key).ok_or_else(|| malformed_key(PartitionId::SYSTEM, key))?;
@@ -304,7 +325,8 @@ impl Wal for RocksWal {
         self.entries_written.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
         for (partition, through) in compacted {
             // The tombstone is durable; drop the data it covers from the SST files.
-            self.db.compact_range(Some(&entry_key(partition, 0)[..]), Some(&entry_key_after(partition, through)[..]));
+            self.db()?
+                .compact_range(Some(&entry_key(partition, 0)[..]), Some(&entry_key_after(partition, through)[..]));
         }
         Ok(())
     }
@@ -326,7 +348,8 @@ impl Wal for RocksWal {
             return Ok(Vec::new());
         }
         let start = entry_key(partition, from);
-        let mut iter = self.db.raw_iterator_opt(Self::bounded(&start, &entry_key_after(partition, to)));
+        let db = self.db()?;
+        let mut iter = db.raw_iterator_opt(Self::bounded(&start, &entry_key_after(partition, to)));
         iter.seek(start);
         let mut entries = Vec::new();
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
@@ -345,7 +368,7 @@ impl Wal for RocksWal {
         if index == 0 {
             return Ok(Some(0));
         }
-        match self.db.get_pinned(entry_key(partition, index)).map_err(io)? {
+        match self.db()?.get_pinned(entry_key(partition, index)).map_err(io)? {
             Some(record) => Ok(Some(decode_entry(partition, index, &record)?.term)),
             None => Ok(None),
         }
@@ -371,7 +394,7 @@ impl Wal for RocksWal {
     }
 
     fn load_hard_state(&self, partition: PartitionId) -> Result<Option<HardState>, WalError> {
-        match self.db.get_pinned(hard_state_key(partition)).map_err(io)? {
+        match self.db()?.get_pinned(hard_state_key(partition)).map_err(io)? {
             Some(record) => Ok(Some(decode_hard_state(partition, &record)?)),
             None => Ok(None),
         }
@@ -384,12 +407,49 @@ impl Wal for RocksWal {
         self.partitions_with(SNAPSHOT_TAG, &mut partitions)?;
         Ok(partitions.into_iter().collect())
     }
+
+    /// Close the database and open it again: RocksDB replays its log (what a process restart
+    /// does) and leaves the read-only mode a failed write put it in. No write runs meanwhile;
+    /// reads wait. When the open fails (the disk still full, say), the WAL stays closed and every
+    /// call fails until a later `reopen` succeeds.
+    fn reopen(&self) -> Result<(), WalError> {
+        let _writer = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // The old handle must be closed first: it holds the database's lock file.
+        drop(db.take());
+        *db = Some(open_db(&self.path)?);
+        tracing::warn!(path = %self.path.display(), "rocksdb wal reopened");
+        Ok(())
+    }
+}
+
+/// A read guard on an open database.
+struct OpenDb<'a>(RwLockReadGuard<'a, Option<DB>>);
+
+impl Deref for OpenDb<'_> {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        self.0.as_ref().expect("checked open when the guard was taken")
+    }
+}
+
+/// Open (creating if missing) the database at `path` with the WAL's options.
+fn open_db(path: &Path) -> Result<DB, WalError> {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.set_paranoid_checks(true);
+    // Stop at the first damaged record of RocksDB's own log, never skip over it.
+    options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+    // The crate is built without compression libraries; records are checksummed, not packed.
+    options.set_compression_type(DBCompressionType::None);
+    DB::open(&options, path).map_err(io)
 }
 
 impl RocksWal {
     /// The compaction record of `partition` (floor 0 and no meta when none is stored).
     fn stored_record(&self, partition: PartitionId) -> Result<SnapshotRecord, WalError> {
-        match self.db.get_pinned(snapshot_key(partition)).map_err(io)? {
+        match self.db()?.get_pinned(snapshot_key(partition)).map_err(io)? {
             Some(record) => decode_snapshot_record(partition, &record),
             None => Ok(SnapshotRecord::default()),
         }
@@ -398,7 +458,8 @@ impl RocksWal {
     /// Index of the last stored entry of `partition` (0 when none).
     fn stored_last_index(&self, partition: PartitionId) -> Result<LogIndex, WalError> {
         let prefix = entry_prefix(partition);
-        let mut iter = self.db.raw_iterator_opt(Self::bounded(&prefix, &entry_key_after(partition, LogIndex::MAX)));
+        let db = self.db()?;
+        let mut iter = db.raw_iterator_opt(Self::bounded(&prefix, &entry_key_after(partition, LogIndex::MAX)));
         iter.seek_for_prev(entry_key(partition, LogIndex::MAX));
         match iter.key() {
             Some(key) => match parse_entry_key(key) {

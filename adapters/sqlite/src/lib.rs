@@ -49,11 +49,15 @@
 //!
 //! When a write transaction fails with a storage error (I/O, full disk, failed sync, corruption),
 //! the instance *fences itself*: every later write, truncation or hard-state save returns
-//! [`WalError::Io`] until the WAL is closed and reopened (reads keep working). A failed sync is
-//! never retried as if nothing had happened: after a failed `fsync` the kernel may have dropped the
-//! dirty pages, and the frames of the failed commit may or may not be found on recovery, so only a
-//! restart (which re-reads what is really on disk) may continue. Rejected batches
-//! ([`WalError::NonContiguous`], [`WalError::Compacted`]) do not fence.
+//! [`WalError::Io`] until the WAL is reopened (reads keep working). A failed sync is never retried
+//! as if nothing had happened: after a failed `fsync` the kernel may have dropped the dirty pages,
+//! and the frames of the failed commit may or may not be found on recovery, so only a reopen
+//! (which re-reads what is really stored, as a process restart does) may continue: closing the
+//! instance and opening the file again, or [`Wal::reopen`] on the running instance, which replaces
+//! both connections with new ones and clears the fence (the runtime calls it after a failed write,
+//! before its partitions re-read their logs, so a node recovers from a full disk once space
+//! returns, without a restart). Rejected batches ([`WalError::NonContiguous`],
+//! [`WalError::Compacted`]) do not fence.
 //!
 //! # Errors
 //!
@@ -88,7 +92,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Schema version stored in `PRAGMA user_version`.
@@ -152,8 +156,9 @@ pub struct SqliteWal {
     // and the write connection, closing last, checkpoints the `-wal` file into the database.
     reader: Mutex<Connection>,
     writer: Mutex<Connection>,
-    /// Set by the first storage failure of a write transaction; every later write is refused.
-    fence: OnceLock<String>,
+    /// Set by the first storage failure of a write transaction; every later write is refused
+    /// until [`Wal::reopen`] clears it.
+    fence: Mutex<Option<String>>,
     syncs: AtomicU64,
     entries_written: AtomicU64,
 }
@@ -171,25 +176,17 @@ impl SqliteWal {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let existed = path.try_exists().map_err(|e| WalError::Io(format!("{shown}: {e}")))?;
-
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut writer = Connection::open_with_flags(&path, flags).map_err(open_error(&shown, "open"))?;
-        configure(&writer, &shown)?;
-        init_schema(&mut writer, &shown)?;
+        let writer = open_writer(&path, &shown)?;
         if !existed {
             sync_parent_dir(&path)?;
         }
-
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let reader = Connection::open_with_flags(&path, flags).map_err(open_error(&shown, "open for reading"))?;
-        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_error(&shown, "busy_timeout"))?;
-
+        let reader = open_reader(&path, &shown)?;
         tracing::debug!(path = %shown, created = !existed, "opened sqlite wal");
         Ok(SqliteWal {
             path,
             reader: Mutex::new(reader),
             writer: Mutex::new(writer),
-            fence: OnceLock::new(),
+            fence: Mutex::new(None),
             syncs: AtomicU64::new(0),
             entries_written: AtomicU64::new(0),
         })
@@ -217,7 +214,11 @@ impl SqliteWal {
     /// True once a storage failure has fenced this instance (see the crate documentation): every
     /// later write fails until the WAL is reopened.
     pub fn is_fenced(&self) -> bool {
-        self.fence.get().is_some()
+        self.lock_fence().is_some()
+    }
+
+    fn lock_fence(&self) -> MutexGuard<'_, Option<String>> {
+        self.fence.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Connection> {
@@ -230,7 +231,7 @@ impl SqliteWal {
     }
 
     fn check_fence(&self) -> Result<(), WalError> {
-        match self.fence.get() {
+        match self.lock_fence().as_ref() {
             Some(reason) => Err(WalError::Io(format!(
                 "wal {} is fenced after an earlier storage failure ({reason}); reopen it to continue",
                 self.path.display()
@@ -263,7 +264,7 @@ impl SqliteWal {
             Err(error) => {
                 let reason = format!("{what}: {error}");
                 tracing::error!(path = %self.path.display(), %reason, "sqlite wal write failed; fencing the wal");
-                let _ = self.fence.set(reason);
+                self.lock_fence().get_or_insert(reason);
                 Err(error)
             }
         }
@@ -276,7 +277,7 @@ impl fmt::Debug for SqliteWal {
             .field("path", &self.path)
             .field("syncs", &self.syncs())
             .field("entries_written", &self.entries_written())
-            .field("fence", &self.fence.get())
+            .field("fence", &*self.lock_fence())
             .finish_non_exhaustive()
     }
 }
@@ -404,6 +405,42 @@ impl Wal for SqliteWal {
         }
         Ok(partitions.into_iter().collect())
     }
+
+    /// Replace both connections with new ones on the same file and clear the fence. The new
+    /// connections see what is really stored: every committed transaction, and the failed one
+    /// only if SQLite finds it committed (its commit frame made it to the file), exactly as after
+    /// a process restart. Holds the write lock throughout, so no write runs meanwhile; reads wait
+    /// for the reader swap only.
+    fn reopen(&self) -> Result<(), WalError> {
+        let shown = self.path.display().to_string();
+        let mut writer = self.lock_writer();
+        let fresh_writer = open_writer(&self.path, &shown)?;
+        let fresh_reader = open_reader(&self.path, &shown)?;
+        *self.lock_reader() = fresh_reader;
+        *writer = fresh_writer;
+        if let Some(reason) = self.lock_fence().take() {
+            tracing::warn!(path = %shown, %reason, "sqlite wal reopened after a storage failure; writes resume");
+        }
+        Ok(())
+    }
+}
+
+/// Open the write connection on `path` (creating the file and schema when missing) with the
+/// durability pragmas set.
+fn open_writer(path: &Path, shown: &str) -> Result<Connection, WalError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut writer = Connection::open_with_flags(path, flags).map_err(open_error(shown, "open"))?;
+    configure(&writer, shown)?;
+    init_schema(&mut writer, shown)?;
+    Ok(writer)
+}
+
+/// Open the read-only connection on `path`.
+fn open_reader(path: &Path, shown: &str) -> Result<Connection, WalError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let reader = Connection::open_with_flags(path, flags).map_err(open_error(shown, "open for reading"))?;
+    reader.busy_timeout(BUSY_TIMEOUT).map_err(open_error(shown, "busy_timeout"))?;
+    Ok(reader)
 }
 
 /// Apply every write of `batch` inside `tx`, validating each against the state the earlier writes
@@ -711,11 +748,20 @@ mod tests {
         }
         assert_eq!(wal.read_range(P, 1, 10).unwrap(), (1..=3).map(|i| entry(i, 1)).collect::<Vec<_>>());
 
+        // Reopened in place (new connections: the size limit, a connection setting, is gone),
+        // the same instance writes again, the big entry included.
+        wal.reopen().unwrap();
+        assert!(!wal.is_fenced());
+        wal.write(&big).unwrap();
+        assert_eq!(wal.last_index(P).unwrap(), 4);
+        assert_eq!(wal.syncs(), 2);
+
         drop(wal);
         let wal = SqliteWal::open(&path).unwrap();
         assert!(!wal.is_fenced());
-        wal.write(&append(P, 4, 4)).unwrap();
-        assert_eq!(wal.last_index(P).unwrap(), 4);
+        wal.write(&append(P, 5, 5)).unwrap();
+        assert_eq!(wal.last_index(P).unwrap(), 5);
+        assert_eq!(wal.read_range(P, 4, 4).unwrap(), big.writes[0].entries);
     }
 
     #[test]
