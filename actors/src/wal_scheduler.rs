@@ -129,7 +129,8 @@ impl WalScheduler {
     /// by a reopen after a failed flush (a reopen alone when only fences wait for it).
     fn start_flush(&mut self, ctx: &mut Context<Self>) {
         let reopen = self.needs_reopen;
-        if self.flushing || (self.queue.is_empty() && !(reopen && !self.fences.is_empty())) {
+        let reopen_awaited = reopen && !self.fences.is_empty();
+        if self.flushing || (self.queue.is_empty() && !reopen_awaited) {
             return;
         }
         self.flushing = true;
