@@ -314,7 +314,7 @@ mod tests {
     use super::*;
     use kommander_core::conformance::wal::entry;
     use kommander_core::conformance::WriteHookWal;
-    use kommander_core::{HardState, LogEntry, LogIndex, MemoryWal, PartitionWrite, SnapshotMeta, Term};
+    use kommander_core::{LogIndex, MemoryWal, PartitionWrite};
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -419,51 +419,29 @@ mod tests {
         fn log(&self) -> Vec<&'static str> {
             self.log.lock().unwrap().clone()
         }
-    }
 
-    impl Wal for Reopenable {
-        fn write(&self, batch: &WalBatch) -> Result<(), WalError> {
-            if self.fail_writes.load(Ordering::SeqCst) {
-                self.log.lock().unwrap().push("write failed");
-                return Err(WalError::Io("No space left on device".into()));
-            }
-            self.log.lock().unwrap().push("write");
-            self.inner.write(batch)
-        }
-        fn reopen(&self) -> Result<(), WalError> {
-            if self.fail_reopens.load(Ordering::SeqCst) {
-                self.log.lock().unwrap().push("reopen failed");
-                return Err(WalError::Io("still no space".into()));
-            }
-            self.log.lock().unwrap().push("reopen");
-            Ok(())
-        }
-        fn truncate_suffix(&self, p: PartitionId, from: LogIndex) -> Result<(), WalError> {
-            self.inner.truncate_suffix(p, from)
-        }
-        fn read_range(&self, p: PartitionId, from: LogIndex, to: LogIndex) -> Result<Vec<LogEntry>, WalError> {
-            self.inner.read_range(p, from, to)
-        }
-        fn term_at(&self, p: PartitionId, index: LogIndex) -> Result<Option<Term>, WalError> {
-            self.inner.term_at(p, index)
-        }
-        fn last_index(&self, p: PartitionId) -> Result<LogIndex, WalError> {
-            self.inner.last_index(p)
-        }
-        fn compacted_through(&self, p: PartitionId) -> Result<LogIndex, WalError> {
-            self.inner.compacted_through(p)
-        }
-        fn load_snapshot(&self, p: PartitionId) -> Result<Option<SnapshotMeta>, WalError> {
-            self.inner.load_snapshot(p)
-        }
-        fn save_hard_state(&self, p: PartitionId, state: &HardState) -> Result<(), WalError> {
-            self.inner.save_hard_state(p, state)
-        }
-        fn load_hard_state(&self, p: PartitionId) -> Result<Option<HardState>, WalError> {
-            self.inner.load_hard_state(p)
-        }
-        fn partitions(&self) -> Result<Vec<PartitionId>, WalError> {
-            self.inner.partitions()
+        /// The WAL the scheduler gets: the hooks log each call and fail it while asked to.
+        fn wal(&self) -> WriteHookWal<MemoryWal> {
+            let hook = |fail: &Arc<std::sync::atomic::AtomicBool>,
+                        log: &Arc<Mutex<Vec<&'static str>>>,
+                        what: (&'static str, &'static str)| {
+                let (fail, log) = (fail.clone(), log.clone());
+                move || {
+                    let failing = fail.load(Ordering::SeqCst);
+                    log.lock().unwrap().push(if failing { what.0 } else { what.1 });
+                    if failing {
+                        Err(WalError::Io(what.0.into()))
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            let write = hook(&self.fail_writes, &self.log, ("write failed", "write"));
+            WriteHookWal::new(self.inner.clone(), move |_: &WalBatch| write()).with_reopen(hook(
+                &self.fail_reopens,
+                &self.log,
+                ("reopen failed", "reopen"),
+            ))
         }
     }
 
@@ -471,7 +449,7 @@ mod tests {
     async fn after_a_failed_flush_the_wal_is_reopened_before_any_restore_or_write() {
         let wal = Reopenable::default();
         let stats = Arc::new(WalStats::default());
-        let scheduler = WalScheduler::new(Arc::new(wal.clone()), stats.clone()).start();
+        let scheduler = WalScheduler::new(Arc::new(wal.wal()), stats.clone()).start();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let outcomes = Outcomes(seen.clone()).start().recipient();
         let fence = |incarnation| scheduler.send(FencePartition { partition: PartitionId(1), incarnation });
@@ -482,7 +460,7 @@ mod tests {
         wal.fail_reopens.store(true, Ordering::SeqCst);
         scheduler.do_send(persist(1, 1, 1, outcomes.clone()));
         let refused = fence(2).await.unwrap();
-        assert!(matches!(&refused, Err(WalError::Io(m)) if m.contains("still no space")), "{refused:?}");
+        assert!(matches!(&refused, Err(WalError::Io(m)) if m.contains("reopen failed")), "{refused:?}");
         assert_eq!(wal.log(), ["write failed", "reopen failed"]);
 
         // Space returns: the next fence reopens the WAL before it answers; writes go on.

@@ -1328,7 +1328,11 @@ pub struct WriteHookWal<W> {
     inner: W,
     hook: Box<WriteHook>,
     after: Option<Box<WriteHook>>,
+    reopen: Option<Box<ReopenHook>>,
 }
+
+/// The reopen hook of a [`WriteHookWal`].
+pub type ReopenHook = dyn Fn() -> Result<(), crate::wal::WalError> + Send + Sync;
 
 /// The hook of a [`WriteHookWal`].
 pub type WriteHook = dyn Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync;
@@ -1339,7 +1343,7 @@ impl<W> WriteHookWal<W> {
         inner: W,
         hook: impl Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync + 'static,
     ) -> Self {
-        WriteHookWal { inner, hook: Box::new(hook), after: None }
+        WriteHookWal { inner, hook: Box::new(hook), after: None, reopen: None }
     }
 
     /// Also run `after` once the inner write succeeded; its error fails the write (whose data
@@ -1349,6 +1353,13 @@ impl<W> WriteHookWal<W> {
         after: impl Fn(&crate::wal::WalBatch) -> Result<(), crate::wal::WalError> + Send + Sync + 'static,
     ) -> Self {
         self.after = Some(Box::new(after));
+        self
+    }
+
+    /// Also run `hook` before each [`reopen`](crate::wal::Wal::reopen); its error fails the
+    /// reopen (storage that cannot be opened again yet).
+    pub fn with_reopen(mut self, hook: impl Fn() -> Result<(), crate::wal::WalError> + Send + Sync + 'static) -> Self {
+        self.reopen = Some(Box::new(hook));
         self
     }
 
@@ -1401,6 +1412,7 @@ impl<W: crate::wal::Wal> crate::wal::Wal for WriteHookWal<W> {
         self.inner.partitions()
     }
     fn reopen(&self) -> Result<(), crate::wal::WalError> {
+        self.reopen.as_ref().map_or(Ok(()), |hook| hook())?;
         self.inner.reopen()
     }
 }
