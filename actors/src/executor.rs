@@ -279,6 +279,8 @@ impl PartitionExecutor {
         .entered();
         // Every entry up to here is handed to the application by the end of this turn.
         let handed = sm.applied_index();
+        // The generation of the entries handed: a read routed with an older one may be stale.
+        let generation = sm.generation();
         let status = PartitionStatus::of(sm);
         self.sync_clock(ctx);
 
@@ -337,9 +339,9 @@ impl PartitionExecutor {
             self.answer(reply);
         }
         for state in ready.read_states {
-            self.waiters.read_answered(partition, state, handed);
+            self.waiters.read_answered(partition, state, handed, generation);
         }
-        self.waiters.handed_through(handed);
+        self.waiters.handed_through(partition, handed, generation);
         if let Some(change) = ready.leader_change {
             self.shared.metrics.leader_changes.increment(1);
             self.emit(RaftEvent::LeaderChanged { partition, term: change.term, leader: change.leader });

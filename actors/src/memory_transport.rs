@@ -1,8 +1,9 @@
 //! In-memory transport between managers in one process, with fault injection for tests: cut
-//! links, isolate nodes, drop a share of batches, delay delivery.
+//! links (whole or for one partition's messages), isolate nodes, drop a share of batches, delay
+//! delivery.
 
 use kommander_core::transport::{InboundSink, Transport, TransportError};
-use kommander_core::{MessageBatch, NodeId};
+use kommander_core::{MessageBatch, NodeId, PartitionId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,8 @@ use std::time::Duration;
 struct NetState {
     sinks: HashMap<NodeId, Arc<dyn InboundSink>>,
     cut: HashSet<(NodeId, NodeId)>,
+    /// Links cut for one partition's messages only.
+    partition_cut: HashSet<(NodeId, NodeId, PartitionId)>,
     drop_per_mille: u64,
     delay: Option<Duration>,
 }
@@ -49,6 +52,14 @@ impl InMemoryNetwork {
         s.cut.insert((b, a));
     }
 
+    /// Cut both directions between `a` and `b` for the messages of `partition` only (e.g. to leave
+    /// a node's partition-0 replica, and so its partition map, behind).
+    pub fn cut_partition(&self, a: NodeId, b: NodeId, partition: PartitionId) {
+        let mut s = self.lock();
+        s.partition_cut.insert((a, b, partition));
+        s.partition_cut.insert((b, a, partition));
+    }
+
     /// Cut `node` off from every other registered node.
     pub fn isolate(&self, node: NodeId) {
         let others: Vec<NodeId> = self.lock().sinks.keys().copied().filter(|&n| n != node).collect();
@@ -61,6 +72,7 @@ impl InMemoryNetwork {
     pub fn heal(&self) {
         let mut s = self.lock();
         s.cut.clear();
+        s.partition_cut.clear();
         s.drop_per_mille = 0;
         s.delay = None;
     }
@@ -82,9 +94,12 @@ impl InMemoryNetwork {
         (x ^ (x >> 29)) % 1000
     }
 
-    fn route(&self, batch: MessageBatch) {
+    fn route(&self, mut batch: MessageBatch) {
         let (sink, delay) = {
             let s = self.lock();
+            if !s.partition_cut.is_empty() {
+                batch.messages.retain(|m| !s.partition_cut.contains(&(batch.from, batch.to, m.partition)));
+            }
             let blocked = s.cut.contains(&(batch.from, batch.to));
             let sink = if blocked { None } else { s.sinks.get(&batch.to).cloned() };
             let drop = s.drop_per_mille > 0 && self.random_per_mille() < s.drop_per_mille;

@@ -25,7 +25,7 @@ impl RaftManager {
         Ok(read(&state))
     }
 
-    fn system_client(&self) -> Result<crate::coordinator::SystemClient, ReplicateError> {
+    pub(crate) fn system_client(&self) -> Result<crate::coordinator::SystemClient, ReplicateError> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         Ok(running.as_ref().ok_or(ReplicateError::NotJoined)?.client.clone())
     }

@@ -9,9 +9,9 @@
 
 mod support;
 
-use kommander_actors::{AdminError, Replicate, ReplicateError};
+use kommander_actors::{AdminError, Consistency, Replicate, ReplicateError};
 use kommander_core::system::{key_hash, HashRange, PartitionState, SystemError};
-use kommander_core::PartitionId;
+use kommander_core::{NodeId, PartitionId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -236,4 +236,133 @@ async fn a_crash_of_the_partition_0_leader_mid_split_is_resolved_after_restart()
     }
     cluster.check_readable(&acked).await;
     println!("split interrupted by a partition-0 leader crash was {resolved} after the restart");
+}
+
+/// `key`'s value in `partition` of a node's key-value store.
+fn value_of(key: &str) -> impl FnOnce(&support::KvApp, PartitionId) -> Option<String> + Send + 'static {
+    let key = key.to_string();
+    move |app, partition| app.store.get(&partition).and_then(|keys| keys.get(&key)).cloned()
+}
+
+/// A key in the half of `p1`'s range that a split at its midpoint moves, with the boundary.
+fn moving_key(manager: &kommander_actors::RaftManager, p1: PartitionId) -> (String, u64) {
+    let range = manager.partition_map().unwrap().get(p1).unwrap().range.unwrap();
+    let boundary = midpoint(range);
+    let moving = HashRange { start: boundary, end: range.end };
+    ((0..).map(|i| format!("moving-{i}")).find(|k| in_range(k, &moving)).unwrap(), boundary)
+}
+
+/// Wait until `app`'s store holds `key` = `value` in `partition`.
+async fn wait_for_value(app: &support::App, partition: PartitionId, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let store = app.send(support::dump()).await.unwrap();
+        if store.get(&partition).and_then(|keys| keys.get(key)).map(String::as_str) == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} never reached {value} in {partition}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A linearizable read of `key` through `node`, retried while the node catches up after a heal
+/// (elections, partitions it starts late); any value it returns is final.
+async fn read_once_healed(
+    node: &kommander_actors::RaftManager,
+    app: &support::App,
+    key: &str,
+) -> (PartitionId, Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node.read_for_key(app, key.as_bytes(), Consistency::Linearizable, value_of(key)).await {
+            Ok(read) => return read,
+            Err(error) => assert!(Instant::now() < deadline, "no read once healed: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cut `stale`'s partition-0 links, so its map stops where it is.
+fn freeze_map(cluster: &Cluster, stale: NodeId) {
+    for other in cluster.running().iter().map(|m| m.node()).filter(|&n| n != stale) {
+        cluster.network.cut_partition(stale, other, P0);
+    }
+}
+
+/// A node whose map missed a completed split still routes the moved key to its old partition,
+/// whose replica holds a frozen copy. The old partition's log has the split's fence, newer than
+/// the route: the read answers `PartitionMoved`, waits for the map, and (the map frozen) fails
+/// instead of returning the old value; once the map catches up it reads the new owner.
+#[actix_rt::test]
+async fn a_read_routed_by_a_map_that_missed_a_split_never_returns_the_old_partitions_copy() {
+    let cluster = Cluster::start().await;
+    let p1 = PartitionId(1);
+    cluster.leader(p1).await;
+    let p0_leader = cluster.leader(P0).await;
+    let (key, boundary) = moving_key(&p0_leader, p1);
+    assert!(cluster.put(&key, "old").await);
+    let stale = cluster.running().into_iter().find(|m| m.node() != p0_leader.node()).unwrap();
+    let app = cluster.apps[support::index_of(stale.node())].clone();
+    wait_for_value(&app, p1, &key, "old").await;
+
+    freeze_map(&cluster, stale.node());
+    let target = p0_leader.split_partition(p1, boundary).await.expect("split");
+    assert!(cluster.put_avoiding(&key, "new", &[stale.node()]).await);
+    let route = stale.partition_for_key(key.as_bytes()).unwrap();
+    assert_eq!((route.id, route.state), (p1, PartitionState::Active), "the stale node's map missed the split");
+    // Its replica of p1 still holds the key's old value (a source keeps its range until its own
+    // map says the split completed).
+    let frozen = app.send(support::dump()).await.unwrap();
+    assert_eq!(frozen.get(&p1).and_then(|keys| keys.get(&key)).map(String::as_str), Some("old"));
+
+    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+        let read = stale.read_for_key(&app, key.as_bytes(), consistency, value_of(&key)).await;
+        assert!(matches!(read, Err(ReplicateError::Timeout(P0))), "{consistency:?}: {read:?}");
+    }
+
+    cluster.network.heal();
+    assert_eq!(read_once_healed(&stale, &app, &key).await, (target, Some("new".to_string())));
+}
+
+/// A node whose map stopped in the middle of a split (the key's partition is `Splitting`: its
+/// fence is at the route's generation) cannot tell from the partition whether the key moved: the
+/// read first takes a barrier on partition 0, which the frozen node cannot get, so it fails
+/// instead of returning the old value; once healed it reads the new owner.
+#[actix_rt::test]
+async fn a_read_routed_by_a_map_stopped_mid_split_asks_partition_0_first() {
+    let cluster = Cluster::start().await;
+    let p1 = PartitionId(1);
+    cluster.leader(p1).await;
+    let p0_leader = cluster.leader(P0).await;
+    let (key, boundary) = moving_key(&p0_leader, p1);
+    assert!(cluster.put(&key, "old").await);
+    let stale = cluster.running().into_iter().find(|m| m.node() != p0_leader.node()).unwrap();
+    let app = cluster.apps[support::index_of(stale.node())].clone();
+    wait_for_value(&app, p1, &key, "old").await;
+
+    // Hold the split after it began, freeze the stale node's map there, then let it complete.
+    cluster.export_blocked.store(true, Ordering::SeqCst);
+    let split = {
+        let leader = p0_leader.clone();
+        actix_rt::spawn(async move { leader.split_partition(p1, boundary).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stale.partition_map().unwrap().get(p1).unwrap().state == PartitionState::Active {
+        assert!(Instant::now() < deadline, "the split never began on the stale node");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    freeze_map(&cluster, stale.node());
+    cluster.export_blocked.store(false, Ordering::SeqCst);
+    let target = split.await.unwrap().expect("split");
+    assert!(cluster.put_avoiding(&key, "new", &[stale.node()]).await);
+    let route = stale.partition_for_key(key.as_bytes()).unwrap();
+    assert!(matches!(route.state, PartitionState::Splitting { .. }), "{route:?}");
+
+    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+        let read = stale.read_for_key(&app, key.as_bytes(), consistency, value_of(&key)).await;
+        assert!(read.is_err(), "{consistency:?}: a frozen map mid-split read {read:?}");
+    }
+
+    cluster.network.heal();
+    assert_eq!(read_once_healed(&stale, &app, &key).await, (target, Some("new".to_string())));
 }

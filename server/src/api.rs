@@ -264,28 +264,34 @@ async fn get(
         Err(error) => return HttpResponse::BadRequest().body(error),
     };
     let key = key.into_inner();
-    // A split or merge may move the key during the read: read again where it lives now.
+    if consistency == Consistency::Local {
+        return local_get(&state, key).await;
+    }
+    let read_key = key.clone();
+    let read = state.manager.read_for_key(&state.app, key.as_bytes(), consistency, move |kv, p| kv.get(p, &read_key));
+    match read.await {
+        Ok((_, Some(value))) => HttpResponse::Ok().body(value),
+        Ok((partition, None)) => HttpResponse::NotFound().body(format!("{key} is not in {partition}")),
+        Err(error) => {
+            let partition = state.manager.partition_for_key(key.as_bytes()).map_or(PartitionId::SYSTEM, |p| p.id);
+            read_refused(&state, partition, error)
+        }
+    }
+}
+
+/// A `local` read: this replica's restored state, routed by this node's map (re-read when a
+/// split or merge moved the key meanwhile).
+async fn local_get(state: &ApiState, key: String) -> HttpResponse {
     for _ in 0..3 {
         let info = match state.manager.partition_for_key(key.as_bytes()) {
             Ok(info) => info,
             Err(error) => return HttpResponse::ServiceUnavailable().body(error.to_string()),
         };
         let partition = info.id;
-        let value = if consistency == Consistency::Local {
-            match state.kv.get_restored(partition, &key, RESTORE_WAIT).await {
-                Ok(value) => value,
-                Err(error) => {
-                    return HttpResponse::ServiceUnavailable()
-                        .insert_header(("Retry-After", "1"))
-                        .body(error.to_string())
-                }
-            }
-        } else {
-            let read_key = key.clone();
-            let read = state.manager.read(&state.app, partition, consistency, move |kv| kv.get(partition, &read_key));
-            match read.await {
-                Ok(value) => value,
-                Err(error) => return read_refused(&state, partition, error),
+        let value = match state.kv.get_restored(partition, &key, RESTORE_WAIT).await {
+            Ok(value) => value,
+            Err(error) => {
+                return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).body(error.to_string())
             }
         };
         if state.manager.partition_for_key(key.as_bytes()).is_ok_and(|now| now == info) {

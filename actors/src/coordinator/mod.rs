@@ -56,8 +56,14 @@ impl AppliedOutcomes {
         }
     }
 
-    fn reset(&self) {
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = (0, BTreeMap::new());
+    /// Forget every outcome: the state now covers the log up to `index` (0: nothing applied).
+    fn reset_to(&self, index: LogIndex) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = (index, BTreeMap::new());
+    }
+
+    /// The highest partition-0 index applied to this node's system state.
+    pub(crate) fn applied_index(&self) -> LogIndex {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// The outcome of the entry at `index`, once applied (`Some(None)`: applied, not a command).
@@ -388,7 +394,7 @@ impl SystemCoordinator {
             Ok(state) => {
                 tracing::info!(index, "system state restored from a snapshot");
                 *self.state.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
-                self.client.outcomes.reset();
+                self.client.outcomes.reset_to(index);
                 self.registry().changes().bump();
                 if self.restored {
                     // A live install (not the restore, which announces the map when it finishes).
@@ -430,7 +436,7 @@ impl Handler<RaftEvent> for SystemCoordinator {
         match event {
             RaftEvent::RestoreStarted { .. } => {
                 *self.state.write().unwrap_or_else(|p| p.into_inner()) = self.genesis.clone();
-                self.client.outcomes.reset();
+                self.client.outcomes.reset_to(0);
                 self.registry().changes().bump();
             }
             RaftEvent::Restored { entries, .. } | RaftEvent::Replicated { entries, .. } => self.apply_entries(entries),

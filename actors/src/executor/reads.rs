@@ -44,12 +44,28 @@ impl Consistency {
 /// has been handed to the application (see the module docs). [`Consistency::Local`] answers with
 /// the index handed so far, at once. Errors: [`ReplicateError::NotLeader`] (no leader known),
 /// [`ReplicateError::LeadershipLost`] (the leader changed during the round),
-/// [`ReplicateError::PartitionUnavailable`] (restoring or restarting).
+/// [`ReplicateError::PartitionUnavailable`] (restoring or restarting), and for a read routed by
+/// key ([`crate::RaftManager::read_for_key`]) [`ReplicateError::PartitionMoved`]: a fence newer
+/// than the route applied by the read index, so the key may live elsewhere now.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "Result<LogIndex, ReplicateError>")]
 pub struct ReadBarrier {
     /// The consistency asked for.
     pub consistency: Consistency,
+    /// The partition generation a key was routed with (checked once the read index is handed).
+    routed: Option<u64>,
+}
+
+impl ReadBarrier {
+    /// A barrier on a partition addressed directly.
+    pub fn new(consistency: Consistency) -> Self {
+        Self { consistency, routed: None }
+    }
+
+    /// A barrier for a key routed to this partition with map generation `generation`.
+    pub(crate) fn routed(consistency: Consistency, generation: u64) -> Self {
+        Self { consistency, routed: Some(generation) }
+    }
 }
 
 /// Hand this leader's leadership to `to`, or to its most caught-up voter (`None`); answered once
@@ -75,14 +91,14 @@ impl Handler<ReadBarrier> for PartitionExecutor {
             return Box::pin(async move { Err(ReplicateError::PartitionUnavailable(partition)) });
         };
         let Some(consistency) = msg.consistency.core() else {
-            let handed = sm.applied_index();
-            return Box::pin(async move { Ok(handed) });
+            let read = super::waiters::routed_read(partition, msg.routed, sm.generation(), sm.applied_index());
+            return Box::pin(async move { read });
         };
         self.next_read_id += 1;
         let id = self.next_read_id;
         let receiver = match sm.read(id, consistency, monotonic_ms()) {
             Ok(()) => {
-                let rx = self.waiters.read(id);
+                let rx = self.waiters.read(id, msg.routed);
                 self.schedule_flush(ctx);
                 Ok(rx)
             }

@@ -12,7 +12,36 @@ use tokio::sync::oneshot;
 
 type ProposalWaiter = oneshot::Sender<Result<ProposalCommitted, ReplicateError>>;
 type ResolutionWaiter = oneshot::Sender<Result<TicketOutcome, ReplicateError>>;
-type ReadWaiter = oneshot::Sender<Result<LogIndex, ReplicateError>>;
+
+/// A read waiting for its index; `routed` is the partition generation the reader routed its key
+/// with (`None`: the partition was addressed directly).
+struct ReadWaiter {
+    reply: oneshot::Sender<Result<LogIndex, ReplicateError>>,
+    routed: Option<u64>,
+}
+
+impl ReadWaiter {
+    fn answer(self, partition: PartitionId, index: LogIndex, generation: u64) {
+        let _ = self.reply.send(routed_read(partition, self.routed, generation, index));
+    }
+}
+
+/// A read's answer once entries up to `index` are handed and the partition is at `generation`:
+/// `index`, or [`ReplicateError::PartitionMoved`] when a fence newer than the reader's route
+/// (`routed`) applied: the key may have left the partition, so this replica's value may be stale.
+pub(super) fn routed_read(
+    partition: PartitionId,
+    routed: Option<u64>,
+    generation: u64,
+    index: LogIndex,
+) -> Result<LogIndex, ReplicateError> {
+    match routed {
+        Some(expected) if generation > expected => {
+            Err(ReplicateError::PartitionMoved { partition, expected, current: generation })
+        }
+        _ => Ok(index),
+    }
+}
 
 /// The waiters of one partition incarnation.
 #[derive(Default)]
@@ -49,10 +78,10 @@ impl Waiters {
         rx
     }
 
-    /// Wait for the read index of read `id`.
-    pub(super) fn read(&mut self, id: u64) -> oneshot::Receiver<Result<LogIndex, ReplicateError>> {
-        let (tx, rx) = oneshot::channel();
-        self.reads.insert(id, tx);
+    /// Wait for the read index of read `id`, routed with partition generation `routed`.
+    pub(super) fn read(&mut self, id: u64, routed: Option<u64>) -> oneshot::Receiver<Result<LogIndex, ReplicateError>> {
+        let (reply, rx) = oneshot::channel();
+        self.reads.insert(id, ReadWaiter { reply, routed });
         rx
     }
 
@@ -65,19 +94,28 @@ impl Waiters {
     }
 
     /// The state machine answered read `state.id`; entries up to `handed` are with the
-    /// application. A read whose index is beyond that waits for [`Waiters::handed_through`].
-    pub(super) fn read_answered(&mut self, partition: PartitionId, state: ReadState, handed: LogIndex) {
+    /// application and the partition's generation is `generation`. A read whose index is beyond
+    /// that waits for [`Waiters::handed_through`].
+    pub(super) fn read_answered(
+        &mut self,
+        partition: PartitionId,
+        state: ReadState,
+        handed: LogIndex,
+        generation: u64,
+    ) {
         let Some(waiter) = self.reads.remove(&state.id) else { return };
         match state.result {
             Ok(index) if index > handed => self.parked.push((index, waiter)),
-            result => {
-                let _ = waiter.send(result.map_err(|e| ReplicateError::from_read(partition, e)));
+            Ok(index) => waiter.answer(partition, index, generation),
+            Err(error) => {
+                let _ = waiter.reply.send(Err(ReplicateError::from_read(partition, error)));
             }
         }
     }
 
-    /// Entries up to `handed` are with the application: answer the reads waiting for them.
-    pub(super) fn handed_through(&mut self, handed: LogIndex) {
+    /// Entries up to `handed` are with the application (the partition's generation is
+    /// `generation`): answer the reads waiting for them.
+    pub(super) fn handed_through(&mut self, partition: PartitionId, handed: LogIndex, generation: u64) {
         if self.parked.iter().all(|(index, _)| *index > handed) {
             return;
         }
@@ -85,7 +123,7 @@ impl Waiters {
             std::mem::take(&mut self.parked).into_iter().partition(|(i, _)| *i <= handed);
         self.parked = parked;
         for (index, waiter) in due {
-            let _ = waiter.send(Ok(index));
+            waiter.answer(partition, index, generation);
         }
     }
 

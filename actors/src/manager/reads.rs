@@ -1,13 +1,30 @@
 //! The manager's read and leadership calls: read barriers at a [`Consistency`], reads of the
-//! application's state behind one, leadership transfer, and handing every led partition over
-//! before the node stops.
+//! application's state behind one (by partition, or by key with a route that is never stale),
+//! leadership transfer, and handing every led partition over before the node stops.
+//!
+//! # Reading by key
+//! This node's partition map may be behind partition 0 (after a restart it replays the map, a
+//! lagging replica applies it late), so the partition a key routes to may have handed the key to
+//! another partition: its replica then holds a frozen, stale copy. [`RaftManager::read_for_key`]
+//! rules that out with two checks:
+//! - a route to an **active** partition carries the route's generation; every split or merge
+//!   writes a fence of a newer generation into the source's log before the key moves, so a
+//!   barrier whose read index covers that fence answers [`ReplicateError::PartitionMoved`] and the
+//!   read waits for this node's map and routes again;
+//! - a route to a partition **in a split or merge** (its fence is at the route's generation; only
+//!   partition 0 knows whether the move completed) first takes a barrier on partition 0 at the
+//!   read's consistency and waits until this node applied it, then routes again.
 
 use super::RaftManager;
 use crate::application::{Read, StateMachine, StateMachineActor};
 use crate::error::ReplicateError;
 use crate::executor::{Consistency, ReadBarrier, TransferLeadership};
 use actix::prelude::*;
+use kommander_core::system::PartitionState;
 use kommander_core::{LogIndex, NodeId, PartitionId};
+
+/// Routes a read by key tries before giving up (each stale route waits for the map first).
+const READ_ROUTES: usize = 4;
 
 impl RaftManager {
     /// A read barrier on `partition` (any node: a follower asks the leader for the index, then
@@ -21,7 +38,7 @@ impl RaftManager {
         partition: PartitionId,
         consistency: Consistency,
     ) -> Result<LogIndex, ReplicateError> {
-        self.ask(partition, ReadBarrier { consistency }).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
+        self.ask(partition, ReadBarrier::new(consistency)).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
     }
 
     /// Read the application's state after a [`RaftManager::read_barrier`]: `read` runs on the
@@ -39,6 +56,67 @@ impl RaftManager {
     {
         self.read_barrier(partition, consistency).await?;
         app.send(Read::new(read)).await.map_err(|_| ReplicateError::NotJoined)
+    }
+
+    /// Read the state of the partition owning `key` at `consistency` (see the module docs on
+    /// reading by key): `read` runs on the [`StateMachineActor`] with the partition it was routed
+    /// to, after every entry up to the read index, and a split or merge that moved the key before
+    /// this call never makes it see the key's old partition. Returns the partition and what `read`
+    /// returned. [`ReplicateError::PartitionMoved`] or [`ReplicateError::Timeout`] when this
+    /// node's map could not catch up.
+    pub async fn read_for_key<S, R>(
+        &self,
+        app: &Addr<StateMachineActor<S>>,
+        key: &[u8],
+        consistency: Consistency,
+        read: impl FnOnce(&S, PartitionId) -> R + Send + 'static,
+    ) -> Result<(PartitionId, R), ReplicateError>
+    where
+        S: StateMachine,
+        R: Send + 'static,
+    {
+        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        let mut system_checked = consistency == Consistency::Local;
+        let mut routes = 0;
+        let partition = loop {
+            let info = self.partition_for_key(key)?;
+            if info.state != PartitionState::Active && !system_checked {
+                self.system_barrier(consistency).await?;
+                system_checked = true;
+                continue;
+            }
+            routes += 1;
+            match self.ask(info.id, ReadBarrier::routed(consistency, info.generation)).await.and_then(|r| r) {
+                Ok(_) => break info.id,
+                Err(ReplicateError::PartitionMoved { current, .. }) if routes < READ_ROUTES => {
+                    // The partition's log is ahead of this node's map: wait for the map.
+                    let caught_up = || {
+                        let generation = self.with_state(|s| s.map.get(info.id).map(|p| p.generation));
+                        matches!(generation, Ok(Some(g)) if g >= current).then_some(())
+                    };
+                    changes
+                        .wait_until(self.inner.config.proposal_timeout, caught_up)
+                        .await
+                        .ok_or(ReplicateError::Timeout(PartitionId::SYSTEM))?;
+                }
+                Err(error) => return Err(self.with_endpoint(error)),
+            }
+        };
+        let value = app.send(Read::new(move |state| read(state, partition))).await;
+        value.map(|value| (partition, value)).map_err(|_| ReplicateError::NotJoined)
+    }
+
+    /// A barrier on partition 0 at `consistency`, answered once this node's coordinator applied
+    /// every system change up to its read index: the map then reflects every split and merge
+    /// completed before the call.
+    async fn system_barrier(&self, consistency: Consistency) -> Result<(), ReplicateError> {
+        let index = self.read_barrier(PartitionId::SYSTEM, consistency).await?;
+        let outcomes = self.system_client()?.outcomes;
+        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
+        changes
+            .wait_until(self.inner.config.proposal_timeout, || (outcomes.applied_index() >= index).then_some(()))
+            .await
+            .ok_or(ReplicateError::Timeout(PartitionId::SYSTEM))
     }
 
     /// Hand this node's leadership of `partition` to the voter `to` (thesis §3.10): proposals
