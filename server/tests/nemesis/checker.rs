@@ -652,7 +652,7 @@ mod tests {
     }
 
     fn op(key: &str, kind: OpKind, invoked: u64, completed: Option<u64>, outcome: Outcome) -> Op {
-        Op { id: OpId(0), client: 0, key: key.to_owned(), kind, invoked, completed, outcome }
+        Op { id: OpId(0), client: 0, key: key.to_owned(), kind, invoked, completed, outcome, node: None }
     }
 
     fn write_op(value: &str, invoked: u64, completed: Option<u64>, outcome: Outcome) -> Op {
@@ -989,7 +989,7 @@ mod tests {
                     let effect = matches!(outcome, Outcome::Ok(_)).then_some(effect);
                     (OpKind::Read { consistency }, outcome, Some(end), effect)
                 };
-                let op = Op { id: OpId(0), client, key, kind, invoked, completed, outcome };
+                let op = Op { id: OpId(0), client, key, kind, invoked, completed, outcome, node: None };
                 ops.push((op, effect));
                 t = end;
             }

@@ -116,6 +116,9 @@ pub struct Op {
     pub completed: Option<u64>,
     /// How it ended; [`Outcome::Unknown`] while it is still in flight.
     pub outcome: Outcome,
+    /// The node the request was sent to (for reading the nodes' logs; the checker ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<u64>,
 }
 
 impl Op {
@@ -181,8 +184,13 @@ impl History {
         let invoked = self.now();
         let mut ops = self.lock();
         let id = OpId(ops.len());
-        ops.push(Op { id, client, key: key.into(), kind, invoked, completed: None, outcome: Outcome::Unknown });
+        ops.push(Op { id, client, key: key.into(), kind, invoked, completed: None, outcome: Outcome::Unknown, node: None });
         id
+    }
+
+    /// Records that operation `id` was sent to `node`.
+    pub fn sent_to(&self, id: OpId, node: u64) {
+        self.lock()[id.0].node = Some(node);
     }
 
     /// Records that operation `id` ended now with `outcome`.

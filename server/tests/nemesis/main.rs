@@ -7,8 +7,9 @@
 //! three seconds picks one of: SIGKILL of a node, SIGKILL of a partition's leader, SIGKILL of all
 //! nodes at once (power loss), SIGSTOP/SIGCONT, a node cut off from the others, a one-way cut,
 //! a leadership transfer, a split or merge of a partition, and a membership change (a fourth node
-//! joins and is removed again) — the last three through the admin API, between the other faults. Then it heals everything, waits for every node to be
-//! ready, reads every key from every node, and checks:
+//! joins; a later membership action removes it). The last three go through the admin API and are
+//! fired without waiting: they run while the next faults strike. Then it waits for them, heals
+//! everything, waits for every node to be ready, reads every key from every node, and checks:
 //!
 //! * linearizability of every write and linearizable/lease read, per key (the [`checker`]);
 //!   the final reads make a lost acknowledged write an anomaly;
@@ -16,8 +17,10 @@
 //! * convergence: every node's local value of every key is the same;
 //! * no process panicked.
 //!
-//! A failing run keeps its history (`history.jsonl`) and the nodes' logs under
-//! `target/nemesis/<seed>-<transport>/` and prints the seed to replay.
+//! A failing run keeps its history (`history.jsonl`, with the node each request went to), the
+//! nemesis actions with their times (`nemesis.log`, whose first line maps the history's clock to
+//! the nodes' log clock) and the nodes' logs under `target/tmp/nemesis/<seed>-<transport>/`, and
+//! prints the seed to replay.
 //!
 //! Bounded by default (one run per transport, `KOMMANDER_NEMESIS_SECONDS`, default 35 s of
 //! faults each). Long mode: `KOMMANDER_NEMESIS_MINUTES=30 cargo test -p kommander-server --test
@@ -32,6 +35,7 @@ mod proxy;
 mod workload;
 
 use cluster::{Cluster, Transport, FOUNDERS};
+use futures_util::FutureExt;
 use history::{Consistency, History, Outcome};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -138,8 +142,54 @@ async fn wait_ready(cluster: &Cluster, http: &reqwest::Client, patience: Duratio
     }
 }
 
-/// Make one fault and undo it; returns what it was.
-async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) -> Nemesis {
+/// The nemesis actions still running in the background: admin calls (transfers, splits, merges)
+/// that the next faults do not wait for, and the membership change in progress.
+#[derive(Default)]
+struct Background {
+    /// Admin calls fired and not awaited.
+    admin: Vec<tokio::task::JoinHandle<()>>,
+    /// The node that joined and is not removed yet.
+    joiner: Option<u64>,
+    /// Removals in flight: the node, and whether the cluster removed it.
+    removals: Vec<tokio::task::JoinHandle<(u64, bool)>>,
+}
+
+impl Background {
+    /// Forget the joiners whose removal finished (a failed removal leaves a member).
+    fn reap(&mut self, cluster: &mut Cluster) {
+        let (done, running): (Vec<_>, Vec<_>) = self.removals.drain(..).partition(|h| h.is_finished());
+        self.removals = running;
+        for handle in done {
+            if let Some(Ok((joiner, true))) = handle.now_or_never() {
+                cluster.forget(joiner);
+            }
+        }
+    }
+
+    /// Wait (bounded) for every background action, then reap.
+    async fn finish(&mut self, cluster: &mut Cluster) {
+        for handle in self.admin.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(20), handle).await;
+        }
+        for handle in std::mem::take(&mut self.removals) {
+            if let Ok(Ok((joiner, true))) = tokio::time::timeout(Duration::from_secs(20), handle).await {
+                cluster.forget(joiner);
+            }
+        }
+    }
+}
+
+/// Fire an admin `POST` in the background (its outcome does not matter: the history does).
+fn post_later(background: &mut Background, http: &reqwest::Client, url: String) {
+    let http = http.clone();
+    background.admin.push(tokio::spawn(async move {
+        let _ = post(&http, url).await;
+    }));
+}
+
+/// Make one fault and undo it (admin changes are fired and left running); returns what it was
+/// and whom it hit.
+async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng, bg: &mut Background) -> (Nemesis, String) {
     // `KOMMANDER_NEMESIS_ONLY=Pause,Membership` narrows the choice (to chase one kind of fault).
     let only = std::env::var("KOMMANDER_NEMESIS_ONLY").unwrap_or_default();
     let kinds: Vec<Nemesis> =
@@ -147,11 +197,12 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) ->
     let nemesis = kinds[rng.below(kinds.len() as u64) as usize];
     let node = FOUNDERS[rng.below(3) as usize];
     let hold = Duration::from_millis(800 + rng.below(1_700));
-    match nemesis {
+    let detail = match nemesis {
         Nemesis::KillNode => {
             cluster.kill(node);
             tokio::time::sleep(hold).await;
             cluster.start_node(node);
+            format!("n{node} for {hold:?}")
         }
         Nemesis::KillLeader => {
             let partition = rng.below(u64::from(PARTITIONS) + 1);
@@ -159,6 +210,7 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) ->
             cluster.kill(victim);
             tokio::time::sleep(hold).await;
             cluster.start_node(victim);
+            format!("n{victim} (leader of p{partition}) for {hold:?}")
         }
         Nemesis::KillAll => {
             for id in cluster.ids() {
@@ -168,17 +220,20 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) ->
             for id in cluster.ids() {
                 cluster.start_node(id);
             }
+            format!("{:?}", cluster.ids())
         }
         Nemesis::Pause => {
             cluster.pause(node);
             tokio::time::sleep(hold).await;
             cluster.resume_all();
+            format!("n{node} for {hold:?}")
         }
         Nemesis::Isolate => {
             let others: Vec<u64> = FOUNDERS.iter().copied().filter(|&n| n != node).collect();
             cluster.partition(&[&[node], &others]);
             tokio::time::sleep(hold).await;
             cluster.heal_network();
+            format!("n{node} for {hold:?}")
         }
         Nemesis::OneWayCut => {
             let to = FOUNDERS.iter().copied().find(|&n| n != node).unwrap();
@@ -188,12 +243,14 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) ->
             }
             tokio::time::sleep(hold).await;
             cluster.heal_network();
+            format!("n{node} -> n{to} for {hold:?}")
         }
         Nemesis::Transfer => {
             let partition = 1 + rng.below(u64::from(PARTITIONS));
             let to = FOUNDERS[rng.below(3) as usize];
             let via = FOUNDERS[rng.below(3) as usize];
-            let _ = post(http, format!("{}/admin/transfer/{partition}/{to}", cluster.url(via))).await;
+            post_later(bg, http, format!("{}/admin/transfer/{partition}/{to}", cluster.url(via)));
+            format!("p{partition} to n{to} via n{via}")
         }
         Nemesis::SplitOrMerge => {
             let via = FOUNDERS[rng.below(3) as usize];
@@ -211,39 +268,46 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng) ->
                 // non-adjacent pair, which changes nothing).
                 let source = *ranged.iter().max().unwrap();
                 let survivor = ranged[rng.below(ranged.len() as u64) as usize];
-                let _ = post(http, format!("{}/admin/merge/{survivor}/{source}", cluster.url(via))).await;
+                post_later(bg, http, format!("{}/admin/merge/{survivor}/{source}", cluster.url(via)));
+                format!("merge p{source} into p{survivor} via n{via}")
             } else {
                 let partition = 1 + rng.below(u64::from(PARTITIONS));
-                let _ = post(http, format!("{}/admin/split/{partition}", cluster.url(via))).await;
+                post_later(bg, http, format!("{}/admin/split/{partition}", cluster.url(via)));
+                format!("split p{partition} via n{via}")
             }
         }
-        Nemesis::Membership => {
-            // A node joins (learner, then voter of every partition once caught up) and is
-            // removed again through the admin API; the other faults go on before and after.
-            let joiner = cluster.add_joiner();
-            let url = cluster.url(joiner);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                let ready = matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status().is_success());
-                if ready {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        Nemesis::Membership => match bg.joiner.take() {
+            // A node joins (learner, then voter of every partition once caught up) while the
+            // other faults go on; a later membership action removes it, in the background too.
+            None => {
+                let joiner = cluster.add_joiner();
+                bg.joiner = Some(joiner);
+                format!("n{joiner} joins")
             }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                let via = FOUNDERS[rng.below(3) as usize];
-                let removed = http.delete(format!("{}/admin/nodes/{joiner}", cluster.url(via))).send().await;
-                // A 4xx after an earlier attempt timed out: it is gone already.
-                if matches!(removed, Ok(r) if r.status().is_success() || r.status().is_client_error()) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Some(joiner) => {
+                let (http, founders) = (http.clone(), FOUNDERS.map(|id| cluster.url(id)));
+                let first = rng.below(3) as usize;
+                bg.removals.push(tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    for attempt in 0.. {
+                        let via = &founders[(first + attempt) % founders.len()];
+                        let removed = http.delete(format!("{via}/admin/nodes/{joiner}")).send().await;
+                        // A 4xx after an earlier attempt timed out: it is gone already.
+                        if matches!(removed, Ok(r) if r.status().is_success() || r.status().is_client_error()) {
+                            return (joiner, true);
+                        }
+                        if Instant::now() > deadline {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    (joiner, false)
+                }));
+                format!("n{joiner} removed")
             }
-            cluster.forget(joiner);
-        }
-    }
-    nemesis
+        },
+    };
+    (nemesis, detail)
 }
 
 /// Read every key from every node: linearizable reads into the history (a lost acknowledged
@@ -252,7 +316,8 @@ async fn final_reads(cluster: &Cluster, http: &reqwest::Client, history: &Histor
     for id in cluster.ids() {
         for k in 0..KEYS {
             let key = format!("k{k}");
-            workload::read(http, history, 1_000 + id, &cluster.url(id), &key, Consistency::Linearizable).await;
+            let node = (id, cluster.url(id));
+            workload::read(http, history, 1_000 + id, &node, &key, Consistency::Linearizable).await;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -312,20 +377,28 @@ async fn run_once(transport: Transport, seed: u64, seconds: u64) -> RunReport {
 
     let history = History::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let urls: Vec<String> = cluster.ids().into_iter().map(|id| cluster.url(id)).collect();
+    let nodes: Vec<workload::Endpoint> = cluster.ids().into_iter().map(|id| (id, cluster.url(id))).collect();
     let clients: Vec<_> = (0..4)
-        .map(|c| tokio::spawn(workload::client_loop(c, seed, urls.clone(), history.clone(), stop.clone())))
+        .map(|c| tokio::spawn(workload::client_loop(c, seed, nodes.clone(), history.clone(), stop.clone())))
         .collect();
 
     let mut rng = Rng::new(seed);
     let mut strikes = Vec::new();
+    // The history's clock starts about now: its zero on the nodes' (UTC) log clock.
+    let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 86_400_000;
+    let (h, m, ms) = (utc / 3_600_000, utc / 60_000 % 60, utc % 60_000);
+    let mut log = vec![format!("history time 0 = {h:02}:{m:02}:{:06.3} UTC in the node logs", ms as f64 / 1e3)];
+    let mut background = Background::default();
     let until = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1_500))).await;
+        background.reap(&mut cluster);
         let at = history.now();
-        let nemesis = strike(&mut cluster, &http, &mut rng).await;
+        let (nemesis, detail) = strike(&mut cluster, &http, &mut rng, &mut background).await;
+        log.push(format!("{:>10.3} ms {nemesis:?} {detail}", at as f64 / 1e6));
         strikes.push((nemesis, at));
     }
+    background.finish(&mut cluster).await;
     cluster.resume_all();
     cluster.heal_network();
     for id in cluster.ids() {
@@ -366,6 +439,7 @@ async fn run_once(transport: Transport, seed: u64, seconds: u64) -> RunReport {
             .join(format!("{seed}-{transport:?}").to_lowercase());
         let _ = std::fs::create_dir_all(&keep);
         let _ = history.save(&keep.join("history.jsonl"));
+        let _ = std::fs::write(keep.join("nemesis.log"), log.join("\n") + "\n");
         cluster.keep_logs(&keep);
         panic!(
             "nemesis run failed ({transport:?}, seed {seed}): {} anomalies, {timed_out} keys unchecked, panics {panics:?}, \
