@@ -2,8 +2,9 @@
 //! each other (the Raft transport and the HTTP forwarding of client requests) go through the
 //! fault-injecting proxies of [`super::proxy`] (`--pin-peers` keeps the nodes dialling the
 //! proxies rather than the addresses the roster records), nodes that join and are removed again
-//! (their links are direct), SQLite WALs in a temporary directory, and the signals the nemesis
-//! sends: SIGKILL, SIGSTOP and SIGCONT.
+//! (their links are direct), SQLite WALs in a temporary directory, the signals the nemesis
+//! sends (SIGKILL, SIGSTOP and SIGCONT), and each node's wall clock, shifted through libfaketime
+//! when it is installed (the monotonic clock is left alone, as a real clock step leaves it).
 
 use super::proxy::Network;
 use std::collections::BTreeMap;
@@ -15,6 +16,13 @@ const SERVER: &str = env!("CARGO_BIN_EXE_kommander-server");
 /// The founding nodes.
 pub const FOUNDERS: [u64; 3] = [1, 2, 3];
 const SECRET: &str = "nemesis-test-secret";
+/// libfaketime (`apt-get install faketime`; `.ci/run` installs it).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Whether nodes' wall clocks can be shifted (libfaketime is installed).
+pub fn clock_faults_available() -> bool {
+    Path::new(FAKETIME).exists()
+}
 
 /// Which transport carries Raft traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +42,13 @@ impl Transport {
     }
 }
 
+/// A node's libfaketime offset file, created at the real time.
+fn clock_file(dir: &Path, id: u64) -> PathBuf {
+    let path = dir.join(format!("n{id}.clock"));
+    std::fs::write(&path, "+0\n").expect("write the clock offset");
+    path
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -43,6 +58,8 @@ struct Node {
     /// Where clients reach it (directly, not through a proxy).
     url: String,
     log: PathBuf,
+    /// The libfaketime offset file of its wall clock (`+0`: the real time).
+    clock: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
@@ -100,7 +117,8 @@ impl Cluster {
             }
             let log = dir.path().join(format!("n{id}.log"));
             let url = format!("http://{}", http_addrs[&id]);
-            nodes.insert(id, Node { args, url, log, child: None, paused: false });
+            let clock = clock_file(dir.path(), id);
+            nodes.insert(id, Node { args, url, log, clock, child: None, paused: false });
         }
         let founders = FOUNDERS.iter().map(|&n| (n, (http_addrs[&n], grpc_addrs[&n]))).collect();
         let mut cluster = Cluster { nodes, http, grpc, founders, gone: Vec::new(), transport, partitions, _dir: dir };
@@ -134,7 +152,8 @@ impl Cluster {
             args.push(format!("--peer-grpc={seed}=http://{seed_grpc}"));
         }
         let log = dir.join(format!("n{id}.log"));
-        self.nodes.insert(id, Node { args, url: format!("http://{http}"), log, child: None, paused: false });
+        let clock = clock_file(dir, id);
+        self.nodes.insert(id, Node { args, url: format!("http://{http}"), log, clock, child: None, paused: false });
         self.start_node(id);
         id
     }
@@ -169,7 +188,15 @@ impl Cluster {
             return;
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
-        let child = Command::new(SERVER)
+        let mut command = Command::new(SERVER);
+        if clock_faults_available() {
+            command
+                .env("LD_PRELOAD", FAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &node.clock)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let child = command
             .args(&node.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -178,6 +205,12 @@ impl Cluster {
             .expect("start kommander-server");
         node.child = Some(child);
         node.paused = false;
+    }
+
+    /// Shift `id`'s wall clock to `seconds` away from the real time (0: back to the real time);
+    /// the process sees the step within a second.
+    pub fn shift_clock(&self, id: u64, seconds: i64) {
+        std::fs::write(&self.nodes[&id].clock, format!("{seconds:+}\n")).expect("write the clock offset");
     }
 
     /// SIGKILL `id` (a no-op when it is not running).

@@ -184,7 +184,16 @@ impl History {
         let invoked = self.now();
         let mut ops = self.lock();
         let id = OpId(ops.len());
-        ops.push(Op { id, client, key: key.into(), kind, invoked, completed: None, outcome: Outcome::Unknown, node: None });
+        ops.push(Op {
+            id,
+            client,
+            key: key.into(),
+            kind,
+            invoked,
+            completed: None,
+            outcome: Outcome::Unknown,
+            node: None,
+        });
         id
     }
 

@@ -5,7 +5,9 @@
 //! fault-injecting proxy), four clients writing unique values to six keys and reading them at
 //! every consistency level (`linearizable`, `lease`, `local`), and a nemesis that every one to
 //! three seconds picks one of: SIGKILL of a node, SIGKILL of a partition's leader, SIGKILL of all
-//! nodes at once (power loss), SIGSTOP/SIGCONT, a node cut off from the others, a one-way cut,
+//! nodes at once (power loss), SIGSTOP/SIGCONT, a node cut off from the others, a one-way cut, a
+//! step of a node's wall clock by 2–45 s either way (libfaketime; skipped, with a notice, where it
+//! is not installed),
 //! a leadership transfer, a split or merge of a partition, and a membership change (a fourth node
 //! joins; a later membership action removes it). The last three go through the admin API and are
 //! fired without waiting: they run while the next faults strike. Then it waits for them, heals
@@ -62,9 +64,10 @@ enum Nemesis {
     Transfer,
     SplitOrMerge,
     Membership,
+    ClockJump,
 }
 
-const NEMESES: [Nemesis; 9] = [
+const NEMESES: [Nemesis; 10] = [
     Nemesis::KillNode,
     Nemesis::KillLeader,
     Nemesis::KillAll,
@@ -74,6 +77,7 @@ const NEMESES: [Nemesis; 9] = [
     Nemesis::Transfer,
     Nemesis::SplitOrMerge,
     Nemesis::Membership,
+    Nemesis::ClockJump,
 ];
 
 /// What one run did and found.
@@ -189,11 +193,19 @@ fn post_later(background: &mut Background, http: &reqwest::Client, url: String) 
 
 /// Make one fault and undo it (admin changes are fired and left running); returns what it was
 /// and whom it hit.
-async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng, bg: &mut Background) -> (Nemesis, String) {
+async fn strike(
+    cluster: &mut Cluster,
+    http: &reqwest::Client,
+    rng: &mut Rng,
+    bg: &mut Background,
+) -> (Nemesis, String) {
     // `KOMMANDER_NEMESIS_ONLY=Pause,Membership` narrows the choice (to chase one kind of fault).
     let only = std::env::var("KOMMANDER_NEMESIS_ONLY").unwrap_or_default();
-    let kinds: Vec<Nemesis> =
-        NEMESES.into_iter().filter(|n| only.is_empty() || only.split(',').any(|o| o == format!("{n:?}"))).collect();
+    let kinds: Vec<Nemesis> = NEMESES
+        .into_iter()
+        .filter(|n| only.is_empty() || only.split(',').any(|o| o == format!("{n:?}")))
+        .filter(|&n| n != Nemesis::ClockJump || cluster::clock_faults_available())
+        .collect();
     let nemesis = kinds[rng.below(kinds.len() as u64) as usize];
     let node = FOUNDERS[rng.below(3) as usize];
     let hold = Duration::from_millis(800 + rng.below(1_700));
@@ -244,6 +256,16 @@ async fn strike(cluster: &mut Cluster, http: &reqwest::Client, rng: &mut Rng, bg
             tokio::time::sleep(hold).await;
             cluster.heal_network();
             format!("n{node} -> n{to} for {hold:?}")
+        }
+        Nemesis::ClockJump => {
+            // Mostly within the transport's 30 s replay window; one in four beyond it, which
+            // makes the node's frames look forged (a one-way cut, as far as safety is concerned).
+            let magnitude = if rng.below(4) == 0 { 45 } else { 2 + rng.below(19) as i64 };
+            let seconds = if rng.below(2) == 0 { magnitude } else { -magnitude };
+            cluster.shift_clock(node, seconds);
+            tokio::time::sleep(hold).await;
+            cluster.shift_clock(node, 0);
+            format!("n{node} wall clock {seconds:+} s for {hold:?}")
         }
         Nemesis::Transfer => {
             let partition = 1 + rng.below(u64::from(PARTITIONS));
@@ -459,6 +481,13 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn suite(transport: Transport) {
     let _turn = ONE_AT_A_TIME.lock().await;
+    if !cluster::clock_faults_available() {
+        assert!(
+            std::env::var_os("KOMMANDER_REQUIRE_FAKETIME").is_none(),
+            "KOMMANDER_REQUIRE_FAKETIME is set but libfaketime is not installed (apt-get install faketime)"
+        );
+        println!("NOTICE: libfaketime is not installed (apt-get install faketime): no ClockJump faults in this run");
+    }
     let seconds = env_u64("KOMMANDER_NEMESIS_SECONDS").unwrap_or(35);
     let minutes = env_u64("KOMMANDER_NEMESIS_MINUTES").unwrap_or(0);
     let first = env_u64("KOMMANDER_NEMESIS_SEED").unwrap_or_else(|| {

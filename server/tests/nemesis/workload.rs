@@ -37,7 +37,14 @@ pub async fn write(http: &reqwest::Client, history: &History, client: u64, node:
 }
 
 /// `GET /kv/{key}?consistency=…` on `node`, recorded.
-pub async fn read(http: &reqwest::Client, history: &History, client: u64, node: &Endpoint, key: &str, level: Consistency) {
+pub async fn read(
+    http: &reqwest::Client,
+    history: &History,
+    client: u64,
+    node: &Endpoint,
+    key: &str,
+    level: Consistency,
+) {
     let (node, url) = node;
     let id = history.invoke(client, key, OpKind::Read { consistency: level });
     history.sent_to(id, *node);
