@@ -90,13 +90,15 @@ pub enum ReplicateError {
     /// ([`crate::RaftManagerBuilder::snapshots`]), or it is still restoring.
     #[error("no snapshot of {0} can be taken (no snapshot writer registered, or restoring)")]
     SnapshotUnavailable(PartitionId),
-    /// The partition map changed under a guarded write (the partition split, merged, or is being
-    /// moved): look the key up again with [`crate::RaftManager::partition_for_key`] and retry.
-    #[error("{partition} moved: write expected generation {expected}, partition is at {current}")]
+    /// The partition map changed under a guarded write or a read by key (the partition split,
+    /// merged, or is being moved): look the key up again with
+    /// [`crate::RaftManager::partition_for_key`] and retry ([`crate::RaftManager::read_for_key`]
+    /// does so itself once this node's map caught up).
+    #[error("{partition} moved: routed with generation {expected}, partition is at {current}")]
     PartitionMoved {
-        /// The partition written to.
+        /// The partition written to or read.
         partition: PartitionId,
-        /// Generation the writer routed with.
+        /// Generation the writer or reader routed with.
         expected: u64,
         /// The partition's generation.
         current: u64,
