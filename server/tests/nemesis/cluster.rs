@@ -128,10 +128,11 @@ impl Cluster {
         cluster
     }
 
-    /// Start a new node (the next id) that joins the running cluster through the founders (its
-    /// links are direct: the founders learn its address from the roster). Returns its id.
+    /// Start a new node (an id never used in this run, with an empty directory: a removed node's
+    /// id is not reused) that joins the running cluster through the founders (its links are
+    /// direct: the founders learn its address from the roster). Returns its id.
     pub fn add_joiner(&mut self) -> u64 {
-        let id = self.ids().into_iter().max().unwrap_or(0) + 1;
+        let id = self.ids().into_iter().chain(self.gone.iter().map(|(id, _)| *id)).max().unwrap_or(0) + 1;
         let (http, grpc) = (free_addr(), free_addr());
         let dir = self._dir.path();
         let mut args = vec![
