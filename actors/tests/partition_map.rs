@@ -239,7 +239,7 @@ async fn a_crash_of_the_partition_0_leader_mid_split_is_resolved_after_restart()
 }
 
 /// `key`'s value in `partition` of a node's key-value store.
-fn value_of(key: &str) -> impl FnOnce(&support::KvApp, PartitionId) -> Option<String> + Send + 'static {
+fn value_of(key: &str) -> impl Fn(&support::KvApp, PartitionId) -> Option<String> + Clone + Send + 'static {
     let key = key.to_string();
     move |app, partition| app.store.get(&partition).and_then(|keys| keys.get(&key)).cloned()
 }
@@ -365,4 +365,62 @@ async fn a_read_routed_by_a_map_stopped_mid_split_asks_partition_0_first() {
 
     cluster.network.heal();
     assert_eq!(read_once_healed(&stale, &app, &key).await, (target, Some("new".to_string())));
+}
+
+/// Reads by key racing a split never miss a key: the application drops the range its partition
+/// handed over as soon as it learns the split completed, so a read that the application served
+/// after the key's route changed is routed and run again.
+#[actix_rt::test]
+async fn reads_by_key_racing_splits_always_find_the_key() {
+    let cluster = Arc::new(Cluster::start().await);
+    let p1 = PartitionId(1);
+    cluster.leader(p1).await;
+    let p0_leader = cluster.leader(P0).await;
+    let range = p0_leader.partition_map().unwrap().get(p1).unwrap().range.unwrap();
+    let keys: Vec<String> = (0..).map(|i| format!("r{i}")).filter(|k| in_range(k, &range)).take(48).collect();
+    for key in &keys {
+        assert!(cluster.put(key, "v").await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .map(|node| {
+            let (app, keys, stop) = (cluster.apps[support::index_of(node.node())].clone(), keys.clone(), stop.clone());
+            actix_rt::spawn(async move {
+                let (mut reads, mut missing) = (0, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    for (i, key) in keys.iter().enumerate() {
+                        let consistency = if i % 2 == 0 { Consistency::Linearizable } else { Consistency::Lease };
+                        if let Ok((partition, value)) =
+                            node.read_for_key(&app, key.as_bytes(), consistency, value_of(key)).await
+                        {
+                            reads += 1;
+                            if value.is_none() {
+                                missing.push(format!("{key} absent from {partition} on {}", node.node()));
+                            }
+                        }
+                    }
+                }
+                (reads, missing)
+            })
+        })
+        .collect();
+    // Split p1 six times (each new half again), with the readers running.
+    let mut splits = vec![p1];
+    for _ in 0..6 {
+        let source = *splits.last().unwrap();
+        let range = p0_leader.partition_map().unwrap().get(source).unwrap().range.unwrap();
+        splits.push(p0_leader.split_partition(source, midpoint(range)).await.expect("split"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for reader in readers {
+        let (reads, missing) = reader.await.unwrap();
+        assert!(missing.is_empty(), "reads missed keys: {missing:?}");
+        total += reads;
+    }
+    assert!(total > 100, "only {total} reads ran");
+    println!("{total} reads by key across 6 splits, none missed a key");
 }

@@ -13,7 +13,10 @@
 //!   read waits for this node's map and routes again;
 //! - a route to a partition **in a split or merge** (its fence is at the route's generation; only
 //!   partition 0 knows whether the move completed) first takes a barrier on partition 0 at the
-//!   read's consistency and waits until this node applied it, then routes again.
+//!   read's consistency and waits until this node applied it, then routes again;
+//! - the read itself runs on the application actor, which applies map changes too (and may drop
+//!   the range a source handed over): if the key's route changed by the time the read returned,
+//!   it routes and reads again.
 
 use super::RaftManager;
 use crate::application::{Read, StateMachine, StateMachineActor};
@@ -61,7 +64,9 @@ impl RaftManager {
     /// Read the state of the partition owning `key` at `consistency` (see the module docs on
     /// reading by key): `read` runs on the [`StateMachineActor`] with the partition it was routed
     /// to, after every entry up to the read index, and a split or merge that moved the key before
-    /// this call never makes it see the key's old partition. Returns the partition and what `read`
+    /// this call never makes it see the key's old partition. If the route changed by the time
+    /// `read` ran (the application may already have dropped the range it handed over), the read
+    /// routes and runs again, so `read` may run more than once. Returns the partition and what `read`
     /// returned. [`ReplicateError::PartitionMoved`] or [`ReplicateError::Timeout`] when this
     /// node's map could not catch up.
     pub async fn read_for_key<S, R>(
@@ -69,7 +74,7 @@ impl RaftManager {
         app: &Addr<StateMachineActor<S>>,
         key: &[u8],
         consistency: Consistency,
-        read: impl FnOnce(&S, PartitionId) -> R + Send + 'static,
+        read: impl Fn(&S, PartitionId) -> R + Clone + Send + 'static,
     ) -> Result<(PartitionId, R), ReplicateError>
     where
         S: StateMachine,
@@ -78,7 +83,7 @@ impl RaftManager {
         let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
         let mut system_checked = consistency == Consistency::Local;
         let mut routes = 0;
-        let partition = loop {
+        loop {
             let info = self.partition_for_key(key)?;
             if info.state != PartitionState::Active && !system_checked {
                 self.system_barrier(consistency).await?;
@@ -87,7 +92,21 @@ impl RaftManager {
             }
             routes += 1;
             match self.ask(info.id, ReadBarrier::routed(consistency, info.generation)).await.and_then(|r| r) {
-                Ok(_) => break info.id,
+                Ok(_) => {
+                    let (partition, read) = (info.id, read.clone());
+                    let value = app.send(Read::new(move |state| read(state, partition))).await;
+                    let value = value.map_err(|_| ReplicateError::NotJoined)?;
+                    // The application applies map changes too (it may drop a range the partition
+                    // handed over): a read it served after the route changed may miss the key.
+                    let current = self.partition_for_key(key)?;
+                    if current == info {
+                        return Ok((partition, value));
+                    }
+                    if routes >= READ_ROUTES {
+                        let (expected, current) = (info.generation, current.generation);
+                        return Err(ReplicateError::PartitionMoved { partition, expected, current });
+                    }
+                }
                 Err(ReplicateError::PartitionMoved { current, .. }) if routes < READ_ROUTES => {
                     // The partition's log is ahead of this node's map: wait for the map.
                     let caught_up = || {
@@ -101,9 +120,7 @@ impl RaftManager {
                 }
                 Err(error) => return Err(self.with_endpoint(error)),
             }
-        };
-        let value = app.send(Read::new(move |state| read(state, partition))).await;
-        value.map(|value| (partition, value)).map_err(|_| ReplicateError::NotJoined)
+        }
     }
 
     /// A barrier on partition 0 at `consistency`, answered once this node's coordinator applied
