@@ -27,8 +27,9 @@
 //! Bounded by default (one run per transport, `KOMMANDER_NEMESIS_SECONDS`, default 35 s of
 //! faults each). Long mode: `KOMMANDER_NEMESIS_MINUTES=15 cargo test -p kommander-server --test
 //! nemesis -- --nocapture` repeats runs with new seeds on each transport until its minutes are
-//! spent (the transports take turns, so 15 makes a 30-minute run). `KOMMANDER_NEMESIS_SEED` fixes the first seed; `KOMMANDER_NEMESIS_ONLY` (a comma list
-//! of kinds, e.g. `Membership,KillLeader`) narrows the nemesis.
+//! spent (the transports take turns, so 15 makes a 30-minute run). `KOMMANDER_NEMESIS_SEED` fixes
+//! the first seed; `KOMMANDER_NEMESIS_ONLY` (a comma list of kinds, e.g. `Membership,KillLeader`)
+//! narrows the nemesis.
 
 mod checker;
 mod cluster;
