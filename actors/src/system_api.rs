@@ -65,6 +65,20 @@ impl RaftManager {
             return Err(ReplicateError::SystemPartitionReserved);
         }
         // A writer that routed with a newer map than this node has applied waits for it to catch up.
+        let info = self.map_entry_at_least(partition, generation).await?;
+        if info.generation != generation || info.state != PartitionState::Active {
+            return Err(ReplicateError::PartitionMoved { partition, expected: generation, current: info.generation });
+        }
+        self.propose(partition, Replicate::guarded(log_type, payloads, generation)).await
+    }
+
+    /// This node's map entry of `partition` once it is at `generation` or newer, waiting for the
+    /// map to catch up (at most the proposal timeout; after it, the entry as it stands).
+    pub(crate) async fn map_entry_at_least(
+        &self,
+        partition: PartitionId,
+        generation: u64,
+    ) -> Result<PartitionInfo, ReplicateError> {
         let lookup = || {
             self.with_state(|s| s.map.get(partition).cloned())
                 .and_then(|info| info.ok_or(ReplicateError::UnknownPartition(partition)))
@@ -76,14 +90,7 @@ impl RaftManager {
                 other => Some(other),
             })
             .await;
-        let info = match caught_up {
-            Some(result) => result?,
-            None => lookup()?,
-        };
-        if info.generation != generation || info.state != PartitionState::Active {
-            return Err(ReplicateError::PartitionMoved { partition, expected: generation, current: info.generation });
-        }
-        self.propose(partition, Replicate::guarded(log_type, payloads, generation)).await
+        caught_up.unwrap_or_else(lookup)
     }
 
     /// Route `key` with the current map and replicate one guarded entry to its partition.

@@ -282,6 +282,32 @@ async fn read_once_healed(
     }
 }
 
+/// The set-up of the stale-map tests: a cluster whose partition 1 holds `key` = `old` (in the half
+/// a split at `boundary` moves), seen by `stale` (not partition 0's leader) and its `app`.
+struct StaleReader {
+    cluster: Cluster,
+    p0_leader: kommander_actors::RaftManager,
+    stale: kommander_actors::RaftManager,
+    app: support::App,
+    key: String,
+    boundary: u64,
+}
+
+impl StaleReader {
+    async fn start() -> StaleReader {
+        let cluster = Cluster::start().await;
+        let p1 = PartitionId(1);
+        cluster.leader(p1).await;
+        let p0_leader = cluster.leader(P0).await;
+        let (key, boundary) = moving_key(&p0_leader, p1);
+        assert!(cluster.put(&key, "old").await);
+        let stale = cluster.running().into_iter().find(|m| m.node() != p0_leader.node()).unwrap();
+        let app = cluster.apps[support::index_of(stale.node())].clone();
+        wait_for_value(&app, p1, &key, "old").await;
+        StaleReader { cluster, p0_leader, stale, app, key, boundary }
+    }
+}
+
 /// Cut `stale`'s partition-0 links, so its map stops where it is.
 fn freeze_map(cluster: &Cluster, stale: NodeId) {
     for other in cluster.running().iter().map(|m| m.node()).filter(|&n| n != stale) {
@@ -295,15 +321,8 @@ fn freeze_map(cluster: &Cluster, stale: NodeId) {
 /// instead of returning the old value; once the map catches up it reads the new owner.
 #[actix_rt::test]
 async fn a_read_routed_by_a_map_that_missed_a_split_never_returns_the_old_partitions_copy() {
-    let cluster = Cluster::start().await;
+    let StaleReader { cluster, p0_leader, stale, app, key, boundary } = StaleReader::start().await;
     let p1 = PartitionId(1);
-    cluster.leader(p1).await;
-    let p0_leader = cluster.leader(P0).await;
-    let (key, boundary) = moving_key(&p0_leader, p1);
-    assert!(cluster.put(&key, "old").await);
-    let stale = cluster.running().into_iter().find(|m| m.node() != p0_leader.node()).unwrap();
-    let app = cluster.apps[support::index_of(stale.node())].clone();
-    wait_for_value(&app, p1, &key, "old").await;
 
     freeze_map(&cluster, stale.node());
     let target = p0_leader.split_partition(p1, boundary).await.expect("split");
@@ -330,15 +349,8 @@ async fn a_read_routed_by_a_map_that_missed_a_split_never_returns_the_old_partit
 /// instead of returning the old value; once healed it reads the new owner.
 #[actix_rt::test]
 async fn a_read_routed_by_a_map_stopped_mid_split_asks_partition_0_first() {
-    let cluster = Cluster::start().await;
+    let StaleReader { cluster, p0_leader, stale, app, key, boundary } = StaleReader::start().await;
     let p1 = PartitionId(1);
-    cluster.leader(p1).await;
-    let p0_leader = cluster.leader(P0).await;
-    let (key, boundary) = moving_key(&p0_leader, p1);
-    assert!(cluster.put(&key, "old").await);
-    let stale = cluster.running().into_iter().find(|m| m.node() != p0_leader.node()).unwrap();
-    let app = cluster.apps[support::index_of(stale.node())].clone();
-    wait_for_value(&app, p1, &key, "old").await;
 
     // Hold the split after it began, freeze the stale node's map there, then let it complete.
     cluster.export_blocked.store(true, Ordering::SeqCst);

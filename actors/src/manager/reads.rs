@@ -6,7 +6,7 @@
 //! This node's partition map may be behind partition 0 (after a restart it replays the map, a
 //! lagging replica applies it late), so the partition a key routes to may have handed the key to
 //! another partition: its replica then holds a frozen, stale copy. [`RaftManager::read_for_key`]
-//! rules that out with two checks:
+//! rules that out with three checks:
 //! - a route to an **active** partition carries the route's generation; every split or merge
 //!   writes a fence of a newer generation into the source's log before the key moves, so a
 //!   barrier whose read index covers that fence answers [`ReplicateError::PartitionMoved`] and the
@@ -80,7 +80,6 @@ impl RaftManager {
         S: StateMachine,
         R: Send + 'static,
     {
-        let changes = self.changes().ok_or(ReplicateError::NotJoined)?;
         let mut system_checked = consistency == Consistency::Local;
         let mut routes = 0;
         loop {
@@ -109,14 +108,9 @@ impl RaftManager {
                 }
                 Err(ReplicateError::PartitionMoved { current, .. }) if routes < READ_ROUTES => {
                     // The partition's log is ahead of this node's map: wait for the map.
-                    let caught_up = || {
-                        let generation = self.with_state(|s| s.map.get(info.id).map(|p| p.generation));
-                        matches!(generation, Ok(Some(g)) if g >= current).then_some(())
-                    };
-                    changes
-                        .wait_until(self.inner.config.proposal_timeout, caught_up)
-                        .await
-                        .ok_or(ReplicateError::Timeout(PartitionId::SYSTEM))?;
+                    if self.map_entry_at_least(info.id, current).await?.generation < current {
+                        return Err(ReplicateError::Timeout(PartitionId::SYSTEM));
+                    }
                 }
                 Err(error) => return Err(self.with_endpoint(error)),
             }
