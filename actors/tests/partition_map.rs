@@ -308,6 +308,22 @@ impl StaleReader {
     }
 }
 
+/// Write `key` = `value` through the other nodes: the stale node's map cannot route it, so if it
+/// was elected leader of the key's new partition, that leadership moves to another node first.
+async fn put_elsewhere(
+    cluster: &Cluster,
+    p0_leader: &kommander_actors::RaftManager,
+    stale: NodeId,
+    key: &str,
+    value: &str,
+) {
+    let owner = p0_leader.partition_for_key(key.as_bytes()).unwrap().id;
+    if let Some(leader) = cluster.running().into_iter().find(|m| m.node() == stale && m.is_leader(owner)) {
+        leader.transfer_leadership(owner, p0_leader.node()).await.expect("transfer off the stale node");
+    }
+    assert!(cluster.put_avoiding(key, value, &[stale]).await, "the write of {key} through the other nodes");
+}
+
 /// Cut `stale`'s partition-0 links, so its map stops where it is.
 fn freeze_map(cluster: &Cluster, stale: NodeId) {
     for other in cluster.running().iter().map(|m| m.node()).filter(|&n| n != stale) {
@@ -326,7 +342,7 @@ async fn a_read_routed_by_a_map_that_missed_a_split_never_returns_the_old_partit
 
     freeze_map(&cluster, stale.node());
     let target = p0_leader.split_partition(p1, boundary).await.expect("split");
-    assert!(cluster.put_avoiding(&key, "new", &[stale.node()]).await);
+    put_elsewhere(&cluster, &p0_leader, stale.node(), &key, "new").await;
     let route = stale.partition_for_key(key.as_bytes()).unwrap();
     assert_eq!((route.id, route.state), (p1, PartitionState::Active), "the stale node's map missed the split");
     // Its replica of p1 still holds the key's old value (a source keeps its range until its own
@@ -366,7 +382,7 @@ async fn a_read_routed_by_a_map_stopped_mid_split_asks_partition_0_first() {
     freeze_map(&cluster, stale.node());
     cluster.export_blocked.store(false, Ordering::SeqCst);
     let target = split.await.unwrap().expect("split");
-    assert!(cluster.put_avoiding(&key, "new", &[stale.node()]).await);
+    put_elsewhere(&cluster, &p0_leader, stale.node(), &key, "new").await;
     let route = stale.partition_for_key(key.as_bytes()).unwrap();
     assert!(matches!(route.state, PartitionState::Splitting { .. }), "{route:?}");
 

@@ -154,3 +154,54 @@ async fn leaders_spread_out_after_one_node_took_them_all() {
     }
     assert!(cluster.put("key", "balanced").await);
 }
+
+/// Reads racing leadership transfers all succeed and see the acknowledged value: a read whose
+/// round met the change waits for the next leader and runs again (a read has no effect), on the
+/// leader and on followers alike.
+#[actix::test]
+async fn reads_racing_leadership_transfers_succeed_on_every_node() {
+    let cluster = Cluster::start().await;
+    assert!(cluster.put("key", "value").await);
+    let partition = cluster.manager(0).unwrap().partition_for_key(b"key").unwrap().id;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = cluster
+        .running_indexes()
+        .into_iter()
+        .map(|i| {
+            let (manager, app, stop) = (cluster.manager(i).unwrap(), cluster.apps[i].clone(), stop.clone());
+            actix::spawn(async move {
+                let (mut reads, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+                        let read = move |app: &KvApp| app.store.get(&partition).and_then(|m| m.get("key").cloned());
+                        match manager.read(&app, partition, consistency, read).await {
+                            Ok(Some(value)) if value == "value" => reads += 1,
+                            other => failed.push(format!("{} at {consistency:?}: {other:?}", manager.node())),
+                        }
+                    }
+                }
+                (reads, failed)
+            })
+        })
+        .collect();
+    for _ in 0..6 {
+        let leader = cluster.leader(partition).await;
+        let to = cluster.running().into_iter().map(|m| m.node()).find(|&n| n != leader.node()).unwrap();
+        leader.transfer_leadership(partition, to).await.expect("transfer");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for reader in readers {
+        let (reads, failed) = reader.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} reads failed across the transfers, e.g. {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        total += reads;
+    }
+    assert!(total > 100, "only {total} reads ran");
+    println!("{total} reads across 6 leadership transfers, none failed");
+}

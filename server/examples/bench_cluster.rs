@@ -26,6 +26,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
+
+use ports::free_port;
+
 const NODES: [u64; 3] = [1, 2, 3];
 const SECRET: &str = "bench-cluster-secret";
 const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -128,10 +133,6 @@ fn server_binary() -> Result<PathBuf, String> {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// One running node.
 struct Node {
     id: u64,
@@ -148,8 +149,8 @@ struct Cluster {
 
 impl Cluster {
     fn start(server: &Path, transport: &str, options: &Options, dir: &Path) -> Result<Cluster, Box<dyn Error>> {
-        let http: Vec<u16> = NODES.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
-        let grpc: Vec<u16> = NODES.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
+        let http: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
+        let grpc: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
         let mut cluster = Cluster { nodes: Vec::new(), dir: dir.to_path_buf() };
         for (i, &id) in NODES.iter().enumerate() {
             let mut args = vec![

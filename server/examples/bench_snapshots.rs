@@ -20,6 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
+
+use ports::free_port;
+
 const SECRET: &str = "bench-snapshots-secret";
 
 struct Options {
@@ -46,10 +51,6 @@ fn server_binary() -> PathBuf {
     let me = std::env::current_exe().expect("exe");
     let release = me.parent().and_then(Path::parent).expect("target/<profile>");
     release.join("kommander-server")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Three (or four) node processes on loopback.

@@ -1,6 +1,7 @@
 //! The node's HTTP API: `PUT /kv/{key}` (routed by the partition map to the key's partition,
 //! written with the partition's generation as a guard — re-routed when a split or merge moved the
-//! key — and forwarded to the partition's leader), `GET /kv/{key}` (this replica's applied value
+//! key — and forwarded to the partition's leader; during an election it waits for the leader),
+//! `GET /kv/{key}` (this replica's applied value
 //! in the partition that owns the key; `?consistency=linearizable` (the default) or `lease` reads
 //! behind a read barrier — on any node, a follower asks the leader for the index — so the value
 //! is at least as new as every acknowledged write; `local` reads this replica's applied value once
@@ -28,6 +29,8 @@ use std::sync::Arc;
 pub(crate) const FORWARDED: &str = "x-kommander-forwarded";
 /// How long a read waits for its partition to finish replaying its log on this replica.
 pub const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a write that found no leader (an election runs) waits for one before it is retried.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Everything the handlers need.
 #[derive(Clone)]
@@ -127,6 +130,12 @@ async fn put(
         match state.manager.replicate_guarded(info.id, info.generation, PUT, vec![payload.clone()]).await {
             Err(ReplicateError::PartitionMoved { .. }) if attempts < 20 => {
                 actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // An election runs (nothing was appended): wait for its leader, then write again.
+            Err(error @ ReplicateError::NotLeader { leader: None, .. }) if attempts < 20 => {
+                if state.manager.wait_for_leader(info.id, LEADER_WAIT).await.is_err() {
+                    break Err(error);
+                }
             }
             other => break other.map(|committed| (info.id, committed)),
         }

@@ -23,13 +23,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/ports.rs"]
+mod ports;
+
+use ports::free_port;
+
 const SERVER: &str = env!("CARGO_BIN_EXE_kommander-server");
 const PARTITIONS: u32 = 4;
 const SECRET: &str = "process-test-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// How to start one node (kept to restart it identically).
 #[derive(Clone)]
@@ -1068,7 +1069,8 @@ async fn cluster_over_tls(transport: &str) {
     assert!(table.lines().next().is_some_and(|l| l.starts_with("node 1")), "{table}");
     let (code, _, error) = ctl(&["--ca", &ca, "put", "ctl-tls", "over-tls"]);
     assert_eq!(code, Some(0), "{error}");
-    assert_eq!(ctl(&["--ca", &ca, "get", "ctl-tls"]).1.trim(), "over-tls");
+    let (code, value, error) = ctl(&["--ca", &ca, "get", "ctl-tls"]);
+    assert_eq!((code, value.trim()), (Some(0), "over-tls"), "{error}");
     let other = stranger.ca.display().to_string();
     for args in [&["status"][..], &["--ca", &other, "status"][..]] {
         let (code, _, error) = ctl(args);

@@ -25,9 +25,13 @@ use crate::executor::{Consistency, ReadBarrier, TransferLeadership};
 use actix::prelude::*;
 use kommander_core::system::PartitionState;
 use kommander_core::{LogIndex, NodeId, PartitionId};
+use std::time::Instant;
 
 /// Routes a read by key tries before giving up (each stale route waits for the map first).
 const READ_ROUTES: usize = 4;
+/// Times a read barrier is asked for while the partition's leadership moves (each after a leader
+/// is known again; the proposal timeout bounds them all).
+const LEADERSHIP_ATTEMPTS: usize = 8;
 
 impl RaftManager {
     /// A read barrier on `partition` (any node: a follower asks the leader for the index, then
@@ -35,13 +39,39 @@ impl RaftManager {
     /// application; a read the application makes through its actor afterwards sees every write
     /// acknowledged before this call (for [`Consistency::Linearizable`], and for
     /// [`Consistency::Lease`] while clocks drift within `max_clock_drift`).
-    /// [`Consistency::Local`] returns at once. Concurrent barriers share quorum rounds.
+    /// [`Consistency::Local`] returns at once. Concurrent barriers share quorum rounds. A barrier
+    /// that meets a leadership change (or no leader) waits for the next leader and runs again,
+    /// within the proposal timeout; so do [`RaftManager::read`] and [`RaftManager::read_for_key`].
     pub async fn read_barrier(
         &self,
         partition: PartitionId,
         consistency: Consistency,
     ) -> Result<LogIndex, ReplicateError> {
-        self.ask(partition, ReadBarrier::new(consistency)).await.and_then(|r| r).map_err(|e| self.with_endpoint(e))
+        self.barrier(partition, ReadBarrier::new(consistency)).await.map_err(|e| self.with_endpoint(e))
+    }
+
+    /// Ask `partition` for `barrier`, again while its leadership moves: a read has no effect, so
+    /// one that failed because the leader changed during its round
+    /// ([`ReplicateError::LeadershipLost`]) or because no leader was known
+    /// ([`ReplicateError::NotLeader`] without one) waits for a leader and runs again, until the
+    /// proposal timeout has passed since the call.
+    async fn barrier(&self, partition: PartitionId, barrier: ReadBarrier) -> Result<LogIndex, ReplicateError> {
+        let deadline = Instant::now() + self.inner.config.proposal_timeout;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match self.ask(partition, barrier).await.and_then(|r| r) {
+                Err(error @ (ReplicateError::LeadershipLost(_) | ReplicateError::NotLeader { leader: None, .. })) => {
+                    error
+                }
+                other => return other,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || attempts >= LEADERSHIP_ATTEMPTS || self.wait_for_leader(partition, left).await.is_err()
+            {
+                return Err(error);
+            }
+        }
     }
 
     /// Read the application's state after a [`RaftManager::read_barrier`]: `read` runs on the
@@ -90,7 +120,7 @@ impl RaftManager {
                 continue;
             }
             routes += 1;
-            match self.ask(info.id, ReadBarrier::routed(consistency, info.generation)).await.and_then(|r| r) {
+            match self.barrier(info.id, ReadBarrier::routed(consistency, info.generation)).await {
                 Ok(_) => {
                     let (partition, read) = (info.id, read.clone());
                     let value = app.send(Read::new(move |state| read(state, partition))).await;

@@ -21,10 +21,10 @@ pub fn default_server() -> PathBuf {
     me.parent().and_then(Path::parent).expect("target/<profile>").join("kommander-server")
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
+#[path = "../../tests/support/ports.rs"]
+mod ports;
+
+use ports::free_port;
 
 /// Three node processes on loopback; killed (SIGKILL) on drop, then the data dir is deleted.
 pub struct Nodes {

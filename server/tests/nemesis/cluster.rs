@@ -50,7 +50,7 @@ fn clock_file(dir: &Path, id: u64) -> PathBuf {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], crate::ports::free_port()))
 }
 
 struct Node {

@@ -34,6 +34,8 @@
 mod checker;
 mod cluster;
 mod history;
+#[path = "../support/ports.rs"]
+mod ports;
 mod proxy;
 mod workload;
 
@@ -542,4 +544,17 @@ async fn nemesis_over_rest_stays_linearizable_and_loses_no_acknowledged_write() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nemesis_over_grpc_stays_linearizable_and_loses_no_acknowledged_write() {
     suite(Transport::Grpc).await;
+}
+
+/// Re-check a history a failing run kept:
+/// `KOMMANDER_NEMESIS_RECHECK=<dir>/history.jsonl cargo test -p kommander-server --test nemesis
+/// recheck -- --ignored --nocapture` prints the checker's report and fails on an anomaly.
+#[test]
+#[ignore = "a tool for kept histories: run with KOMMANDER_NEMESIS_RECHECK=path --ignored"]
+fn recheck_a_kept_history() {
+    let path = std::env::var("KOMMANDER_NEMESIS_RECHECK").expect("KOMMANDER_NEMESIS_RECHECK names a history.jsonl");
+    let ops = history::load_jsonl(std::path::Path::new(&path)).expect("a readable history");
+    let report = checker::check(&ops);
+    println!("{} ops, {} checked\n{report}", ops.len(), report.ops_checked());
+    assert!(report.is_ok(), "{} anomalies", report.anomaly_count());
 }
